@@ -1,0 +1,1 @@
+"""The ``flowdb`` command line: Typer commands, Rich output, one-line errors."""

@@ -1,0 +1,96 @@
+"""Console output for the CLI: Rich consoles and the live report of migrations.
+
+Migration commands report through Python logging (``flowdb.migrations``); this
+module turns those records into lines on the terminal, so the library stays free of
+any presentation.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status
+
+
+def stderr_console() -> Console:
+    """The console for progress and messages (stdout is kept for data and SQL)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def stdout_console() -> Console:
+    """The console for a command's data output."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+class _MigrationReport(logging.Handler):
+    """Prints each applied migration and lock wait as it happens."""
+
+    def __init__(self, console: Console, status: Status) -> None:
+        super().__init__(level=logging.INFO)
+        self.console = console
+        self.status = status
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = record.__dict__
+        if "elapsed" in fields:
+            mark = "[green]↑[/]" if fields["direction"] == "upgrade" else "[yellow]↓[/]"
+            self.console.print(
+                f"  {mark} {fields['revision']}  {fields['title']}  "
+                f"[dim]{fields['elapsed']:.2f} s[/]"
+            )
+        elif record.levelno >= logging.WARNING:
+            self.console.print(f"[yellow]{record.getMessage()}[/]")
+            self.status.update(f"{record.getMessage()}…")
+        else:
+            self.console.print(record.getMessage())
+
+
+@contextmanager
+def migration_report(activity: str) -> Iterator[None]:
+    """Show a spinner for ``activity`` and print each migration step while the block runs."""
+    console = stderr_console()
+    loggers = [logging.getLogger("flowdb.migrations"), logging.getLogger("flowdb.migrations.lock")]
+    with console.status(f"{activity}…") as status:
+        handler = _MigrationReport(console, status)
+        previous_levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.addHandler(handler)
+            lg.setLevel(logging.INFO)
+            lg.propagate = False
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, previous_levels, strict=True):
+                lg.removeHandler(handler)
+                lg.setLevel(level)
+                lg.propagate = True
+
+
+def confirm_or_refuse(question: str, yes: bool, flag: str = "--yes") -> bool:
+    """Ask ``question`` on a terminal; without one, refuse unless ``yes`` was given.
+
+    Returns whether to go on. Raises ``ConfirmationRequiredError`` when there is no
+    terminal to ask and ``yes`` was not given.
+    """
+    if yes:
+        return True
+    from flowdb.errors import ConfirmationRequiredError
+
+    if not sys.stdin.isatty():
+        raise ConfirmationRequiredError(
+            f"Refusing to continue without confirmation: stdin is not a terminal; "
+            f"pass {flag} (-y) to confirm."
+        )
+    import typer
+
+    return bool(typer.confirm(question, default=False))

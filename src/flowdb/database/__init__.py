@@ -1,0 +1,1 @@
+"""The database: models, migrations, the commands that run them, locking and engines."""

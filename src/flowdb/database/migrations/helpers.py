@@ -1,0 +1,170 @@
+"""Building blocks for migration files.
+
+Migrations are frozen in time, so nothing here may change meaning once a revision
+uses it: add new helpers instead of editing old ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import context, op
+from sqlalchemy.dialects import postgresql
+
+#: Rows per statement in data migrations: big enough that per-statement overhead is
+#: noise, small enough that one statement's working set stays bounded.
+DATA_MIGRATION_BATCH_SIZE = 100_000
+
+STATE_TYPE_VALUES = (
+    "SCHEDULED",
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "CRASHED",
+    "PAUSED",
+    "CANCELLING",
+)
+
+NOW = sa.text("CURRENT_TIMESTAMP")
+
+
+def dialect_name() -> str:
+    """The dialect being migrated (works online and offline)."""
+    return str(op.get_context().dialect.name)
+
+
+def is_postgresql() -> bool:
+    """Whether the migration runs against PostgreSQL."""
+    return dialect_name() == "postgresql"
+
+
+def state_type() -> sa.types.TypeEngine[Any]:
+    """The ``state_type`` enum column type; on PostgreSQL the type must already exist."""
+    return sa.Enum(*STATE_TYPE_VALUES, name="state_type", create_constraint=False).with_variant(
+        postgresql.ENUM(*STATE_TYPE_VALUES, name="state_type", create_type=False), "postgresql"
+    )
+
+
+def create_state_type_enum() -> None:
+    """Create the PostgreSQL enum type explicitly (SQLite stores the values as text)."""
+    if is_postgresql():
+        postgresql.ENUM(*STATE_TYPE_VALUES, name="state_type").create(op.get_bind())
+
+
+def drop_state_type_enum() -> None:
+    """Drop the PostgreSQL enum type created by ``create_state_type_enum``."""
+    if is_postgresql():
+        postgresql.ENUM(*STATE_TYPE_VALUES, name="state_type").drop(op.get_bind())
+
+
+def json_document() -> sa.types.TypeEngine[Any]:
+    """JSON column type: JSONB on PostgreSQL, JSON text on SQLite."""
+    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def timestamp() -> sa.DateTime:
+    """A timezone-aware timestamp column type."""
+    return sa.DateTime(timezone=True)
+
+
+def base_columns() -> list[sa.Column[Any]]:
+    """The ``id``, ``created`` and ``updated`` columns every table starts with."""
+    return [
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created", timestamp(), server_default=NOW, nullable=False),
+        sa.Column("updated", timestamp(), server_default=NOW, nullable=False),
+    ]
+
+
+def json_column(name: str, default: str | None = None, nullable: bool = False) -> sa.Column[Any]:
+    """A JSON document column with an optional literal server default such as ``'[]'``."""
+    server_default = sa.text(f"'{default}'") if default is not None else None
+    return sa.Column(name, json_document(), server_default=server_default, nullable=nullable)
+
+
+def fk(
+    table: str, column: str, target: str, ondelete: str, name: str | None = None
+) -> sa.ForeignKeyConstraint:
+    """A named foreign key ``table.column -> target.id`` following flowdb's naming convention."""
+    return sa.ForeignKeyConstraint(
+        [column],
+        [f"{target}.id"],
+        name=name or f"fk_{table}__{column}__{target}",
+        ondelete=ondelete,
+    )
+
+
+def frozen_table(name: str, *items: Any) -> sa.Table:
+    """A Table object describing ``name`` as it is at this revision.
+
+    Batch operations on SQLite are given this as ``copy_from`` so that they never
+    reflect the live table: that keeps ``--dry-run`` (offline mode) working.
+    """
+    return sa.Table(name, sa.MetaData(), *items)
+
+
+def key_ranges(table: str, key: str = "id") -> Iterator[tuple[Any, Any] | None]:
+    """Yield ``(low, high)`` key bounds covering ``table`` in batches, or one ``None`` offline.
+
+    A batch is ``low < key <= high``; ``low`` is ``None`` for the first batch and
+    ``high`` is ``None`` for the last. Each bound is found with one indexed query that
+    returns a single key, so no rows travel through Python. Offline (``--dry-run``)
+    there is nothing to query: the caller emits its statement once for the whole table.
+    """
+    if context.is_offline_mode():
+        yield None
+        return
+    bind = op.get_bind()
+    nth_key = f"SELECT {key} FROM {table} {{where}} ORDER BY {key} LIMIT 1 OFFSET :skip"
+    first = sa.text(nth_key.format(where=""))
+    following = sa.text(nth_key.format(where=f"WHERE {key} > :low"))
+    skip = DATA_MIGRATION_BATCH_SIZE - 1
+    low: Any = None
+    while True:
+        if low is None:
+            high = bind.execute(first, {"skip": skip}).scalar()
+        else:
+            high = bind.execute(following, {"low": low, "skip": skip}).scalar()
+        yield (low, high)
+        if high is None:
+            return
+        low = high
+
+
+def execute_in_batches(table: str, *statements: str, key: str = "id") -> None:
+    """Run set-based ``statements`` over ``table``, one key-range batch at a time.
+
+    Each statement must contain ``{batch}``, which becomes a condition on ``key``
+    selecting the current batch (``1 = 1`` offline, where each statement runs once).
+    All batches run in the migration's one transaction: the migration stays atomic,
+    while each statement touches a bounded number of rows.
+    """
+    for bounds in key_ranges(table, key):
+        if bounds is None:
+            for statement in statements:
+                op.execute(statement.format(batch="1 = 1"))
+            continue
+        low, high = bounds
+        conditions = [f"{key} > :low"] if low is not None else []
+        conditions += [f"{key} <= :high"] if high is not None else []
+        condition = " AND ".join(conditions) or "1 = 1"
+        params = {"low": low, "high": high}
+        for statement in statements:
+            op.get_bind().execute(sa.text(statement.format(batch=condition)), params)
+
+
+def text_position(needle: str, column: str) -> str:
+    """SQL for the 1-based position of ``needle`` in ``column`` (0 when absent)."""
+    function = "strpos" if is_postgresql() else "instr"
+    return f"{function}({column}, '{needle}')"
+
+
+def include_in_comparison(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Leave tables that are not part of the schema out of autogenerate comparisons."""
+    return not (type_ == "table" and name in {"alembic_version"})

@@ -1,0 +1,27 @@
+"""Rename log.logger to name and work_queue.paused to is_paused, matching the API's fields.
+
+Both dialects rename a column in place (SQLite since 3.25), so no table is copied.
+
+Revision ID: 1b5e8c2f7d43
+Revises: 0a7d3b9e5c21
+Create Date: 2026-07-07 09:00:00
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision: str = "1b5e8c2f7d43"
+down_revision: str | None = "0a7d3b9e5c21"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.alter_column("log", "logger", new_column_name="name")
+    op.alter_column("work_queue", "paused", new_column_name="is_paused")
+
+
+def downgrade() -> None:
+    op.alter_column("work_queue", "is_paused", new_column_name="paused")
+    op.alter_column("log", "name", new_column_name="logger")

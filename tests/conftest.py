@@ -1,0 +1,59 @@
+"""Shared fixtures: real databases, one per test.
+
+* ``sqlite_url``: a SQLite file in the test's temporary folder.
+* ``postgres_url``: a new database on the local PostgreSQL server, dropped afterwards.
+* ``database_url``: both of them, one after the other (parametrised).
+* ``configured``: points flowdb's settings (``FLOWDB_*``) at ``database_url``.
+
+PostgreSQL is expected on 127.0.0.1:5432 (override with ``FLOWDB_TEST_POSTGRES_URL``).
+A missing server fails the tests that need it; it is never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dbtools import DIALECTS, create_postgres_database, drop_postgres_database
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every test away from the real ~/.flowdb and from the caller's FLOWDB_* settings."""
+    for name in list(os.environ):
+        if name.startswith("FLOWDB_") and name != "FLOWDB_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FLOWDB_HOME", str(tmp_path / "flowdb-home"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a (not yet created) SQLite file in the test's temporary folder."""
+    return f"sqlite:///{tmp_path / 'flowdb.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    url = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture(params=DIALECTS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database: once on SQLite, once on PostgreSQL."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def configured(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``database_url``, also set as FLOWDB_DATABASE_URL for the code under test."""
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", database_url)
+    return database_url

@@ -1,0 +1,58 @@
+"""Every revision, on SQLite and PostgreSQL: up one step, down one step, up again."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
+from flowdb.database.history import load_history
+from flowdb.database.status import read_current_revision
+from flowdb.database.urls import parse_database_url
+from tests.dbtools import sync_engine
+
+
+def table_names(url: str) -> set[str]:
+    engine = sync_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_stairway_from_base_to_head(configured: str) -> None:
+    database = parse_database_url(configured)
+    history = load_history()
+    assert len(history.revisions) >= 12
+    for revision in history.revisions:
+        alembic_upgrade("+1")
+        assert read_current_revision(database) == revision.id
+        tables_after_upgrade = table_names(configured)
+
+        alembic_downgrade("-1")
+        assert read_current_revision(database) == revision.down_revision
+
+        alembic_upgrade("+1")
+        assert read_current_revision(database) == revision.id
+        assert table_names(configured) == tables_after_upgrade
+    assert read_current_revision(database) == history.head
+
+
+def test_full_downgrade_removes_every_table(configured: str) -> None:
+    alembic_upgrade()
+    assert "flow_run" in table_names(configured)
+    alembic_downgrade("base")
+    assert table_names(configured) <= {"alembic_version"}
+    assert read_current_revision(parse_database_url(configured)) is None
+
+
+@pytest.mark.parametrize("revision", ["head", "+1"])
+def test_upgrade_is_idempotent_at_head(configured: str, revision: str) -> None:
+    alembic_upgrade()
+    head = load_history().head
+    if revision == "+1":
+        with pytest.raises(Exception, match="only 0 revision"):
+            alembic_upgrade(revision)
+    else:
+        alembic_upgrade(revision)
+    assert read_current_revision(parse_database_url(configured)) == head
