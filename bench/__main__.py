@@ -1,0 +1,88 @@
+"""``python -m bench``: run the benchmark cases, print their tables, write bench/results.md.
+
+Options:
+  --repeat N      runs per measurement (default 5)
+  --tiny          smallest sizes and 2 runs: the smoke test the suite runs
+  --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
+  --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server)
+  --output PATH   where to write the Markdown results (default bench/results.md)
+  --no-write      print only
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.common import Row, environment_report, render_table
+from bench.databases import Scratch, postgres_version, scratch
+
+ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun")
+
+
+def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch], list[Row]]]]:
+    from bench.concurrency import bench_concurrency
+    from bench.data_migrations import bench_data_migrations
+    from bench.dry_run import bench_dry_run
+    from bench.startup import bench_startup
+    from bench.upgrade import bench_upgrade
+
+    repeat = args.repeat
+    sizes = (2_000,) if args.tiny else (250_000, 1_000_000) if args.scale else (20_000, 80_000)
+    return {
+        "startup": ("1. CLI start-up", lambda s: bench_startup(s, repeat)),
+        "upgrade": ("2. Empty database to head", lambda s: bench_upgrade(s, repeat)),
+        "data": (
+            "3. Data migrations at scale",
+            lambda s: bench_data_migrations(s, sizes, max(1, repeat // 2)),
+        ),
+        "concurrency": ("4. Concurrent upgrades", lambda s: bench_concurrency(s, repeat)),
+        "dryrun": ("5. Dry-run SQL for the whole history", lambda s: bench_dry_run(s, repeat)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected cases and report them."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--scale", action="store_true")
+    parser.add_argument("--cases", default=",".join(ALL_CASES))
+    parser.add_argument("--output", type=Path, default=Path(__file__).with_name("results.md"))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.repeat = 2
+    chosen = [name.strip() for name in args.cases.split(",") if name.strip()]
+    cases = _cases(args)
+    unknown = [name for name in chosen if name not in cases]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(cases)}")
+
+    sections = []
+    with scratch() as place:
+        for name in chosen:
+            title, bench = cases[name]
+            print(f"running {title} ...", file=sys.stderr, flush=True)
+            table = render_table(title, bench(place))
+            print(table, flush=True)
+            sections.append(table)
+
+    if not args.no_write:
+        mode = "tiny" if args.tiny else "scale" if args.scale else "default"
+        header = (
+            f"# flowdb benchmark results\n\n"
+            f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, mode `{mode}`, "
+            f"{args.repeat} runs per measurement; ratios are medians measured in the same run.\n\n"
+            f"{environment_report(postgres_version())}\n"
+        )
+        args.output.write_text(header + "\n".join(sections), encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

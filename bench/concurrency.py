@@ -1,0 +1,84 @@
+"""Case 4: many callers upgrading one fresh database at once, against one caller alone.
+
+With the migration lock one caller migrates and the rest wait and then find the
+database at head, so the crowd should cost little more than the single upgrade.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+from bench.common import PYTHON, Row, interleaved, run
+from bench.databases import Scratch, flowdb_env
+
+UPGRADE = [PYTHON, "-m", "flowdb", "database", "upgrade", "-y"]
+CURRENT = [PYTHON, "-m", "flowdb", "database", "current"]
+
+
+def _processes(url: str, command: list[str], count: int) -> None:
+    """Start ``count`` copies of ``command`` at once and wait for all; fail if any failed."""
+    env = flowdb_env(url)
+    children = [
+        subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    errors = [child.communicate()[1] for child in children]
+    failed = [error for child, error in zip(children, errors, strict=True) if child.returncode]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {count} runs of {command} failed: {failed[0]}")
+
+
+def bench_concurrency(scratch: Scratch, repeat: int) -> list[Row]:
+    """Time 1 upgrade, 8 processes and 32 threads on a fresh database, per dialect."""
+    rows: list[Row] = []
+    for dialect in ("sqlite", "postgresql"):
+        rows += _bench_dialect(scratch, dialect, repeat)
+    return rows
+
+
+def _bench_dialect(scratch: Scratch, dialect: str, repeat: int) -> list[Row]:
+    new_url: Callable[[], str] = scratch.sqlite_url if dialect == "sqlite" else scratch.postgres_url
+    urls: dict[str, str] = {}
+    names = ("single", "processes", "threads", "current")
+
+    def fresh() -> None:
+        for name in names:
+            if name in urls:
+                scratch.drop(urls[name])
+            urls[name] = new_url()
+        run(UPGRADE, env=flowdb_env(urls["current"]))
+
+    timings = interleaved(
+        {
+            "single": lambda: run(UPGRADE, env=flowdb_env(urls["single"])),
+            "processes": lambda: _processes(urls["processes"], UPGRADE, 8),
+            "threads": lambda: run(
+                [PYTHON, "-m", "bench.thread_upgrade", "32"], env=flowdb_env(urls["threads"])
+            ),
+            "current": lambda: _processes(urls["current"], CURRENT, 8),
+        },
+        repeat,
+        setup=fresh,
+    )
+    for url in urls.values():
+        scratch.drop(url)
+    single = timings["single"]
+    return [
+        Row(f"{dialect}: 8 processes", timings["processes"], "1 upgrade", single, target=1.5),
+        Row(
+            f"{dialect}: 8 processes",
+            timings["processes"],
+            "8 × `current` at head",
+            timings["current"],
+            note="the baseline is the cost of starting 8 flowdb processes on this machine",
+        ),
+        Row(f"{dialect}: 32 threads", timings["threads"], "1 upgrade", single, target=1.5),
+    ]
