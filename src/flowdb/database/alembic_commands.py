@@ -292,7 +292,7 @@ def _print_upgrade_sql(database: DatabaseUrl, history: History, revision: str) -
             return
         span = f"{status.current}:{target}" if status.current else str(target)
     with _translated_errors(database):
-        command.upgrade(alembic_config(), span, sql=True)
+        command.upgrade(_preview_config(), span, sql=True)
 
 
 def _print_downgrade_sql(database: DatabaseUrl, history: History, revision: str) -> None:
@@ -311,7 +311,14 @@ def _print_downgrade_sql(database: DatabaseUrl, history: History, revision: str)
             return
         span = f"{status.current}:{target or 'base'}"
     with _translated_errors(database):
-        command.downgrade(alembic_config(), span, sql=True)
+        command.downgrade(_preview_config(), span, sql=True)
+
+
+def _preview_config() -> Config:
+    """The config for a dry-run: nothing is applied, so nothing is reported as applied."""
+    config = alembic_config()
+    config.attributes["on_step"] = None
+    return config
 
 
 def _status_for_preview(database: DatabaseUrl, history: History) -> Any:
