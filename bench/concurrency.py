@@ -7,7 +7,7 @@ database at head, so the crowd should cost little more than the single upgrade.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from functools import partial
 
 from bench.common import PYTHON, Row, interleaved, run
 from bench.databases import Scratch, flowdb_env
@@ -45,7 +45,7 @@ def bench_concurrency(scratch: Scratch, repeat: int) -> list[Row]:
 
 
 def _bench_dialect(scratch: Scratch, dialect: str, repeat: int) -> list[Row]:
-    new_url: Callable[[], str] = scratch.sqlite_url if dialect == "sqlite" else scratch.postgres_url
+    new_url = partial(scratch.new_url, dialect)
     urls: dict[str, str] = {}
     names = ("single", "processes", "threads", "current")
 

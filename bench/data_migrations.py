@@ -62,7 +62,7 @@ _POSTGRES_FILL = [
 
 def build_database(scratch: Scratch, dialect: str, runs: int) -> str:
     """A database at ``BEFORE`` with ``runs`` flow runs, runs/5 task runs and 2×runs logs."""
-    url = scratch.sqlite_url() if dialect == "sqlite" else scratch.postgres_url()
+    url = scratch.new_url(dialect)
     run([PYTHON, "-m", "flowdb", "database", "upgrade", "-y", "-r", BEFORE], env=flowdb_env(url))
     from flowdb.database.urls import parse_database_url
 

@@ -38,6 +38,10 @@ class Scratch:
         self.postgres_names.append(name)
         return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
+    def new_url(self, dialect: str) -> str:
+        """A new empty database of ``dialect`` ("sqlite" or "postgresql")."""
+        return self.sqlite_url() if dialect == "sqlite" else self.postgres_url()
+
     def copy(self, url: str) -> str:
         """A copy of the database at ``url`` (file copy or PostgreSQL template)."""
         if url.startswith("sqlite"):

@@ -11,7 +11,7 @@ from bench.databases import Scratch, flowdb_env
 def bench_dry_run(scratch: Scratch, repeat: int) -> list[Row]:
     """Time upgrade and downgrade dry-runs over the whole history against importing Alembic."""
     cases = {"import alembic.command": [PYTHON, "-c", "import alembic.command"]}
-    urls = {"sqlite": scratch.sqlite_url(), "postgresql": scratch.postgres_url()}
+    urls = {dialect: scratch.new_url(dialect) for dialect in ("sqlite", "postgresql")}
     for dialect, url in urls.items():
         for direction, span in (("upgrade", "base:head"), ("downgrade", "head:base")):
             cases[f"{dialect}: {direction} --dry-run -r {span}"] = [

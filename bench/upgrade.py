@@ -25,7 +25,7 @@ def bench_upgrade(scratch: Scratch, repeat: int) -> list[Row]:
 
 
 def _bench_dialect(scratch: Scratch, dialect: str, repeat: int) -> list[Row]:
-    new_url: Callable[[], str] = scratch.sqlite_url if dialect == "sqlite" else scratch.postgres_url
+    new_url = partial(scratch.new_url, dialect)
     sql = single_transaction(dry_run_sql(new_url(), "base:head"))
     script = write_script(scratch.folder, f"head-{dialect}.sql", sql)
     targets: dict[str, str] = {}

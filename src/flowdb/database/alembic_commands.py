@@ -99,7 +99,7 @@ def alembic_upgrade(revision: str = "head", dry_run: bool = False) -> None:
     database = configured_database_url()
     history = load_history()
     if dry_run:
-        _print_upgrade_sql(database, history, revision)
+        _print_sql("upgrade", database, history, revision)
         return
     with _translated_errors(database), migration_lock(database, "upgrade"):
         status = schema_status(database, history)
@@ -131,7 +131,7 @@ def alembic_downgrade(revision: str = "-1", dry_run: bool = False) -> None:
     database = configured_database_url()
     history = load_history()
     if dry_run:
-        _print_downgrade_sql(database, history, revision)
+        _print_sql("downgrade", database, history, revision)
         return
     with _translated_errors(database), migration_lock(database, "downgrade"):
         status = schema_status(database, history)
@@ -276,42 +276,42 @@ def _run_alembic(direction: str, target: str) -> None:
     )
 
 
-def _print_upgrade_sql(database: DatabaseUrl, history: History, revision: str) -> None:
+def _print_sql(direction: str, database: DatabaseUrl, history: History, revision: str) -> None:
+    """Print the SQL of an upgrade or downgrade (Alembic offline mode); never write.
+
+    An explicit ``FROM:TO`` range needs no database. Otherwise the database's current
+    revision is read, so the preview shows exactly what the command would run.
+    """
     from alembic import command
 
     start, _, end = revision.partition(":")
     if end:
         _resolve_absolute(history, start)
         _resolve_absolute(history, end)
-        span = revision
+        span: str | None = revision
     else:
         status = _status_for_preview(database, history)
-        target = _resolve_upgrade_target(history, status.current, revision)
-        if history.position(target) <= history.position(status.current):
-            print(f"-- Nothing to upgrade: the database is at {status.current or 'base'}.")
+        span = _preview_span(direction, history, status.current, revision)
+        if span is None:
+            print(f"-- Nothing to {direction}: the database is at {status.current or 'base'}.")
             return
-        span = f"{status.current}:{target}" if status.current else str(target)
     with _translated_errors(database):
-        command.upgrade(_preview_config(), span, sql=True)
+        getattr(command, direction)(_preview_config(), span, sql=True)
 
 
-def _print_downgrade_sql(database: DatabaseUrl, history: History, revision: str) -> None:
-    from alembic import command
-
-    start, _, end = revision.partition(":")
-    if end:
-        _resolve_absolute(history, start)
-        _resolve_absolute(history, end)
-        span = revision
-    else:
-        status = _status_for_preview(database, history)
-        target = _resolve_downgrade_target(history, status.current, revision)
-        if target == status.current:
-            print(f"-- Nothing to downgrade: the database is at {status.current or 'base'}.")
-            return
-        span = f"{status.current}:{target or 'base'}"
-    with _translated_errors(database):
-        command.downgrade(_preview_config(), span, sql=True)
+def _preview_span(
+    direction: str, history: History, current: str | None, revision: str
+) -> str | None:
+    """The ``FROM:TO`` range Alembic needs offline, or ``None`` when there is nothing to do."""
+    if direction == "upgrade":
+        target = _resolve_upgrade_target(history, current, revision)
+        if history.position(target) <= history.position(current):
+            return None
+        return f"{current}:{target}" if current else str(target)
+    target = _resolve_downgrade_target(history, current, revision)
+    if target == current:
+        return None
+    return f"{current}:{target or 'base'}"
 
 
 def _preview_config() -> Config:
