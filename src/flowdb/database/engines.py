@@ -110,6 +110,12 @@ def translate_database_error(exc: BaseException, database: DatabaseUrl) -> Flowd
                 f"The SQLite database {database.sqlite_path or where} cannot be opened for "
                 "writing; check that its folder exists and is writable by this user."
             )
+        if "file is not a database" in lowered:
+            return ConfigurationError(
+                f"{database.sqlite_path or where} is not a SQLite database; point "
+                "FLOWDB_DATABASE_URL at a flowdb database file, or at a path where one may "
+                "be created."
+            )
         return None
     connection_markers = (
         "connection refused",

@@ -160,6 +160,9 @@ def _sqlite_lock(database: DatabaseUrl, command: str, timeout: float) -> Iterato
         return
     from filelock import FileLock, Timeout
 
+    from flowdb.database.engines import prepare_sqlite_folder
+
+    prepare_sqlite_folder(database)  # the lock file lives in the database's folder
     _warn_if_network_filesystem(path)
     lock_path = path.with_name(path.name + ".migration-lock")
     holder_path = path.with_name(path.name + ".migration-lock.json")
