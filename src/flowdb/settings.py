@@ -7,11 +7,15 @@ long-lived processes see changes to the environment; reading them is cheap.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILENAME = "flowdb.db"
+#: Characters left as they are in the path of the default SQLite URL; ``%``, ``?`` and
+#: ``#`` (which SQLAlchemy would read as escapes, a query or a fragment) are encoded.
+_PATH_SAFE = "/ :@!$&'()*+,;=~[]"
 
 
 class Settings(BaseSettings):
@@ -43,14 +47,23 @@ class Settings(BaseSettings):
 
     @property
     def resolved_home(self) -> Path:
-        """The home folder with ``~`` expanded."""
-        return self.home.expanduser()
+        """The home folder as an absolute path, with ``~`` expanded and symlinks resolved.
+
+        Absolute and resolved like ``DatabaseUrl.sqlite_path``, so that the folder of the
+        default database compares equal to it whatever form ``FLOWDB_HOME`` was given in.
+        """
+        return self.home.expanduser().resolve()
 
     def resolved_database_url(self) -> str:
-        """The configured URL, or the default SQLite file in the home folder."""
+        """The configured URL, or the default SQLite file in the home folder.
+
+        Characters that mean something in a URL (``%``, ``?``, ``#``) are percent-encoded
+        in the default file's path, so a home folder named with them still works.
+        """
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.resolved_home / DEFAULT_DATABASE_FILENAME}"
+        path = str(self.resolved_home / DEFAULT_DATABASE_FILENAME)
+        return f"sqlite:///{quote(path, safe=_PATH_SAFE)}"
 
 
 def get_settings() -> Settings:
@@ -68,6 +81,8 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "FLOWDB_" + "_".join(str(part) for part in first["loc"]).upper()
+        value = first.get("input")
+        shown = f"={value!r}" if isinstance(value, str) and len(value) <= 80 else ""
         raise ConfigurationError(
-            f"{name} is invalid ({first['msg']}); fix or unset that environment variable."
+            f"{name}{shown} is invalid ({first['msg']}); fix or unset that environment variable."
         ) from None

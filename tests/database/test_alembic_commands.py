@@ -210,7 +210,9 @@ def test_alembic_config_points_at_flowdb_migrations_and_the_configured_database(
 
 def test_the_commands_are_wrapped_by_the_alembic_lock() -> None:
     for command in (alembic_upgrade, alembic_downgrade, alembic_revision, alembic_stamp):
-        assert command.__wrapped__.__name__ == command.__name__  # type: ignore[attr-defined]
+        wrapped = inspect.unwrap(command)
+        assert wrapped is not command
+        assert wrapped.__name__ == command.__name__
 
 
 def test_with_alembic_lock_keeps_the_wrapped_function_identity() -> None:
@@ -463,6 +465,34 @@ def test_twenty_threads_upgrading_one_fresh_database_at_once(configured: str) ->
     assert errors == []
     assert version_rows(configured) == [load_history().head]
     assert schema_differences(database_of(configured)) == []
+
+
+def test_twenty_threads_previewing_at_once_print_whole_previews(
+    configured: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dry-runs take no migration lock; only the Alembic lock keeps their output apart."""
+    count = 20
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def preview() -> None:
+        try:
+            barrier.wait(timeout=60)
+            alembic_upgrade(dry_run=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=preview, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads), "a preview thread hung"
+
+    assert errors == []
+    one_preview = upgrade_steps([r.id for r in load_history().revisions])
+    assert steps(capsys.readouterr().out) == one_preview * count
+    assert_database_is_empty(configured)
 
 
 # --- revision --------------------------------------------------------------------------

@@ -1,181 +1,461 @@
-"""Each data migration: seed rows in the old schema, upgrade, check; downgrade, check again.
+"""Each data migration: seed the old schema, upgrade, check every value; downgrade, check again.
 
-Rows are counted before and after every step: a data migration must never lose rows.
+Rows are seeded with raw SQL in the schema of the revision before the migration, and
+counted before and after every step: a data migration must never lose or duplicate a
+row. Every test runs on SQLite and PostgreSQL, once with the shipped batch size (one
+batch) and once with batches of 7 rows, so that the key-range batching is exercised.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
+from flowdb.database.history import load_history
 from flowdb.database.migrations import helpers
+from flowdb.database.status import read_current_revision
+from flowdb.database.urls import parse_database_url
 from tests.dbtools import sync_engine
 
-BEFORE_DATA = "2c9f4d1a8e65"
-BACKFILL = "3d1a5e7b9f86"
-SPLIT = "4e2b6f8c1a97"
-STATES = "5f3c7a9d2b18"
-SCHEDULES = "7b5e9c2f4d3a"
+BACKFILL = "3d1a5e7b9f86"  # flow_run.expected_start_time
+SPLIT = "4e2b6f8c1a97"  # task_run.task_key -> task_key + dynamic_key
+STATES = "5f3c7a9d2b18"  # flow run current state -> flow_run_state
+SCHEDULES = "7b5e9c2f4d3a"  # deployment.schedule -> deployment_schedule
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+PARIS_SUMMER = dt.timezone(dt.timedelta(hours=2))
 
 
-class Db:
-    """Raw SQL access for seeding and checking, with UUIDs in each dialect's storage form."""
+# --- raw access in each dialect's storage form -----------------------------------------
+
+
+class Raw:
+    """Raw SQL on a test database, with values in the form each dialect stores them.
+
+    SQLite keeps UUIDs as 32-character hex strings and timestamps as naive UTC text;
+    PostgreSQL takes ``uuid.UUID`` and aware datetimes. JSON goes in as JSON text.
+    """
 
     def __init__(self, url: str) -> None:
         self.engine = sync_engine(url)
-        self.sqlite = url.startswith("sqlite")
+        self.is_sqlite = parse_database_url(url).is_sqlite
 
-    def key(self, value: uuid.UUID) -> Any:
-        return value.hex if self.sqlite else value
+    def stored(self, value: Any) -> Any:
+        """``value`` as a bound parameter for this dialect."""
+        if isinstance(value, uuid.UUID):
+            return value.hex if self.is_sqlite else value
+        if isinstance(value, dt.datetime):
+            utc = value.astimezone(dt.UTC)
+            return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if self.is_sqlite else utc
+        if isinstance(value, dict | list):
+            return json.dumps(value)
+        return value
 
-    def run(self, sql: str, rows: list[dict[str, Any]] | dict[str, Any] | None = None) -> None:
+    def insert(self, table: str, *rows: dict[str, Any]) -> None:
         with self.engine.begin() as connection:
-            connection.execute(sa.text(sql), rows or {})
+            for row in rows:
+                columns = ", ".join(row)
+                values = ", ".join(f":{name}" for name in row)
+                connection.execute(
+                    sa.text(f"INSERT INTO {table} ({columns}) VALUES ({values})"),
+                    {name: self.stored(value) for name, value in row.items()},
+                )
 
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+    def execute(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(sa.text(sql), {k: self.stored(v) for k, v in params.items()})
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(sa.text(sql))]
+            return [dict(row._mapping) for row in connection.execute(sa.text(sql))]
 
     def count(self, table: str) -> int:
-        return int(self.rows(f"SELECT count(*) FROM {table}")[0][0])
+        with self.engine.connect() as connection:
+            return int(connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+    def columns(self, table: str) -> set[str]:
+        return {column["name"] for column in sa.inspect(self.engine).get_columns(table)}
+
+    def tables(self) -> set[str]:
+        return set(sa.inspect(self.engine).get_table_names())
+
+
+def uid(value: Any) -> uuid.UUID:
+    """A UUID read back from either dialect."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def utc(value: Any) -> dt.datetime:
+    """A timestamp read back from either dialect, as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime), value
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def document(value: Any) -> Any:
+    """A JSON document read back from either dialect (text on SQLite, decoded on PostgreSQL)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def by_id(rows: list[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
+    return {uid(row["id"]): row for row in rows}
+
+
+# --- fixtures --------------------------------------------------------------------------
 
 
 @pytest.fixture
-def db(configured: str) -> Any:
-    database = Db(configured)
+def raw(configured: str) -> Iterator[Raw]:
+    database = Raw(configured)
     yield database
     database.engine.dispose()
 
 
-def seed_flow_runs(db: Db, count: int) -> list[uuid.UUID]:
-    flow = uuid.uuid4()
-    db.run("INSERT INTO flow (id, name) VALUES (:id, 'etl')", {"id": db.key(flow)})
-    ids = [uuid.uuid4() for _ in range(count)]
-    db.run(
-        "INSERT INTO flow_run (id, flow_id, name, start_time, state_type, state_name, "
-        "state_message) VALUES (:id, :flow, :name, :start, :type, :state_name, :message)",
-        [
-            {
-                "id": db.key(run_id),
-                "flow": db.key(flow),
-                "name": f"run-{i}",
-                "start": "2026-01-02 03:04:05" if i % 2 == 0 else None,
-                "type": "COMPLETED" if i % 3 else None,
-                "state_name": "Completed" if i % 3 == 1 else None,
-                "message": f"message {i}" if i % 3 else None,
-            }
-            for i, run_id in enumerate(ids)
+@pytest.fixture(params=[None, 7], ids=["shipped-batch-size", "batches-of-7"])
+def batch_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The rows per data-migration batch for this test."""
+    if request.param is not None:
+        monkeypatch.setattr(helpers, "DATA_MIGRATION_BATCH_SIZE", request.param)
+    return helpers.DATA_MIGRATION_BATCH_SIZE
+
+
+@contextmanager
+def counting_batches() -> Iterator[list[str]]:
+    """Record the key-range queries (one per batch) run by the migrations in the block."""
+    queries: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "LIMIT 1 OFFSET" in statement:
+            queries.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        yield queries
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+
+
+def upgrade_to(raw: Raw, revision: str, rows: int, batch_size: int) -> None:
+    """Upgrade one step to the data migration ``revision``, checking that it ran in batches."""
+    with counting_batches() as batches:
+        alembic_upgrade(revision)
+    assert read_current_revision(parse_database_url(str(raw.engine.url))) == revision
+    assert len(batches) >= math.ceil(rows / batch_size)
+    if batch_size < rows:
+        assert len(batches) >= 2
+
+
+def downgrade_from(raw: Raw, revision: str) -> None:
+    alembic_downgrade("-1")
+    previous = next(r for r in load_history().revisions if r.id == revision).down_revision
+    assert read_current_revision(parse_database_url(str(raw.engine.url))) == previous
+
+
+def upgrade_to_revision_before(revision: str) -> None:
+    previous = next(r for r in load_history().revisions if r.id == revision).down_revision
+    assert previous is not None
+    alembic_upgrade(previous)
+
+
+def seed_flow(raw: Raw, name: str = "etl") -> uuid.UUID:
+    flow_id = uuid.uuid4()
+    raw.insert("flow", {"id": flow_id, "name": name})
+    return flow_id
+
+
+# --- 3d1a5e7b9f86: backfill flow_run.expected_start_time -------------------------------
+
+
+def test_backfill_expected_start_time(raw: Raw, batch_size: int) -> None:
+    upgrade_to_revision_before(BACKFILL)
+    flow_id = seed_flow(raw)
+    runs: list[dict[str, Any]] = []
+    for i in range(45):
+        run: dict[str, Any] = {"id": uuid.uuid4(), "flow_id": flow_id, "name": f"run-{i}"}
+        if i % 5 != 4:  # every fifth run keeps the server default for created
+            run["created"] = T0 + dt.timedelta(minutes=i)
+        if i % 3 == 0:
+            run["start_time"] = T0 + dt.timedelta(hours=i, seconds=7)
+        elif i % 3 == 1:  # started before it was created, in another time zone
+            run["start_time"] = (T0 - dt.timedelta(days=1)).astimezone(PARIS_SUMMER)
+        runs.append(run)
+    raw.insert("flow_run", *runs)
+    before = by_id(raw.rows("SELECT id, created, start_time FROM flow_run"))
+    assert len(before) == 45
+
+    upgrade_to(raw, BACKFILL, rows=45, batch_size=batch_size)
+
+    after = by_id(raw.rows("SELECT id, created, start_time, expected_start_time FROM flow_run"))
+    assert after.keys() == before.keys()
+    for run in runs:
+        row = after[run["id"]]
+        if "start_time" in run:
+            assert utc(row["expected_start_time"]) == run["start_time"]
+        else:
+            assert utc(row["expected_start_time"]) == utc(before[run["id"]]["created"])
+        assert row["created"] == before[run["id"]]["created"]
+        assert row["start_time"] == before[run["id"]]["start_time"]
+
+    downgrade_from(raw, BACKFILL)
+
+    assert "expected_start_time" not in raw.columns("flow_run")
+    assert by_id(raw.rows("SELECT id, created, start_time FROM flow_run")) == before
+
+
+# --- 4e2b6f8c1a97: split task_run.task_key ---------------------------------------------
+
+#: (flow run, old task_key) pairs named by the migration's docstring, plus fillers below.
+EDGE_TASK_KEYS = [
+    (0, "plain"),  # no ':' -> dynamic_key ''
+    (0, "t:0"),  # two calls of one task share task_key "t" afterwards
+    (0, "t:1"),
+    (0, "a:b:c"),  # only the first ':' splits
+    (0, "tâche-é:1"),  # characters, not bytes
+    (0, ":leading"),  # empty task key
+    (0, "a"),
+    (1, "a:"),  # a bare ':' comes back as "a" on downgrade (same run would collide with "a")
+    (1, "x:"),
+]
+
+
+def split(old_key: str) -> tuple[str, str]:
+    """What the migration does to a task_key, per its docstring."""
+    key, _, dynamic = old_key.partition(":")
+    return key, dynamic
+
+
+def test_split_task_key(raw: Raw, batch_size: int) -> None:
+    upgrade_to_revision_before(SPLIT)
+    flow_id = seed_flow(raw)
+    run_ids = [uuid.uuid4(), uuid.uuid4()]
+    raw.insert(
+        "flow_run",
+        *[
+            {"id": run_id, "flow_id": flow_id, "name": f"run-{n}", "expected_start_time": T0}
+            for n, run_id in enumerate(run_ids)
         ],
     )
-    return ids
-
-
-def test_backfill_expected_start_time(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(helpers, "DATA_MIGRATION_BATCH_SIZE", 7)  # several batches
-    alembic_upgrade(BEFORE_DATA)
-    seed_flow_runs(db, 40)
-    alembic_upgrade(BACKFILL)
-    assert db.count("flow_run") == 40
-    mismatched = db.rows(
-        "SELECT count(*) FROM flow_run WHERE expected_start_time IS NULL "
-        "OR expected_start_time <> COALESCE(start_time, created)"
-    )
-    assert mismatched == [(0,)]
-    alembic_downgrade("-1")
-    assert db.count("flow_run") == 40
-
-
-@pytest.mark.parametrize(
-    ("old_key", "task_key", "dynamic_key"),
-    [("say_hello-3f2a:0", "say_hello-3f2a", "0"), ("plain", "plain", ""), ("a:b:c", "a", "b:c")],
-)
-def test_split_task_key_round_trips(
-    db: Db, monkeypatch: pytest.MonkeyPatch, old_key: str, task_key: str, dynamic_key: str
-) -> None:
-    monkeypatch.setattr(helpers, "DATA_MIGRATION_BATCH_SIZE", 3)
-    alembic_upgrade(BEFORE_DATA)
-    runs = seed_flow_runs(db, 2)
-    alembic_upgrade(BACKFILL)
-    tasks = [(run, f"{old_key}" if n == 0 else f"{old_key}x{n}") for run in runs for n in range(4)]
-    db.run(
-        "INSERT INTO task_run (id, flow_run_id, task_key, name) VALUES (:id, :run, :key, 't')",
-        [{"id": db.key(uuid.uuid4()), "run": db.key(run), "key": key} for run, key in tasks],
-    )
-    alembic_upgrade(SPLIT)
-    assert db.count("task_run") == 8
-    pairs = set(db.rows("SELECT task_key, dynamic_key FROM task_run"))
-    assert (task_key, dynamic_key) in pairs
-    alembic_downgrade("-1")
-    assert sorted(key for (key,) in db.rows("SELECT task_key FROM task_run")) == sorted(
-        key for _, key in tasks
-    )
-
-
-def test_split_allows_two_calls_of_one_task(db: Db) -> None:
-    alembic_upgrade(BEFORE_DATA)
-    (run,) = seed_flow_runs(db, 1)
-    alembic_upgrade(BACKFILL)
-    db.run(
-        "INSERT INTO task_run (id, flow_run_id, task_key, name) VALUES (:id, :run, :key, 't')",
-        [{"id": db.key(uuid.uuid4()), "run": db.key(run), "key": f"t:{n}"} for n in range(3)],
-    )
-    alembic_upgrade(SPLIT)
-    assert sorted(db.rows("SELECT task_key, dynamic_key FROM task_run")) == [
-        ("t", "0"),
-        ("t", "1"),
-        ("t", "2"),
+    patterns = ["f{i}", "f{i}:{i}", "f{i}:{i}:x", "f{i}:"]
+    fillers = [(i % 2, patterns[i % 4].format(i=i)) for i in range(36)]
+    tasks: list[dict[str, Any]] = [
+        {"id": uuid.uuid4(), "flow_run_id": run_ids[run], "task_key": key, "name": f"task-{n}"}
+        for n, (run, key) in enumerate(EDGE_TASK_KEYS + fillers)
     ]
+    raw.insert("task_run", *tasks)
+    assert raw.count("task_run") == len(tasks) == 45
+
+    upgrade_to(raw, SPLIT, rows=len(tasks), batch_size=batch_size)
+
+    rows = by_id(raw.rows("SELECT id, flow_run_id, task_key, dynamic_key, name FROM task_run"))
+    assert len(rows) == len(tasks)
+    for task in tasks:
+        row = rows[task["id"]]
+        assert (row["task_key"], row["dynamic_key"]) == split(task["task_key"])
+        assert (uid(row["flow_run_id"]), row["name"]) == (task["flow_run_id"], task["name"])
+    with pytest.raises(sa.exc.IntegrityError):  # the new unique key holds
+        raw.insert(
+            "task_run",
+            {"id": uuid.uuid4(), "flow_run_id": run_ids[0], "task_key": "t", "name": "dup"}
+            | {"dynamic_key": "0"},
+        )
+
+    downgrade_from(raw, SPLIT)
+
+    assert "dynamic_key" not in raw.columns("task_run")
+    rows = by_id(raw.rows("SELECT id, flow_run_id, task_key, name FROM task_run"))
+    assert len(rows) == len(tasks)
+    for task in tasks:
+        old_key = task["task_key"]
+        expected = old_key[:-1] if old_key.endswith(":") else old_key  # "a:" -> "a"
+        assert rows[task["id"]]["task_key"] == expected
+        assert rows[task["id"]]["name"] == task["name"]
+    with pytest.raises(sa.exc.IntegrityError):  # the old unique key is back
+        raw.insert(
+            "task_run",
+            {"id": uuid.uuid4(), "flow_run_id": run_ids[0], "task_key": "plain", "name": "dup"},
+        )
 
 
-def test_flow_run_states_move_into_history(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(helpers, "DATA_MIGRATION_BATCH_SIZE", 5)
-    alembic_upgrade(BEFORE_DATA)
-    seed_flow_runs(db, 30)
-    alembic_upgrade(SPLIT)
-    before = db.rows("SELECT id, state_type, state_message FROM flow_run ORDER BY id")
-    with_state = [row for row in before if row[1] is not None]
-    alembic_upgrade(STATES)
-    assert db.count("flow_run") == 30
-    assert db.count("flow_run_state") == len(with_state)
-    linked = db.rows(
-        "SELECT f.id, s.message, s.name FROM flow_run f JOIN flow_run_state s ON s.id = f.state_id "
-        "ORDER BY f.id"
+# --- 5f3c7a9d2b18: flow run states into flow_run_state ---------------------------------
+
+
+def flow_run_states(i: int) -> dict[str, Any]:
+    """The state columns of seeded run ``i``: named, unnamed, stateless and odd messages."""
+    kind = i % 4
+    if kind == 0:
+        return {
+            "state_type": "RUNNING",
+            "state_name": "Running",
+            "state_timestamp": T0 + dt.timedelta(seconds=i),
+            "state_message": f"started on worker-{i}",
+        }
+    if kind == 1:  # no name (named after the type), no timestamp (updated), no message
+        return {"state_type": "COMPLETED"}
+    if kind == 2:  # no state at all: no history row, no state_id
+        return {}
+    return {
+        "state_type": "FAILED",
+        "state_name": "Failed",
+        "state_timestamp": (T0 + dt.timedelta(hours=i)).astimezone(PARIS_SUMMER),
+        "state_message": 'it\'s "broken" – ünïcode\nsecond line',
+    }
+
+
+def test_move_flow_run_state_into_history(raw: Raw, batch_size: int) -> None:
+    upgrade_to_revision_before(STATES)
+    flow_id = seed_flow(raw)
+    runs = [
+        {
+            "id": uuid.uuid4(),
+            "flow_id": flow_id,
+            "name": f"run-{i}",
+            "expected_start_time": T0,
+            "created": T0 + dt.timedelta(minutes=i),
+            "updated": T0 + dt.timedelta(minutes=i, seconds=30),
+            **flow_run_states(i),
+        }
+        for i in range(46)
+    ]
+    raw.insert("flow_run", *runs)
+    state_columns = "id, state_type, state_name, state_timestamp"
+    before = by_id(raw.rows(f"SELECT {state_columns}, state_message FROM flow_run"))
+    stated = [run for run in runs if "state_type" in run]
+    assert len(before) == 46 and 0 < len(stated) < 46
+
+    upgrade_to(raw, STATES, rows=len(runs), batch_size=batch_size)
+
+    assert "state_message" not in raw.columns("flow_run")
+    flow_runs = by_id(raw.rows(f"SELECT {state_columns}, state_id FROM flow_run"))
+    states = by_id(raw.rows("SELECT * FROM flow_run_state"))
+    assert len(flow_runs) == 46
+    assert len(states) == len(stated)
+    for run in runs:
+        row = flow_runs[run["id"]]
+        assert {k: row[k] for k in before[run["id"]] if k != "state_message"} == {
+            k: v for k, v in before[run["id"]].items() if k != "state_message"
+        }  # the denormalised columns stay as they were
+        if "state_type" not in run:
+            assert row["state_id"] is None
+            assert run["id"] not in states
+            continue
+        assert uid(row["state_id"]) == run["id"]
+        state = states[run["id"]]
+        assert uid(state["flow_run_id"]) == run["id"]
+        assert state["type"] == run["state_type"]
+        assert state["name"] == run.get("state_name", run["state_type"])
+        assert utc(state["timestamp"]) == run.get("state_timestamp", run["updated"])
+        assert state["message"] == run.get("state_message")
+        assert (utc(state["created"]), utc(state["updated"])) == (run["created"], run["updated"])
+
+    # A run's current state is the one state_id points at, not necessarily the first.
+    moved_on = next(run for run in runs if run.get("state_type") == "RUNNING")
+    newer_state = uuid.uuid4()
+    raw.insert(
+        "flow_run_state",
+        {
+            "id": newer_state,
+            "flow_run_id": moved_on["id"],
+            "type": "COMPLETED",
+            "name": "Completed",
+            "message": "all done",
+        },
     )
-    assert [(row[0], row[1]) for row in linked] == [(row[0], row[2]) for row in with_state]
-    assert {row[2] for row in linked} == {"Completed", "COMPLETED"}  # unnamed states take the type
-    assert db.rows(
-        "SELECT count(*) FROM flow_run WHERE state_type IS NULL AND state_id IS NOT NULL"
-    ) == [(0,)]
-    alembic_downgrade("-1")
-    assert db.rows("SELECT id, state_type, state_message FROM flow_run ORDER BY id") == before
+    raw.execute(
+        "UPDATE flow_run SET state_id = :state, state_type = 'COMPLETED' WHERE id = :run",
+        state=newer_state,
+        run=moved_on["id"],
+    )
+
+    downgrade_from(raw, STATES)
+
+    assert "flow_run_state" not in raw.tables()
+    after = by_id(raw.rows(f"SELECT {state_columns}, state_message FROM flow_run"))
+    assert after[moved_on["id"]]["state_message"] == "all done"
+    before[moved_on["id"]] |= {"state_type": "COMPLETED", "state_message": "all done"}
+    assert after == before
 
 
-def test_deployment_schedules_move_into_their_table(db: Db) -> None:
-    alembic_upgrade("6a4d8b1e3c29")
-    flow = uuid.uuid4()
-    db.run("INSERT INTO flow (id, name) VALUES (:id, 'etl')", {"id": db.key(flow)})
-    schedules = {"hourly": '{"interval": 3600}', "none": None, "json-null": "null"}
-    db.run(
-        "INSERT INTO deployment (id, flow_id, name, schedule) "
-        "VALUES (:id, :flow, :name, :schedule)",
-        [
-            {"id": db.key(uuid.uuid4()), "flow": db.key(flow), "name": name, "schedule": schedule}
-            for name, schedule in schedules.items()
+# --- 7b5e9c2f4d3a: deployment.schedule into deployment_schedule ------------------------
+
+SCHEDULE_CASES: list[tuple[str, Any]] = [
+    ("hourly", {"interval": 3600, "anchor_date": "2026-01-01T00:00:00+00:00"}),
+    ("cron", {"cron": "0 * * * *", "timezone": "Europe/Paris", "day_or": True}),
+    ("rrule", {"rrule": "FREQ=DAILY;BYHOUR=9", "note": "l'été – ünïcode"}),
+    ("empty-object", {}),  # a document, though an empty one: it moves
+    ("sql-null", None),  # no schedule
+    ("json-null", "null"),  # a JSON null is no schedule either
+]
+
+
+def test_move_deployment_schedules_into_table(raw: Raw, batch_size: int) -> None:
+    upgrade_to_revision_before(SCHEDULES)
+    flow_id = seed_flow(raw)
+    deployments = [
+        {
+            "id": uuid.uuid4(),
+            "flow_id": flow_id,
+            "name": f"{case}-{i}",
+            "created": T0 + dt.timedelta(minutes=i),
+            "schedule": schedule,
+        }
+        for i in range(42)
+        for case, schedule in [SCHEDULE_CASES[i % len(SCHEDULE_CASES)]]
+    ]
+    raw.insert("deployment", *deployments)
+    scheduled = [d for d in deployments if d["schedule"] not in (None, "null")]
+    assert raw.count("deployment") == 42
+
+    upgrade_to(raw, SCHEDULES, rows=len(deployments), batch_size=batch_size)
+
+    assert "schedule" not in raw.columns("deployment")
+    assert raw.count("deployment") == 42
+    schedules = by_id(raw.rows("SELECT * FROM deployment_schedule"))
+    assert schedules.keys() == {d["id"] for d in scheduled}
+    for deployment in scheduled:
+        row = schedules[deployment["id"]]
+        assert uid(row["deployment_id"]) == deployment["id"]
+        assert document(row["schedule"]) == deployment["schedule"]
+        assert bool(row["active"]) is True
+        assert row["max_scheduled_runs"] is None
+        assert utc(row["created"]) == deployment["created"]
+
+    # At head a deployment may have several schedules; the downgrade keeps the oldest.
+    hourly, cron = scheduled[0], scheduled[1]
+    unscheduled = next(d for d in deployments if d["schedule"] is None)
+    extra = {
+        hourly["id"]: (hourly["created"] + dt.timedelta(days=1), {"interval": 60}),  # newer
+        cron["id"]: (cron["created"] - dt.timedelta(days=1), {"cron": "0 0 * * *"}),  # older
+        unscheduled["id"]: (T0, {"interval": 86400}),  # the only one
+    }
+    raw.insert(
+        "deployment_schedule",
+        *[
+            {"id": uuid.uuid4(), "deployment_id": deployment_id, "created": created}
+            | {"schedule": schedule}
+            for deployment_id, (created, schedule) in extra.items()
         ],
     )
-    alembic_upgrade(SCHEDULES)
-    assert db.count("deployment") == 3
-    moved = db.rows(
-        "SELECT d.name, s.active FROM deployment_schedule s JOIN deployment d "
-        "ON d.id = s.deployment_id"
-    )
-    assert [(name, bool(active)) for name, active in moved] == [("hourly", True)]
-    alembic_downgrade("-1")
-    restored = dict(db.rows("SELECT name, CAST(schedule AS TEXT) FROM deployment"))
-    assert restored["hourly"].replace(" ", "") == '{"interval":3600}'
-    assert restored["none"] is None
-    assert db.count("deployment") == 3
+
+    downgrade_from(raw, SCHEDULES)
+
+    assert "deployment_schedule" not in raw.tables()
+    rows = by_id(raw.rows("SELECT id, schedule, schedule IS NULL AS is_null FROM deployment"))
+    assert len(rows) == 42
+    for deployment in deployments:
+        row = rows[deployment["id"]]
+        if deployment["id"] in (cron["id"], unscheduled["id"]):
+            assert document(row["schedule"]) == extra[deployment["id"]][1]
+        elif deployment in scheduled:
+            assert document(row["schedule"]) == deployment["schedule"]
+        else:  # SQL NULL and JSON null both come back as "no schedule"
+            assert row["is_null"] in (True, 1)

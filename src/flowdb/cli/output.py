@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     from rich.status import Status
 
 
+def escape(text: str) -> str:
+    """``text`` made safe to embed in Rich markup (``[bold]`` in a title stays literal)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def stderr_console() -> Console:
     """The console for progress and messages (stdout is kept for data and SQL)."""
     from rich.console import Console
@@ -35,33 +42,40 @@ def stdout_console() -> Console:
 class _MigrationReport(logging.Handler):
     """Prints each applied migration and lock wait as it happens."""
 
-    def __init__(self, console: Console, status: Status) -> None:
+    def __init__(self, console: Console, status: Status, show_steps: bool = True) -> None:
         super().__init__(level=logging.INFO)
         self.console = console
         self.status = status
+        self.show_steps = show_steps
 
     def emit(self, record: logging.LogRecord) -> None:
         fields: dict[str, Any] = record.__dict__
         if "elapsed" in fields:
+            if not self.show_steps:
+                return
             mark = "[green]↑[/]" if fields["direction"] == "upgrade" else "[yellow]↓[/]"
             self.console.print(
-                f"  {mark} {fields['revision']}  {fields['title']}  "
+                f"  {mark} {fields['revision']}  {escape(str(fields['title']))}  "
                 f"[dim]{fields['elapsed']:.2f} s[/]"
             )
         elif record.levelno >= logging.WARNING:
-            self.console.print(f"[yellow]{record.getMessage()}[/]")
-            self.status.update(f"{record.getMessage()}…")
+            self.console.print(f"[yellow]{escape(record.getMessage())}[/]")
+            self.status.update(f"{escape(record.getMessage())}…")
         else:
-            self.console.print(record.getMessage())
+            self.console.print(escape(record.getMessage()))
 
 
 @contextmanager
-def migration_report(activity: str) -> Iterator[None]:
-    """Show a spinner for ``activity`` and print each migration step while the block runs."""
+def migration_report(activity: str, show_steps: bool = True) -> Iterator[None]:
+    """Show a spinner for ``activity`` and print each migration step while the block runs.
+
+    ``show_steps=False`` hides the per-revision lines, for commands such as ``stamp``
+    that move the recorded revision without running any migration.
+    """
     console = stderr_console()
     loggers = [logging.getLogger("flowdb.migrations"), logging.getLogger("flowdb.migrations.lock")]
     with console.status(f"{activity}…") as status:
-        handler = _MigrationReport(console, status)
+        handler = _MigrationReport(console, status, show_steps)
         previous_levels = [lg.level for lg in loggers]
         for lg in loggers:
             lg.addHandler(handler)

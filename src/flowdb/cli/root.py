@@ -40,12 +40,24 @@ def _root(
     """The database of a workflow-orchestration API: create it, migrate it, serve it."""
 
 
+def one_line_message(error: BaseException) -> str:
+    """``error``'s message on one line, with any password that slipped into it hidden.
+
+    Messages are written as one line, but some quote text from drivers or Alembic;
+    this is the last guard before the terminal.
+    """
+    from flowdb.database.urls import redact_message
+
+    text = " ".join(str(error).split())
+    return redact_message(text) or type(error).__name__
+
+
 def main() -> None:
     """Run the CLI, turning flowdb's errors into one-line messages and exit codes."""
     try:
         app()
     except FlowdbError as error:
-        print(f"Error: {error}", file=sys.stderr)
+        print(f"Error: {one_line_message(error)}", file=sys.stderr)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)

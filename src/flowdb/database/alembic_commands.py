@@ -243,9 +243,14 @@ def _resolve_downgrade_target(history: History, current: str | None, revision: s
             )
         position = history.position(current) + steps
         if position < 0:
+            fix = (
+                "use -r base to remove them all"
+                if current
+                else "the database is empty, so there is nothing to downgrade"
+            )
             raise DowngradeBelowBaseError(
                 f"Cannot downgrade {revision} from {where}: only {history.position(current)} "
-                "revision(s) are applied; use -r base to remove them all."
+                f"revision(s) are applied; {fix}."
             )
         return history.revisions[position - 1].id if position else None
     target = _resolve_absolute(history, revision)

@@ -96,9 +96,19 @@ def prepare_sqlite_folder(database: DatabaseUrl) -> None:
 
 def translate_database_error(exc: BaseException, database: DatabaseUrl) -> FlowdbError | None:
     """Turn a driver error into a one-line ``FlowdbError``; ``None`` if it is no known case."""
+    import errno
+
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc) else ""
     lowered = text.lower()
     where = database.redacted()
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        # Files flowdb writes itself beside a SQLite database (lock and holder files),
+        # or a folder it creates, in a place this user may not write to.
+        target = exc.filename or database.sqlite_path or where
+        return DatabaseReadOnlyError(
+            f"Cannot write {target} ({exc.strerror or text}); give this user write access "
+            "to the database's folder, or point FLOWDB_DATABASE_URL somewhere writable."
+        )
     if database.is_sqlite:
         if "readonly database" in lowered or "read-only" in lowered:
             return DatabaseReadOnlyError(

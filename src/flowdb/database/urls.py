@@ -20,19 +20,44 @@ if TYPE_CHECKING:
 
 _SQLITE_DRIVERS = {"", "pysqlite", "aiosqlite"}
 _POSTGRES_DRIVERS = {"", "psycopg", "psycopg2", "asyncpg", "pg8000"}
-_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/@]*:)[^@]*(?P<tail>@)")
+#: ``scheme://user:password@`` inside a longer text (error messages).
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<tail>@)")
+#: ``password=...`` as a URL query parameter or a libpq ``key=value`` setting.
+_PASSWORD_PARAMETER = re.compile(r"(?P<key>\bpassword\s*=\s*)(?:'[^']*'|[^&\s]*)", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``; works on malformed URLs too."""
-    return _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", url)
+    """Return ``url`` with any password replaced by ``***``; works on malformed URLs too.
+
+    The text is treated as one URL, however broken: whatever sits between the first
+    ``:`` of its ``user:password`` part and its last ``@`` is hidden, and so is any
+    ``password=`` parameter. When in doubt more is hidden, never less.
+    """
+    text = url
+    at = text.rfind("@")
+    if at >= 0:
+        authority = text.find("//", 0, at)
+        start = authority + 2 if authority >= 0 else 0
+        colon = text.find(":", start, at)
+        if colon >= 0:
+            text = f"{text[: colon + 1]}***{text[at:]}"
+    return _PASSWORD_PARAMETER.sub(r"\g<key>***", text)
 
 
-@dataclass(frozen=True)
+def redact_message(message: str) -> str:
+    """Hide passwords of any URLs or ``password=`` settings quoted inside ``message``."""
+    text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", message)
+    return _PASSWORD_PARAMETER.sub(r"\g<key>***", text)
+
+
+@dataclass(frozen=True, repr=False)
 class DatabaseUrl:
     """A validated database URL and what flowdb needs to know about it."""
 
     url: URL
+
+    def __repr__(self) -> str:
+        return f"DatabaseUrl({self.redacted()!r})"
 
     @property
     def dialect(self) -> str:
@@ -69,8 +94,8 @@ class DatabaseUrl:
         return self.url.set(drivername=driver)
 
     def redacted(self) -> str:
-        """The URL as text, safe to print."""
-        return self.url.render_as_string(hide_password=True)
+        """The URL as text, safe to print (password and any ``password=`` parameter hidden)."""
+        return _PASSWORD_PARAMETER.sub(r"\g<key>***", self.url.render_as_string(hide_password=True))
 
 
 def parse_database_url(raw: str) -> DatabaseUrl:
@@ -97,6 +122,11 @@ def parse_database_url(raw: str) -> DatabaseUrl:
             f"Database URL {redact(raw)!r} uses {url.drivername!r}, which flowdb does not "
             "support; use sqlite:// (or sqlite+aiosqlite://) or postgresql:// "
             "(or postgresql+psycopg://, postgresql+asyncpg://)."
+        )
+    if "@" in (url.host or ""):
+        raise ConfigurationError(
+            f"Database URL {redact(raw)!r} has an '@' in its password or user name; "
+            "percent-encode it as %40 in FLOWDB_DATABASE_URL."
         )
     if backend == "postgresql" and not url.database:
         raise ConfigurationError(

@@ -1,0 +1,100 @@
+"""Start-up cost: help and version never load Alembic, SQLAlchemy or a database driver."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+#: Packages that only commands doing database work may import.
+HEAVY = ("alembic", "sqlalchemy", "psycopg", "asyncpg", "aiosqlite", "sqlite3")
+
+#: Runs the Typer app in-process with ARGV, then reports what it printed and imported.
+PROBE = """
+import contextlib, io, json, sys
+from flowdb.cli.root import app
+
+argv = json.loads(sys.argv[1])
+out = io.StringIO()
+code = None
+with contextlib.redirect_stdout(out):
+    try:
+        app(argv)
+    except SystemExit as exit:
+        code = exit.code
+loaded = sorted({name.split(".")[0] for name in sys.modules})
+print(json.dumps({"code": code, "output": out.getvalue(), "loaded": loaded}))
+"""
+
+
+def probe(argv: list[str]) -> dict[str, object]:
+    """Invoke ``flowdb ARGV`` in a fresh interpreter; return exit code, output and imports."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--help"], ["database", "--version"]),
+        (["database", "--help"], ["upgrade", "downgrade", "revision", "stamp", "reset", "check"]),
+        (["database", "upgrade", "--help"], ["--revision", "--yes", "--dry-run"]),
+        (["database", "downgrade", "--help"], ["--revision", "default: -1"]),
+    ],
+)
+def test_help_loads_no_database_code(argv: list[str], expected: list[str]) -> None:
+    report = probe(argv)
+
+    assert report["code"] == 0
+    output = str(report["output"])
+    for word in expected:
+        assert word in output, f"{word!r} missing from the help of {argv}:\n{output}"
+    loaded = set(report["loaded"])  # type: ignore[arg-type]
+    assert "typer" in loaded  # the probe did load the CLI
+    assert not loaded & set(HEAVY), f"{argv} imported {sorted(loaded & set(HEAVY))}"
+
+
+def test_version_loads_no_database_code() -> None:
+    from flowdb import __version__
+
+    report = probe(["--version"])
+
+    assert report["code"] in (0, None)
+    assert str(report["output"]).strip() == f"flowdb {__version__}"
+    assert not set(report["loaded"]) & set(HEAVY)  # type: ignore[arg-type]
+
+
+def test_the_real_entry_point_imports_nothing_heavy_for_help() -> None:
+    # -X importtime lists every module the interpreter imported, on stderr.
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flowdb", "database", "--help"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "upgrade" in result.stdout
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "flowdb" in imported and "typer" in imported
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))

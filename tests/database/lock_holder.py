@@ -1,0 +1,14 @@
+"""Subprocess helper: take the migration lock of FLOWDB_DATABASE_URL, say so, and hold it."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from flowdb.database.locking import migration_lock
+from flowdb.database.urls import configured_database_url
+
+if __name__ == "__main__":
+    with migration_lock(configured_database_url(), "upgrade"):
+        print("locked", flush=True)
+        time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 600)

@@ -1,0 +1,215 @@
+"""Database URLs: accepted schemes, sync and async drivers, validation and password redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowdb.database.urls import parse_database_url, redact, redact_message
+from flowdb.errors import ConfigurationError
+
+SECRET = "s3cret"
+
+SQLITE_PATH = "/var/lib/flowdb/flowdb.db"
+PG = f"u:{SECRET}@db.example:5432/flows"
+
+
+@pytest.mark.parametrize(
+    ("raw", "dialect", "sync", "async_"),
+    [
+        (
+            f"sqlite:///{SQLITE_PATH}",
+            "sqlite",
+            f"sqlite+pysqlite:///{SQLITE_PATH}",
+            f"sqlite+aiosqlite:///{SQLITE_PATH}",
+        ),
+        (
+            f"sqlite+aiosqlite:///{SQLITE_PATH}",
+            "sqlite",
+            f"sqlite+pysqlite:///{SQLITE_PATH}",
+            f"sqlite+aiosqlite:///{SQLITE_PATH}",
+        ),
+        (
+            f"sqlite+pysqlite:///{SQLITE_PATH}",
+            "sqlite",
+            f"sqlite+pysqlite:///{SQLITE_PATH}",
+            f"sqlite+aiosqlite:///{SQLITE_PATH}",
+        ),
+        ("sqlite://", "sqlite", "sqlite+pysqlite://", "sqlite+aiosqlite://"),
+        (
+            f"postgresql://{PG}",
+            "postgresql",
+            f"postgresql+psycopg://{PG}",
+            f"postgresql+asyncpg://{PG}",
+        ),
+        (
+            f"postgresql+psycopg://{PG}",
+            "postgresql",
+            f"postgresql+psycopg://{PG}",
+            f"postgresql+asyncpg://{PG}",
+        ),
+        (
+            f"postgresql+asyncpg://{PG}",
+            "postgresql",
+            f"postgresql+psycopg://{PG}",
+            f"postgresql+asyncpg://{PG}",
+        ),
+        (
+            f"postgres://{PG}",
+            "postgresql",
+            f"postgresql+psycopg://{PG}",
+            f"postgresql+asyncpg://{PG}",
+        ),
+        (
+            f"postgresql+psycopg2://{PG}",
+            "postgresql",
+            f"postgresql+psycopg://{PG}",
+            f"postgresql+asyncpg://{PG}",
+        ),
+        (
+            "postgresql:///flows?host=/run/postgresql",
+            "postgresql",
+            "postgresql+psycopg:///flows?host=%2Frun%2Fpostgresql",
+            "postgresql+asyncpg:///flows?host=%2Frun%2Fpostgresql",
+        ),
+    ],
+)
+def test_driver_mapping(raw: str, dialect: str, sync: str, async_: str) -> None:
+    database = parse_database_url(raw)
+
+    assert database.dialect == dialect
+    assert database.is_sqlite == (dialect == "sqlite")
+    # The password must survive the mapping: the engines connect with these URLs.
+    assert database.sync_url.render_as_string(hide_password=False) == sync
+    assert database.async_url.render_as_string(hide_password=False) == async_
+
+
+def test_surrounding_whitespace_is_ignored() -> None:
+    database = parse_database_url(f"  postgresql://{PG}\n")
+    assert database.sync_url.render_as_string(hide_password=False) == f"postgresql+psycopg://{PG}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (f"sqlite:///{SQLITE_PATH}", Path(SQLITE_PATH)),
+        (f"sqlite+aiosqlite:///{SQLITE_PATH}", Path(SQLITE_PATH)),
+        (f"sqlite:///file:{SQLITE_PATH}?mode=ro&uri=true", Path(SQLITE_PATH)),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///file:mem?mode=memory&cache=shared&uri=true", None),
+        (f"postgresql://{PG}", None),
+    ],
+)
+def test_sqlite_path(raw: str, expected: Path | None) -> None:
+    assert parse_database_url(raw).sqlite_path == expected
+
+
+def test_sqlite_path_is_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_database_url("sqlite:///relative.db").sqlite_path == tmp_path / "relative.db"
+    home_relative = parse_database_url("sqlite:///~/x.db").sqlite_path
+    assert home_relative == (Path.home() / "x.db").resolve()
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (f"postgresql://{PG}", "postgresql://u:***@db.example:5432/flows"),
+        (f"postgres://{PG}", "postgresql://u:***@db.example:5432/flows"),
+        (f"postgresql+asyncpg://{PG}", "postgresql+asyncpg://u:***@db.example:5432/flows"),
+        (
+            f"postgresql://u@db/flows?password={SECRET}&sslmode=require",
+            "postgresql://u@db/flows?password=***&sslmode=require",
+        ),
+        (f"postgresql://u:p%40{SECRET}@db/flows", "postgresql://u:***@db/flows"),
+        ("postgresql://u@db/flows", "postgresql://u@db/flows"),
+        (f"sqlite:///{SQLITE_PATH}", f"sqlite:///{SQLITE_PATH}"),
+    ],
+)
+def test_redacted_url(raw: str, shown: str) -> None:
+    database = parse_database_url(raw)
+    assert database.redacted() == shown
+    assert SECRET not in database.redacted()
+    assert SECRET not in repr(database)  # SQLAlchemy's URL repr hides the password too
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"postgresql://u:{SECRET}@host/db",
+        f"postgresql//u:{SECRET}@host/db",
+        f"postgresql:u:{SECRET}@host/db",
+        f"u:{SECRET}@host",
+        f"postgresql://u:pa:ss{SECRET}@host/db",
+        f"postgresql://u:pa/ss{SECRET}@host/db",
+        f"postgresql://u:pa@ss{SECRET}@host/db",
+        f"postgresql://u:pa//{SECRET}@host/db",
+        f"postgresql://u@host/db?password={SECRET}",
+        f"postgresql://u@host/db?sslmode=require&PASSWORD={SECRET}",
+        f"mysql+pymysql://root:{SECRET}@localhost/x",
+        f"://:{SECRET}@",
+    ],
+)
+def test_redact_hides_passwords_in_malformed_urls(raw: str) -> None:
+    shown = redact(raw)
+    assert SECRET not in shown
+    assert "***" in shown
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (f"postgresql://u:{SECRET}@host/db", "postgresql://u:***@host/db"),
+        ("postgresql://u@host/db", "postgresql://u@host/db"),
+        ("foo:bar", "foo:bar"),
+        ("sqlite:////tmp/a@b/flowdb.db", "sqlite:////tmp/a@b/flowdb.db"),
+        ("", ""),
+    ],
+)
+def test_redact_keeps_what_is_not_a_password(raw: str, shown: str) -> None:
+    assert redact(raw) == shown
+
+
+def test_redact_message_hides_urls_and_settings_inside_text() -> None:
+    message = (
+        f"could not use postgresql://u:{SECRET}@h/db nor host=h password={SECRET} user=u; "
+        "see /tmp/a@b and user@example.com"
+    )
+    shown = redact_message(message)
+
+    assert SECRET not in shown
+    assert "postgresql://u:***@h/db" in shown
+    assert "password=*** user=u" in shown
+    assert "/tmp/a@b and user@example.com" in shown
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("foo:bar", ("'foo:bar'", "malformed", "FLOWDB_DATABASE_URL", "sqlite:///")),
+        ("", ("malformed",)),
+        ("mysql://root@localhost/x", ("'mysql'", "does not support", "sqlite://", "postgresql://")),
+        ("postgresql+pg9000://u@h/db", ("'postgresql+pg9000'", "does not support")),
+        ("sqlite+pysqlcipher:///x.db", ("does not support",)),
+        ("postgresql://host", ("names no database", "add one after the host")),
+        ("postgresql://u@host:5432/", ("names no database",)),
+        (f"postgresql://u:{SECRET}@host", ("names no database", "'postgresql://u:***@host'")),
+        (f"postgresql//u:{SECRET}@host/db", ("malformed",)),
+        (f"mysql://u:{SECRET}@host/db", ("does not support", "mysql://u:***@host/db")),
+        (f"postgresql://u:p@{SECRET}@host/db", ("'@'", "%40")),
+    ],
+)
+def test_unusable_urls_raise_one_line_configuration_errors(
+    raw: str, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_database_url(raw)
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert SECRET not in message
+    for word in words:
+        assert word in message, message
+    assert caught.value.exit_code == 2
