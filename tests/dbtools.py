@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -44,3 +45,47 @@ def sync_engine(url: str) -> sa.Engine:
     from flowdb.database.urls import parse_database_url
 
     return sa.create_engine(parse_database_url(url).sync_url, poolclass=sa.pool.NullPool)
+
+
+def schema_snapshot(url: str) -> dict[str, Any]:
+    """Everything reflection can see of a database's schema, in a comparable form.
+
+    Tables with their columns (type, nullability, default), primary keys, foreign keys
+    (with ON DELETE), indexes, unique and check constraints; and PostgreSQL's enum types.
+    Two databases with equal snapshots have the same schema for every purpose flowdb has.
+    """
+    engine = sync_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        tables: dict[str, Any] = {}
+        for table in sorted(inspector.get_table_names()):
+            tables[table] = {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in inspector.get_columns(table)
+                ],
+                "primary_key": inspector.get_pk_constraint(table),
+                "foreign_keys": sorted(
+                    (repr(fk) for fk in inspector.get_foreign_keys(table)), key=str
+                ),
+                "indexes": sorted(
+                    (i["name"], tuple(i["column_names"]), i["unique"])
+                    for i in inspector.get_indexes(table)
+                ),
+                "unique": sorted(
+                    (u["name"], tuple(u["column_names"]))
+                    for u in inspector.get_unique_constraints(table)
+                ),
+                "checks": sorted(
+                    (str(c["name"]), c["sqltext"]) for c in inspector.get_check_constraints(table)
+                ),
+            }
+        snapshot: dict[str, Any] = {"tables": tables}
+        if engine.dialect.name == "postgresql":
+            snapshot["enums"] = sorted(
+                (e["name"], tuple(e["labels"]))
+                for e in inspector.get_enums()  # type: ignore[attr-defined]
+            )
+        return snapshot
+    finally:
+        engine.dispose()

@@ -71,7 +71,13 @@ def _read_sqlite_revision(database: DatabaseUrl) -> str | None:
     path = database.sqlite_path
     if path is None or not path.exists():
         return None
-    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+    # A process killed inside a migration leaves a "hot" rollback journal beside the
+    # file; the first reader must roll it back, which a read-only connection cannot do
+    # ("attempt to write a readonly database"). Rolling back restores the last committed
+    # revision, so reading then is both allowed and necessary; mode=rw never creates.
+    hot_journal = path.with_name(f"{path.name}-journal")
+    mode = "rw" if hot_journal.exists() and hot_journal.stat().st_size > 0 else "ro"
+    connection = sqlite3.connect(f"{path.as_uri()}?mode={mode}", uri=True, timeout=30)
     try:
         exists = connection.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)

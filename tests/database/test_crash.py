@@ -1,0 +1,272 @@
+"""Sudden death: SIGKILL ``flowdb database upgrade`` at random moments, then inspect the wreck.
+
+After every kill the database must be at a revision of the history, its schema must
+equal (by reflection) the schema of a clean database upgraded to that same revision,
+the rows seeded before the upgrade must all still be there, and a second upgrade must
+reach head. Each dialect gets 36 runs: a third start from an empty database (base),
+the rest from a database at the third revision holding a few thousand rows, so that
+kills also land inside the data migrations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flowdb.database.alembic_commands import alembic_upgrade
+from flowdb.database.history import load_history
+from flowdb.database.status import read_current_revision
+from flowdb.database.urls import parse_database_url
+from tests.dbtools import (
+    ADMIN_URL,
+    create_postgres_database,
+    drop_postgres_database,
+    schema_snapshot,
+    sync_engine,
+)
+
+RUNS = 36
+SEEDED_AT = "c5d8e3f2a9b1"  # flow, flow_run, task_run and log exist from here on
+SEEDED_TABLES = ("flow", "flow_run", "task_run", "log")
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+pytestmark = pytest.mark.slow
+
+
+def seed(url: str) -> dict[str, set[str]]:
+    """Insert flows, flow runs, task runs and logs in the schema of ``SEEDED_AT``.
+
+    Returns the ids per table, as hex strings, to find them again after the crash.
+    """
+    is_sqlite = parse_database_url(url).is_sqlite
+
+    def stored(value: Any) -> Any:
+        if isinstance(value, uuid.UUID):
+            return value.hex if is_sqlite else value
+        if isinstance(value, dt.datetime):
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f") if is_sqlite else value
+        return value
+
+    flows = [{"id": uuid.uuid4(), "name": f"flow-{n}"} for n in range(20)]
+    runs = [
+        {
+            "id": uuid.uuid4(),
+            "flow_id": flows[n % 20]["id"],
+            "name": f"run-{n}",
+            "state_type": ("COMPLETED", "RUNNING", "FAILED", None)[n % 4],
+            "state_timestamp": T0 + dt.timedelta(seconds=n),
+            "start_time": None if n % 3 == 0 else T0 + dt.timedelta(seconds=n),
+        }
+        for n in range(1500)
+    ]
+    tasks = [
+        {
+            "id": uuid.uuid4(),
+            "flow_run_id": runs[n % 1500]["id"],
+            "task_key": f"task-{n}:{n % 7}",
+            "name": f"task-{n}",
+        }
+        for n in range(3000)
+    ]
+    logs = [
+        {
+            "id": uuid.uuid4(),
+            "logger": "flow",
+            "level": 20,
+            "flow_run_id": runs[n % 1500]["id"],
+            "message": f"line {n}",
+            "timestamp": T0 + dt.timedelta(milliseconds=n),
+        }
+        for n in range(3000)
+    ]
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            for table, rows in zip(SEEDED_TABLES, (flows, runs, tasks, logs), strict=True):
+                columns = list(rows[0])
+                connection.execute(
+                    sa.text(
+                        f"INSERT INTO {table} ({', '.join(columns)}) "
+                        f"VALUES ({', '.join(':' + c for c in columns)})"
+                    ),
+                    [{c: stored(row[c]) for c in columns} for row in rows],
+                )
+    finally:
+        engine.dispose()
+    return {
+        table: {row["id"].hex for row in rows}
+        for table, rows in zip(SEEDED_TABLES, (flows, runs, tasks, logs), strict=True)
+    }
+
+
+def ids_in(url: str) -> dict[str, set[str]]:
+    """The ids of the seeded tables as they are now (hex strings, both dialects)."""
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table: {
+                    uuid.UUID(str(value)).hex
+                    for value in connection.execute(sa.text(f"SELECT id FROM {table}")).scalars()
+                }
+                for table in SEEDED_TABLES
+            }
+    finally:
+        engine.dispose()
+
+
+def clean_snapshots(url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str | None, Any]:
+    """The schema of a clean database at every revision, base included."""
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", url)
+    snapshots: dict[str | None, Any] = {None: schema_snapshot(url)}
+    for revision in load_history().revisions:
+        alembic_upgrade(revision.id)
+        snapshots[revision.id] = schema_snapshot(url)
+    return snapshots
+
+
+def upgrade_and_kill(url: str, rng: random.Random, steps_pending: int) -> int:
+    """Start ``flowdb database upgrade -y`` and SIGKILL it at a random moment.
+
+    The moment is chosen as "after the k-th reported migration, plus a random few
+    milliseconds", with k uniform over the pending steps, so kills spread over the
+    whole history (and the start-up) rather than bunching where the process spends
+    most of its wall time. Returns how many migrations the process reported.
+    """
+    kill_after = rng.randrange(steps_pending + 1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+        env={**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    reported = 0
+    try:
+        while reported < kill_after:
+            line = process.stderr.readline()
+            if not line:
+                break  # finished (or failed) before the chosen moment
+            reported += "↑" in line
+        time.sleep(rng.uniform(0, 0.03))
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=120)
+        process.stderr.close()
+    return reported
+
+
+class Databases:
+    """Copies of the empty and of the seeded database, one per run, on one dialect."""
+
+    def __init__(self, dialect: str, tmp_path: Path) -> None:
+        self.dialect = dialect
+        self.tmp_path = tmp_path
+        self.made: list[str] = []
+
+    def new_empty(self) -> str:
+        if self.dialect == "sqlite":
+            return f"sqlite:///{self.tmp_path / f'db-{len(self.made)}-{uuid.uuid4().hex[:6]}.db'}"
+        url = create_postgres_database()
+        self.made.append(url)
+        return url
+
+    def copy_of(self, template: str) -> str:
+        """A new database with the contents of ``template``."""
+        if self.dialect == "sqlite":
+            source = parse_database_url(template).sqlite_path
+            assert source is not None
+            target = self.tmp_path / f"copy-{uuid.uuid4().hex[:8]}.db"
+            shutil.copyfile(source, target)
+            return f"sqlite:///{target}"
+        name = f"flowdb_test_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                template_name = sa.make_url(template).database
+                connection.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+        finally:
+            admin.dispose()
+        url = sa.make_url(template).set(database=name).render_as_string(hide_password=False)
+        self.made.append(url)
+        return url
+
+    def drop(self, url: str) -> None:
+        if self.dialect == "postgresql":
+            drop_postgres_database(url)
+            self.made.remove(url)
+
+    def drop_all(self) -> None:
+        for url in list(self.made):
+            self.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
+    made = Databases(request.param, tmp_path)
+    try:
+        yield made
+    finally:
+        made.drop_all()
+
+
+@contextmanager
+def configured_for(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    with monkeypatch.context() as patch:
+        patch.setenv("FLOWDB_DATABASE_URL", url)
+        yield
+
+
+def test_killed_upgrade_leaves_a_known_revision_and_loses_nothing(
+    databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = load_history()
+    rng = random.Random(int.from_bytes(os.urandom(4)))
+    clean = clean_snapshots(databases.new_empty(), monkeypatch)
+
+    seeded = databases.new_empty()
+    with configured_for(seeded, monkeypatch):
+        alembic_upgrade(SEEDED_AT)
+    seeded_ids = seed(seeded)
+
+    known = {item.id for item in history.revisions}
+    landed: list[str | None] = []
+    for run in range(RUNS):
+        from_base = run % 3 == 0
+        url = databases.new_empty() if from_base else databases.copy_of(seeded)
+        start = None if from_base else SEEDED_AT
+        pending = len(history.revisions) - history.position(start)
+        upgrade_and_kill(url, rng, pending)
+
+        revision = read_current_revision(parse_database_url(url))
+        landed.append(revision)
+        assert revision is None or revision in known, f"run {run}: unknown {revision}"
+        assert history.position(revision) >= history.position(start), f"run {run}: went back"
+        assert schema_snapshot(url) == clean[revision], f"run {run}: schema differs at {revision}"
+        if not from_base:
+            assert ids_in(url) == seeded_ids, f"run {run}: seeded rows changed by the kill"
+        with configured_for(url, monkeypatch):
+            alembic_upgrade()
+        assert read_current_revision(parse_database_url(url)) == history.head
+        if not from_base:
+            assert ids_in(url) == seeded_ids, f"run {run}: seeded rows changed by the resume"
+        databases.drop(url)
+
+    # The kills must have landed all over the history, not only before or after it.
+    assert len(set(landed) - {None, SEEDED_AT, history.head}) >= 3, landed
