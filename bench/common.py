@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PYTHON = sys.executable
 
@@ -95,19 +96,23 @@ def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     return result
 
 
-def run_measuring_memory(args: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run a command; return its wall time and its peak resident memory in KiB."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}): {stderr}")
-    return elapsed, usage.ru_maxrss
+def run_measuring_memory(module_args: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Run ``python -m <module_args>``; return its wall time and its peak memory in KiB.
+
+    The peak is the child's own (see ``bench.peak_memory``), not inherited from us.
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".peak") as peak_file:
+        args = [PYTHON, "-m", "bench.peak_memory", peak_file.name, *module_args]
+        started = time.perf_counter()
+        result = subprocess.run(
+            args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        )
+        elapsed = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return elapsed, int(Path(peak_file.name).read_text())
 
 
 def format_seconds(value: float) -> str:

@@ -89,7 +89,7 @@ def bench_data_migrations(scratch: Scratch, sizes: tuple[int, ...], repeat: int)
             for _ in range(repeat):
                 copy = scratch.copy(template)
                 seconds, rss = run_measuring_memory(
-                    [PYTHON, "-m", "flowdb", "database", "upgrade", "-y", "-r", AFTER],
+                    ["flowdb", "database", "upgrade", "-y", "-r", AFTER],
                     env=flowdb_env(copy),
                 )
                 flowdb.samples.append(seconds)
@@ -97,7 +97,7 @@ def bench_data_migrations(scratch: Scratch, sizes: tuple[int, ...], repeat: int)
                 scratch.drop(copy)
                 copy = scratch.copy(template)
                 seconds, rss = run_measuring_memory(
-                    [PYTHON, "-m", "bench.floor", copy, str(script)], env=flowdb_env(copy)
+                    ["bench.floor", copy, str(script)], env=flowdb_env(copy)
                 )
                 floor.samples.append(seconds)
                 floor_rss.append(rss)

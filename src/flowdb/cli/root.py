@@ -13,6 +13,7 @@ import typer
 
 from flowdb import __version__
 from flowdb.cli.database import database_app
+from flowdb.cli.server import server_app
 from flowdb.errors import FlowdbError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(database_app, name="database")
+app.add_typer(server_app, name="server")
 
 
 def _version_callback(value: bool) -> None:

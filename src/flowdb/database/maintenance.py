@@ -37,6 +37,18 @@ def reset_database() -> None:
         alembic_upgrade()
 
 
+@with_alembic_lock
+def drop_database() -> None:
+    """Drop every flowdb table (and enum type) and leave the database empty, at base.
+
+    Under the migration lock, like every command that changes the schema.
+    """
+    database = configured_database_url()
+    with translated_errors(database), migration_lock(database, "drop"):
+        drop_flowdb_objects(database)
+        logger.info("Dropped all flowdb tables", extra={"dropped": True})
+
+
 def drop_flowdb_objects(database: DatabaseUrl) -> None:
     """Drop flowdb's tables and types in one transaction; missing ones are skipped."""
     import sqlalchemy as sa

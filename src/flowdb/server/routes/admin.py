@@ -1,0 +1,78 @@
+"""Destructive database routes for test and development servers, off unless enabled.
+
+They are always documented, and answer 403 with the setting to change while
+``FLOWDB_SERVER_ADMIN_ROUTES`` is off. Drop and create run under the same migration
+lock as the CLI, so they never interleave with an upgrade from elsewhere.
+"""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from flowdb.database.status import read_current_revision
+from flowdb.server.routes.common import Database, Responses
+from flowdb.server.schemas import AdminResult, ErrorBody
+from flowdb.settings import Settings
+
+FORBIDDEN: Responses = {403: {"model": ErrorBody, "description": "Admin routes are disabled."}}
+
+
+def _admin_enabled(request: Request) -> None:
+    settings: Settings = request.app.state.settings
+    if not settings.server_admin_routes:
+        raise HTTPException(
+            status_code=403,
+            detail="Admin database routes are disabled; start the server with "
+            "FLOWDB_SERVER_ADMIN_ROUTES=true to enable them.",
+        )
+
+
+router = APIRouter(
+    prefix="/admin/database",
+    tags=["admin"],
+    dependencies=[Depends(_admin_enabled)],
+    responses=FORBIDDEN,
+)
+
+
+@router.post("/clear")
+async def clear(database: Database) -> AdminResult:
+    """Delete every row of every flowdb table; the schema stays as it is."""
+    from sqlalchemy import delete, text
+
+    from flowdb.database.orm_models import Base
+
+    tables = list(reversed(Base.metadata.sorted_tables))  # children first
+    async with database.session(write=True) as session:
+        if database.database.is_sqlite:
+            for table in tables:
+                await session.execute(delete(table))
+        else:
+            names = ", ".join(f'"{table.name}"' for table in tables)
+            await session.execute(text(f"TRUNCATE {names}"))
+    return await _result(database, "clear")
+
+
+@router.post("/drop")
+async def drop(database: Database) -> AdminResult:
+    """Drop every flowdb table; the server is not ready until ``create`` runs."""
+    from flowdb.database.maintenance import drop_database
+
+    await database.dispose()
+    await to_thread.run_sync(drop_database)
+    return await _result(database, "drop")
+
+
+@router.post("/create")
+async def create(database: Database) -> AdminResult:
+    """Upgrade the database to head (creating every table on an empty database)."""
+    from flowdb.database.alembic_commands import alembic_upgrade
+
+    await to_thread.run_sync(alembic_upgrade)
+    return await _result(database, "create")
+
+
+async def _result(database: Database, action: str) -> AdminResult:
+    revision = await to_thread.run_sync(read_current_revision, database.database)
+    return AdminResult(action=action, schema_revision=revision)

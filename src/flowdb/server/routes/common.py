@@ -1,0 +1,52 @@
+"""What every route module needs: the database, pagination, and 404s that name the id."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Query, Request
+
+from flowdb.server.engine import ServerDatabase
+from flowdb.server.schemas import ErrorBody
+
+
+def server_database(request: Request) -> ServerDatabase:
+    """The process's database access, made by ``create_app``."""
+    database: ServerDatabase = request.app.state.database
+    return database
+
+
+Database = Annotated[ServerDatabase, Depends(server_database)]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Which slice of a list to return."""
+
+    limit: int
+    offset: int
+
+
+def page(
+    limit: Annotated[int, Query(ge=1, le=200, description="Items per page.")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")] = 0,
+) -> Page:
+    """Pagination parameters shared by every list route."""
+    return Page(limit=limit, offset=offset)
+
+
+Paging = Annotated[Page, Depends(page)]
+
+Responses = dict[int | str, dict[str, Any]]
+
+NOT_FOUND: Responses = {
+    404: {"model": ErrorBody, "description": "An id in the request names nothing."}
+}
+CONFLICT: Responses = {409: {"model": ErrorBody, "description": "A unique field is already taken."}}
+
+
+def not_found(kind: str, identifier: uuid.UUID) -> HTTPException:
+    """The 404 for an unknown id, naming what was looked for."""
+    return HTTPException(status_code=404, detail=f"No {kind} with id {identifier}.")

@@ -1,0 +1,160 @@
+"""Flow runs: create, read, list, and move through states (with their history)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowdb.database import orm_models as orm
+from flowdb.database.column_types import StateType
+from flowdb.server.routes.common import NOT_FOUND, Database, Paging, not_found
+from flowdb.server.schemas import FlowRun, FlowRunCreate, State, StateCreate, Timestamp
+
+router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
+
+TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={**NOT_FOUND, 200: {"model": FlowRun, "description": "Idempotency key reused."}},
+)
+async def create_flow_run(body: FlowRunCreate, database: Database, response: Response) -> FlowRun:
+    """Create a run of a flow, optionally in an initial state.
+
+    With an ``idempotency_key`` this flow already used, nothing is created and the
+    existing run is returned with status 200, so a client may safely retry.
+    """
+    async with database.session(write=True) as session:
+        if await session.get(orm.Flow, body.flow_id) is None:
+            raise not_found("flow", body.flow_id)
+        if body.idempotency_key is not None:
+            existing = await session.scalar(
+                select(orm.FlowRun).where(
+                    orm.FlowRun.flow_id == body.flow_id,
+                    orm.FlowRun.idempotency_key == body.idempotency_key,
+                )
+            )
+            if existing is not None:
+                response.status_code = 200
+                return FlowRun.model_validate(existing)
+        run_id = uuid.uuid4()
+        run = orm.FlowRun(
+            id=run_id,
+            flow_id=body.flow_id,
+            name=body.name or f"run-{run_id.hex[:8]}",
+            parameters=body.parameters,
+            tags=body.tags,
+            idempotency_key=body.idempotency_key,
+            expected_start_time=body.expected_start_time or dt.datetime.now(dt.UTC),
+            run_count=0,
+        )
+        session.add(run)
+        await session.flush()
+        if body.state is not None:
+            await _enter_state(session, run, body.state)
+        return FlowRun.model_validate(run)
+
+
+@router.get("/{flow_run_id}", responses=NOT_FOUND)
+async def read_flow_run(flow_run_id: uuid.UUID, database: Database) -> FlowRun:
+    """One flow run by id, with its current state."""
+    async with database.session() as session:
+        run = await session.get(orm.FlowRun, flow_run_id)
+        if run is None:
+            raise not_found("flow run", flow_run_id)
+        return FlowRun.model_validate(run)
+
+
+@router.get("")
+async def list_flow_runs(
+    database: Database,
+    paging: Paging,
+    flow_id: Annotated[uuid.UUID | None, Query(description="Runs of this flow.")] = None,
+    state_type: Annotated[
+        list[StateType] | None, Query(description="Runs in any of these states.")
+    ] = None,
+    expected_start_after: Annotated[Timestamp | None, Query()] = None,
+    expected_start_before: Annotated[Timestamp | None, Query()] = None,
+) -> list[FlowRun]:
+    """Flow runs, newest expected start first, filtered by flow, state and start time."""
+    query = select(orm.FlowRun)
+    if flow_id is not None:
+        query = query.where(orm.FlowRun.flow_id == flow_id)
+    if state_type:
+        query = query.where(orm.FlowRun.state_type.in_(state_type))
+    if expected_start_after is not None:
+        query = query.where(orm.FlowRun.expected_start_time >= expected_start_after)
+    if expected_start_before is not None:
+        query = query.where(orm.FlowRun.expected_start_time < expected_start_before)
+    query = query.order_by(orm.FlowRun.expected_start_time.desc(), orm.FlowRun.id)
+    async with database.session() as session:
+        runs = await session.scalars(query.limit(paging.limit).offset(paging.offset))
+        return [FlowRun.model_validate(run) for run in runs]
+
+
+@router.post("/{flow_run_id}/set_state", status_code=201, responses=NOT_FOUND)
+async def set_flow_run_state(
+    flow_run_id: uuid.UUID, body: StateCreate, database: Database
+) -> State:
+    """Put a flow run in a new state: the state joins its history and becomes current.
+
+    Entering RUNNING counts a run and sets the start time (the first time); entering a
+    terminal state (COMPLETED, FAILED, CANCELLED, CRASHED) sets the end time.
+    """
+    async with database.session(write=True) as session:
+        run = await session.get(orm.FlowRun, flow_run_id)
+        if run is None:
+            raise not_found("flow run", flow_run_id)
+        return await _enter_state(session, run, body)
+
+
+@router.get("/{flow_run_id}/states", responses=NOT_FOUND)
+async def list_flow_run_states(
+    flow_run_id: uuid.UUID, database: Database, paging: Paging
+) -> list[State]:
+    """The states a flow run went through, oldest first."""
+    async with database.session() as session:
+        if await session.get(orm.FlowRun, flow_run_id) is None:
+            raise not_found("flow run", flow_run_id)
+        states = await session.scalars(
+            select(orm.FlowRunState)
+            .where(orm.FlowRunState.flow_run_id == flow_run_id)
+            .order_by(orm.FlowRunState.timestamp, orm.FlowRunState.id)
+            .limit(paging.limit)
+            .offset(paging.offset)
+        )
+        return [State.model_validate(state) for state in states]
+
+
+async def _enter_state(session: AsyncSession, run: orm.FlowRun, body: StateCreate) -> State:
+    """Write the state row, then point the run at it and update its denormalised fields."""
+    timestamp = body.timestamp or dt.datetime.now(dt.UTC)
+    state = orm.FlowRunState(
+        id=uuid.uuid4(),
+        flow_run_id=run.id,
+        type=body.type,
+        name=body.name or body.type.value.capitalize(),
+        timestamp=timestamp,
+        message=body.message,
+        data=body.data,
+    )
+    session.add(state)
+    await session.flush()  # the state row must exist before the run refers to it
+    run.state_id = state.id
+    run.state_type = state.type
+    run.state_name = state.name
+    run.state_timestamp = timestamp
+    if body.type == StateType.RUNNING:
+        run.run_count += 1
+        run.start_time = run.start_time or timestamp
+    if body.type in TERMINAL:
+        run.end_time = timestamp
+    await session.flush()
+    return State.model_validate(state)

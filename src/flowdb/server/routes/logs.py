@@ -1,0 +1,76 @@
+"""Logs: batch insert and list, in time order."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flowdb.database import orm_models as orm
+from flowdb.database.column_types import utcnow
+from flowdb.server.routes.common import NOT_FOUND, Database, Paging, not_found
+from flowdb.server.schemas import Log, LogCreate, LogLevel, LogsCreated
+
+router = APIRouter(prefix="/logs", tags=["logs"])
+
+MAX_BATCH = 1000
+
+
+@router.post("", status_code=201, responses=NOT_FOUND)
+async def create_logs(
+    body: Annotated[list[LogCreate], Body(min_length=1, max_length=MAX_BATCH)],
+    database: Database,
+) -> LogsCreated:
+    """Store a batch of log lines (up to 1000) in one transaction and one statement."""
+    now = utcnow()
+    rows = [
+        {"id": uuid.uuid4(), "created": now, "updated": now, **line.model_dump()} for line in body
+    ]
+    async with database.session(write=True) as session:
+        flow_runs = {line.flow_run_id for line in body}
+        task_runs = {line.task_run_id for line in body}
+        await _require_existing(session, orm.FlowRun, "flow run", flow_runs)
+        await _require_existing(session, orm.TaskRun, "task run", task_runs)
+        await session.execute(insert(orm.Log), rows)
+    return LogsCreated(count=len(rows))
+
+
+@router.get("")
+async def list_logs(
+    database: Database,
+    paging: Paging,
+    flow_run_id: Annotated[uuid.UUID | None, Query(description="Logs of this flow run.")] = None,
+    task_run_id: Annotated[uuid.UUID | None, Query(description="Logs of this task run.")] = None,
+    level_at_least: Annotated[LogLevel | None, Query(description="Minimum level.")] = None,
+) -> list[Log]:
+    """Log lines in time order, filtered by run and minimum level."""
+    query = select(orm.Log)
+    if flow_run_id is not None:
+        query = query.where(orm.Log.flow_run_id == flow_run_id)
+    if task_run_id is not None:
+        query = query.where(orm.Log.task_run_id == task_run_id)
+    if level_at_least is not None:
+        query = query.where(orm.Log.level >= level_at_least)
+    query = query.order_by(orm.Log.timestamp, orm.Log.id)
+    async with database.session() as session:
+        logs = await session.scalars(query.limit(paging.limit).offset(paging.offset))
+        return [Log.model_validate(log) for log in logs]
+
+
+async def _require_existing(
+    session: AsyncSession,
+    model: type[orm.FlowRun] | type[orm.TaskRun],
+    kind: str,
+    ids: set[uuid.UUID | None],
+) -> None:
+    """404 for the first referenced id that names no row (one query per batch)."""
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return
+    found = set(await session.scalars(select(model.id).where(model.id.in_(wanted))))
+    missing = sorted(wanted - found)
+    if missing:
+        raise not_found(kind, missing[0])
