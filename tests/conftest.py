@@ -4,6 +4,7 @@
 * ``postgres_url``: a new database on the local PostgreSQL server, dropped afterwards.
 * ``database_url``: both of them, one after the other (parametrised).
 * ``configured``: points flowdb's settings (``FLOWDB_*``) at ``database_url``.
+* ``api``: a started REST API (test client) on ``configured``.
 
 PostgreSQL is expected on 127.0.0.1:5432 (override with ``FLOWDB_TEST_POSTGRES_URL``).
 A missing server fails the tests that need it; it is never a skip.
@@ -14,10 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.dbtools import DIALECTS, create_postgres_database, drop_postgres_database
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 
 @pytest.fixture(autouse=True)
@@ -57,3 +62,15 @@ def configured(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """``database_url``, also set as FLOWDB_DATABASE_URL for the code under test."""
     monkeypatch.setenv("FLOWDB_DATABASE_URL", database_url)
     return database_url
+
+
+@pytest.fixture
+def api(configured: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The REST API on ``configured`` (both dialects), admin routes on, started (so migrated)."""
+    from fastapi.testclient import TestClient
+
+    from flowdb.server.app import create_app
+
+    monkeypatch.setenv("FLOWDB_SERVER_ADMIN_ROUTES", "true")
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        yield client

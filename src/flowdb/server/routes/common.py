@@ -44,6 +44,8 @@ Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {
     404: {"model": ErrorBody, "description": "An id in the request names nothing."}
 }
+#: FastAPI answers 400 itself when a body is not JSON at all (bad bytes, truncated).
+BAD_BODY: Responses = {400: {"model": ErrorBody, "description": "The body is not valid JSON."}}
 CONFLICT: Responses = {409: {"model": ErrorBody, "description": "A unique field is already taken."}}
 
 

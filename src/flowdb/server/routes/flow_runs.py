@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowdb.database import orm_models as orm
 from flowdb.database.column_types import StateType
-from flowdb.server.routes.common import NOT_FOUND, Database, Paging, not_found
+from flowdb.server.routes.common import BAD_BODY, NOT_FOUND, Database, Paging, not_found
 from flowdb.server.schemas import FlowRun, FlowRunCreate, State, StateCreate, Timestamp
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
@@ -23,7 +23,11 @@ TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateTyp
 @router.post(
     "",
     status_code=201,
-    responses={**NOT_FOUND, 200: {"model": FlowRun, "description": "Idempotency key reused."}},
+    responses={
+        **NOT_FOUND,
+        **BAD_BODY,
+        200: {"model": FlowRun, "description": "The idempotency key was used: the existing run."},
+    },
 )
 async def create_flow_run(body: FlowRunCreate, database: Database, response: Response) -> FlowRun:
     """Create a run of a flow, optionally in an initial state.
@@ -99,7 +103,7 @@ async def list_flow_runs(
         return [FlowRun.model_validate(run) for run in runs]
 
 
-@router.post("/{flow_run_id}/set_state", status_code=201, responses=NOT_FOUND)
+@router.post("/{flow_run_id}/set_state", status_code=201, responses={**NOT_FOUND, **BAD_BODY})
 async def set_flow_run_state(
     flow_run_id: uuid.UUID, body: StateCreate, database: Database
 ) -> State:

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from flowdb.database import orm_models as orm
-from flowdb.server.routes.common import CONFLICT, NOT_FOUND, Database, Paging, not_found
+from flowdb.server.routes.common import BAD_BODY, CONFLICT, NOT_FOUND, Database, Paging, not_found
 from flowdb.server.schemas import Flow, FlowCreate, SearchText
 
 router = APIRouter(prefix="/flows", tags=["flows"])
 
 
-@router.post("", status_code=201, responses=CONFLICT)
+@router.post("", status_code=201, responses={**CONFLICT, **BAD_BODY})
 async def create_flow(body: FlowCreate, database: Database) -> Flow:
     """Create a flow; its name must not be taken (409 otherwise)."""
     async with database.session(write=True) as session:

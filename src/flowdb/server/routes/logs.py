@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowdb.database import orm_models as orm
 from flowdb.database.column_types import utcnow
-from flowdb.server.routes.common import NOT_FOUND, Database, Paging, not_found
+from flowdb.server.routes.common import BAD_BODY, NOT_FOUND, Database, Paging, not_found
 from flowdb.server.schemas import Log, LogCreate, LogLevel, LogsCreated
 
 router = APIRouter(prefix="/logs", tags=["logs"])
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/logs", tags=["logs"])
 MAX_BATCH = 1000
 
 
-@router.post("", status_code=201, responses=NOT_FOUND)
+@router.post("", status_code=201, responses={**NOT_FOUND, **BAD_BODY})
 async def create_logs(
     body: Annotated[list[LogCreate], Body(min_length=1, max_length=MAX_BATCH)],
     database: Database,

@@ -10,13 +10,13 @@ from sqlalchemy import select
 
 from flowdb.database import orm_models as orm
 from flowdb.database.column_types import StateType
-from flowdb.server.routes.common import CONFLICT, NOT_FOUND, Database, Paging, not_found
+from flowdb.server.routes.common import BAD_BODY, CONFLICT, NOT_FOUND, Database, Paging, not_found
 from flowdb.server.schemas import TaskRun, TaskRunCreate
 
 router = APIRouter(prefix="/task_runs", tags=["task runs"])
 
 
-@router.post("", status_code=201, responses={**NOT_FOUND, **CONFLICT})
+@router.post("", status_code=201, responses={**NOT_FOUND, **CONFLICT, **BAD_BODY})
 async def create_task_run(body: TaskRunCreate, database: Database) -> TaskRun:
     """Create a task run in a flow run; (flow run, task key, dynamic key) must be new."""
     async with database.session(write=True) as session:

@@ -1,0 +1,124 @@
+"""``flowdb server start`` as real processes: replicas starting together, and refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from flowdb.database.alembic_commands import alembic_upgrade
+from flowdb.database.history import load_history
+from flowdb.database.status import read_current_revision
+from flowdb.database.urls import parse_database_url
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(url: str, port: int, *extra: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowdb", "server", "start", "--port", str(port), *extra],
+        env={**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1", **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until_ready(port: int, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server on port {port} not ready after {timeout} s")
+
+
+@contextmanager
+def servers(url: str, count: int) -> Iterator[list[tuple[int, subprocess.Popen[str]]]]:
+    """``count`` server processes started together on ``url``; stopped (SIGINT) afterwards."""
+    started = [(port, start_server(url, port)) for port in (free_port() for _ in range(count))]
+    try:
+        yield started
+    finally:
+        for _, process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for _, process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.slow
+def test_four_replicas_on_a_fresh_database_migrate_it_once(configured: str) -> None:
+    history = load_history()
+    with servers(configured, 4) as replicas:
+        for port, process in replicas:
+            wait_until_ready(port, process)
+        flow = httpx.post(f"http://127.0.0.1:{replicas[0][0]}/api/flows", json={"name": "etl"})
+        assert flow.status_code == 201
+        for port, _ in replicas:  # every replica serves the same database
+            names = [f["name"] for f in httpx.get(f"http://127.0.0.1:{port}/api/flows").json()]
+            assert names == ["etl"]
+    logs = [process.communicate()[1] for _, process in replicas]
+    migrators = [log for log in logs if "↑" in log]
+    assert len(migrators) == 1, logs
+    assert migrators[0].count("↑") == len(history.revisions)
+    assert read_current_revision(parse_database_url(configured)) == history.head
+
+
+def test_migrate_on_start_off_refuses_an_old_database(configured: str) -> None:
+    behind = load_history().revisions[-2].id
+    alembic_upgrade(behind)
+    result = subprocess.run(
+        [sys.executable, "-m", "flowdb", "server", "start", "--port", str(free_port())],
+        env={**os.environ, "FLOWDB_MIGRATE_ON_START": "false"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: The database at ")
+    assert "1 migration(s) behind" in lines[0]
+    assert "flowdb database upgrade -y" in lines[0]
+    assert read_current_revision(parse_database_url(configured)) == behind
+
+
+def test_migrate_on_start_upgrades_an_old_database_then_serves_with_workers(
+    configured: str,
+) -> None:
+    alembic_upgrade(load_history().revisions[2].id)
+    port = free_port()
+    process = start_server(configured, port, "--workers", "2")
+    try:
+        wait_until_ready(port, process)
+        version = httpx.get(f"http://127.0.0.1:{port}/api/admin/version").json()
+        assert version["schema_revision"] == load_history().head
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert stderr.count("↑") == len(load_history().revisions) - 3
+    assert "Traceback" not in stderr
