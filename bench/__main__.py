@@ -20,13 +20,14 @@ from pathlib import Path
 from bench.common import Row, environment_report, render_table
 from bench.databases import Scratch, postgres_version, scratch
 
-ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun")
+ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun", "server")
 
 
 def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch], list[Row]]]]:
     from bench.concurrency import bench_concurrency
     from bench.data_migrations import bench_data_migrations
     from bench.dry_run import bench_dry_run
+    from bench.server import bench_server
     from bench.startup import bench_startup
     from bench.upgrade import bench_upgrade
 
@@ -41,6 +42,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         ),
         "concurrency": ("4. Concurrent upgrades", lambda s: bench_concurrency(s, repeat)),
         "dryrun": ("5. Dry-run SQL for the whole history", lambda s: bench_dry_run(s, repeat)),
+        "server": (
+            "6. REST API throughput",
+            lambda s: bench_server(s, 50 if args.tiny else 1000, repeat),
+        ),
     }
 
 

@@ -36,14 +36,16 @@ def test_tiny_benchmark_run_prints_every_case(tmp_path: Path) -> None:
         "3. Data migrations at scale",
         "4. Concurrent upgrades",
         "5. Dry-run SQL for the whole history",
+        "6. REST API throughput",
     ):
         assert f"### {title}" in result.stdout
     ratios = [float(m["ratio"]) for m in RATIO.finditer(result.stdout)]
-    assert len(ratios) >= 15
+    assert len(ratios) >= 23
     assert all(ratio > 0 for ratio in ratios)
     written = output.read_text(encoding="utf-8")
     assert "PostgreSQL 1" in written  # the server version was measured, not "not measured"
-    assert "### 5. Dry-run SQL for the whole history" in written
+    assert "### 6. REST API throughput" in written
+    assert re.search(r"\| [\d,]+ req/s \|", written)
 
 
 def test_unknown_case_is_refused() -> None:

@@ -1,0 +1,153 @@
+"""Case 6: the REST API under load: creating flow runs and batch-inserting logs.
+
+One server per dialect and worker count (``flowdb server start --workers N``) on a
+fresh database, driven by one asyncio client with 16 requests in flight. Each row is
+the wall time of a round of requests; the note turns it into requests per second.
+Baselines: with 1 worker, ``GET /api/health`` rounds on the same server (the HTTP
+stack without the database); with 4 workers, the same operation with 1 worker.
+The client shares this machine's cores with the server, so absolute rates are low
+bounds; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench.common import PYTHON, Row, Timing
+from bench.databases import Scratch, flowdb_env
+
+IN_FLIGHT = 16
+LOG_BATCH = 100
+
+
+def bench_server(scratch: Scratch, requests: int, repeat: int) -> list[Row]:
+    """Requests per second for flow runs and log batches, per dialect, 1 and 4 workers."""
+    rows: list[Row] = []
+    for dialect in ("sqlite", "postgresql"):
+        single: dict[str, Timing] = {}
+        for workers in (1, 4):
+            with _server(scratch, dialect, workers) as base_url:
+                timings = _measure(base_url, requests, repeat)
+            for operation in ("create flow run", "insert 100 logs"):
+                measured = timings[operation]
+                if workers == 1:
+                    single[operation] = measured
+                    baseline_name, baseline = "GET /api/health, 1 worker", timings["health"]
+                else:
+                    baseline_name, baseline = f"{operation}, 1 worker", single[operation]
+                rows.append(
+                    Row(
+                        f"{dialect}: {operation}, {workers} worker(s), {requests} requests",
+                        measured,
+                        baseline_name,
+                        baseline,
+                        note=f"{requests / measured.median:,.0f} req/s",
+                    )
+                )
+    return rows
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _server(scratch: Scratch, dialect: str, workers: int) -> Iterator[str]:
+    """A running server on a fresh database; its base URL. Stopped and dropped after."""
+    import httpx
+
+    url = scratch.new_url(dialect)
+    port = _free_port()
+    command = [PYTHON, "-m", "flowdb", "server", "start", "--log-level", "warning"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--workers", str(workers)],
+        env=flowdb_env(url),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {process.communicate()[1]}")
+            try:
+                if httpx.get(f"{base_url}/api/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server was not ready within 120 s")
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        scratch.drop(url)
+
+
+def _measure(base_url: str, requests: int, repeat: int) -> dict[str, Timing]:
+    """Interleaved rounds of each operation against one server."""
+    return asyncio.run(_measure_async(base_url, requests, repeat))
+
+
+async def _measure_async(base_url: str, requests: int, repeat: int) -> dict[str, Timing]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        flow = await client.post("/api/flows", json={"name": "bench"})
+        flow.raise_for_status()
+        run = await client.post("/api/flow_runs", json={"flow_id": flow.json()["id"]})
+        run.raise_for_status()
+        flow_id, run_id = flow.json()["id"], run.json()["id"]
+        stamp = dt.datetime.now(dt.UTC).isoformat()
+        logs = [
+            {"name": "bench", "level": 20, "message": f"line {n}", "timestamp": stamp}
+            | {"flow_run_id": run_id}
+            for n in range(LOG_BATCH)
+        ]
+        operations: dict[str, Callable[[], Any]] = {
+            "health": lambda: client.get("/api/health"),
+            "create flow run": lambda: client.post("/api/flow_runs", json={"flow_id": flow_id}),
+            "insert 100 logs": lambda: client.post("/api/logs", json=logs),
+        }
+        timings = {name: Timing() for name in operations}
+        for _ in range(repeat):
+            for name, request in operations.items():
+                timings[name].samples.append(await _round(request, requests))
+        return timings
+
+
+async def _round(request: Callable[[], Any], count: int) -> float:
+    """Seconds to complete ``count`` requests with ``IN_FLIGHT`` of them open at a time."""
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            response = await request()
+            if response.status_code >= 400:
+                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    return time.perf_counter() - started
