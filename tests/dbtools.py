@@ -47,6 +47,18 @@ def sync_engine(url: str) -> sa.Engine:
     return sa.create_engine(parse_database_url(url).sync_url, poolclass=sa.pool.NullPool)
 
 
+def set_revision(url: str, revision: str) -> None:
+    """Overwrite the recorded revision, as a newer flowdb would have left it."""
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
+            )
+    finally:
+        engine.dispose()
+
+
 def schema_snapshot(url: str) -> dict[str, Any]:
     """Everything reflection can see of a database's schema, in a comparable form.
 

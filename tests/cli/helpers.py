@@ -174,18 +174,6 @@ def current_revision(url: str) -> str | None:
     return str(found[0]) if found else None
 
 
-def set_revision(url: str, revision: str) -> None:
-    """Overwrite the recorded revision, as a newer flowdb would have left it."""
-    engine = sync_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
-            )
-    finally:
-        engine.dispose()
-
-
 def drop_write_override() -> None:
     """``preexec_fn``: make file permissions bind the child even when it runs as root.
 

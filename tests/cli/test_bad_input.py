@@ -26,9 +26,9 @@ from tests.cli.helpers import (
     fingerprint,
     flowdb,
     ok,
-    set_revision,
     sqlite_file,
 )
+from tests.dbtools import set_revision
 
 IDS = [revision.id for revision in load_history().revisions]
 HEAD = IDS[-1]

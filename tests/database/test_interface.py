@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import sqlalchemy as sa
 
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
@@ -15,21 +14,9 @@ from flowdb.database.interface import ensure_schema
 from flowdb.database.status import read_current_revision
 from flowdb.database.urls import parse_database_url
 from flowdb.errors import DatabaseNewerThanCodeError, SchemaNotAtHeadError
-from tests.dbtools import sync_engine
+from tests.dbtools import set_revision
 
 UNKNOWN = "ffffffffffff"
-
-
-def stamp_directly(url: str, revision: str) -> None:
-    """Write ``revision`` into alembic_version by hand, as a newer flowdb would have."""
-    engine = sync_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(
-                sa.text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
-            )
-    finally:
-        engine.dispose()
 
 
 def test_fresh_database_is_brought_to_head(configured: str) -> None:
@@ -71,7 +58,7 @@ def test_database_newer_than_the_code_fails_fast_and_is_not_touched(
     configured: str, migrate: bool
 ) -> None:
     alembic_upgrade()
-    stamp_directly(configured, UNKNOWN)
+    set_revision(configured, UNKNOWN)
     with pytest.raises(DatabaseNewerThanCodeError, match=UNKNOWN):
         ensure_schema(migrate=migrate)
     assert read_current_revision(parse_database_url(configured)) == UNKNOWN
