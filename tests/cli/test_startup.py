@@ -10,7 +10,16 @@ import sys
 import pytest
 
 #: Packages that only commands doing database work may import.
-HEAVY = ("alembic", "sqlalchemy", "psycopg", "asyncpg", "aiosqlite", "sqlite3")
+HEAVY = (
+    "alembic",
+    "sqlalchemy",
+    "psycopg",
+    "asyncpg",
+    "aiosqlite",
+    "sqlite3",
+    "fastapi",
+    "uvicorn",
+)
 
 #: Runs the Typer app in-process with ARGV, then reports what it printed and imported.
 PROBE = """
@@ -49,7 +58,8 @@ def probe(argv: list[str]) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--help"], ["database", "--version"]),
+        (["--help"], ["database", "server", "--version"]),
+        (["server", "start", "--help"], ["--host", "--port", "--workers"]),
         (["database", "--help"], ["upgrade", "downgrade", "revision", "stamp", "reset", "check"]),
         (["database", "upgrade", "--help"], ["--revision", "--yes", "--dry-run"]),
         (["database", "downgrade", "--help"], ["--revision", "default: -1"]),
