@@ -36,6 +36,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a migration command waits for another one to finish.",
     )
+    migration_statement_timeout: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds one migration statement may run on PostgreSQL; 0 means no limit. "
+        "Set on flowdb's own migration connections, so a statement_timeout meant for the "
+        "API (on the role or database) never cuts an index build short.",
+    )
+    server_query_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds one API query may run on PostgreSQL; 0 means no limit.",
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="Whether the API server upgrades the database to head when it starts.",

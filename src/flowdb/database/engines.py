@@ -61,12 +61,19 @@ def create_sync_engine(database: DatabaseUrl, *, application_name: str = "flowdb
 
         return engine
 
+    from flowdb.settings import get_settings
+
+    # Migrations get their own statement timeout (none by default), whatever the role
+    # or database sets for the API: a cancelled index build or data migration only
+    # wastes the work done so far, since each migration rolls back as a whole.
+    timeout_ms = round(get_settings().migration_statement_timeout * 1000)
     return create_engine(
         database.sync_url,
         poolclass=NullPool,
         connect_args={
             "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
             "application_name": application_name[:63],
+            "options": f"-c statement_timeout={timeout_ms}",
         },
     )
 
@@ -145,6 +152,12 @@ def translate_database_error(exc: BaseException, database: DatabaseUrl) -> Flowd
         return DatabaseUnreachableError(
             f"Cannot connect to the database at {where} ({text}); check that the server is "
             "running and that FLOWDB_DATABASE_URL names the right host, port, user and database."
+        )
+    if "statement timeout" in lowered:
+        return MigrationFailedError(
+            f"A statement on {where} ran longer than FLOWDB_MIGRATION_STATEMENT_TIMEOUT "
+            "allows and was cancelled; the migration it belonged to was rolled back. Raise "
+            "the timeout (0 means no limit) and run the command again."
         )
     if "read-only transaction" in lowered or "permission denied" in lowered:
         return DatabaseReadOnlyError(

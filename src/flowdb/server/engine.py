@@ -63,10 +63,12 @@ def _create_engine(database: DatabaseUrl, *, begin: str) -> AsyncEngine:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     if not database.is_sqlite:
+        from flowdb.settings import get_settings
+
+        timeout_ms = round(get_settings().server_query_timeout * 1000)
+        settings = {"application_name": "flowdb-server", "statement_timeout": str(timeout_ms)}
         return create_async_engine(
-            database.async_url,
-            pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": "flowdb-server"}},
+            database.async_url, pool_pre_ping=True, connect_args={"server_settings": settings}
         )
     engine = create_async_engine(database.async_url, connect_args={"timeout": 30})
 
