@@ -66,3 +66,15 @@ class MigrationFailedError(FlowdbError):
 
 class SchemaNotAtHeadError(FlowdbError):
     """The database schema is older than this flowdb and migrating on start is off."""
+
+
+def one_line_message(error: BaseException) -> str:
+    """``error``'s message on one line, with any password that slipped into it hidden.
+
+    Messages are written as one line, but some quote text from drivers or Alembic;
+    this is the last guard before a terminal or a log.
+    """
+    from flowdb.database.urls import redact_message
+
+    text = " ".join(str(error).split())
+    return redact_message(text) or type(error).__name__

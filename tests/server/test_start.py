@@ -122,3 +122,26 @@ def test_migrate_on_start_upgrades_an_old_database_then_serves_with_workers(
         _, stderr = process.communicate(timeout=30)
     assert stderr.count("↑") == len(load_history().revisions) - 3
     assert "Traceback" not in stderr
+
+
+def test_a_worker_started_directly_refuses_in_one_line(configured: str) -> None:
+    """Without the CLI's check in front (uvicorn run by hand, or a database changed
+    between that check and a worker's start), the worker itself refuses cleanly."""
+    behind = load_history().revisions[-2].id
+    alembic_upgrade(behind)
+    uvicorn = [sys.executable, "-m", "uvicorn", "flowdb.server.app:create_app", "--factory"]
+    result = subprocess.run(
+        [*uvicorn, "--port", str(free_port())],
+        env={**os.environ, "FLOWDB_MIGRATE_ON_START": "false"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "Error: " in line]
+    assert len(errors) == 1, result.stderr
+    assert "1 migration(s) behind" in errors[0]
+    assert "flowdb database upgrade -y" in errors[0]
+    assert read_current_revision(parse_database_url(configured)) == behind

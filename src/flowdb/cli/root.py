@@ -14,7 +14,7 @@ import typer
 from flowdb import __version__
 from flowdb.cli.database import database_app
 from flowdb.cli.server import server_app
-from flowdb.errors import FlowdbError
+from flowdb.errors import FlowdbError, one_line_message
 
 app = typer.Typer(
     name="flowdb",
@@ -40,18 +40,6 @@ def _root(
     ),
 ) -> None:
     """The database of a workflow-orchestration API: create it, migrate it, serve it."""
-
-
-def one_line_message(error: BaseException) -> str:
-    """``error``'s message on one line, with any password that slipped into it hidden.
-
-    Messages are written as one line, but some quote text from drivers or Alembic;
-    this is the last guard before the terminal.
-    """
-    from flowdb.database.urls import redact_message
-
-    text = " ".join(str(error).split())
-    return redact_message(text) or type(error).__name__
 
 
 def main() -> None:

@@ -3,7 +3,9 @@
 On start-up every worker calls ``ensure_schema()``: with ``FLOWDB_MIGRATE_ON_START``
 on, it upgrades the database under the cross-process migration lock (one worker of
 one replica does the work, the rest wait and find it at head); with it off, a
-database that is not at head stops the worker. At head it costs one query.
+database that is not at head stops the worker. At head it costs one query. The check
+runs in ``_SchemaGate``, before the app's own lifespan, so that a failure reaches
+uvicorn as one line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -16,23 +18,53 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowdb import __version__
 from flowdb.database.engines import translate_database_error
 from flowdb.database.urls import configured_database_url
-from flowdb.errors import FlowdbError
+from flowdb.errors import FlowdbError, one_line_message
 from flowdb.server.engine import ServerDatabase
 from flowdb.settings import Settings, get_settings
 
 
+class _SchemaGate:
+    """ASGI middleware: on lifespan start-up, ensure the schema before the app starts.
+
+    A ``FlowdbError`` is answered with ``lifespan.startup.failed`` carrying the one-line
+    message; uvicorn logs it and stops the worker. (Raised inside the app's lifespan,
+    it would be logged with a full traceback.)
+    """
+
+    def __init__(self, app: ASGIApp, migrate: bool) -> None:
+        self.app = app
+        self.migrate = migrate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        from anyio import to_thread
+
+        from flowdb.database.interface import ensure_schema
+
+        startup = await receive()
+        try:
+            await to_thread.run_sync(partial(ensure_schema, migrate=self.migrate))
+        except FlowdbError as error:
+            message = f"Error: {one_line_message(error)}"
+            await send({"type": "lifespan.startup.failed", "message": message})
+            return
+        pending: list[Message] = [startup]
+
+        async def replay_startup() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay_startup, send)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from anyio import to_thread
-
-    from flowdb.database.interface import ensure_schema
-
-    settings: Settings = app.state.settings
-    await to_thread.run_sync(partial(ensure_schema, migrate=settings.migrate_on_start))
     try:
         yield
     finally:
@@ -54,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.database = ServerDatabase(configured_database_url())
     for module in (service, admin, flows, flow_runs, task_runs, logs):
         app.include_router(module.router, prefix="/api")
+    app.add_middleware(_SchemaGate, migrate=settings.migrate_on_start)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(IntegrityError, _conflict)
     app.add_exception_handler(DBAPIError, _database_failure)
