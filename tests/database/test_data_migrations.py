@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import uuid
 from collections.abc import Iterator
@@ -232,6 +233,27 @@ def split(old_key: str) -> tuple[str, str]:
     """What the migration does to a task_key, per its docstring."""
     key, _, dynamic = old_key.partition(":")
     return key, dynamic
+
+
+def test_tables_bigger_than_a_batch_report_progress(
+    raw: Raw, batch_size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    upgrade_to_revision_before(BACKFILL)
+    flow_id = seed_flow(raw)
+    raw.insert(
+        "flow_run", *({"id": uuid.uuid4(), "flow_id": flow_id, "name": f"r{i}"} for i in range(20))
+    )
+    with caplog.at_level(logging.INFO, logger="flowdb.migrations"):
+        alembic_upgrade(BACKFILL)
+    reported = [r.getMessage() for r in caplog.records if getattr(r, "progress", False)]
+    if batch_size >= 20:
+        assert reported == []  # one batch: nothing to report
+    else:
+        assert reported == [
+            "flow_run: 7 rows so far (batch 1)",
+            "flow_run: 14 rows so far (batch 2)",
+            "flow_run: 20 rows so far (batch 3)",
+        ]
 
 
 def test_split_task_key(raw: Raw, batch_size: int) -> None:

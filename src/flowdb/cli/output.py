@@ -42,10 +42,13 @@ def stdout_console() -> Console:
 class _MigrationReport(logging.Handler):
     """Prints each applied migration and lock wait as it happens."""
 
-    def __init__(self, console: Console, status: Status, show_steps: bool = True) -> None:
+    def __init__(
+        self, console: Console, status: Status, activity: str, show_steps: bool = True
+    ) -> None:
         super().__init__(level=logging.INFO)
         self.console = console
         self.status = status
+        self.activity = activity
         self.show_steps = show_steps
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -58,6 +61,14 @@ class _MigrationReport(logging.Handler):
                 f"  {mark} {fields['revision']}  {escape(str(fields['title']))}  "
                 f"[dim]{fields['elapsed']:.2f} s[/]"
             )
+        elif "progress" in fields:
+            # Inside a long data migration: the spinner says how far it got; without a
+            # terminal (CI logs) there is no spinner, so the line is printed instead.
+            text = escape(record.getMessage())
+            if self.console.is_terminal:
+                self.status.update(f"{self.activity}: {text}…")
+            else:
+                self.console.print(f"    [dim]{text}[/]")
         elif record.levelno >= logging.WARNING:
             self.console.print(f"[yellow]{escape(record.getMessage())}[/]")
             self.status.update(f"{escape(record.getMessage())}…")
@@ -75,7 +86,7 @@ def migration_report(activity: str, show_steps: bool = True) -> Iterator[None]:
     console = stderr_console()
     loggers = [logging.getLogger("flowdb.migrations"), logging.getLogger("flowdb.migrations.lock")]
     with console.status(f"{activity}…") as status:
-        handler = _MigrationReport(console, status, show_steps)
+        handler = _MigrationReport(console, status, activity, show_steps)
         previous_levels = [lg.level for lg in loggers]
         for lg in loggers:
             lg.addHandler(handler)

@@ -6,12 +6,16 @@ uses it: add new helpers instead of editing old ones.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
+
+#: Where long data migrations report how far they got (the CLI shows it).
+progress = logging.getLogger("flowdb.migrations")
 
 #: Rows per statement in data migrations: big enough that per-statement overhead is
 #: noise, small enough that one statement's working set stays bounded.
@@ -141,9 +145,12 @@ def execute_in_batches(table: str, *statements: str, key: str = "id") -> None:
     Each statement must contain ``{batch}``, which becomes a condition on ``key``
     selecting the current batch (``1 = 1`` offline, where each statement runs once).
     All batches run in the migration's one transaction: the migration stays atomic,
-    while each statement touches a bounded number of rows.
+    while each statement touches a bounded number of rows. Tables bigger than one
+    batch report their progress (rows the first statement touched so far) on the
+    ``flowdb.migrations`` logger, which the CLI shows while it waits.
     """
-    for bounds in key_ranges(table, key):
+    rows = 0
+    for number, bounds in enumerate(key_ranges(table, key), start=1):
         if bounds is None:
             for statement in statements:
                 op.execute(statement.format(batch="1 = 1"))
@@ -153,8 +160,13 @@ def execute_in_batches(table: str, *statements: str, key: str = "id") -> None:
         conditions += [f"{key} <= :high"] if high is not None else []
         condition = " AND ".join(conditions) or "1 = 1"
         params = {"low": low, "high": high}
-        for statement in statements:
-            op.get_bind().execute(sa.text(statement.format(batch=condition)), params)
+        for index, statement in enumerate(statements):
+            result = op.get_bind().execute(sa.text(statement.format(batch=condition)), params)
+            if index == 0:
+                rows += max(result.rowcount, 0)
+        if high is not None or number > 1:
+            message = f"{table}: {rows:,} rows so far (batch {number})"
+            progress.info(message, extra={"progress": True})
 
 
 def text_position(needle: str, column: str) -> str:
