@@ -29,18 +29,14 @@ class ServerDatabase:
         self._write_engine: AsyncEngine | None = None
 
     def _engine(self, *, write: bool) -> AsyncEngine:
-        if write and self._write_engine is None:
+        # Engines connect lazily, so making one costs nothing until it is used.
+        if self._write_engine is None:
             self._write_engine = _create_engine(self.database, begin="BEGIN IMMEDIATE")
-        if not write and self._read_engine is None:
-            # On PostgreSQL one engine serves both; SQLite needs a second begin mode.
-            self._read_engine = (
-                _create_engine(self.database, begin="BEGIN")
-                if self.database.is_sqlite
-                else self._engine(write=True)
-            )
-        engine = self._write_engine if write else self._read_engine
-        assert engine is not None
-        return engine
+        if write or not self.database.is_sqlite:
+            return self._write_engine  # PostgreSQL: one engine serves reads and writes
+        if self._read_engine is None:
+            self._read_engine = _create_engine(self.database, begin="BEGIN")
+        return self._read_engine
 
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
@@ -53,8 +49,9 @@ class ServerDatabase:
 
     async def dispose(self) -> None:
         """Close every pooled connection (on shutdown, and after the schema was dropped)."""
-        for engine in {id(e): e for e in (self._read_engine, self._write_engine) if e}.values():
-            await engine.dispose()
+        for engine in (self._read_engine, self._write_engine):
+            if engine is not None:
+                await engine.dispose()
         self._read_engine = self._write_engine = None
 
 
