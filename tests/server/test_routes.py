@@ -300,3 +300,33 @@ def test_too_big_a_log_batch_is_refused(api: TestClient) -> None:
     response = api.post("/api/logs", json=[log_line(run["id"], 1)] * 1001)
     assert response.status_code == 422
     assert api.get("/api/logs").json() == []
+
+
+def test_concurrent_creates_with_one_idempotency_key_make_one_run(configured: str) -> None:
+    """Twelve clients retrying the same creation at once all get the same run."""
+    import asyncio
+
+    import httpx
+
+    from flowdb.database.interface import ensure_schema
+    from flowdb.server.app import create_app
+
+    ensure_schema()
+    app = create_app()
+
+    async def race() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            flow = (await client.post("/api/flows", json={"name": "etl"})).json()
+            body = {"flow_id": flow["id"], "idempotency_key": "nightly-2026-03-01"}
+            responses = await asyncio.gather(
+                *(client.post("/api/flow_runs", json=body) for _ in range(12))
+            )
+            await app.state.database.dispose()
+            return list(responses)
+
+    responses = asyncio.run(race())
+    assert sorted(r.status_code for r in responses) == [200] * 11 + [201], [
+        r.text for r in responses
+    ]
+    assert len({r.json()["id"] for r in responses}) == 1

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowdb.database import orm_models as orm
@@ -38,16 +39,10 @@ async def create_flow_run(body: FlowRunCreate, database: Database, response: Res
     async with database.session(write=True) as session:
         if await session.get(orm.Flow, body.flow_id) is None:
             raise not_found("flow", body.flow_id)
-        if body.idempotency_key is not None:
-            existing = await session.scalar(
-                select(orm.FlowRun).where(
-                    orm.FlowRun.flow_id == body.flow_id,
-                    orm.FlowRun.idempotency_key == body.idempotency_key,
-                )
-            )
-            if existing is not None:
-                response.status_code = 200
-                return FlowRun.model_validate(existing)
+        existing = await _run_with_idempotency_key(session, body)
+        if existing is not None:
+            response.status_code = 200
+            return FlowRun.model_validate(existing)
         run_id = uuid.uuid4()
         run = orm.FlowRun(
             id=run_id,
@@ -59,11 +54,35 @@ async def create_flow_run(body: FlowRunCreate, database: Database, response: Res
             expected_start_time=body.expected_start_time or dt.datetime.now(dt.UTC),
             run_count=0,
         )
-        session.add(run)
-        await session.flush()
+        try:
+            async with session.begin_nested():
+                session.add(run)
+        except IntegrityError:
+            # Another request with the same idempotency key committed first (possible
+            # on PostgreSQL, where writers do not queue): that run is the answer.
+            existing = await _run_with_idempotency_key(session, body)
+            if existing is None:
+                raise
+            response.status_code = 200
+            return FlowRun.model_validate(existing)
         if body.state is not None:
             await _enter_state(session, run, body.state)
         return FlowRun.model_validate(run)
+
+
+async def _run_with_idempotency_key(
+    session: AsyncSession, body: FlowRunCreate
+) -> orm.FlowRun | None:
+    """The flow's run created earlier with ``body``'s idempotency key, if any."""
+    if body.idempotency_key is None:
+        return None
+    run: orm.FlowRun | None = await session.scalar(
+        select(orm.FlowRun).where(
+            orm.FlowRun.flow_id == body.flow_id,
+            orm.FlowRun.idempotency_key == body.idempotency_key,
+        )
+    )
+    return run
 
 
 @router.get("/{flow_run_id}", responses=NOT_FOUND)
