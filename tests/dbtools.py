@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,8 +65,9 @@ def schema_snapshot(url: str) -> dict[str, Any]:
     """Everything reflection can see of a database's schema, in a comparable form.
 
     Tables with their columns (type, nullability, default), primary keys, foreign keys
-    (with ON DELETE), indexes, unique and check constraints; and PostgreSQL's enum types.
-    Two databases with equal snapshots have the same schema for every purpose flowdb has.
+    (with ON DELETE), indexes, unique and check constraints; PostgreSQL's enum types;
+    and the revisions stamped in ``alembic_version``. Two databases with equal snapshots
+    have the same schema, at the same revision, for every purpose flowdb has.
     """
     engine = sync_engine(url)
     try:
@@ -93,6 +96,10 @@ def schema_snapshot(url: str) -> dict[str, Any]:
                 ),
             }
         snapshot: dict[str, Any] = {"tables": tables}
+        if "alembic_version" in tables:
+            with engine.connect() as connection:
+                query = sa.text("SELECT version_num FROM alembic_version")
+                snapshot["versions"] = sorted(connection.execute(query).scalars())
         if engine.dialect.name == "postgresql":
             snapshot["enums"] = sorted(
                 (e["name"], tuple(e["labels"]))
@@ -101,3 +108,28 @@ def schema_snapshot(url: str) -> dict[str, Any]:
         return snapshot
     finally:
         engine.dispose()
+
+
+def run_in_threads_at_once(action: Callable[[], object], count: int) -> list[BaseException]:
+    """Start ``count`` threads that call ``action`` together (behind a barrier).
+
+    Returns the exceptions they raised. A thread still running after three minutes
+    fails the calling test: a hang is a bug, not a slow run.
+    """
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            barrier.wait(timeout=60)
+            action()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    return errors

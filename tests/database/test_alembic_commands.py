@@ -39,7 +39,12 @@ from flowdb.errors import (
     UnknownRevisionError,
 )
 from flowdb.settings import get_settings
-from tests.dbtools import drop_postgres_database, sync_engine
+from tests.dbtools import (
+    drop_postgres_database,
+    run_in_threads_at_once,
+    schema_snapshot,
+    sync_engine,
+)
 
 EMPTY = inspect.Parameter.empty
 POSITIONAL_OR_KEYWORD = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -95,36 +100,6 @@ def version_rows(url: str) -> list[str]:
             return list(
                 connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalars()
             )
-    finally:
-        engine.dispose()
-
-
-def schema_snapshot(url: str) -> dict[str, Any]:
-    """Everything the inspector reports about every table, plus the stamped revisions."""
-    engine = sync_engine(url)
-    try:
-        inspector = sa.inspect(engine)
-
-        def by_name(items: list[Any]) -> list[str]:
-            return sorted(repr(item) for item in items)
-
-        snapshot: dict[str, Any] = {}
-        for table in sorted(inspector.get_table_names()):
-            snapshot[table] = {
-                "columns": [
-                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
-                    for c in inspector.get_columns(table)
-                ],
-                "pk": inspector.get_pk_constraint(table),
-                "fks": by_name(inspector.get_foreign_keys(table)),
-                "uniques": by_name(inspector.get_unique_constraints(table)),
-                "indexes": by_name(inspector.get_indexes(table)),
-            }
-        if "alembic_version" in snapshot:
-            with engine.connect() as connection:
-                query = sa.text("SELECT version_num FROM alembic_version")
-                snapshot["versions"] = sorted(connection.execute(query).scalars())
-        return snapshot
     finally:
         engine.dispose()
 
@@ -444,23 +419,7 @@ def test_stamp_with_an_unknown_revision_raises_and_changes_nothing(configured: s
 
 
 def test_twenty_threads_upgrading_one_fresh_database_at_once(configured: str) -> None:
-    count = 20
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def upgrade() -> None:
-        try:
-            barrier.wait(timeout=60)
-            alembic_upgrade()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=upgrade, daemon=True) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=180)
-    assert not any(thread.is_alive() for thread in threads), "an upgrade thread hung"
+    errors = run_in_threads_at_once(alembic_upgrade, 20)
 
     assert errors == []
     assert version_rows(configured) == [load_history().head]
@@ -472,22 +431,7 @@ def test_twenty_threads_previewing_at_once_print_whole_previews(
 ) -> None:
     """Dry-runs take no migration lock; only the Alembic lock keeps their output apart."""
     count = 20
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def preview() -> None:
-        try:
-            barrier.wait(timeout=60)
-            alembic_upgrade(dry_run=True)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=preview, daemon=True) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=180)
-    assert not any(thread.is_alive() for thread in threads), "a preview thread hung"
+    errors = run_in_threads_at_once(lambda: alembic_upgrade(dry_run=True), count)
 
     assert errors == []
     one_preview = upgrade_steps([r.id for r in load_history().revisions])

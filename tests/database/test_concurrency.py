@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.database.status import read_current_revision
 from flowdb.database.urls import parse_database_url
+from tests.dbtools import run_in_threads_at_once
 
 
 class AppliedCounter(logging.Handler):
@@ -35,22 +35,8 @@ def test_32_threads_apply_each_migration_exactly_once(configured: str) -> None:
     logger = logging.getLogger("flowdb.migrations")
     logger.addHandler(counter)
     logger.setLevel(logging.INFO)
-    barrier = threading.Barrier(32)
-    errors: list[BaseException] = []
-
-    def upgrade() -> None:
-        barrier.wait()
-        try:
-            alembic_upgrade()
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=upgrade) for _ in range(32)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=300)
+        errors = run_in_threads_at_once(alembic_upgrade, 32)
     finally:
         logger.removeHandler(counter)
     history = load_history()
