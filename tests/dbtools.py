@@ -49,6 +49,15 @@ def sync_engine(url: str) -> sa.Engine:
     return sa.create_engine(parse_database_url(url).sync_url, poolclass=sa.pool.NullPool)
 
 
+def table_names(url: str) -> set[str]:
+    """The names of the tables in the database at ``url``."""
+    engine = sync_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
 def set_revision(url: str, revision: str) -> None:
     """Overwrite the recorded revision, as a newer flowdb would have left it."""
     engine = sync_engine(url)

@@ -44,6 +44,7 @@ from tests.dbtools import (
     run_in_threads_at_once,
     schema_snapshot,
     sync_engine,
+    table_names,
 )
 
 EMPTY = inspect.Parameter.empty
@@ -72,14 +73,6 @@ def upgrade_steps(revision_ids: list[str]) -> list[tuple[str, str, str]]:
 
 def database_of(url: str) -> DatabaseUrl:
     return parse_database_url(url)
-
-
-def table_names(url: str) -> set[str]:
-    engine = sync_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def postgres_enum_count(url: str) -> int:

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.database.status import read_current_revision
 from flowdb.database.urls import parse_database_url
-from tests.dbtools import sync_engine
-
-
-def table_names(url: str) -> set[str]:
-    engine = sync_engine(url)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
+from tests.dbtools import table_names
 
 
 def test_stairway_from_base_to_head(configured: str) -> None:
