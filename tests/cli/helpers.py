@@ -30,7 +30,7 @@ SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
 def flowdb(
     url: str | None,
     *args: str,
-    home: Path,
+    home: Path | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
@@ -38,10 +38,11 @@ def flowdb(
     """Run ``python -m flowdb ARGS`` with stdin not a terminal, and return what it did.
 
     Only the ``FLOWDB_*`` variables given here reach the child: ``FLOWDB_DATABASE_URL``
-    (unless ``url`` is ``None``), ``FLOWDB_HOME`` and ``env``.
+    (unless ``url`` is ``None``), ``FLOWDB_HOME`` (unless ``home`` is ``None``) and ``env``.
     """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
-    environment["FLOWDB_HOME"] = str(home)
+    if home is not None:
+        environment["FLOWDB_HOME"] = str(home)
     if url is not None:
         environment["FLOWDB_DATABASE_URL"] = url
     environment.update(env or {})
@@ -68,7 +69,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
     """Assert a failed run that explained itself in one ``Error:`` line holding ``words``.
 
-    Returns that line. Words are compared case-insensitively.
+    Returns that line.
     """
     output = result.stdout + result.stderr
     assert result.returncode != 0, f"expected a failure, got exit 0\n{output}"
@@ -78,7 +79,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
     line = lines[0]
     assert line.startswith("Error: "), line
     for word in words:
-        assert word.lower() in line.lower(), f"{word!r} missing from: {line}"
+        assert word in line, f"{word!r} missing from: {line}"
     return line
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,59 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from flowdb.database.history import load_history
-from tests.dbtools import sync_engine
-
-
-def flowdb(
-    url: str | None, *args: str, home: Path | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
-    if url is not None:
-        environment["FLOWDB_DATABASE_URL"] = url
-    if home is not None:
-        environment["FLOWDB_HOME"] = str(home)
-    environment.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "flowdb", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=False,
-    )
-
-
-def fingerprint(url: str) -> str:
-    """Bytes of a SQLite file, or schema and revision of a PostgreSQL database."""
-    if url.startswith("sqlite"):
-        path = Path(sa.make_url(url).database or "")
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
-    engine = sync_engine(url)
-    try:
-        with engine.connect() as connection:
-            columns = connection.execute(
-                sa.text(
-                    "SELECT table_name, column_name, data_type, is_nullable FROM "
-                    "information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2"
-                )
-            ).all()
-            version = []
-            if any(row[0] == "alembic_version" for row in columns):
-                version = connection.execute(sa.text("SELECT * FROM alembic_version")).all()
-            return repr((columns, version))
-    finally:
-        engine.dispose()
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for word in words:
-        assert word in lines[0], lines[0]
+from tests.cli.helpers import assert_one_line_error, fingerprint, flowdb
+from tests.dbtools import set_revision, sync_engine
 
 
 def test_upgrade_current_history_downgrade(database_url: str) -> None:
@@ -156,12 +104,7 @@ def test_downgrade_of_an_empty_database_is_refused(database_url: str) -> None:
 @pytest.mark.parametrize("command", [["upgrade", "-y"], ["downgrade", "-y"], ["current"]])
 def test_database_newer_than_the_code(database_url: str, command: list[str]) -> None:
     assert flowdb(database_url, "database", "upgrade", "-y").returncode == 0
-    engine = sync_engine(database_url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(sa.text("UPDATE alembic_version SET version_num = 'ffffffffffff'"))
-    finally:
-        engine.dispose()
+    set_revision(database_url, "ffffffffffff")
     before = fingerprint(database_url)
     result = flowdb(database_url, "database", *command)
     if command == ["current"]:
@@ -205,7 +148,7 @@ def test_sqlite_folder_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_malformed_setting() -> None:
-    result = flowdb(None, "database", "current", FLOWDB_MIGRATION_LOCK_TIMEOUT="abc")
+    result = flowdb(None, "database", "current", env={"FLOWDB_MIGRATION_LOCK_TIMEOUT": "abc"})
     assert_one_line_error(result, "FLOWDB_MIGRATION_LOCK_TIMEOUT")
 
 
