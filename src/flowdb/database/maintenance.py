@@ -31,9 +31,9 @@ def reset_database() -> None:
     that do not belong to flowdb are left alone.
     """
     database = configured_database_url()
+    # One lock around both steps; the nested commands re-enter it (it is reentrant).
     with translated_errors(database), migration_lock(database, "reset"):
-        drop_flowdb_objects(database)
-        logger.info("Dropped all flowdb tables", extra={"dropped": True})
+        drop_database()
         alembic_upgrade()
 
 
