@@ -6,7 +6,6 @@ from anyio import to_thread
 from fastapi import APIRouter, Response
 
 from flowdb import __version__
-from flowdb.database.history import load_history
 from flowdb.database.status import schema_status
 from flowdb.errors import FlowdbError
 from flowdb.server.routes.common import Database
@@ -49,6 +48,6 @@ async def version(database: Database) -> VersionInfo:
     return VersionInfo(
         version=__version__,
         schema_revision=status.current,
-        head=load_history().head,
+        head=status.head,
         dialect=database.database.dialect,
     )
