@@ -64,9 +64,9 @@ def build_database(scratch: Scratch, dialect: str, runs: int) -> str:
     """A database at ``BEFORE`` with ``runs`` flow runs, runs/5 task runs and 2×runs logs."""
     url = scratch.new_url(dialect)
     run([PYTHON, "-m", "flowdb", "database", "upgrade", "-y", "-r", BEFORE], env=flowdb_env(url))
-    from flowdb.database.urls import parse_database_url
+    from flowdb.database.target import Database
 
-    engine = sa.create_engine(parse_database_url(url).sync_url)
+    engine = sa.create_engine(Database.from_url(url).dialect.sync_url)
     try:
         with engine.begin() as connection:
             for statement in _SQLITE_FILL if dialect == "sqlite" else _POSTGRES_FILL:

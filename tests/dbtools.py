@@ -6,6 +6,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,9 +45,23 @@ def drop_postgres_database(url: str) -> None:
 
 def sync_engine(url: str) -> sa.Engine:
     """A plain engine for test assertions (sync drivers, no flowdb behaviour)."""
-    from flowdb.database.urls import parse_database_url
+    from flowdb.database.target import Database
 
-    return sa.create_engine(parse_database_url(url).sync_url, poolclass=sa.pool.NullPool)
+    return sa.create_engine(Database.from_url(url).dialect.sync_url, poolclass=sa.pool.NullPool)
+
+
+def revision_of(url: str) -> str | None:
+    """The database's revision as flowdb reads it (``None``: empty), without writing."""
+    from flowdb.database.target import Database
+
+    return Database.from_url(url).status().current
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (``None`` for memory databases and other dialects)."""
+    from flowdb.database.target import Database
+
+    return getattr(Database.from_url(url).dialect, "path", None)
 
 
 def table_names(url: str) -> set[str]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flowdb.database.urls import parse_database_url
 from flowdb.errors import ConfigurationError
 from flowdb.settings import DEFAULT_DATABASE_FILENAME, Settings, get_settings
+from tests.dbtools import sqlite_path
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,10 +71,9 @@ def test_settings_are_read_anew_on_each_call(monkeypatch: pytest.MonkeyPatch) ->
 def test_default_database_is_flowdb_db_in_home(tmp_path: Path) -> None:
     # conftest points FLOWDB_HOME at tmp_path / "flowdb-home"
     settings = get_settings()
-    database = parse_database_url(settings.resolved_database_url())
+    path = sqlite_path(settings.resolved_database_url())
 
-    assert database.is_sqlite
-    assert database.sqlite_path == tmp_path / "flowdb-home" / "flowdb.db"
+    assert path == tmp_path / "flowdb-home" / "flowdb.db"
     assert not (tmp_path / "flowdb-home").exists()  # reading settings creates nothing
 
 
@@ -91,9 +90,9 @@ def test_relative_home_is_made_absolute(monkeypatch: pytest.MonkeyPatch, tmp_pat
     settings = get_settings()
 
     assert settings.resolved_home == tmp_path / "data"
-    database = parse_database_url(settings.resolved_database_url())
-    assert database.sqlite_path is not None
-    assert database.sqlite_path.parent == settings.resolved_home
+    path = sqlite_path(settings.resolved_database_url())
+    assert path is not None
+    assert path.parent == settings.resolved_home
 
 
 @pytest.mark.parametrize("name", ["a?b", "a#b", "100%", "%41", "with space", "ünïcode"])
@@ -101,9 +100,9 @@ def test_home_names_with_url_syntax_round_trip(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
 ) -> None:
     monkeypatch.setenv("FLOWDB_HOME", str(tmp_path / name))
-    database = parse_database_url(get_settings().resolved_database_url())
+    path = sqlite_path(get_settings().resolved_database_url())
 
-    assert database.sqlite_path == tmp_path / name / "flowdb.db"
+    assert path == tmp_path / name / "flowdb.db"
 
 
 @pytest.mark.parametrize(

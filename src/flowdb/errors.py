@@ -1,71 +1,147 @@
-"""The one family of errors flowdb raises for conditions a user can fix.
+"""The one family of errors flowdb raises for conditions a user can fix, and their exit codes.
 
 Every error carries a complete one-line message that names the problem and the fix.
-The CLI prints ``str(error)`` and exits with ``exit_code``; anything that is not a
-``FlowdbError`` is a bug and keeps its traceback.
+The CLI prints ``str(error)`` and exits with ``exit_code``: one code per kind of
+failure, so scripts can tell "cannot connect" from "the schema differs". The table in
+README.md lists them; a test keeps the two in step. Anything that is not a
+``FlowdbError`` (and not an OS, driver or Alembic error the edge translates) is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+from flowdb.redaction import redact_message
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``flowdb`` command, one per kind of outcome."""
+
+    OK = 0
+    NO = 1  # the command ran and the answer is no: schema differs, wait timed out, declined
+    USAGE = 2  # bad option, revision, URL or setting; confirmation needed
+    UNREACHABLE = 3  # cannot connect, or the database does not exist
+    NOT_WRITABLE = 4  # permission denied, read-only file or transaction
+    DISK_FULL = 5  # no space left on the device
+    BUSY = 6  # the migration lock or the database stayed locked past the timeout
+    REFUSED = 7  # the database's state forbids it: newer, foreign, clashing, not at head
+    MIGRATION_FAILED = 8  # a statement was rejected; the migration was rolled back
+    CORRUPT = 9  # a damaged database file or a broken migration history
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM
 
 
 class FlowdbError(Exception):
     """Base class: a user-facing failure with a one-line message."""
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.NO
+
+
+class UsageError(FlowdbError):
+    """The command was called wrongly: an unknown option, a missing or malformed argument."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ConfigurationError(FlowdbError):
     """A setting (URL, home folder, timeout) is malformed or unusable."""
 
-    exit_code = 2
-
-
-class DatabaseUnreachableError(FlowdbError):
-    """The database server cannot be reached or refused the connection."""
-
-
-class DatabaseReadOnlyError(FlowdbError):
-    """The database (or the folder holding a SQLite file) cannot be written."""
+    exit_code = ExitCode.USAGE
 
 
 class UnknownRevisionError(FlowdbError):
     """A revision named by the user does not exist in flowdb's migration history."""
 
-    exit_code = 2
-
-
-class DatabaseNewerThanCodeError(FlowdbError):
-    """The database is stamped with a revision this flowdb does not know."""
+    exit_code = ExitCode.USAGE
 
 
 class DowngradeBelowBaseError(FlowdbError):
     """A downgrade asked to go further back than the first revision."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class InvalidRevisionMessageError(FlowdbError):
     """A new revision was asked for with an empty message."""
 
-    exit_code = 2
-
-
-class MigrationLockTimeoutError(FlowdbError):
-    """Another process held the migration lock for longer than the wait timeout."""
+    exit_code = ExitCode.USAGE
 
 
 class ConfirmationRequiredError(FlowdbError):
     """A destructive command ran without a terminal to ask and without ``--yes``."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
+
+
+class DatabaseUnreachableError(FlowdbError):
+    """The database server cannot be reached or refused the connection."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class DatabaseReadOnlyError(FlowdbError):
+    """The database (or a file or folder flowdb must write) cannot be written."""
+
+    exit_code = ExitCode.NOT_WRITABLE
+
+
+class DiskFullError(FlowdbError):
+    """The device holding the database (or a file flowdb writes) has no space left."""
+
+    exit_code = ExitCode.DISK_FULL
+
+
+class MigrationLockTimeoutError(FlowdbError):
+    """Another process held the migration lock for longer than the wait timeout."""
+
+    exit_code = ExitCode.BUSY
+
+
+class DatabaseBusyError(FlowdbError):
+    """Another connection kept the database locked for longer than the wait timeout."""
+
+    exit_code = ExitCode.BUSY
+
+
+class DatabaseNewerThanCodeError(FlowdbError):
+    """The database is stamped with a revision this flowdb does not know."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class ForeignDatabaseError(FlowdbError):
+    """The database belongs to another application, or holds tables with flowdb's names."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class SchemaNotAtHeadError(FlowdbError):
+    """The database schema is older than this flowdb and migrating on start is off."""
+
+    exit_code = ExitCode.REFUSED
 
 
 class MigrationFailedError(FlowdbError):
     """A migration raised while running; the database stays at the last revision that committed."""
 
+    exit_code = ExitCode.MIGRATION_FAILED
 
-class SchemaNotAtHeadError(FlowdbError):
-    """The database schema is older than this flowdb and migrating on start is off."""
+
+class CorruptDatabaseError(FlowdbError):
+    """The database file is damaged (not a database, or malformed)."""
+
+    exit_code = ExitCode.CORRUPT
+
+
+class BrokenHistoryError(FlowdbError):
+    """The migration files do not form one linear history (cycle, duplicate, fork, bad file)."""
+
+    exit_code = ExitCode.CORRUPT
+
+
+class Interrupted(BaseException):
+    """Raised by the CLI's SIGTERM handler so that cleanup runs as it does for Ctrl-C."""
 
 
 def one_line_message(error: BaseException) -> str:
@@ -74,7 +150,5 @@ def one_line_message(error: BaseException) -> str:
     Messages are written as one line, but some quote text from drivers or Alembic;
     this is the last guard before a terminal or a log.
     """
-    from flowdb.database.urls import redact_message
-
     text = " ".join(str(error).split())
     return redact_message(text) or type(error).__name__

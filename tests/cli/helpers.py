@@ -34,11 +34,14 @@ def flowdb(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    migrations: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m flowdb ARGS`` with stdin not a terminal, and return what it did.
 
     Only the ``FLOWDB_*`` variables given here reach the child: ``FLOWDB_DATABASE_URL``
     (unless ``url`` is ``None``), ``FLOWDB_HOME`` (unless ``home`` is ``None``) and ``env``.
+    ``migrations`` points the child at a copy of the migrations folder (a test's own
+    history), as the tests of the Python API do with ``history.MIGRATIONS_FOLDER``.
     """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
     if home is not None:
@@ -46,8 +49,18 @@ def flowdb(
     if url is not None:
         environment["FLOWDB_DATABASE_URL"] = url
     environment.update(env or {})
+    command = [sys.executable, "-m", "flowdb", *args]
+    if migrations is not None:
+        boot = (
+            "import sys, pathlib\n"
+            "import flowdb.database.history as history\n"
+            f"history.MIGRATIONS_FOLDER = pathlib.Path({str(migrations)!r})\n"
+            "from flowdb.cli.root import main\n"
+            "main()\n"
+        )
+        command = [sys.executable, "-c", boot, *args]
     return subprocess.run(
-        [sys.executable, "-m", "flowdb", *args],
+        command,
         env=environment,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
@@ -90,9 +103,9 @@ def is_sqlite(url: str) -> bool:
 
 def sqlite_file(url: str) -> Path:
     """The file of a ``sqlite:///PATH`` URL (also ``sqlite:///file:PATH?...&uri=true``)."""
-    from flowdb.database.urls import parse_database_url
+    from tests.dbtools import sqlite_path
 
-    path = parse_database_url(url).sqlite_path
+    path = sqlite_path(url)
     assert path is not None, url
     return path
 

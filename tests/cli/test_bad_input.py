@@ -123,7 +123,7 @@ UNREACHABLE_COMMANDS = [
     ["database", "current"],
     ["database", "history"],
     ["database", "check"],
-    ["database", "stamp", "head"],
+    ["database", "stamp", "-y", "head"],
     ["database", "reset", "-y"],
 ]
 
@@ -158,7 +158,7 @@ def test_a_missing_postgresql_database_is_named(postgres_url: str, home: Path) -
 WRITING_COMMANDS = [
     ["database", "upgrade", "-y"],
     ["database", "downgrade", "-y"],
-    ["database", "stamp", "head"],
+    ["database", "stamp", "-y", "head"],
     ["database", "reset", "-y"],
 ]
 

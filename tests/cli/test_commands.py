@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from flowdb.database.history import load_history
-from tests.cli.helpers import assert_one_line_error, fingerprint, flowdb
+from tests.cli.helpers import assert_one_line_error, fingerprint, flowdb, ok
 from tests.dbtools import set_revision, sync_engine
 
 
@@ -65,10 +65,15 @@ def test_default_database_is_created_in_home(tmp_path: Path) -> None:
     assert (home / "flowdb.db").exists()
 
 
-@pytest.mark.parametrize("command", [["upgrade"], ["downgrade"], ["reset"]])
+@pytest.mark.parametrize(
+    ("command", "start"), [(["upgrade"], None), (["downgrade"], "head"), (["reset"], "head")]
+)
 def test_destructive_commands_refuse_without_a_terminal(
-    sqlite_url: str, command: list[str]
+    sqlite_url: str, command: list[str], start: str | None
 ) -> None:
+    # Each from a database where the command has something to do (nothing to do: no question).
+    if start is not None:
+        ok(flowdb(sqlite_url, "database", "upgrade", "-y", "-r", start))
     before = fingerprint(sqlite_url)
     result = flowdb(sqlite_url, "database", *command)
     assert_one_line_error(result, "--yes")

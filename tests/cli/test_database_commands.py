@@ -184,7 +184,7 @@ def test_reset_drops_the_data_and_ends_at_head(database_url: str, home: Path) ->
 
 def test_stamp_records_a_revision_without_migrating(database_url: str, home: Path) -> None:
     target = IDS[2]
-    result = ok(flowdb(database_url, "database", "stamp", target, home=home))
+    result = ok(flowdb(database_url, "database", "stamp", "-y", target, home=home))
 
     assert f"Stamped the database at {target}" in result.stderr
     assert steps(result.stderr) == []  # a stamp runs no migration, so reports none
@@ -193,7 +193,7 @@ def test_stamp_records_a_revision_without_migrating(database_url: str, home: Pat
     current = ok(flowdb(database_url, "database", "current", home=home))
     assert f"Revision: {target}" in current.stdout
 
-    ok(flowdb(database_url, "database", "stamp", "base", home=home))
+    ok(flowdb(database_url, "database", "stamp", "-y", "base", home=home))
     assert current_revision(database_url) is None
 
 

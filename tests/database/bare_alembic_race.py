@@ -24,15 +24,13 @@ def main() -> None:
     """Race the threads and print how many failed, got stuck or left a database short of head."""
     from alembic import command
 
-    from flowdb.database import engines
     from flowdb.database.alembic_commands import alembic_config
     from flowdb.database.history import load_history
-    from flowdb.database.status import read_current_revision
-    from flowdb.database.urls import parse_database_url
+    from tests.dbtools import revision_of
 
     # A thread waiting on a write lock that a swapped context holds would otherwise
-    # wait the full busy timeout before failing.
-    engines.SQLITE_BUSY_TIMEOUT_SECONDS = 2.0
+    # wait the full busy timeout (the lock timeout) before failing.
+    os.environ["FLOWDB_MIGRATION_LOCK_TIMEOUT"] = "2"
     folder = Path(tempfile.mkdtemp(prefix="flowdb-race-"))
     urls = [f"sqlite:///{folder}/race-{n}.db" for n in range(THREADS)]
     configs = []
@@ -58,7 +56,7 @@ def main() -> None:
     head = load_history().head
     short_of_head = 0
     if not stuck:
-        short_of_head = sum(read_current_revision(parse_database_url(u)) != head for u in urls)
+        short_of_head = sum(revision_of(u) != head for u in urls)
     summary = {"errors": errors, "stuck": stuck, "short_of_head": short_of_head}
     print(json.dumps(summary), flush=True)
     sys.stdout.flush()

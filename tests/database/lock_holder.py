@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
-from flowdb.database.locking import migration_lock
-from flowdb.database.urls import configured_database_url
+from flowdb.database.target import Database
 
 if __name__ == "__main__":
-    with migration_lock(configured_database_url(), "upgrade"):
+    with Database.from_settings().lock("upgrade"):
         print("locked", flush=True)
         time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 600)

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from flowdb.database import alembic_commands
+from flowdb.database import history as history_module
 from flowdb.database.alembic_commands import (
     ALEMBIC_LOCK,
     alembic_config,
@@ -30,8 +31,7 @@ from flowdb.database.alembic_commands import (
 )
 from flowdb.database.history import VERSIONS_FOLDER, load_history
 from flowdb.database.schema_check import schema_differences
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import DatabaseUrl, parse_database_url
+from flowdb.database.target import Database
 from flowdb.errors import (
     DowngradeBelowBaseError,
     FlowdbError,
@@ -41,8 +41,10 @@ from flowdb.errors import (
 from flowdb.settings import get_settings
 from tests.dbtools import (
     drop_postgres_database,
+    revision_of,
     run_in_threads_at_once,
     schema_snapshot,
+    sqlite_path,
     sync_engine,
     table_names,
 )
@@ -71,8 +73,8 @@ def upgrade_steps(revision_ids: list[str]) -> list[tuple[str, str, str]]:
     ]
 
 
-def database_of(url: str) -> DatabaseUrl:
-    return parse_database_url(url)
+def database_of(url: str) -> Database:
+    return Database.from_url(url)
 
 
 def postgres_enum_count(url: str) -> int:
@@ -99,15 +101,15 @@ def version_rows(url: str) -> list[str]:
 
 def sqlite_bytes(url: str) -> bytes | None:
     """The SQLite file's content (``None`` for PostgreSQL): a dry-run must not change a byte."""
-    path = database_of(url).sqlite_path
+    path = sqlite_path(url)
     return path.read_bytes() if path is not None else None
 
 
 def assert_database_is_empty(url: str) -> None:
     """A fresh database is still untouched: no SQLite file, or no PostgreSQL table or type."""
-    database = database_of(url)
-    if database.sqlite_path is not None:
-        assert not database.sqlite_path.exists()
+    path = sqlite_path(url)
+    if path is not None:
+        assert not path.exists()
     else:
         assert table_names(url) == set()
         assert postgres_enum_count(url) == 0
@@ -115,9 +117,9 @@ def assert_database_is_empty(url: str) -> None:
 
 def make_unreadable(url: str) -> None:
     """Make any attempt to read the database fail: garbage in the SQLite file, or no database."""
-    database = database_of(url)
-    if database.sqlite_path is not None:
-        database.sqlite_path.write_bytes(b"this is not a SQLite database " * 100)
+    path = sqlite_path(url)
+    if path is not None:
+        path.write_bytes(b"this is not a SQLite database " * 100)
     else:
         drop_postgres_database(url)
 
@@ -171,9 +173,9 @@ def test_alembic_config_points_at_flowdb_migrations_and_the_configured_database(
 ) -> None:
     config = alembic_config()
     location = Path(config.get_main_option("script_location") or "")
-    assert location == alembic_commands.MIGRATIONS_FOLDER
+    assert location == history_module.MIGRATIONS_FOLDER == alembic_commands.MIGRATIONS_FOLDER
     assert (location / "env.py").is_file()
-    assert config.attributes["database"] == database_of(configured)
+    assert config.attributes["database"].url == database_of(configured).url
 
 
 def test_the_commands_are_wrapped_by_the_alembic_lock() -> None:
@@ -246,7 +248,7 @@ def test_nested_real_commands_in_one_thread_do_not_deadlock(configured: str) -> 
 
     run_in_thread(upgrade_then_step_back, timeout=120)
     # Stamped head on a schema one revision short: stamp records without migrating.
-    assert read_current_revision(database_of(configured)) == history.head
+    assert revision_of(configured) == history.head
     assert "deployment_schedule" not in table_names(configured)
 
 
@@ -313,7 +315,7 @@ def test_downgrade_dry_run_at_head_previews_only_the_last_revision(
     assert steps(sql) == [("downgrade", last.id, str(last.down_revision))]
     assert "DROP TABLE deployment_schedule" in sql
     assert f"version_num='{last.down_revision}'" in sql
-    assert read_current_revision(database_of(configured)) == history.head
+    assert revision_of(configured) == history.head
     assert schema_snapshot(configured) == schema_before
     assert sqlite_bytes(configured) == bytes_before
 
@@ -344,7 +346,7 @@ def test_upgrade_dry_run_from_a_middle_revision_prints_only_the_pending_ones(
     assert steps(sql) == upgrade_steps(pending)
     assert "CREATE TABLE alembic_version" not in sql
     assert "CREATE TABLE flow (" not in sql
-    assert read_current_revision(database_of(configured)) == middle.id
+    assert revision_of(configured) == middle.id
     assert schema_snapshot(configured) == schema_before
     assert sqlite_bytes(configured) == bytes_before
 
@@ -363,7 +365,7 @@ def test_upgrade_dry_run_of_an_explicit_range_needs_no_database(
     sql = capsys.readouterr().out
     assert steps(sql) == upgrade_steps([r.id for r in history.revisions])
     assert "CREATE TABLE flow_run (" in sql
-    if not database_of(configured).is_sqlite:
+    if not configured.startswith("sqlite"):
         assert "CREATE TYPE state_type AS ENUM" in sql
 
 
@@ -372,13 +374,12 @@ def test_upgrade_dry_run_of_an_explicit_range_needs_no_database(
 
 def test_stamp_head_writes_only_the_version_and_stamp_base_clears_it(configured: str) -> None:
     history = load_history()
-    database = database_of(configured)
 
     alembic_stamp("head")
 
     assert table_names(configured) == {"alembic_version"}
     assert version_rows(configured) == [history.head]
-    if not database.is_sqlite:
+    if not configured.startswith("sqlite"):
         assert postgres_enum_count(configured) == 0
 
     middle = history.revisions[3].id
@@ -388,7 +389,7 @@ def test_stamp_head_writes_only_the_version_and_stamp_base_clears_it(configured:
     alembic_stamp("base")
 
     assert version_rows(configured) == []
-    assert read_current_revision(database) is None
+    assert revision_of(configured) is None
     assert table_names(configured) == {"alembic_version"}
 
 
@@ -404,7 +405,7 @@ def test_stamp_with_an_unknown_revision_raises_and_changes_nothing(configured: s
     for unknown in ("deadbeef0000", "", "heads:base"):
         with pytest.raises(UnknownRevisionError):
             alembic_stamp(unknown)
-    assert read_current_revision(database_of(configured)) == middle
+    assert revision_of(configured) == middle
     assert schema_snapshot(configured) == before
 
 
@@ -448,9 +449,9 @@ def migrations_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the migrations folder that ``alembic_config()`` points at for this test."""
     copy = tmp_path / "migrations"
     shutil.copytree(
-        alembic_commands.MIGRATIONS_FOLDER, copy, ignore=shutil.ignore_patterns("__pycache__")
+        history_module.MIGRATIONS_FOLDER, copy, ignore=shutil.ignore_patterns("__pycache__")
     )
-    monkeypatch.setattr(alembic_commands, "MIGRATIONS_FOLDER", copy)
+    monkeypatch.setattr(history_module, "MIGRATIONS_FOLDER", copy)
     return copy
 
 
@@ -480,7 +481,7 @@ def test_revision_writes_a_new_head_after_the_current_one(migrations_copy: Path)
     assert new_history.revisions[-1].title == "add flow_run priority"
     assert function_body(path.read_text(), "upgrade").strip() == "pass"
     assert sorted(VERSIONS_FOLDER.iterdir()) == real_files  # the shipped history is untouched
-    assert load_history().head == old_head
+    assert load_history(VERSIONS_FOLDER).head == old_head
 
 
 def test_autogenerate_at_head_finds_nothing_and_sees_a_missing_index(

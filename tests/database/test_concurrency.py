@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from flowdb.database.alembic_commands import alembic_upgrade
+from flowdb.database.events import StepDone
 from flowdb.database.history import load_history
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import parse_database_url
-from tests.dbtools import run_in_threads_at_once
+from tests.dbtools import revision_of, run_in_threads_at_once
 
 
 class AppliedCounter(logging.Handler):
@@ -26,8 +25,9 @@ class AppliedCounter(logging.Handler):
         self.applied: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "direction", None) == "upgrade":
-            self.applied.append(record.__dict__["revision"])
+        event = getattr(record, "event", None)
+        if isinstance(event, StepDone) and event.direction == "upgrade":
+            self.applied.append(event.revision)
 
 
 def test_32_threads_apply_each_migration_exactly_once(configured: str) -> None:
@@ -42,7 +42,7 @@ def test_32_threads_apply_each_migration_exactly_once(configured: str) -> None:
     history = load_history()
     assert errors == []
     assert counter.applied == [revision.id for revision in history.revisions]
-    assert read_current_revision(parse_database_url(configured)) == history.head
+    assert revision_of(configured) == history.head
 
 
 def test_8_processes_exactly_one_migrates(configured: str) -> None:
@@ -65,7 +65,7 @@ def test_8_processes_exactly_one_migrates(configured: str) -> None:
     assert len(migrators) == 1
     assert migrators[0].count("↑") == len(history.revisions)
     assert sum("Nothing to upgrade" in err for _, err in outputs) == 7
-    assert read_current_revision(parse_database_url(configured)) == history.head
+    assert revision_of(configured) == history.head
 
 
 @pytest.mark.race

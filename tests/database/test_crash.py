@@ -29,13 +29,13 @@ import sqlalchemy as sa
 
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import parse_database_url
 from tests.dbtools import (
     ADMIN_URL,
     create_postgres_database,
     drop_postgres_database,
+    revision_of,
     schema_snapshot,
+    sqlite_path,
     sync_engine,
 )
 
@@ -52,7 +52,7 @@ def seed(url: str) -> dict[str, set[str]]:
 
     Returns the ids per table, as hex strings, to find them again after the crash.
     """
-    is_sqlite = parse_database_url(url).is_sqlite
+    is_sqlite = url.startswith("sqlite")
 
     def stored(value: Any) -> Any:
         if isinstance(value, uuid.UUID):
@@ -190,7 +190,7 @@ class Databases:
     def copy_of(self, template: str) -> str:
         """A new database with the contents of ``template``."""
         if self.dialect == "sqlite":
-            source = parse_database_url(template).sqlite_path
+            source = sqlite_path(template)
             assert source is not None
             target = self.tmp_path / f"copy-{uuid.uuid4().hex[:8]}.db"
             shutil.copyfile(source, target)
@@ -254,7 +254,7 @@ def test_killed_upgrade_leaves_a_known_revision_and_loses_nothing(
         pending = len(history.revisions) - history.position(start)
         upgrade_and_kill(url, rng, pending)
 
-        revision = read_current_revision(parse_database_url(url))
+        revision = revision_of(url)
         landed.append(revision)
         assert revision is None or revision in known, f"run {run}: unknown {revision}"
         assert history.position(revision) >= history.position(start), f"run {run}: went back"
@@ -263,7 +263,7 @@ def test_killed_upgrade_leaves_a_known_revision_and_loses_nothing(
             assert ids_in(url) == seeded_ids, f"run {run}: seeded rows changed by the kill"
         with configured_for(url, monkeypatch):
             alembic_upgrade()
-        assert read_current_revision(parse_database_url(url)) == history.head
+        assert revision_of(url) == history.head
         if not from_base:
             assert ids_in(url) == seeded_ids, f"run {run}: seeded rows changed by the resume"
         databases.drop(url)

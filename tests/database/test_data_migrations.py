@@ -21,11 +21,10 @@ import pytest
 import sqlalchemy as sa
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
+from flowdb.database.events import Progress
 from flowdb.database.history import load_history
 from flowdb.database.migrations import helpers
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import parse_database_url
-from tests.dbtools import sync_engine
+from tests.dbtools import revision_of, sync_engine
 
 BACKFILL = "3d1a5e7b9f86"  # flow_run.expected_start_time
 SPLIT = "4e2b6f8c1a97"  # task_run.task_key -> task_key + dynamic_key
@@ -48,7 +47,7 @@ class Raw:
 
     def __init__(self, url: str) -> None:
         self.engine = sync_engine(url)
-        self.is_sqlite = parse_database_url(url).is_sqlite
+        self.is_sqlite = url.startswith("sqlite")
 
     def stored(self, value: Any) -> Any:
         """``value`` as a bound parameter for this dialect."""
@@ -150,7 +149,7 @@ def upgrade_to(raw: Raw, revision: str, rows: int, batch_size: int) -> None:
     """Upgrade one step to the data migration ``revision``, checking that it ran in batches."""
     with counting_batches() as batches:
         alembic_upgrade(revision)
-    assert read_current_revision(parse_database_url(str(raw.engine.url))) == revision
+    assert revision_of(str(raw.engine.url)) == revision
     assert len(batches) >= math.ceil(rows / batch_size)
     if batch_size < rows:
         assert len(batches) >= 2
@@ -159,7 +158,7 @@ def upgrade_to(raw: Raw, revision: str, rows: int, batch_size: int) -> None:
 def downgrade_from(raw: Raw, revision: str) -> None:
     alembic_downgrade("-1")
     previous = next(r for r in load_history().revisions if r.id == revision).down_revision
-    assert read_current_revision(parse_database_url(str(raw.engine.url))) == previous
+    assert revision_of(str(raw.engine.url)) == previous
 
 
 def upgrade_to_revision_before(revision: str) -> None:
@@ -245,7 +244,9 @@ def test_tables_bigger_than_a_batch_report_progress(
     )
     with caplog.at_level(logging.INFO, logger="flowdb.migrations"):
         alembic_upgrade(BACKFILL)
-    reported = [r.getMessage() for r in caplog.records if getattr(r, "progress", False)]
+    reported = [
+        r.getMessage() for r in caplog.records if isinstance(getattr(r, "event", None), Progress)
+    ]
     if batch_size >= 20:
         assert reported == []  # one batch: nothing to report
     else:

@@ -11,10 +11,8 @@ import pytest
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.database.interface import ensure_schema
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import parse_database_url
 from flowdb.errors import DatabaseNewerThanCodeError, SchemaNotAtHeadError
-from tests.dbtools import set_revision
+from tests.dbtools import revision_of, set_revision
 
 UNKNOWN = "ffffffffffff"
 
@@ -22,7 +20,7 @@ UNKNOWN = "ffffffffffff"
 def test_fresh_database_is_brought_to_head(configured: str) -> None:
     status = ensure_schema()
     assert status.at_head
-    assert read_current_revision(parse_database_url(configured)) == load_history().head
+    assert revision_of(configured) == load_history().head
 
 
 def test_at_head_it_neither_imports_alembic_nor_writes(configured: str) -> None:
@@ -50,7 +48,7 @@ def test_migrate_off_refuses_a_database_behind_and_leaves_it(configured: str) ->
     with pytest.raises(SchemaNotAtHeadError, match=r"flowdb database upgrade -y") as caught:
         ensure_schema(migrate=False)
     assert f"{len(history.revisions) - 4} migration(s) behind" in str(caught.value)
-    assert read_current_revision(parse_database_url(configured)) == history.revisions[3].id
+    assert revision_of(configured) == history.revisions[3].id
 
 
 @pytest.mark.parametrize("migrate", [True, False])
@@ -61,4 +59,4 @@ def test_database_newer_than_the_code_fails_fast_and_is_not_touched(
     set_revision(configured, UNKNOWN)
     with pytest.raises(DatabaseNewerThanCodeError, match=UNKNOWN):
         ensure_schema(migrate=migrate)
-    assert read_current_revision(parse_database_url(configured)) == UNKNOWN
+    assert revision_of(configured) == UNKNOWN

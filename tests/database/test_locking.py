@@ -15,8 +15,15 @@ import pytest
 
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.locking import migration_lock
-from flowdb.database.urls import parse_database_url
+from flowdb.database.target import Database
 from flowdb.errors import MigrationLockTimeoutError
+from flowdb.settings import Settings
+from tests.dbtools import create_postgres_database, drop_postgres_database
+
+
+def waiting_up_to(url: str, seconds: float) -> Database:
+    """The database at ``url``, whose lock waits give up after ``seconds``."""
+    return Database.from_url(url, Settings(migration_lock_timeout=seconds))
 
 
 @contextmanager
@@ -38,12 +45,11 @@ def lock_holder(url: str, seconds: float = 600) -> Iterator[subprocess.Popen[str
 
 
 def test_waiter_times_out_naming_the_holder(configured: str) -> None:
-    database = parse_database_url(configured)
     with lock_holder(configured) as holder:
         started = time.monotonic()
         with (
             pytest.raises(MigrationLockTimeoutError) as caught,
-            migration_lock(database, "upgrade", timeout=1),
+            migration_lock(waiting_up_to(configured, 1), "upgrade"),
         ):
             pytest.fail("got a lock that another process holds")
         assert 0.9 <= time.monotonic() - started < 10
@@ -78,19 +84,41 @@ def test_cli_shows_the_wait_and_fails_in_one_line(configured: str) -> None:
 
 
 def test_killed_holder_releases_the_lock(configured: str) -> None:
-    database = parse_database_url(configured)
     with lock_holder(configured) as holder:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-        with migration_lock(database, "upgrade", timeout=10):
+        with migration_lock(waiting_up_to(configured, 10), "upgrade"):
             pass
     alembic_upgrade()  # and the commands take it too, with no manual clean-up
 
 
 def test_lock_is_reentrant_in_one_thread(configured: str) -> None:
-    database = parse_database_url(configured)
     with (
-        migration_lock(database, "reset", timeout=1),
-        migration_lock(database, "upgrade", timeout=1),
+        migration_lock(waiting_up_to(configured, 1), "reset"),
+        migration_lock(waiting_up_to(configured, 1), "upgrade"),
     ):
         alembic_upgrade()
+
+
+def test_a_waiter_names_the_holder_of_its_own_database(postgres_url: str) -> None:
+    # Advisory locks are per database: a flowdb lock held in another database on the
+    # same server neither blocks this one nor is named as its holder.
+    other = create_postgres_database()
+    try:
+        with lock_holder(other) as elsewhere, lock_holder(postgres_url) as here:
+            with (
+                pytest.raises(MigrationLockTimeoutError) as caught,
+                migration_lock(waiting_up_to(postgres_url, 1), "upgrade"),
+            ):
+                pytest.fail("got a lock that another process holds")
+            message = str(caught.value)
+            assert f"pid {here.pid}" in message
+            assert f"pid {elsewhere.pid}" not in message
+            with (
+                pytest.raises(MigrationLockTimeoutError) as caught,
+                migration_lock(waiting_up_to(other, 1), "upgrade"),
+            ):
+                pytest.fail("got a lock that another process holds")
+            assert f"pid {elsewhere.pid}" in str(caught.value)
+    finally:
+        drop_postgres_database(other)

@@ -25,7 +25,7 @@ from flowdb.database.orm_models import (
     TaskRun,
 )
 from flowdb.database.schema_check import schema_differences
-from flowdb.database.urls import parse_database_url
+from flowdb.database.target import Database
 from tests.dbtools import sync_engine
 
 PACIFIC_SUMMER = dt.timezone(dt.timedelta(hours=-7))
@@ -35,7 +35,7 @@ PACIFIC_SUMMER = dt.timezone(dt.timedelta(hours=-7))
 
 
 def test_head_matches_the_models_and_the_comparison_can_fail(configured: str) -> None:
-    database = parse_database_url(configured)
+    database = Database.from_url(configured)
     alembic_upgrade()
     assert schema_differences(database) == []
 

@@ -9,11 +9,11 @@ from alembic.script import ScriptDirectory
 from flowdb.database.alembic_commands import alembic_config, alembic_downgrade, alembic_upgrade
 from flowdb.database.history import VERSIONS_FOLDER, load_history
 from flowdb.database.schema_check import schema_differences
-from flowdb.database.urls import parse_database_url
+from flowdb.database.target import Database
 
 
 def test_head_matches_the_models_and_the_check_can_fail(configured: str) -> None:
-    database = parse_database_url(configured)
+    database = Database.from_url(configured)
     alembic_upgrade()
     assert schema_differences(database) == []
     alembic_downgrade("-1")

@@ -6,27 +6,24 @@ import pytest
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
 from flowdb.database.history import load_history
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import parse_database_url
-from tests.dbtools import table_names
+from tests.dbtools import revision_of, table_names
 
 
 def test_stairway_from_base_to_head(configured: str) -> None:
-    database = parse_database_url(configured)
     history = load_history()
     assert len(history.revisions) >= 12
     for revision in history.revisions:
         alembic_upgrade("+1")
-        assert read_current_revision(database) == revision.id
+        assert revision_of(configured) == revision.id
         tables_after_upgrade = table_names(configured)
 
         alembic_downgrade("-1")
-        assert read_current_revision(database) == revision.down_revision
+        assert revision_of(configured) == revision.down_revision
 
         alembic_upgrade("+1")
-        assert read_current_revision(database) == revision.id
+        assert revision_of(configured) == revision.id
         assert table_names(configured) == tables_after_upgrade
-    assert read_current_revision(database) == history.head
+    assert revision_of(configured) == history.head
 
 
 def test_full_downgrade_removes_every_table(configured: str) -> None:
@@ -34,7 +31,7 @@ def test_full_downgrade_removes_every_table(configured: str) -> None:
     assert "flow_run" in table_names(configured)
     alembic_downgrade("base")
     assert table_names(configured) <= {"alembic_version"}
-    assert read_current_revision(parse_database_url(configured)) is None
+    assert revision_of(configured) is None
 
 
 @pytest.mark.parametrize("revision", ["head", "+1"])
@@ -46,4 +43,4 @@ def test_upgrade_is_idempotent_at_head(configured: str, revision: str) -> None:
             alembic_upgrade(revision)
     else:
         alembic_upgrade(revision)
-    assert read_current_revision(parse_database_url(configured)) == head
+    assert revision_of(configured) == head

@@ -9,10 +9,8 @@ import sqlalchemy as sa
 
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import parse_database_url
 from flowdb.errors import MigrationFailedError
-from tests.dbtools import ADMIN_URL, sync_engine
+from tests.dbtools import ADMIN_URL, revision_of, sync_engine
 
 BEFORE_BACKFILL = "2c9f4d1a8e65"  # the next revision updates every flow run
 
@@ -54,13 +52,14 @@ def test_a_database_wide_api_timeout_does_not_cut_migrations_short(big_postgres:
     set_database_default_timeout(big_postgres, "1ms")
     engine = sync_engine(big_postgres)
     try:
-        with engine.connect() as connection, pytest.raises(sa.exc.OperationalError):
-            # the default bites plain connections: the 50,000-row update cannot finish
+        # The default bites plain connections: the 50,000-row update cannot finish (on a
+        # busy machine even the driver's first query on connecting may be cancelled).
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
             connection.execute(sa.text("UPDATE flow_run SET name = name"))
     finally:
         engine.dispose()
     alembic_upgrade()
-    assert read_current_revision(parse_database_url(big_postgres)) == load_history().head
+    assert revision_of(big_postgres) == load_history().head
 
 
 def test_the_migration_timeout_cancels_and_rolls_back_cleanly(
@@ -69,19 +68,20 @@ def test_the_migration_timeout_cancels_and_rolls_back_cleanly(
     monkeypatch.setenv("FLOWDB_MIGRATION_STATEMENT_TIMEOUT", "0.001")
     with pytest.raises(MigrationFailedError, match="FLOWDB_MIGRATION_STATEMENT_TIMEOUT"):
         alembic_upgrade()
-    assert read_current_revision(parse_database_url(big_postgres)) == BEFORE_BACKFILL
+    assert revision_of(big_postgres) == BEFORE_BACKFILL
     monkeypatch.setenv("FLOWDB_MIGRATION_STATEMENT_TIMEOUT", "0")
     alembic_upgrade()
-    assert read_current_revision(parse_database_url(big_postgres)) == load_history().head
+    assert revision_of(big_postgres) == load_history().head
 
 
 def test_the_server_bounds_its_queries(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowdb.database.target import Database
     from flowdb.server.engine import ServerDatabase
 
     monkeypatch.setenv("FLOWDB_SERVER_QUERY_TIMEOUT", "2.5")
 
     async def server_timeout() -> str:
-        database = ServerDatabase(parse_database_url(postgres_url))
+        database = ServerDatabase(Database.from_url(postgres_url))
         try:
             async with database.session() as session:
                 return str(await session.scalar(sa.text("SHOW statement_timeout")))

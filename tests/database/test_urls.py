@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from flowdb.database.target import Database
 from flowdb.database.urls import parse_database_url, redact, redact_message
 from flowdb.errors import ConfigurationError
+from tests.dbtools import sqlite_path
 
 SECRET = "s3cret"
 
@@ -71,23 +73,27 @@ PG = f"u:{SECRET}@db.example:5432/flows"
             "postgresql:///flows?host=/run/postgresql",
             "postgresql",
             "postgresql+psycopg:///flows?host=%2Frun%2Fpostgresql",
-            "postgresql+asyncpg:///flows?host=%2Frun%2Fpostgresql",
+            # asyncpg takes URL parameters as connect arguments (translated), not in the URL
+            "postgresql+asyncpg:///flows",
         ),
     ],
 )
 def test_driver_mapping(raw: str, dialect: str, sync: str, async_: str) -> None:
-    database = parse_database_url(raw)
+    database = Database.from_url(raw)
 
-    assert database.dialect == dialect
-    assert database.is_sqlite == (dialect == "sqlite")
+    assert database.url.backend == dialect
+    assert database.dialect.name == dialect
     # The password must survive the mapping: the engines connect with these URLs.
-    assert database.sync_url.render_as_string(hide_password=False) == sync
-    assert database.async_url.render_as_string(hide_password=False) == async_
+    assert database.dialect.sync_url.render_as_string(hide_password=False) == sync
+    assert database.dialect.async_url.render_as_string(hide_password=False) == async_
 
 
 def test_surrounding_whitespace_is_ignored() -> None:
-    database = parse_database_url(f"  postgresql://{PG}\n")
-    assert database.sync_url.render_as_string(hide_password=False) == f"postgresql+psycopg://{PG}"
+    database = Database.from_url(f"  postgresql://{PG}\n")
+    assert (
+        database.dialect.sync_url.render_as_string(hide_password=False)
+        == f"postgresql+psycopg://{PG}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -103,13 +109,13 @@ def test_surrounding_whitespace_is_ignored() -> None:
     ],
 )
 def test_sqlite_path(raw: str, expected: Path | None) -> None:
-    assert parse_database_url(raw).sqlite_path == expected
+    assert sqlite_path(raw) == expected
 
 
 def test_sqlite_path_is_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    assert parse_database_url("sqlite:///relative.db").sqlite_path == tmp_path / "relative.db"
-    home_relative = parse_database_url("sqlite:///~/x.db").sqlite_path
+    assert sqlite_path("sqlite:///relative.db") == tmp_path / "relative.db"
+    home_relative = sqlite_path("sqlite:///~/x.db")
     assert home_relative == (Path.home() / "x.db").resolve()
 
 
@@ -213,3 +219,54 @@ def test_unusable_urls_raise_one_line_configuration_errors(
     for word in words:
         assert word in message, message
     assert caught.value.exit_code == 2
+
+
+# --- one URL, two drivers: parameters translated for each ------------------------------
+
+
+def connect_args(raw: str) -> dict[str, object]:
+    """What the server's asyncpg engine would be given for ``raw``."""
+    from flowdb.database.dialects.postgresql import _asyncpg_connect_args
+
+    database = Database.from_url(raw)
+    return _asyncpg_connect_args(database.url, database.url.redacted())
+
+
+def test_libpq_parameters_become_asyncpg_arguments() -> None:
+    args = connect_args(
+        "postgresql://u@h/db?sslmode=disable&connect_timeout=3&application_name=x"
+        "&options=-c%20search_path%3Dflows&target_session_attrs=read-write"
+    )
+    assert args == {
+        "ssl": "disable",
+        "timeout": 3.0,
+        "server_settings": {"application_name": "x", "search_path": "flows"},
+        "target_session_attrs": "read-write",
+    }
+
+
+def test_asyncpg_parameters_become_libpq_ones_for_migrations() -> None:
+    database = Database.from_url("postgresql+asyncpg://u@h/db?ssl=disable&timeout=4")
+    assert dict(database.dialect.sync_url.query) == {"sslmode": "disable", "connect_timeout": "4"}
+    assert connect_args("postgresql+asyncpg://u@h/db?ssl=disable&timeout=4") == {
+        "ssl": "disable",
+        "timeout": 4.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("postgresql://u@h/db?sslmode=sometimes", ("sslmode='sometimes'", "verify-full")),
+        ("postgresql://u@h/db?connect_timeout=soon", ("connect_timeout='soon'", "seconds")),
+        ("postgresql://u@h/db?frobnicate=1", ("'frobnicate'", "remove it")),
+        ("postgresql://u@h/db?options=search_path", ("options=", "-c name=value")),
+    ],
+)
+def test_parameters_no_driver_can_use_are_refused_in_one_line(
+    raw: str, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_database_url(raw)
+    for word in words:
+        assert word in str(caught.value)

@@ -6,13 +6,14 @@ import asyncio
 
 import sqlalchemy as sa
 
-from flowdb.database.urls import parse_database_url
-from flowdb.server.engine import SQLITE_BUSY_TIMEOUT_MS, ServerDatabase
+from flowdb.database.dialects.sqlite import SERVER_BUSY_TIMEOUT_MS
+from flowdb.database.target import Database
+from flowdb.server.engine import ServerDatabase
 
 
 def test_sqlite_sessions_use_wal_a_busy_timeout_and_foreign_keys(sqlite_url: str) -> None:
     async def pragmas(write: bool) -> tuple[object, ...]:
-        database = ServerDatabase(parse_database_url(sqlite_url))
+        database = ServerDatabase(Database.from_url(sqlite_url))
         try:
             async with database.session(write=write) as session:
                 names = ("journal_mode", "busy_timeout", "foreign_keys")
@@ -21,7 +22,7 @@ def test_sqlite_sessions_use_wal_a_busy_timeout_and_foreign_keys(sqlite_url: str
             await database.dispose()
 
     for write in (False, True):
-        assert asyncio.run(pragmas(write)) == ("wal", SQLITE_BUSY_TIMEOUT_MS, 1)
+        assert asyncio.run(pragmas(write)) == ("wal", SERVER_BUSY_TIMEOUT_MS, 1)
 
 
 def test_sqlite_writes_take_the_write_lock_at_begin(sqlite_url: str) -> None:
@@ -29,7 +30,7 @@ def test_sqlite_writes_take_the_write_lock_at_begin(sqlite_url: str) -> None:
     writers queue on the busy timeout instead of failing to upgrade a read lock."""
 
     async def probe() -> str:
-        database = ServerDatabase(parse_database_url(sqlite_url))
+        database = ServerDatabase(Database.from_url(sqlite_url))
         try:
             async with database.session(write=True) as session:
                 await session.execute(sa.text("SELECT 1"))

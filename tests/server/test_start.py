@@ -16,8 +16,8 @@ import pytest
 
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
-from flowdb.database.status import read_current_revision
-from flowdb.database.urls import parse_database_url
+from flowdb.errors import ExitCode
+from tests.dbtools import revision_of
 
 
 def free_port() -> int:
@@ -84,7 +84,7 @@ def test_four_replicas_on_a_fresh_database_migrate_it_once(configured: str) -> N
     migrators = [log for log in logs if "↑" in log]
     assert len(migrators) == 1, logs
     assert migrators[0].count("↑") == len(history.revisions)
-    assert read_current_revision(parse_database_url(configured)) == history.head
+    assert revision_of(configured) == history.head
 
 
 def test_migrate_on_start_off_refuses_an_old_database(configured: str) -> None:
@@ -98,13 +98,13 @@ def test_migrate_on_start_off_refuses_an_old_database(configured: str) -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.REFUSED
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: The database at ")
     assert "1 migration(s) behind" in lines[0]
     assert "flowdb database upgrade -y" in lines[0]
-    assert read_current_revision(parse_database_url(configured)) == behind
+    assert revision_of(configured) == behind
 
 
 def test_migrate_on_start_upgrades_an_old_database_then_serves_with_workers(
@@ -144,4 +144,4 @@ def test_a_worker_started_directly_refuses_in_one_line(configured: str) -> None:
     assert len(errors) == 1, result.stderr
     assert "1 migration(s) behind" in errors[0]
     assert "flowdb database upgrade -y" in errors[0]
-    assert read_current_revision(parse_database_url(configured)) == behind
+    assert revision_of(configured) == behind

@@ -1,213 +1,309 @@
 """``flowdb database ...``: move the database along its migration history.
 
-Commands import the database layer when they run, never at import time, so that
-``flowdb --help`` does not pay for SQLAlchemy or Alembic.
+Each command builds one ``Database`` from the settings and hands it to the database
+layer; commands that change the schema take the migration lock first, then plan, show
+the plan (and what a downgrade destroys), ask, and run it. Commands import the
+database layer when they run, never at import time, so that ``flowdb --help`` does not
+pay for SQLAlchemy or Alembic.
 """
 
 from __future__ import annotations
 
+import sys
+import time
+from typing import TYPE_CHECKING
+
 import typer
 
 from flowdb.cli.output import (
+    MigrationReport,
     confirm_or_refuse,
     escape,
     migration_report,
     stderr_console,
     stdout_console,
 )
+from flowdb.database.events import Direction
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from flowdb.database.commands import Approval
+    from flowdb.database.planning import Plan
+    from flowdb.database.status import SchemaStatus
+    from flowdb.database.target import Database
 
 database_app = typer.Typer(
-    help="Create, upgrade, downgrade and inspect the database.",
+    help="Create, upgrade, downgrade and inspect the database.\n\n"
+    "Every command works on the database named by FLOWDB_DATABASE_URL (default: the "
+    "SQLite file flowdb.db in FLOWDB_HOME, ~/.flowdb).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 _YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 _DRY_RUN = typer.Option(
     False, "--dry-run", help="Print the SQL on stdout instead of running it; writes nothing."
 )
+_TAKE_OVER = typer.Option(
+    False,
+    "--take-over-foreign-database",
+    help="Act even on a database that belongs to another application: its alembic_version "
+    "and its tables with flowdb's names are overwritten or dropped.",
+)
 
 
-def _target() -> str:
-    from flowdb.database.urls import configured_database_url
+def _database() -> Database:
+    from flowdb.database.target import Database
 
-    return escape(configured_database_url().redacted())
+    return Database.from_settings()
 
 
-def _check_revision_name(revision: str) -> None:
-    """Reject a revision that names nothing in the history, before asking or touching anything.
+def _say(text: str) -> None:
+    """A message about what happens (stderr, beside the progress lines)."""
+    stderr_console().print(text)
 
-    Needs no database: relative steps (``-1``, ``+2``) and ``FROM:TO`` ranges are left
-    to ``_plan``, which knows where the database stands.
+
+def _show(text: str) -> None:
+    """What a command will do (its plan): stdout, so stderr keeps one line on failure."""
+    stdout_console().print(text)
+
+
+def _approval(
+    report: MigrationReport,
+    yes: bool,
+    show: Callable[[Plan, SchemaStatus], None],
+    question: Callable[[Plan], str],
+) -> Approval:
+    """An ``approve`` callback: print what the plan does, then ask (or take ``-y``)."""
+
+    def approve(plan: Plan, status: SchemaStatus) -> bool:
+        confirm_or_refuse("", yes or sys.stdin.isatty())  # no terminal, no -y: refuse first
+        with report.paused():
+            show(plan, status)
+            return confirm_or_refuse(question(plan), yes)
+
+    return approve
+
+
+def _migrate(direction: Direction, revision: str, yes: bool) -> None:
+    """Run an upgrade or downgrade with its plan shown and confirmed.
+
+    A downgrade always prints its plan (what is reverted, what data is lost) on stdout,
+    also with ``-y``, so logs keep it; an upgrade shows its plan only when it asks, and
+    reports each step as it lands. stderr keeps the progress and at most one error line.
     """
-    from flowdb.database.alembic_commands import _relative_steps, _resolve_absolute
-    from flowdb.database.history import load_history
+    from flowdb.database import commands
 
-    if _relative_steps(revision) is None and ":" not in revision:
-        _resolve_absolute(load_history(), revision)
+    database = _database()
+    verb = "Upgrading" if direction == "upgrade" else "Downgrading"
 
+    def show(plan: Plan, status: SchemaStatus) -> None:
+        if direction == "upgrade" and yes:
+            return
+        emit = _show if direction == "downgrade" else _say
+        emit(f"Database: {escape(database.location())}")
+        for line in commands.describe_plan(database, plan, status):
+            emit(escape(line.removeprefix("flowdb: ")))
 
-def _plan(direction: str, revision: str) -> tuple[str | None, str | None]:
-    """Where the database is, and where ``direction`` to ``revision`` would take it.
+    def question(plan: Plan) -> str:
+        return f"{plan.describe().capitalize()}: go ahead?"
 
-    Only reads the database (never creates a SQLite file, never takes the lock), so a
-    target that cannot be reached, an unknown database revision or an unreachable
-    server fail here with the database untouched. Returns ``(current, target)`` with
-    ``None`` meaning base; ``current == target`` means there is nothing to do. The
-    command itself checks again under the migration lock.
-    """
-    from flowdb.database.alembic_commands import _preview_span
-    from flowdb.database.history import load_history
-    from flowdb.database.status import require_known_revision, schema_status
-    from flowdb.database.urls import configured_database_url
-
-    database = configured_database_url()
-    history = load_history()
-    status = schema_status(database, history)
-    require_known_revision(status, database)
-    span = _preview_span(direction, history, status.current, revision)
-    if span is None:
-        return status.current, status.current
-    target = span.rpartition(":")[2]
-    return status.current, None if target == "base" else target
-
-
-def _nothing_to_do(direction: str, current: str | None) -> None:
-    stderr_console().print(f"Nothing to {direction}: the database is at {current or 'base'}.")
+    started = time.perf_counter()
+    with migration_report(f"{verb} {escape(database.location())}") as report:
+        try:
+            plan = commands.migrate(
+                database, direction, revision, approve=_approval(report, yes, show, question)
+            )
+        except commands.Declined:
+            _say("Cancelled; nothing was changed.")
+            raise typer.Exit(1) from None
+    if plan.is_empty:
+        _say(
+            f"Nothing to {direction}: {escape(database.describe())} is at {plan.current or 'base'}."
+        )
+        return
+    _say(
+        f"{direction.capitalize()} finished: {len(plan.steps)} migration(s) in "
+        f"{time.perf_counter() - started:.2f} s; {escape(database.location())} is at "
+        f"{plan.target or 'base'}."
+    )
 
 
 @database_app.command()
 def upgrade(
-    revision: str = typer.Option("head", "--revision", "-r", help="Revision to upgrade to."),
+    revision: str = typer.Option(
+        "head",
+        "--revision",
+        "-r",
+        metavar="REV",
+        help="Where to go: head (default), a revision id (4+ characters), +N steps; "
+        "with --dry-run also FROM:TO, e.g. base:head.",
+    ),
     yes: bool = _YES,
     dry_run: bool = _DRY_RUN,
 ) -> None:
     """Upgrade the database to a revision (default: head, the newest)."""
-    from flowdb.database.alembic_commands import alembic_upgrade
-
     if dry_run:
-        alembic_upgrade(revision, dry_run=True)
+        from flowdb.database import commands
+
+        commands.preview(_database(), "upgrade", revision)
         return
-    _check_revision_name(revision)
-    if not confirm_or_refuse(f"Upgrade the database at {_target()} to {escape(revision)}?", yes):
-        raise typer.Exit(1)
-    current, target = _plan("upgrade", revision)
-    if target == current:
-        _nothing_to_do("upgrade", current)
-        return
-    with migration_report(f"Upgrading {_target()} to {target}"):
-        alembic_upgrade(revision)
+    _migrate("upgrade", revision, yes)
 
 
 @database_app.command()
 def downgrade(
     revision: str = typer.Option(
-        "-1", "--revision", "-r", help="Revision to downgrade to (default: one step back)."
+        "-1",
+        "--revision",
+        "-r",
+        metavar="REV",
+        help="Where to go: -N steps (default -1), a revision id (4+ characters), base; "
+        "with --dry-run also FROM:TO, e.g. head:base.",
     ),
     yes: bool = _YES,
     dry_run: bool = _DRY_RUN,
 ) -> None:
-    """Downgrade the database (default: one revision back). Data of removed tables is lost."""
-    from flowdb.database.alembic_commands import alembic_downgrade
+    """Downgrade the database (default: one revision back). Data of removed tables is lost.
 
+    The plan is shown first: the revisions reverted, and the tables and columns that
+    lose data, with their row counts.
+    """
     if dry_run:
-        alembic_downgrade(revision, dry_run=True)
+        from flowdb.database import commands
+
+        commands.preview(_database(), "downgrade", revision)
         return
-    _check_revision_name(revision)
-    question = f"Downgrade the database at {_target()} to {escape(revision)}? Removed data is lost."
-    if not confirm_or_refuse(question, yes):
-        raise typer.Exit(1)
-    current, target = _plan("downgrade", revision)
-    if target == current:
-        _nothing_to_do("downgrade", current)
-        return
-    with migration_report(f"Downgrading {_target()} to {target or 'base'}"):
-        alembic_downgrade(revision)
+    _migrate("downgrade", revision, yes)
 
 
 @database_app.command()
 def revision(
-    message: str = typer.Option(None, "--message", "-m", help="What the revision changes."),
+    message: str = typer.Option(
+        None, "--message", "-m", metavar="TEXT", help="What the revision changes (required)."
+    ),
     autogenerate: bool = typer.Option(
         False, "--autogenerate", help="Write the differences between models and database."
     ),
 ) -> None:
     """Create a new revision file in flowdb's migration history (for developers)."""
-    from flowdb.database.alembic_commands import alembic_revision
+    from flowdb.database.authoring import create_revision
 
-    alembic_revision(message=message if message is not None else "", autogenerate=autogenerate)
+    path = create_revision(_database(), message or "", autogenerate)
+    stdout_console().print(f"Wrote {escape(str(path))}")
 
 
 @database_app.command()
 def stamp(
-    revision: str = typer.Argument(..., help="Revision id, 'head' or 'base'."),
+    revision: str = typer.Argument(..., metavar="REV", help="Revision id, 'head' or 'base'."),
+    yes: bool = _YES,
+    take_over: bool = _TAKE_OVER,
 ) -> None:
     """Record a revision in the database without running any migration."""
-    from flowdb.database.alembic_commands import alembic_stamp
+    from flowdb.database import commands
 
-    with migration_report(f"Stamping {_target()}", show_steps=False):
-        alembic_stamp(revision)
+    database = _database()
+
+    def show(plan: Plan, status: SchemaStatus) -> None:
+        _show(
+            f"Stamp records {plan.target or 'base'} as the revision of "
+            f"{escape(database.location())} (now {status.current or 'base'}); no migration runs."
+        )
+
+    def question(plan: Plan) -> str:
+        return "Stamp it?"
+
+    with migration_report(f"Stamping {escape(database.location())}", show_steps=False) as report:
+        try:
+            target = commands.stamp(
+                database,
+                revision,
+                take_over=take_over,
+                approve=_approval(report, yes, show, question),
+            )
+        except commands.Declined:
+            _say("Cancelled; nothing was changed.")
+            raise typer.Exit(1) from None
+    _say(f"Stamped {escape(database.location())} at {target or 'base'}.")
 
 
 @database_app.command()
-def reset(yes: bool = _YES) -> None:
-    """Drop every flowdb table and recreate the schema at head. All data is lost."""
-    from flowdb.database.maintenance import reset_database
+def reset(yes: bool = _YES, take_over: bool = _TAKE_OVER) -> None:
+    """Drop every flowdb table and recreate the schema at head. All flowdb data is lost."""
+    from flowdb.database import commands
+    from flowdb.database.impact import table_losses
+    from flowdb.database.maintenance import flowdb_table_names, reset_database
 
-    question = f"Drop ALL flowdb data in {_target()} and recreate the schema?"
-    if not confirm_or_refuse(question, yes):
-        raise typer.Exit(1)
-    with migration_report(f"Resetting {_target()}"):
-        reset_database()
+    database = _database()
+
+    def show(plan: Plan, status: SchemaStatus) -> None:
+        _show(f"Database: {escape(database.location())}")
+        losses = table_losses(database, flowdb_table_names(), status)
+        _show("Reset drops every flowdb table, then creates the schema at head:")
+        for loss in losses:
+            _show(f"  {escape(loss.describe())}")
+        if not losses:
+            _show("  no rows are lost (the flowdb tables are empty)")
+
+    def question(plan: Plan) -> str:
+        return f"Drop ALL flowdb data in {escape(database.describe())} and recreate the schema?"
+
+    with migration_report(f"Resetting {escape(database.location())}") as report:
+        try:
+            reset_database(
+                database, take_over=take_over, approve=_approval(report, yes, show, question)
+            )
+        except commands.Declined:
+            _say("Cancelled; nothing was changed.")
+            raise typer.Exit(1) from None
 
 
 @database_app.command()
 def current() -> None:
     """Show the database's revision and whether it is at head."""
-    from flowdb.database.history import load_history
-    from flowdb.database.status import require_known_revision, schema_status
-    from flowdb.database.urls import configured_database_url
-
-    database = configured_database_url()
-    history = load_history()
-    status = schema_status(database, history)
+    database = _database()
+    status = database.status()
     out = stdout_console()
-    out.print(f"Database: {escape(database.redacted())}")
+    out.print(f"Database: {escape(database.url.redacted())}")
     if status.current is None:
         out.print("Revision: none (empty database)")
-    else:
-        title = next((r.title for r in history.revisions if r.id == status.current), "")
+    elif status.known:
+        title = database.history.get(status.current).title
         out.print(escape(f"Revision: {status.current}" + (f"  {title}" if title else "")))
-    if not status.known:
+    else:
+        out.print(escape(f"Revision: {status.current}"))
+    if status.owner == "newer":
         out.print(
             "Status: newer than this flowdb (unknown revision); use the flowdb that migrated it"
         )
-        require_known_revision(status, database)  # and fail: this flowdb cannot work with it
+    elif status.owner == "foreign":
+        out.print("Status: not a flowdb database")
     elif status.at_head:
         out.print("Status: at head")
     else:
         out.print(f"Status: {status.pending} migration(s) pending; run 'flowdb database upgrade'")
+    status.require_known(database)  # and fail when this flowdb cannot work with it
 
 
 @database_app.command()
 def history() -> None:
     """List every revision, oldest first, marking those applied to the database."""
     from flowdb.database.history import load_history
-    from flowdb.database.status import require_known_revision, schema_status
-    from flowdb.database.urls import configured_database_url
     from flowdb.errors import FlowdbError
 
-    history = load_history()
+    revisions = load_history()
     failure: FlowdbError | None = None
     position: int | None = None
     try:
-        database = configured_database_url()
-        applied = schema_status(database, history)
-        require_known_revision(applied, database)
-        position = history.position(applied.current)
+        database = _database()
+        applied = database.status()
+        applied.require_known(database)
+        position = revisions.position(applied.current)
     except FlowdbError as error:
         failure = error  # still list the revisions; fail once they are printed
     out = stdout_console()
-    for index, item in enumerate(history.revisions, start=1):
+    for index, item in enumerate(revisions.revisions, start=1):
         if position is None:
             mark = ""
         elif index < position:
@@ -218,33 +314,31 @@ def history() -> None:
             mark = "[dim]· pending[/]"
         out.print(f"{index:>3}  {item.id}  {escape(item.title)}  {mark}".rstrip())
     if position is not None:
-        pending = len(history.revisions) - position
-        out.print(f"{position} applied, {pending} pending; head is {history.head}")
+        pending = len(revisions.revisions) - position
+        out.print(f"{position} applied, {pending} pending; head is {revisions.head}")
     if failure is not None:
         raise failure
 
 
 @database_app.command()
 def check() -> None:
-    """Compare the database schema with the models; exit 1 and list differences if any."""
-    from flowdb.database.engines import prepare_sqlite_folder, translated_errors
-    from flowdb.database.schema_check import schema_differences
-    from flowdb.database.urls import configured_database_url
+    """Compare the schema with the models: exit 0 when equal, 1 listing differences.
 
-    database = configured_database_url()
+    Other exit codes say the comparison could not run (see README: exit codes).
+    """
+    from flowdb.database.schema_check import schema_differences
+
+    database = _database()
     out = stdout_console()
-    path = database.sqlite_path
-    if path is not None and not path.exists():
-        if path.parent.exists():
-            prepare_sqlite_folder(database)  # only validates: the folder exists already
-        # Comparing would create an empty file; a check must not write anything.
+    status = database.status()  # reads only; never creates a SQLite file
+    status.require_known(database)
+    if not database.dialect.exists():  # comparing would create an empty SQLite file
         out.print(
-            f"The database {escape(str(path))} does not exist yet, so every table of the "
-            "models is missing; run 'flowdb database upgrade' to create it."
+            f"The database {escape(database.location())} does not exist yet, so every table "
+            "of the models is missing; run 'flowdb database upgrade' to create it."
         )
         raise typer.Exit(1)
-    with translated_errors(database):
-        differences = schema_differences(database)
+    differences = schema_differences(database)
     if not differences:
         out.print("The database schema matches the models.")
         return

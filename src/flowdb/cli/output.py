@@ -1,8 +1,8 @@
-"""Console output for the CLI: Rich consoles and the live report of migrations.
+"""Console output for the CLI: Rich consoles, the live report of migrations, confirmations.
 
-Migration commands report through Python logging (``flowdb.migrations``); this
-module turns those records into lines on the terminal, so the library stays free of
-any presentation.
+Migration commands report typed events (``flowdb.database.events``) through Python
+logging; this module turns them into lines on the terminal, so the library stays free
+of any presentation.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.status import Status
+
+_LOGGERS = ("flowdb.migrations", "flowdb.migrations.lock")
 
 
 def escape(text: str) -> str:
@@ -39,8 +41,8 @@ def stdout_console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-class _MigrationReport(logging.Handler):
-    """Prints each applied migration and lock wait as it happens."""
+class MigrationReport(logging.Handler):
+    """Prints each applied migration and lock wait as it happens, under a spinner."""
 
     def __init__(
         self, console: Console, status: Status, activity: str, show_steps: bool = True
@@ -52,48 +54,58 @@ class _MigrationReport(logging.Handler):
         self.show_steps = show_steps
 
     def emit(self, record: logging.LogRecord) -> None:
-        fields: dict[str, Any] = record.__dict__
-        if "elapsed" in fields:
+        """Show one record: a step line, the spinner's progress, a warning or a message."""
+        from flowdb.database.events import LockWait, Progress, StepDone
+
+        event: Any = getattr(record, "event", None)
+        if isinstance(event, StepDone):
             if not self.show_steps:
                 return
-            mark = "[green]↑[/]" if fields["direction"] == "upgrade" else "[yellow]↓[/]"
+            mark = "[green]↑[/]" if event.direction == "upgrade" else "[yellow]↓[/]"
             self.console.print(
-                f"  {mark} {fields['revision']}  {escape(str(fields['title']))}  "
-                f"[dim]{fields['elapsed']:.2f} s[/]"
+                f"  {mark} {event.revision}  {escape(event.title)}  [dim]{event.elapsed:.2f} s[/]"
             )
-        elif "progress" in fields:
+        elif isinstance(event, Progress):
             # Inside a long data migration: the spinner says how far it got; without a
             # terminal (CI logs) there is no spinner, so the line is printed instead.
-            text = escape(record.getMessage())
             if self.console.is_terminal:
-                self.status.update(f"{self.activity}: {text}…")
+                self.status.update(f"{self.activity}: {escape(event.text)}…")
             else:
-                self.console.print(f"    [dim]{text}[/]")
-        elif record.levelno >= logging.WARNING:
+                self.console.print(f"    [dim]{escape(event.text)}[/]")
+        elif isinstance(event, LockWait) or record.levelno >= logging.WARNING:
             self.console.print(f"[yellow]{escape(record.getMessage())}[/]")
             self.status.update(f"{escape(record.getMessage())}…")
         else:
             self.console.print(escape(record.getMessage()))
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the spinner for the block (while a question is asked)."""
+        self.status.stop()
+        try:
+            yield
+        finally:
+            self.status.start()
+
 
 @contextmanager
-def migration_report(activity: str, show_steps: bool = True) -> Iterator[None]:
+def migration_report(activity: str, show_steps: bool = True) -> Iterator[MigrationReport]:
     """Show a spinner for ``activity`` and print each migration step while the block runs.
 
     ``show_steps=False`` hides the per-revision lines, for commands such as ``stamp``
     that move the recorded revision without running any migration.
     """
     console = stderr_console()
-    loggers = [logging.getLogger("flowdb.migrations"), logging.getLogger("flowdb.migrations.lock")]
+    loggers = [logging.getLogger(name) for name in _LOGGERS]
     with console.status(f"{activity}…") as status:
-        handler = _MigrationReport(console, status, activity, show_steps)
+        handler = MigrationReport(console, status, activity, show_steps)
         previous_levels = [lg.level for lg in loggers]
         for lg in loggers:
             lg.addHandler(handler)
             lg.setLevel(logging.INFO)
             lg.propagate = False
         try:
-            yield
+            yield handler
         finally:
             for lg, level in zip(loggers, previous_levels, strict=True):
                 lg.removeHandler(handler)
@@ -118,4 +130,4 @@ def confirm_or_refuse(question: str, yes: bool, flag: str = "--yes") -> bool:
         )
     import typer
 
-    return bool(typer.confirm(question, default=False))
+    return bool(typer.confirm(question, default=False, err=True))

@@ -1,30 +1,43 @@
-"""The ``flowdb`` entry point.
+"""The ``flowdb`` entry point and its edge: every failure a user can fix ends in one line.
 
 Only Typer is imported at start-up; each command imports what it needs when it runs,
-so ``flowdb --help`` stays fast. Every ``FlowdbError`` ends as one line on stderr
-and a non-zero exit code; any other exception is a bug and keeps its traceback.
+so ``flowdb --help`` stays fast. ``main()`` is the one place where failures become
+output and exit codes (the table in README.md):
+
+* a ``FlowdbError``, or an OS, driver or Alembic error that ``failures.translate``
+  knows, prints ``Error: <one line>`` and exits with its kind's code;
+* a usage error (unknown option, missing argument) prints one line naming the help;
+* Ctrl-C and SIGTERM, at any moment, print one line and exit 130 / 143; the database
+  stays at the last migration that completed (each runs in its own transaction);
+* anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+from typing import Any
 
 import typer
 
 from flowdb import __version__
 from flowdb.cli.database import database_app
 from flowdb.cli.server import server_app
-from flowdb.errors import FlowdbError, one_line_message
+from flowdb.errors import ExitCode, FlowdbError, Interrupted, one_line_message
 
 app = typer.Typer(
     name="flowdb",
     help="The database of a workflow-orchestration API: create it, migrate it, serve it.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 app.add_typer(database_app, name="database")
 app.add_typer(server_app, name="server")
+
+_SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
 
 
 def _version_callback(value: bool) -> None:
@@ -42,13 +55,80 @@ def _root(
     """The database of a workflow-orchestration API: create it, migrate it, serve it."""
 
 
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    # Raised where the program is, like KeyboardInterrupt, so that every transaction
+    # rolls back and every lock is released on the way out; Typer does not swallow it.
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    """Run the CLI, turning flowdb's errors into one-line messages and exit codes."""
+    """Run the CLI, turning every failure into one line and its exit code."""
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        app()
-    except FlowdbError as error:
+        code = app(standalone_mode=False)
+    except BaseException as error:
+        sys.exit(_report(error))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(error: BaseException) -> int:
+    """Print ``error`` as one line on stderr and return the exit code; re-raise bugs."""
+    interrupt = _interrupt_in(error)
+    if interrupt is not None:
+        signum = interrupt.args[0] if isinstance(interrupt, Interrupted) else signal.SIGINT
+        what = "Interrupted" if signum == signal.SIGINT else "Terminated"
+        print(
+            f"{what}; the database stays at the last migration that completed "
+            "(see 'flowdb database current').",
+            file=sys.stderr,
+        )
+        return int(_SIGNAL_EXIT.get(signum, ExitCode.INTERRUPTED))
+    if isinstance(error, SystemExit):
+        raise error
+    if isinstance(error, FlowdbError):
         print(f"Error: {one_line_message(error)}", file=sys.stderr)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        sys.exit(130)
+        return int(error.exit_code)
+    # Click's exceptions, matched by name: Typer may use click or a copy of it.
+    kinds = {cls.__name__ for cls in type(error).__mro__}
+    context: Any = getattr(error, "ctx", None)
+    if "NoArgsIsHelpError" in kinds:
+        print(context.get_help() if context else "", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    if "UsageError" in kinds:
+        command = context.command_path if context else "flowdb"
+        message = " ".join(getattr(error, "format_message")().split()).rstrip(".")  # noqa: B009
+        print(f"Error: {message}; see '{command} --help'.", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    if "ClickException" in kinds:
+        print(f"Error: {one_line_message(error)}", file=sys.stderr)
+        return int(getattr(error, "exit_code", ExitCode.USAGE))
+    if "Abort" in kinds:
+        return int(ExitCode.NO)
+    translated = _translate(error)
+    if translated is None:
+        raise error
+    print(f"Error: {one_line_message(translated)}", file=sys.stderr)
+    return int(translated.exit_code)
+
+
+def _translate(error: BaseException) -> FlowdbError | None:
+    if isinstance(error, FlowdbError):
+        return error
+    if not isinstance(error, Exception):
+        return None
+    from flowdb.database.failures import translate
+
+    return translate(error)
+
+
+def _interrupt_in(error: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM behind ``error``, if any (cleanup may raise on top of it)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted | KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

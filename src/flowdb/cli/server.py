@@ -12,7 +12,9 @@ import typer
 
 from flowdb.cli.output import escape, migration_report
 
-server_app = typer.Typer(help="Serve the orchestration REST API.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="Serve the orchestration REST API.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @server_app.command()
@@ -24,9 +26,8 @@ def start(
 ) -> None:
     """Start the API server, making sure the database schema is at head first."""
     from flowdb.database.interface import ensure_schema
-    from flowdb.database.urls import configured_database_url
+    from flowdb.database.target import Database
     from flowdb.errors import ConfigurationError
-    from flowdb.settings import get_settings
 
     try:
         import uvicorn
@@ -38,13 +39,13 @@ def start(
             "install them with: pip install 'flowdb[server]'."
         ) from None
 
-    settings = get_settings()
-    target = escape(configured_database_url().redacted())
-    if settings.migrate_on_start:
+    database = Database.from_settings()
+    target = escape(database.location())
+    if database.settings.migrate_on_start:
         with migration_report(f"Checking the schema of {target}"):
-            ensure_schema()
+            ensure_schema(database)
     else:
-        ensure_schema(migrate=False)
+        ensure_schema(database, migrate=False)
     uvicorn.run(
         "flowdb.server.app:create_app",
         factory=True,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+
+from flowdb.database.dialects import dialect_class
 
 
 class Timestamp(sa.TypeDecorator[dt.datetime]):
@@ -32,7 +35,7 @@ class Timestamp(sa.TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: flowdb stores timezone-aware times only")
         value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value if _stores_time_zones(dialect.name) else value.replace(tzinfo=None)
 
     def process_result_value(
         self, value: dt.datetime | None, dialect: Dialect
@@ -43,6 +46,13 @@ class Timestamp(sa.TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
+
+
+@functools.cache
+def _stores_time_zones(name: str) -> bool:
+    """Whether the named dialect keeps a timestamp's zone (else UTC is stored naive)."""
+    found = dialect_class(name)
+    return found is None or found.stores_time_zones
 
 
 #: JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.

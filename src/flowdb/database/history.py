@@ -5,31 +5,50 @@ check) only need to know the revision ids and which one is head. Importing Alemb
 and loading every revision module costs far more than reading a dozen small files,
 so this module reads the ``revision`` / ``down_revision`` assignments as text. A test
 checks that it agrees with Alembic's own ``ScriptDirectory``.
+
+The history must be one linear chain. Anything else (a file copied under a new name,
+a revision that names itself or a descendant as its parent, two revisions with one
+parent, a file that is not valid Python) is a ``BrokenHistoryError`` naming the files,
+raised before any command touches a database.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-VERSIONS_FOLDER = Path(__file__).parent / "migrations" / "versions"
+from flowdb.errors import BrokenHistoryError
+
+#: The Alembic script folder (env.py, the template, versions/); tests point it at a copy.
+MIGRATIONS_FOLDER = Path(__file__).parent / "migrations"
+#: The revision files shipped with this flowdb.
+VERSIONS_FOLDER = MIGRATIONS_FOLDER / "versions"
 
 _ASSIGNMENT = re.compile(
     r"^(?P<name>revision|down_revision)\s*(?::[^=]+)?=\s*(?P<value>None|['\"][^'\"]*['\"])",
     re.MULTILINE,
 )
 _DOCSTRING_TITLE = re.compile(r'^"""(?P<title>[^\n]*)', re.MULTILINE)
+_CREATE_TABLE = re.compile(r"""op\.create_table\(\s*["'](?P<name>\w+)["']""")
 
 
 @dataclass(frozen=True)
 class Revision:
-    """One migration: its id, its parent's id (``None`` for the first) and its title."""
+    """One migration: its id, its parent's id (``None`` for the first), title and file.
+
+    ``creates`` names the tables its upgrade creates (read from the file's text; a test
+    checks it against the SQL Alembic renders), for the name-clash check before an
+    upgrade and for telling flowdb's tables from other applications'.
+    """
 
     id: str
     down_revision: str | None
     title: str
+    path: Path
+    creates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,10 @@ class History:
         """Whether ``revision_id`` is part of this history."""
         return any(revision.id == revision_id for revision in self.revisions)
 
+    def get(self, revision_id: str) -> Revision:
+        """The revision with id ``revision_id`` (``KeyError`` when unknown)."""
+        return self.revisions[self.position(revision_id) - 1]
+
     def position(self, revision_id: str | None) -> int:
         """How many revisions are applied when the database is at ``revision_id``."""
         if revision_id is None:
@@ -56,9 +79,23 @@ class History:
                 return index + 1
         raise KeyError(revision_id)
 
+    def at(self, position: int) -> str | None:
+        """The revision id after ``position`` revisions are applied (``None`` = base)."""
+        return self.revisions[position - 1].id if position else None
+
     def pending(self, revision_id: str | None) -> tuple[Revision, ...]:
         """The revisions an upgrade to head would apply from ``revision_id``."""
         return self.revisions[self.position(revision_id) :]
+
+    def tables_at(self, revision_id: str | None) -> frozenset[str]:
+        """The tables a database at ``revision_id`` has (tables are never dropped upward)."""
+        applied = self.revisions[: self.position(revision_id)]
+        return frozenset(name for revision in applied for name in revision.creates)
+
+    @property
+    def all_tables(self) -> frozenset[str]:
+        """Every table name flowdb's history creates."""
+        return self.tables_at(self.head)
 
 
 def _read_revision(path: Path) -> Revision | None:
@@ -66,28 +103,82 @@ def _read_revision(path: Path) -> Revision | None:
     values = {m["name"]: m["value"] for m in _ASSIGNMENT.finditer(text)}
     if "revision" not in values:
         return None
+    try:
+        compile(text, str(path), "exec")
+    except (SyntaxError, ValueError) as exc:
+        raise BrokenHistoryError(
+            f"The revision file {path} is not valid Python ({exc}); fix or delete that file."
+        ) from None
     down = values.get("down_revision", "None")
     title = _DOCSTRING_TITLE.search(text)
+    upgrade_body = text.partition("def upgrade")[2].partition("def downgrade")[0]
     return Revision(
         id=values["revision"].strip("'\""),
         down_revision=None if down == "None" else down.strip("'\""),
         title=title["title"].strip() if title else "",
+        path=path,
+        creates=tuple(m["name"] for m in _CREATE_TABLE.finditer(upgrade_body)),
     )
 
 
-@functools.cache
-def load_history(folder: Path = VERSIONS_FOLDER) -> History:
-    """Read and order the revisions in ``folder`` (cached: the files ship with the code)."""
-    revisions = [r for p in sorted(folder.glob("*.py")) if (r := _read_revision(p)) is not None]
-    children = {r.down_revision: r for r in revisions}
+def order_revisions(revisions: list[Revision]) -> tuple[Revision, ...]:
+    """Order ``revisions`` from base to head; raise ``BrokenHistoryError`` unless linear."""
+    by_id: dict[str, list[Revision]] = defaultdict(list)
+    children: dict[str | None, list[Revision]] = defaultdict(list)
+    for revision in revisions:
+        by_id[revision.id].append(revision)
+        children[revision.down_revision].append(revision)
+
+    def files(items: list[Revision]) -> str:
+        return ", ".join(item.path.name for item in items)
+
+    for revision_id, same in by_id.items():
+        if len(same) > 1:
+            raise BrokenHistoryError(
+                f"Revision {revision_id} is defined by {len(same)} files ({files(same)}); "
+                "delete the copy or give it a new revision id."
+            )
+    for revision in revisions:
+        if revision.down_revision == revision.id:
+            raise BrokenHistoryError(
+                f"Revision {revision.id} ({revision.path.name}) names itself as its parent; "
+                "set its down_revision to the revision before it."
+            )
+    for parent, siblings in children.items():
+        if len(siblings) > 1:
+            raise BrokenHistoryError(
+                f"The history forks: {files(siblings)} all follow {parent or 'base'}; "
+                "make one of them follow the other (set its down_revision)."
+            )
     ordered: list[Revision] = []
-    current = children.get(None)
+    current = children[None][0] if children[None] else None
     while current is not None:
         ordered.append(current)
-        current = children.get(current.id)
+        following = children.get(current.id)
+        current = following[0] if following else None
     if len(ordered) != len(revisions):
-        raise RuntimeError(
-            f"the migration history in {folder} is not one linear chain "
-            f"({len(ordered)} of {len(revisions)} revisions reachable from base)"
+        stray = [r for r in revisions if r not in ordered]
+        raise BrokenHistoryError(
+            f"The revision file(s) {files(stray)} are not reachable from the first revision "
+            "(a cycle, or a parent that does not exist); fix their down_revision."
         )
-    return History(tuple(ordered))
+    return tuple(ordered)
+
+
+def load_history(folder: Path | None = None) -> History:
+    """Read and order the revisions in ``folder`` (default: ``MIGRATIONS_FOLDER``'s versions).
+
+    Cached per folder: the files ship with the code (``forget_history`` after writing one).
+    """
+    return _load(folder if folder is not None else MIGRATIONS_FOLDER / "versions")
+
+
+@functools.cache
+def _load(folder: Path) -> History:
+    revisions = [r for p in sorted(folder.glob("*.py")) if (r := _read_revision(p)) is not None]
+    return History(order_revisions(revisions))
+
+
+def forget_history() -> None:
+    """Drop the cached histories, so the next ``load_history`` reads the files again."""
+    _load.cache_clear()

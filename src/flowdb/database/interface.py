@@ -8,31 +8,37 @@ and the others wait, then find the database at head.
 
 from __future__ import annotations
 
-from flowdb.database.history import load_history
-from flowdb.database.status import SchemaStatus, require_known_revision, schema_status
-from flowdb.database.urls import configured_database_url
+from typing import TYPE_CHECKING
+
 from flowdb.errors import SchemaNotAtHeadError
 
+if TYPE_CHECKING:
+    from flowdb.database.status import SchemaStatus
+    from flowdb.database.target import Database
 
-def ensure_schema(*, migrate: bool = True) -> SchemaStatus:
+
+def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> SchemaStatus:
     """Bring the database to head (or, with ``migrate=False``, insist that it is there).
 
-    Never downgrades: a database stamped by a newer flowdb raises
-    ``DatabaseNewerThanCodeError`` before anything is touched.
+    Never downgrades: a database stamped by a newer flowdb (or another application's)
+    raises before anything is touched. ``database`` defaults to the configured one.
     """
-    database = configured_database_url()
-    history = load_history()
-    status = schema_status(database, history)
-    require_known_revision(status, database)
+    from flowdb.database.target import Database
+
+    database = database or Database.from_settings()
+    status = database.status()
+    status.require_known(database)
     if status.at_head:
         return status
     if not migrate:
         raise SchemaNotAtHeadError(
-            f"The database at {database.redacted()} is at revision {status.current or 'base'}, "
-            f"{status.pending} migration(s) behind this flowdb; run 'flowdb database upgrade -y' "
-            "or set FLOWDB_MIGRATE_ON_START=true."
+            f"{database.describe()[:1].upper()}{database.describe()[1:]} is at revision "
+            f"{status.current or 'base'}, {status.pending} migration(s) behind this flowdb; "
+            "run 'flowdb database upgrade -y' or set FLOWDB_MIGRATE_ON_START=true."
         )
-    from flowdb.database.alembic_commands import alembic_upgrade
+    from flowdb.database import commands
+    from flowdb.database.alembic_commands import ALEMBIC_LOCK
 
-    alembic_upgrade()
-    return schema_status(database, history)
+    with ALEMBIC_LOCK:
+        commands.migrate(database, "upgrade", "head")
+    return database.status()

@@ -1,18 +1,25 @@
-"""Resetting a database: drop everything flowdb owns, then upgrade to head."""
+"""Resetting and dropping a database: remove everything flowdb owns, nothing else.
+
+Both run under the migration lock and refuse another application's database (its own
+``alembic_version`` and tables that merely share flowdb's names) unless told to take
+it over. Tables that are not flowdb's are left alone.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from flowdb.database.alembic_commands import alembic_upgrade, with_alembic_lock
-from flowdb.database.engines import create_sync_engine, translated_errors
-from flowdb.database.locking import migration_lock
+from flowdb.database.alembic_commands import with_alembic_lock
 from flowdb.database.status import VERSION_TABLE
-from flowdb.database.urls import DatabaseUrl, configured_database_url
+
+if TYPE_CHECKING:
+    from flowdb.database.commands import Approval
+    from flowdb.database.target import Database
 
 logger = logging.getLogger("flowdb.migrations")
 
-#: Enum types flowdb's migrations create on PostgreSQL.
+#: Enum types flowdb's migrations create where enums are types of their own.
 ENUM_TYPES = ("state_type",)
 
 
@@ -24,43 +31,59 @@ def flowdb_table_names() -> list[str]:
 
 
 @with_alembic_lock
-def reset_database() -> None:
+def reset_database(
+    database: Database | None = None,
+    *,
+    take_over: bool = False,
+    approve: Approval | None = None,
+) -> None:
     """Drop every flowdb table (and enum type), then upgrade the empty database to head.
 
-    Runs under the migration lock, so no other command migrates in between; tables
-    that do not belong to flowdb are left alone.
+    One lock around both steps, so no other command migrates in between; the nested
+    commands re-enter it.
     """
-    database = configured_database_url()
-    # One lock around both steps; the nested commands re-enter it (it is reentrant).
-    with translated_errors(database), migration_lock(database, "reset"):
-        drop_database()
-        alembic_upgrade()
+    from flowdb.database import commands
+    from flowdb.database.target import Database
+
+    database = database or Database.from_settings()
+    with database.errors(), database.lock("reset"):
+        drop_database(database, take_over=take_over, approve=approve)
+        commands.migrate(database, "upgrade", "head")
 
 
 @with_alembic_lock
-def drop_database() -> None:
-    """Drop every flowdb table (and enum type) and leave the database empty, at base.
+def drop_database(
+    database: Database | None = None,
+    *,
+    take_over: bool = False,
+    approve: Approval | None = None,
+) -> None:
+    """Drop every flowdb table (and enum type) and leave the database empty, at base."""
+    from flowdb.database.commands import Declined
+    from flowdb.database.planning import Plan
+    from flowdb.database.target import Database
 
-    Under the migration lock, like every command that changes the schema.
-    """
-    database = configured_database_url()
-    with translated_errors(database), migration_lock(database, "drop"):
+    database = database or Database.from_settings()
+    database.dialect.check_migratable()
+    with database.errors(), database.lock("drop"):
+        status = database.status()
+        status.require_known(database, take_over=take_over)
+        plan = Plan("downgrade", status.current, None, ())
+        if approve is not None and not approve(plan, status):
+            raise Declined(plan)
         drop_flowdb_objects(database)
-        logger.info("Dropped all flowdb tables", extra={"dropped": True})
+        logger.info("Dropped all flowdb tables")
 
 
-def drop_flowdb_objects(database: DatabaseUrl) -> None:
+def drop_flowdb_objects(database: Database) -> None:
     """Drop flowdb's tables and types in one transaction; missing ones are skipped."""
     import sqlalchemy as sa
 
-    cascade = "" if database.is_sqlite else " CASCADE"
-    engine = create_sync_engine(database, application_name="flowdb-reset")
+    statements = database.dialect.drop_statements(flowdb_table_names(), ENUM_TYPES)
+    engine = database.engine("flowdb-reset")
     try:
         with engine.begin() as connection:
-            for name in flowdb_table_names():
-                connection.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"{cascade}'))
-            if not database.is_sqlite:
-                for enum in ENUM_TYPES:
-                    connection.execute(sa.text(f'DROP TYPE IF EXISTS "{enum}"'))
+            for statement in statements:
+                connection.execute(sa.text(statement))
     finally:
         engine.dispose()

@@ -187,7 +187,17 @@ class FlowRun(Base):
     end_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
 
-class FlowRunState(Base):
+class StateEntry:
+    """The columns of one entry in a run's state history (flow runs' and task runs')."""
+
+    type: Mapped[StateType] = mapped_column(state_type_column_type())
+    name: Mapped[str] = mapped_column(sa.String(255))
+    timestamp: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, server_default=NOW)
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    data: Mapped[Any | None] = mapped_column(JSONDocument)
+
+
+class FlowRunState(StateEntry, Base):
     """One entry in a flow run's state history."""
 
     __tablename__ = "flow_run_state"
@@ -196,11 +206,6 @@ class FlowRunState(Base):
     )
 
     flow_run_id: Mapped[uuid.UUID] = mapped_column(_fk("flow_run.id", "CASCADE"))
-    type: Mapped[StateType] = mapped_column(state_type_column_type())
-    name: Mapped[str] = mapped_column(sa.String(255))
-    timestamp: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, server_default=NOW)
-    message: Mapped[str | None] = mapped_column(sa.Text)
-    data: Mapped[Any | None] = mapped_column(JSONDocument)
 
 
 class TaskRun(Base):
@@ -229,7 +234,7 @@ class TaskRun(Base):
     )
 
 
-class TaskRunState(Base):
+class TaskRunState(StateEntry, Base):
     """One entry in a task run's state history."""
 
     __tablename__ = "task_run_state"
@@ -238,11 +243,6 @@ class TaskRunState(Base):
     )
 
     task_run_id: Mapped[uuid.UUID] = mapped_column(_fk("task_run.id", "CASCADE"))
-    type: Mapped[StateType] = mapped_column(state_type_column_type())
-    name: Mapped[str] = mapped_column(sa.String(255))
-    timestamp: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow, server_default=NOW)
-    message: Mapped[str | None] = mapped_column(sa.Text)
-    data: Mapped[Any | None] = mapped_column(JSONDocument)
 
 
 class Log(Base):

@@ -1,20 +1,34 @@
-"""Reading a database's revision cheaply, without Alembic and without writing anything.
+"""Where a database stands: its revision, whether it is flowdb's, how far from head.
 
-Used by start-up checks, ``flowdb database current`` and dry-runs, which must not
-create a SQLite file or take any lock.
+Read without Alembic and without writing anything (``Dialect.read_catalog``), so
+start-up checks, ``flowdb database current`` and dry-runs never create a SQLite file
+or take a lock, and never block silently behind one.
+
+Whose database is it? flowdb's when it is empty or at a revision of flowdb's history.
+A version row flowdb does not know means a newer flowdb migrated it when flowdb's
+own tables are there, and another application's database when they are not. Tables
+with flowdb's names but no version row are another application's, too.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
-from flowdb.database.engines import translated_errors
-from flowdb.database.history import History, load_history
-from flowdb.database.urls import DatabaseUrl
-from flowdb.errors import DatabaseNewerThanCodeError
+from flowdb.errors import DatabaseNewerThanCodeError, ForeignDatabaseError
+
+if TYPE_CHECKING:
+    from flowdb.database.dialects.base import Catalog
+    from flowdb.database.history import History
+    from flowdb.database.target import Database
 
 VERSION_TABLE = "alembic_version"
+#: The tables whose presence tells a newer flowdb's database from another application's.
+CORE_TABLES = frozenset({"flow", "flow_run"})
+#: The flag that lets reset and stamp act on another application's database.
+TAKE_OVER_FLAG = "--take-over-foreign-database"
+
+Owner = Literal["empty", "flowdb", "newer", "foreign"]
 
 
 @dataclass(frozen=True)
@@ -23,100 +37,74 @@ class SchemaStatus:
 
     current: str | None
     head: str | None
-    known: bool
+    owner: Owner
+    tables: frozenset[str]
+    pending: int
+    #: For a foreign database: what gives it away (for the message).
+    foreign_because: str = ""
+
+    @property
+    def known(self) -> bool:
+        """Whether the revision (if any) is part of this flowdb's history."""
+        return self.owner in ("empty", "flowdb")
 
     @property
     def at_head(self) -> bool:
         """Whether the database is at the newest revision this code knows."""
-        return self.current == self.head
+        return self.known and self.current == self.head
 
-    @property
-    def pending(self) -> int:
-        """How many revisions an upgrade to head would apply (0 when unknown)."""
-        if not self.known:
-            return 0
-        return len(load_history().pending(self.current))
+    def require_known(self, database: Database, take_over: bool = False) -> None:
+        """Raise unless this flowdb can work with the database.
 
-
-def read_current_revision(database: DatabaseUrl) -> str | None:
-    """The revision stamped in ``alembic_version``, or ``None`` for an empty database.
-
-    Never creates or modifies anything: a missing SQLite file reads as empty.
-    """
-    with translated_errors(database):
-        if database.is_sqlite:
-            return _read_sqlite_revision(database)
-        return _read_server_revision(database)
-
-
-def schema_status(database: DatabaseUrl, history: History | None = None) -> SchemaStatus:
-    """Compare the database's revision with the history shipped in this code."""
-    history = history or load_history()
-    current = read_current_revision(database)
-    known = current is None or history.knows(current)
-    return SchemaStatus(current=current, head=history.head, known=known)
-
-
-def require_known_revision(status: SchemaStatus, database: DatabaseUrl) -> None:
-    """Raise ``DatabaseNewerThanCodeError`` when the database was migrated by a newer flowdb."""
-    if not status.known:
-        raise DatabaseNewerThanCodeError(
-            f"The database at {database.redacted()} is at revision {status.current}, which this "
-            "flowdb does not know (it was probably upgraded by a newer flowdb); run that newer "
-            "flowdb against it, or downgrade it with that version first."
-        )
-
-
-def _read_sqlite_revision(database: DatabaseUrl) -> str | None:
-    path = database.sqlite_path
-    if path is None or not path.exists():
-        return None
-    # A process killed inside a migration leaves a "hot" rollback journal beside the
-    # file; the first reader must roll it back, which a read-only connection cannot do
-    # ("attempt to write a readonly database"). Rolling back restores the last committed
-    # revision, so reading then is both allowed and necessary; mode=rw never creates.
-    hot_journal = path.with_name(f"{path.name}-journal")
-    mode = "rw" if hot_journal.exists() and hot_journal.stat().st_size > 0 else "ro"
-    connection = sqlite3.connect(f"{path.as_uri()}?mode={mode}", uri=True, timeout=30)
-    try:
-        exists = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
-        ).fetchone()
-        if not exists:
-            return None
-        return _single_revision([row[0] for row in connection.execute(_SELECT_VERSION)])
-    finally:
-        connection.close()
-
-
-def _read_server_revision(database: DatabaseUrl) -> str | None:
-    import sqlalchemy as sa
-
-    from flowdb.database.engines import create_sync_engine
-
-    engine = create_sync_engine(database, application_name="flowdb-status")
-    try:
-        with engine.connect() as connection:
-            exists = connection.execute(
-                sa.text("SELECT to_regclass(:name)"), {"name": VERSION_TABLE}
+        ``take_over`` accepts another application's database (for reset and stamp,
+        which then treat its tables with flowdb's names as flowdb's).
+        """
+        if self.owner == "newer":
+            raise DatabaseNewerThanCodeError(
+                f"{_capital(database.describe())} is at revision {self.current}, which this "
+                "flowdb does not know (it was probably upgraded by a newer flowdb); run that "
+                "newer flowdb against it, or downgrade it with that version first."
             )
-            if exists.scalar() is None:
-                return None
-            rows = connection.execute(sa.text(_SELECT_VERSION)).scalars().all()
-            return _single_revision(list(rows))
-    finally:
-        engine.dispose()
+        if self.owner == "foreign" and not take_over:
+            raise ForeignDatabaseError(
+                f"{_capital(database.describe())} is not flowdb's ({self.foreign_because}); "
+                "point FLOWDB_DATABASE_URL at a database of flowdb's own, or, for reset and "
+                f"stamp only, pass {TAKE_OVER_FLAG} to let flowdb overwrite it."
+            )
 
 
-_SELECT_VERSION = f"SELECT version_num FROM {VERSION_TABLE}"
-
-
-def _single_revision(rows: list[str]) -> str | None:
-    if not rows:
-        return None
-    if len(rows) > 1:
-        raise DatabaseNewerThanCodeError(
-            f"The database is stamped with several revisions ({', '.join(sorted(rows))}), but "
-            "flowdb's history is linear; stamp it with one revision (flowdb database stamp REV)."
+def status_from_catalog(catalog: Catalog, history: History) -> SchemaStatus:
+    """Judge a catalog against the history: current revision, owner, pending count."""
+    versions = catalog.versions or []
+    ours = catalog.tables & history.all_tables
+    if len(versions) > 1:
+        return SchemaStatus(
+            current=None,
+            head=history.head,
+            owner="foreign",
+            tables=catalog.tables,
+            pending=0,
+            foreign_because=f"it is stamped with several revisions ({', '.join(sorted(versions))}),"
+            " but flowdb's history is linear",
         )
-    return rows[0]
+    current = versions[0] if versions else None
+    if current is not None and not history.knows(current):
+        if catalog.tables >= CORE_TABLES:
+            owner: Owner = "newer"
+            because = ""
+        else:
+            owner = "foreign"
+            because = f"its {VERSION_TABLE} holds {current!r}, which is no revision of flowdb's"
+        return SchemaStatus(current, history.head, owner, catalog.tables, 0, because)
+    expected = history.tables_at(current)
+    if current is None and catalog.versions is None and ours:
+        names = ", ".join(sorted(ours))
+        because = f"it has table(s) named like flowdb's ({names}) but no {VERSION_TABLE}"
+        return SchemaStatus(None, history.head, "foreign", catalog.tables, 0, because)
+    owner = "empty" if current is None and not (ours - expected) else "flowdb"
+    pending = len(history.pending(current))
+    return SchemaStatus(current, history.head, owner, catalog.tables, pending)
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -21,11 +21,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowdb import __version__
-from flowdb.database.engines import translate_database_error
-from flowdb.database.urls import configured_database_url
+from flowdb.database.failures import translate
+from flowdb.database.target import Database
 from flowdb.errors import FlowdbError, one_line_message
 from flowdb.server.engine import ServerDatabase
-from flowdb.settings import Settings, get_settings
+from flowdb.settings import Settings
 
 
 class _SchemaGate:
@@ -36,9 +36,9 @@ class _SchemaGate:
     it would be logged with a full traceback.)
     """
 
-    def __init__(self, app: ASGIApp, migrate: bool) -> None:
+    def __init__(self, app: ASGIApp, database: Database) -> None:
         self.app = app
-        self.migrate = migrate
+        self.database = database
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -50,7 +50,8 @@ class _SchemaGate:
 
         startup = await receive()
         try:
-            await to_thread.run_sync(partial(ensure_schema, migrate=self.migrate))
+            migrate = self.database.settings.migrate_on_start
+            await to_thread.run_sync(partial(ensure_schema, self.database, migrate=migrate))
         except FlowdbError as error:
             message = f"Error: {one_line_message(error)}"
             await send({"type": "lifespan.startup.failed", "message": message})
@@ -72,10 +73,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API for the configured database (settings are read now, once)."""
+    """Build the API for the database of ``settings`` (default: read now, once)."""
     from flowdb.server.routes import admin, flow_runs, flows, logs, service, task_runs
 
-    settings = settings or get_settings()
+    database = Database.from_settings(settings)
+    settings = database.settings
     app = FastAPI(
         title="flowdb orchestration API",
         version=__version__,
@@ -83,10 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.database = ServerDatabase(configured_database_url())
+    app.state.database = ServerDatabase(database)
     for module in (service, admin, flows, flow_runs, task_runs, logs):
         app.include_router(module.router, prefix="/api")
-    app.add_middleware(_SchemaGate, migrate=settings.migrate_on_start)
+    app.add_middleware(_SchemaGate, database=database)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(IntegrityError, _conflict)
     app.add_exception_handler(DBAPIError, _database_failure)
@@ -116,7 +118,7 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
 
 async def _database_failure(request: Request, exc: Exception) -> JSONResponse:
     database: ServerDatabase = request.app.state.database
-    translated = translate_database_error(exc, database.database)
+    translated = translate(exc, database.database)
     detail = str(translated) if translated else "The database failed to answer; try again."
     return JSONResponse(status_code=503, content={"detail": detail})
 

@@ -1,41 +1,40 @@
 """The server's async database access: one engine per process, sessions per request.
 
-SQLite is set up for a server: WAL (readers never block the writer), a busy timeout
-(writers queue instead of failing), foreign keys on (ON DELETE rules apply). Writes
-start with ``BEGIN IMMEDIATE`` so that two writers never both read and then fail to
-upgrade their locks; reads use plain deferred transactions and run alongside.
+The dialect makes the engines (``Dialect.create_async_engine``): on SQLite a WAL
+database with a busy timeout, foreign keys on, and writes that begin IMMEDIATE, plus a
+second engine for reads; on PostgreSQL one asyncpg engine with the API's own
+statement timeout.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
-
-from flowdb.database.urls import DatabaseUrl
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+    from flowdb.database.target import Database
 
 
 class ServerDatabase:
     """The engines a server process uses, created on first use and disposed on shutdown."""
 
-    def __init__(self, database: DatabaseUrl) -> None:
+    def __init__(self, database: Database) -> None:
         self.database = database
         self._read_engine: AsyncEngine | None = None
         self._write_engine: AsyncEngine | None = None
 
     def _engine(self, *, write: bool) -> AsyncEngine:
         # Engines connect lazily, so making one costs nothing until it is used.
+        dialect = self.database.dialect
         if self._write_engine is None:
-            self._write_engine = _create_engine(self.database, begin="BEGIN IMMEDIATE")
-        if write or not self.database.is_sqlite:
-            return self._write_engine  # PostgreSQL: one engine serves reads and writes
+            self._write_engine = dialect.create_async_engine(write=True)
+        if write or not dialect.separate_read_engine:
+            return self._write_engine
         if self._read_engine is None:
-            self._read_engine = _create_engine(self.database, begin="BEGIN")
+            self._read_engine = dialect.create_async_engine(write=False)
         return self._read_engine
 
     @asynccontextmanager
@@ -53,38 +52,3 @@ class ServerDatabase:
             if engine is not None:
                 await engine.dispose()
         self._read_engine = self._write_engine = None
-
-
-def _create_engine(database: DatabaseUrl, *, begin: str) -> AsyncEngine:
-    from sqlalchemy import event
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    if not database.is_sqlite:
-        from flowdb.settings import get_settings
-
-        timeout_ms = round(get_settings().server_query_timeout * 1000)
-        settings = {"application_name": "flowdb-server", "statement_timeout": str(timeout_ms)}
-        return create_async_engine(
-            database.async_url, pool_pre_ping=True, connect_args={"server_settings": settings}
-        )
-    engine = create_async_engine(database.async_url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _server_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # The driver's own transaction handling would defer BEGIN to the first write.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA synchronous=NORMAL",
-        ):
-            cursor.execute(pragma)
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
-
-    return engine

@@ -1,11 +1,11 @@
 """Alembic environment for flowdb: runs the migrations online or prints their SQL offline.
 
-flowdb's commands (``flowdb.database.alembic_commands``) put what this script needs
-into ``config.attributes``:
+flowdb's runner (``flowdb.database.runner``) puts what this script needs into
+``config.attributes``:
 
-* ``database``: the parsed ``DatabaseUrl``;
-* ``connection``: optionally, a sync connection to run on (the caller owns it);
-* ``on_step``: optionally, a callback told about each applied migration.
+* ``database``: the ``Database`` being migrated (URL, settings, dialect);
+* ``on_step``: optionally, a callback told about each applied migration;
+* ``offline_url``: optionally, for SQL previews, a URL of another dialect to render for.
 
 Every migration runs in its own transaction (``transaction_per_migration``), together
 with its ``alembic_version`` update, so a process killed at any moment leaves the
@@ -18,7 +18,7 @@ from typing import Any
 
 from alembic import context
 
-from flowdb.database.migrations.helpers import include_in_comparison
+from flowdb.database.schema_check import include_in_comparison
 
 config = context.config
 database = config.attributes["database"]
@@ -33,14 +33,14 @@ def _target_metadata() -> Any:
     return Base.metadata
 
 
-def _common_options() -> dict[str, Any]:
+def _common_options(render_as_batch: bool) -> dict[str, Any]:
     return {
         "target_metadata": _target_metadata(),
         "transaction_per_migration": True,
-        # SQLite's DDL is transactional too once flowdb controls BEGIN (see engines.py);
+        # SQLite's DDL is transactional too once flowdb controls BEGIN (see its dialect);
         # Alembic assumes otherwise unless told.
         "transactional_ddl": True,
-        "render_as_batch": database.is_sqlite,
+        "render_as_batch": render_as_batch,
         "compare_type": True,
         "include_object": include_in_comparison,
         "on_version_apply": on_step,
@@ -49,36 +49,32 @@ def _common_options() -> dict[str, Any]:
 
 def run_migrations_offline() -> None:
     """Emit the SQL of the requested migrations on the output buffer; touch no database."""
+    from flowdb.database.dialects import dialect_class
+
+    url = config.attributes.get("offline_url") or database.dialect.sync_url
+    dialect = dialect_class(url.get_backend_name())
     context.configure(
-        url=database.sync_url,
+        url=url,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        **_common_options(),
+        **_common_options(render_as_batch=dialect is not None and dialect.render_as_batch),
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
-    """Run the migrations on the caller's connection, or on a fresh one."""
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run_on(connection)
-        return
-    from flowdb.database.engines import create_sync_engine
-
-    engine = create_sync_engine(database, application_name="flowdb-migrate")
+    """Run the migrations on a fresh connection of flowdb's migration engine."""
+    engine = database.engine("flowdb-migrate")
     try:
-        with engine.connect() as fresh_connection:
-            _run_on(fresh_connection)
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection, **_common_options(database.dialect.render_as_batch)
+            )
+            with context.begin_transaction():
+                context.run_migrations()
     finally:
         engine.dispose()
-
-
-def _run_on(connection: Any) -> None:
-    context.configure(connection=connection, **_common_options())
-    with context.begin_transaction():
-        context.run_migrations()
 
 
 if context.is_offline_mode():

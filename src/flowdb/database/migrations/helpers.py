@@ -14,6 +14,10 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
+from flowdb.database.dialects import dialect_class
+from flowdb.database.dialects.base import Dialect
+from flowdb.database.events import Progress
+
 #: Where long data migrations report how far they got (the CLI shows it).
 progress = logging.getLogger("flowdb.migrations")
 
@@ -36,14 +40,11 @@ STATE_TYPE_VALUES = (
 NOW = sa.text("CURRENT_TIMESTAMP")
 
 
-def dialect_name() -> str:
-    """The dialect being migrated (works online and offline)."""
-    return str(op.get_context().dialect.name)
-
-
-def is_postgresql() -> bool:
-    """Whether the migration runs against PostgreSQL."""
-    return dialect_name() == "postgresql"
+def dialect() -> type[Dialect]:
+    """The flowdb dialect being migrated (works online and offline)."""
+    found = dialect_class(str(op.get_context().dialect.name))
+    assert found is not None, "flowdb migrations run only on dialects flowdb supports"
+    return found
 
 
 def state_type() -> sa.types.TypeEngine[Any]:
@@ -54,14 +55,14 @@ def state_type() -> sa.types.TypeEngine[Any]:
 
 
 def create_state_type_enum() -> None:
-    """Create the PostgreSQL enum type explicitly (SQLite stores the values as text)."""
-    if is_postgresql():
+    """Create the enum type explicitly where enums are types of their own (PostgreSQL)."""
+    if dialect().native_enums:
         postgresql.ENUM(*STATE_TYPE_VALUES, name="state_type").create(op.get_bind())
 
 
 def drop_state_type_enum() -> None:
-    """Drop the PostgreSQL enum type created by ``create_state_type_enum``."""
-    if is_postgresql():
+    """Drop the enum type created by ``create_state_type_enum``."""
+    if dialect().native_enums:
         postgresql.ENUM(*STATE_TYPE_VALUES, name="state_type").drop(op.get_bind())
 
 
@@ -166,17 +167,9 @@ def execute_in_batches(table: str, *statements: str, key: str = "id") -> None:
                 rows += max(result.rowcount, 0)
         if high is not None or number > 1:
             message = f"{table}: {rows:,} rows so far (batch {number})"
-            progress.info(message, extra={"progress": True})
+            progress.info(message, extra={"event": Progress(message)})
 
 
 def text_position(needle: str, column: str) -> str:
     """SQL for the 1-based position of ``needle`` in ``column`` (0 when absent)."""
-    function = "strpos" if is_postgresql() else "instr"
-    return f"{function}({column}, '{needle}')"
-
-
-def include_in_comparison(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """Leave tables that are not part of the schema out of autogenerate comparisons."""
-    return not (type_ == "table" and name in {"alembic_version"})
+    return dialect().text_position(needle, column)

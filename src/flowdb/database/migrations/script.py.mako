@@ -1,4 +1,8 @@
-"""${message}
+<%!
+def docstring(text):
+    """The message made safe inside a triple-quoted docstring."""
+    return str(text).replace("\\", "\\\\").replace('"', '\\"')
+%>"""${message | docstring}
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}

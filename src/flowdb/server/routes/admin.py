@@ -10,7 +10,6 @@ from __future__ import annotations
 from anyio import to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from flowdb.database.status import read_current_revision
 from flowdb.server.routes.common import Database, Responses
 from flowdb.server.schemas import AdminResult, ErrorBody
 from flowdb.settings import Settings
@@ -39,18 +38,14 @@ router = APIRouter(
 @router.post("/clear")
 async def clear(database: Database) -> AdminResult:
     """Delete every row of every flowdb table; the schema stays as it is."""
-    from sqlalchemy import delete, text
+    from sqlalchemy import text
 
     from flowdb.database.orm_models import Base
 
-    tables = list(reversed(Base.metadata.sorted_tables))  # children first
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]  # children first
     async with database.session(write=True) as session:
-        if database.database.is_sqlite:
-            for table in tables:
-                await session.execute(delete(table))
-        else:
-            names = ", ".join(f'"{table.name}"' for table in tables)
-            await session.execute(text(f"TRUNCATE {names}"))
+        for statement in database.database.dialect.clear_statements(tables):
+            await session.execute(text(statement))
     return await _result(database, "clear")
 
 
@@ -60,19 +55,19 @@ async def drop(database: Database) -> AdminResult:
     from flowdb.database.maintenance import drop_database
 
     await database.dispose()
-    await to_thread.run_sync(drop_database)
+    await to_thread.run_sync(drop_database, database.database)
     return await _result(database, "drop")
 
 
 @router.post("/create")
 async def create(database: Database) -> AdminResult:
     """Upgrade the database to head (creating every table on an empty database)."""
-    from flowdb.database.alembic_commands import alembic_upgrade
+    from flowdb.database.interface import ensure_schema
 
-    await to_thread.run_sync(alembic_upgrade)
+    await to_thread.run_sync(ensure_schema, database.database)
     return await _result(database, "create")
 
 
 async def _result(database: Database, action: str) -> AdminResult:
-    revision = await to_thread.run_sync(read_current_revision, database.database)
-    return AdminResult(action=action, schema_revision=revision)
+    status = await to_thread.run_sync(database.database.status)
+    return AdminResult(action=action, schema_revision=status.current)

@@ -6,7 +6,6 @@ from anyio import to_thread
 from fastapi import APIRouter, Response
 
 from flowdb import __version__
-from flowdb.database.status import schema_status
 from flowdb.errors import FlowdbError
 from flowdb.server.routes.common import Database
 from flowdb.server.schemas import ErrorBody, Health, Readiness, VersionInfo
@@ -27,7 +26,7 @@ async def health() -> Health:
 async def ready(database: Database, response: Response) -> Readiness | ErrorBody:
     """The database is reachable and at the schema revision this server was built for."""
     try:
-        status = await to_thread.run_sync(schema_status, database.database)
+        status = await to_thread.run_sync(database.database.status)
     except FlowdbError as error:
         response.status_code = 503
         return ErrorBody(detail=str(error))
@@ -44,10 +43,10 @@ async def ready(database: Database, response: Response) -> Readiness | ErrorBody
 @router.get("/admin/version")
 async def version(database: Database) -> VersionInfo:
     """flowdb's version and the database's schema revision."""
-    status = await to_thread.run_sync(schema_status, database.database)
+    status = await to_thread.run_sync(database.database.status)
     return VersionInfo(
         version=__version__,
         schema_revision=status.current,
         head=status.head,
-        dialect=database.database.dialect,
+        dialect=database.database.dialect.name,
     )

@@ -1,0 +1,159 @@
+"""What every dialect provides: the interface the rest of flowdb programs against."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from flowdb.database.locking import Waiter
+    from flowdb.database.urls import DatabaseUrl
+    from flowdb.errors import FlowdbError
+    from flowdb.settings import Settings
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What a database holds, read without writing: its version rows and its tables.
+
+    ``versions`` is ``None`` when there is no version table at all, ``[]`` when the
+    table exists but is empty (a database downgraded to base).
+    """
+
+    versions: list[str] | None
+    tables: frozenset[str]
+
+
+class Dialect(ABC):
+    """A database dialect: how flowdb connects to, locks, reads and clears one kind of database.
+
+    An instance belongs to one ``Database`` (a URL and the settings it was built with).
+    """
+
+    #: The backend name in URLs (``sqlite``, ``postgresql``).
+    name: ClassVar[str]
+    #: How people call it, for messages.
+    label: ClassVar[str]
+    #: Drivers accepted after ``+`` in a URL (``""`` is the bare scheme).
+    drivers: ClassVar[frozenset[str]]
+    #: The driver migrations and one-off commands run on.
+    sync_driver: ClassVar[str]
+    #: The driver the API server runs on.
+    async_driver: ClassVar[str]
+    #: Whether ALTER TABLE needs Alembic's batch mode (table copies).
+    render_as_batch: ClassVar[bool] = False
+    #: Whether enum types are objects of their own that migrations create and drop.
+    native_enums: ClassVar[bool] = False
+    #: Whether timestamps keep their time zone (else flowdb stores UTC without one).
+    stores_time_zones: ClassVar[bool] = True
+    #: Whether the server keeps a separate engine for reads (SQLite: plain BEGIN for reads).
+    separate_read_engine: ClassVar[bool] = False
+
+    def __init__(self, url: DatabaseUrl, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+
+    @classmethod  # noqa: B027  (an optional hook)
+    def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
+        """Raise ``ConfigurationError`` for a URL of this dialect that cannot work."""
+
+    # --- identity -----------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """How messages name this database: ``the database at LOCATION``."""
+        return f"the database at {self.location()}"
+
+    def location(self) -> str:
+        """Where the database is, for people: a URL without its password, or a file."""
+        return self.url.redacted()
+
+    @property
+    def lock_identity(self) -> str:
+        """What identifies this database for the in-process re-entrancy of the lock."""
+        return self.url.redacted()
+
+    def exists(self) -> bool:
+        """Whether the database exists already (a server's database always does)."""
+        return True
+
+    def check_migratable(self) -> None:  # noqa: B027  (optional hook)
+        """Raise a ``FlowdbError`` when migrations cannot be run on this database at all."""
+
+    # --- engines ------------------------------------------------------------------------
+
+    @property
+    def sync_url(self) -> URL:
+        """The URL on the sync driver migrations run on."""
+        return self.url.url.set(drivername=self.sync_driver)
+
+    @property
+    def async_url(self) -> URL:
+        """The URL on the async driver the API server runs on."""
+        return self.url.url.set(drivername=self.async_driver)
+
+    @abstractmethod
+    def create_sync_engine(self, application_name: str) -> Engine:
+        """An unpooled sync engine whose transactions hold DDL atomically."""
+
+    @abstractmethod
+    def create_async_engine(self, *, write: bool) -> AsyncEngine:
+        """The server's async engine (for writes, or for reads where they differ)."""
+
+    # --- reading without writing ----------------------------------------------------------
+
+    @abstractmethod
+    def read_catalog(self, waiter: Waiter) -> Catalog:
+        """The version rows and table names; never creates or changes anything.
+
+        Waits for a database that another connection holds locked, through ``waiter``,
+        which reports the holder and gives up at the lock timeout.
+        """
+
+    # --- the migration lock ---------------------------------------------------------------
+
+    @abstractmethod
+    def migration_lock(self, command: str, waiter: Waiter) -> AbstractContextManager[None]:
+        """Hold this database's cross-process migration lock for the block."""
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    @abstractmethod
+    def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:
+        """SQL that drops ``tables`` (children first) and ``enum_types`` if they exist."""
+
+    @abstractmethod
+    def clear_statements(self, tables: list[str]) -> list[str]:
+        """SQL that deletes every row of ``tables`` (children first), keeping the schema."""
+
+    def count_rows(self, connection: Connection, table: str, column: str | None = None) -> int:
+        """Rows of ``table`` (with a non-null ``column`` when given); for loss reports."""
+        import sqlalchemy as sa
+
+        where = f' WHERE "{column}" IS NOT NULL' if column else ""
+        value = connection.execute(sa.text(f'SELECT count(*) FROM "{table}"{where}')).scalar()
+        return int(value or 0)
+
+    # --- errors -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
+        """A one-line ``FlowdbError`` for a known driver error (``text``: its first line)."""
+
+    # --- SQL for migration helpers ------------------------------------------------------------
+
+    @staticmethod
+    @abstractmethod
+    def text_position(needle: str, column: str) -> str:
+        """SQL for the 1-based position of ``needle`` in ``column`` (0 when absent)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a driver error's own message (SQLAlchemy wraps it in ``orig``)."""
+    source: Any = getattr(exc, "orig", None) or exc
+    text = str(source).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,445 @@
+"""PostgreSQL: for teams running several API replicas against one database.
+
+* Migrations: psycopg 3, one transaction per migration (PostgreSQL's DDL is
+  transactional), a connect timeout so that an unreachable server fails fast, and the
+  migrations' own ``statement_timeout`` (``FLOWDB_MIGRATION_STATEMENT_TIMEOUT``, none
+  by default) whatever the role or database sets for the API.
+* The migration lock: a session advisory lock on a fixed key, held on a dedicated
+  autocommit connection for the whole command. The holder's identity travels in that
+  connection's ``application_name``, where waiters read it from ``pg_stat_activity``
+  (of this database only: advisory locks are per database). A holder that dies loses
+  its session and with it the lock. Behind PgBouncer in transaction pooling mode
+  session locks do not hold: point migrations at the server directly.
+* The server: asyncpg with the API's own statement timeout
+  (``FLOWDB_SERVER_QUERY_TIMEOUT``). URL parameters are translated for each driver:
+  libpq's (``sslmode``, ``connect_timeout``, ``application_name``, ``options``) for
+  asyncpg, asyncpg's (``ssl``, ``timeout``) for psycopg, so one URL serves both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flowdb.database.dialects.base import Catalog, Dialect
+from flowdb.errors import (
+    ConfigurationError,
+    DatabaseBusyError,
+    DatabaseReadOnlyError,
+    DatabaseUnreachableError,
+    DiskFullError,
+    FlowdbError,
+    MigrationFailedError,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from flowdb.database.locking import LockHolder, Waiter
+    from flowdb.database.urls import DatabaseUrl
+
+#: The advisory lock key: ASCII "flow", below 2**31 so pg_locks shows it in ``objid``.
+ADVISORY_LOCK_KEY = 0x666C6F77
+CONNECT_TIMEOUT_SECONDS = 10
+_APPLICATION_PREFIX = "flowdb-lock"
+_VERSION_TABLE = "alembic_version"
+#: How long one read of the catalog waits for a table lock before asking who holds it.
+_READ_LOCK_TIMEOUT_MS = 500
+_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+#: URL parameters asyncpg understands as they are.
+_ASYNCPG_NATIVE = {"ssl", "timeout", "command_timeout", "statement_cache_size"}
+#: URL parameters only one driver knows, and what the other driver calls them.
+_LIBPQ_FOR_ASYNCPG_PARAMETER = {"ssl": "sslmode", "timeout": "connect_timeout"}
+#: libpq's connection parameters and asyncpg's names for them.
+_LIBPQ_CONNECTION = {
+    "host": "host",
+    "port": "port",
+    "user": "user",
+    "password": "password",
+    "dbname": "database",
+}
+_DROPPED_FOR_PSYCOPG = {"command_timeout", "statement_cache_size", "prepared_statement_cache_size"}
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL 12 or newer."""
+
+    name: ClassVar[str] = "postgresql"
+    label: ClassVar[str] = "PostgreSQL"
+    drivers: ClassVar[frozenset[str]] = frozenset({"", "psycopg", "psycopg2", "asyncpg", "pg8000"})
+    sync_driver: ClassVar[str] = "postgresql+psycopg"
+    async_driver: ClassVar[str] = "postgresql+asyncpg"
+    native_enums: ClassVar[bool] = True
+
+    @classmethod
+    def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
+        """A database name is required; a bare ``@`` in the password is refused."""
+        from flowdb.database.urls import unencoded_at
+
+        if "@" in (url.url.host or "") or "@" in (url.url.database or ""):
+            raise unencoded_at(shown)
+        if not url.url.database:
+            raise ConfigurationError(
+                f"Database URL {shown!r} names no database; add one after the host, "
+                "e.g. postgresql+psycopg://user@host:5432/flowdb."
+            )
+        _psycopg_query(url, shown)
+        _asyncpg_connect_args(url, shown, build_ssl=False)
+
+    # --- engines ------------------------------------------------------------------------
+
+    @property
+    def sync_url(self) -> Any:
+        """psycopg, with asyncpg-only URL parameters translated to libpq's."""
+        return self.url.url.set(
+            drivername=self.sync_driver, query=_psycopg_query(self.url, self.url.redacted())
+        )
+
+    @property
+    def async_url(self) -> Any:
+        """asyncpg, without URL parameters: they travel as connect arguments."""
+        return self.url.url.set(drivername=self.async_driver, query={})
+
+    def create_sync_engine(
+        self, application_name: str, *, statement_timeout: float | None = None
+    ) -> Engine:
+        """psycopg, unpooled, with a connect timeout and the migrations' statement timeout.
+
+        ``statement_timeout`` (seconds, 0: none) replaces the migrations' own, for
+        reads that are not migrations.
+        """
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        # A cancelled index build or data migration only wastes the work done so far,
+        # since each migration rolls back as a whole.
+        seconds = (
+            self.settings.migration_statement_timeout
+            if statement_timeout is None
+            else statement_timeout
+        )
+        timeout_ms = round(seconds * 1000)
+        connect_args: dict[str, Any] = {
+            "application_name": application_name[:63],
+            "options": f"-c statement_timeout={timeout_ms}",
+        }
+        if "connect_timeout" not in self.sync_url.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        return create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
+
+    def create_async_engine(self, *, write: bool) -> AsyncEngine:
+        """asyncpg with the API's statement timeout; one engine serves reads and writes."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        connect_args = _asyncpg_connect_args(self.url, self.url.redacted())
+        server_settings = {
+            "application_name": "flowdb-server",
+            "statement_timeout": str(round(self.settings.server_query_timeout * 1000)),
+            **connect_args.pop("server_settings", {}),
+        }
+        return create_async_engine(
+            self.async_url,
+            pool_pre_ping=True,
+            connect_args={**connect_args, "server_settings": server_settings},
+        )
+
+    # --- reading without writing ----------------------------------------------------------
+
+    def read_catalog(self, waiter: Waiter) -> Catalog:
+        """Version rows and the tables of the current schema; waits out a DDL's table lock."""
+        import sqlalchemy as sa
+        from sqlalchemy.exc import OperationalError
+
+        engine = self.create_sync_engine("flowdb-status", statement_timeout=0)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text(f"SET lock_timeout = {_READ_LOCK_TIMEOUT_MS}"))
+                while True:
+                    try:
+                        return _read_catalog_once(connection)
+                    except OperationalError as exc:
+                        if "lock timeout" not in str(exc.orig):
+                            raise
+                        connection.rollback()
+                        waiter.still_waiting(
+                            _holder(connection), other="another session changing the schema"
+                        )
+        finally:
+            engine.dispose()
+
+    # --- the migration lock ---------------------------------------------------------------
+
+    @contextmanager
+    def migration_lock(self, command: str, waiter: Waiter) -> Iterator[None]:
+        """A session advisory lock on its own autocommit connection, polled until the timeout."""
+        import sqlalchemy as sa
+
+        from flowdb.database.locking import POLL_SECONDS, me
+
+        holder = me(command)
+        engine = self.create_sync_engine(
+            f"{_APPLICATION_PREFIX} {command} pid={holder.pid} host={holder.host}"
+        )
+        try:
+            with engine.connect() as raw_connection:
+                connection = raw_connection.execution_options(isolation_level="AUTOCOMMIT")
+                try_lock = sa.text("SELECT pg_try_advisory_lock(:key)")
+                while not connection.execute(try_lock, {"key": ADVISORY_LOCK_KEY}).scalar():
+                    waiter.still_waiting(_holder(connection))
+                    time.sleep(min(POLL_SECONDS, waiter.remaining()))
+                try:
+                    yield
+                finally:
+                    connection.execute(
+                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
+                    )
+        finally:
+            engine.dispose()
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:
+        """``DROP TABLE IF EXISTS ... CASCADE`` each table, then the enum types."""
+        return [f'DROP TABLE IF EXISTS "{name}" CASCADE' for name in tables] + [
+            f'DROP TYPE IF EXISTS "{name}"' for name in enum_types
+        ]
+
+    def clear_statements(self, tables: list[str]) -> list[str]:
+        """One ``TRUNCATE`` of every table."""
+        return ["TRUNCATE " + ", ".join(f'"{name}"' for name in tables)]
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
+        """Connection failures, permissions, timeouts and a full disk, each in one line."""
+        lowered = text.lower()
+        where = self.url.redacted()
+        connection_markers = (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "could not translate host name",
+            "name or service not known",
+            "timeout expired",
+            "connection timed out",
+            "no route to host",
+            "password authentication failed",
+            "no password supplied",
+            "server closed the connection",
+            "connection is lost",
+            "terminating connection",
+        )
+        missing_database = 'database "' in lowered and "does not exist" in lowered
+        if missing_database or any(marker in lowered for marker in connection_markers):
+            return DatabaseUnreachableError(
+                f"Cannot connect to the database at {where} ({text}); check that the server is "
+                "running and that FLOWDB_DATABASE_URL names the right host, port, user and "
+                "database."
+            )
+        if "invalid connection option" in lowered or "invalid sslmode" in lowered:
+            return ConfigurationError(
+                f"The database URL {where} has a parameter PostgreSQL does not know ({text}); "
+                "remove it from FLOWDB_DATABASE_URL."
+            )
+        if "statement timeout" in lowered:
+            return MigrationFailedError(
+                f"A statement on {where} ran longer than FLOWDB_MIGRATION_STATEMENT_TIMEOUT "
+                "allows and was cancelled; the migration it belonged to was rolled back. Raise "
+                "the timeout (0 means no limit) and run the command again."
+            )
+        if "lock timeout" in lowered:
+            return DatabaseBusyError(
+                f"A table of {where} stayed locked by another session ({text}); the step was "
+                "rolled back. Find the session in pg_stat_activity, let it finish, and run the "
+                "command again."
+            )
+        if "read-only transaction" in lowered:
+            return DatabaseReadOnlyError(
+                f"The database at {where} is read-only ({text}); connect to the primary server."
+            )
+        if "permission denied" in lowered or "must be owner" in lowered:
+            return DatabaseReadOnlyError(
+                f"The database user may not do this on {where} ({text}); connect as a user "
+                "that may read, create and alter flowdb's tables."
+            )
+        if "no space left" in lowered or "could not extend file" in lowered:
+            return DiskFullError(
+                f"The PostgreSQL server of {where} ran out of disk space ({text}); the step "
+                "was rolled back. Free space on the server and run the command again."
+            )
+        return None
+
+    # --- SQL for migration helpers ------------------------------------------------------------
+
+    @staticmethod
+    def text_position(needle: str, column: str) -> str:
+        """``strpos``."""
+        return f"strpos({column}, '{needle}')"
+
+
+def _read_catalog_once(connection: Connection) -> Catalog:
+    import sqlalchemy as sa
+
+    tables = frozenset(
+        connection.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        ).scalars()
+    )
+    if _VERSION_TABLE not in tables:
+        return Catalog(versions=None, tables=tables)
+    rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars()
+    return Catalog(versions=list(rows), tables=tables)
+
+
+def _holder(connection: Connection) -> LockHolder | None:
+    """The session holding flowdb's advisory lock in this database, if any."""
+    import sqlalchemy as sa
+
+    from flowdb.database.locking import LockHolder, now_text
+
+    row = connection.execute(
+        sa.text(
+            "SELECT a.application_name, a.pid, a.client_addr, a.backend_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
+            "AND l.objid = :key AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        {"key": ADVISORY_LOCK_KEY},
+    ).first()
+    if row is None:
+        return None
+    name, backend_pid, client_addr, started = row
+    words = str(name).split()
+    fields = dict(part.split("=", 1) for part in words if "=" in part)
+    command = words[1] if len(words) > 1 and words[0] == _APPLICATION_PREFIX else "command"
+    since = now_text(started) if isinstance(started, dt.datetime) else "?"
+    return LockHolder(
+        command=command,
+        pid=int(fields.get("pid", backend_pid)),
+        host=fields.get("host", str(client_addr or "local socket")),
+        since=since,
+    )
+
+
+def _psycopg_query(url: DatabaseUrl, shown: str) -> dict[str, Any]:
+    """The URL's parameters in libpq's terms, for psycopg."""
+    query: dict[str, Any] = {}
+    for key, value in url.url.query.items():
+        if key in _DROPPED_FOR_PSYCOPG:
+            continue
+        if key == "ssl":
+            query["sslmode"] = _ssl_mode(value, shown)
+        elif key in _LIBPQ_FOR_ASYNCPG_PARAMETER:
+            query[_LIBPQ_FOR_ASYNCPG_PARAMETER[key]] = value
+        else:
+            query[key] = value
+    return query
+
+
+def _ssl_mode(value: Any, shown: str) -> str:
+    text = str(value).lower()
+    mode = {"true": "require", "false": "disable", "1": "require", "0": "disable"}.get(text, text)
+    if mode not in _SSL_MODES:
+        raise ConfigurationError(
+            f"Database URL {shown!r} has ssl/sslmode={value!r}; use one of "
+            f"{', '.join(sorted(_SSL_MODES))}."
+        )
+    return mode
+
+
+def _asyncpg_connect_args(url: DatabaseUrl, shown: str, build_ssl: bool = True) -> dict[str, Any]:
+    """The URL's parameters as asyncpg ``connect()`` arguments (libpq names translated).
+
+    ``build_ssl=False`` only validates: certificate files are read when the server
+    connects, not when a CLI command parses the URL.
+    """
+    query: dict[str, Any] = dict(url.url.query)
+    args: dict[str, Any] = {}
+    server_settings: dict[str, str] = {}
+    ssl_files: dict[str, Any] = {
+        key: query.pop(key) for key in ("sslrootcert", "sslcert", "sslkey") if key in query
+    }
+    mode = query.pop("sslmode", None) or query.pop("ssl", None)
+    if mode is not None or ssl_files:
+        checked = _ssl_mode(mode or "prefer", shown)
+        args["ssl"] = _ssl_context(checked, ssl_files) if build_ssl else checked
+    for key, value in query.items():
+        text = str(value)
+        if key in ("connect_timeout", "timeout", "command_timeout"):
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ConfigurationError(
+                    f"Database URL {shown!r} has {key}={text!r}; give a number of seconds."
+                ) from None
+            args["command_timeout" if key == "command_timeout" else "timeout"] = seconds
+        elif key in ("statement_cache_size", "prepared_statement_cache_size"):
+            args["statement_cache_size"] = int(text) if text.isdigit() else 0
+        elif key == "application_name":
+            server_settings["application_name"] = text
+        elif key == "options":
+            server_settings.update(_options_settings(text, shown))
+        elif key == "target_session_attrs":
+            args["target_session_attrs"] = text
+        elif key in _LIBPQ_CONNECTION:
+            args[_LIBPQ_CONNECTION[key]] = int(text) if key == "port" and text.isdigit() else text
+        elif key in _ASYNCPG_NATIVE:
+            args[key] = value
+        else:
+            raise ConfigurationError(
+                f"Database URL {shown!r} has the parameter {key!r}, which the API server's "
+                "PostgreSQL driver cannot use; remove it from FLOWDB_DATABASE_URL (supported: "
+                "host, port, user, password, dbname, sslmode, sslrootcert, sslcert, sslkey, "
+                "connect_timeout, application_name, options, target_session_attrs)."
+            )
+    if server_settings:
+        args["server_settings"] = server_settings
+    return args
+
+
+def _ssl_context(mode: str, files: dict[str, Any]) -> Any:
+    """asyncpg's ``ssl`` argument: the mode name, or a context when certificates are given."""
+    if not files:
+        return mode
+    import ssl
+
+    if mode in ("disable", "allow", "prefer", "require") and "sslrootcert" not in files:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=files.get("sslrootcert"))
+        context.check_hostname = mode == "verify-full"
+    if "sslcert" in files:
+        context.load_cert_chain(files["sslcert"], files.get("sslkey"))
+    return context
+
+
+def _options_settings(options: str, shown: str) -> dict[str, str]:
+    """libpq's ``options`` (``-c name=value ...``) as server settings."""
+    words = options.split()
+    settings: dict[str, str] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "-c" and index + 1 < len(words):
+            pair, index = words[index + 1], index + 2
+        elif word.startswith("-c") or word.startswith("--"):
+            pair, index = word[2:], index + 1
+        else:
+            raise ConfigurationError(
+                f"Database URL {shown!r} has options={options!r}; only '-c name=value' "
+                "settings are supported there."
+            )
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigurationError(
+                f"Database URL {shown!r} has options={options!r}; write each as -c name=value."
+            )
+        settings[name.replace("-", "_")] = value
+    return settings

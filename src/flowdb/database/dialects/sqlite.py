@@ -1,0 +1,380 @@
+"""SQLite: a file beside the application, the embedded default.
+
+* Migrations: Python's sqlite3 module does not put DDL in a transaction on its own, so
+  a migration killed half-way would leave half a schema. flowdb takes over transaction
+  control (``isolation_level = None``) and emits ``BEGIN IMMEDIATE`` itself, which also
+  takes SQLite's write lock at the start of each migration. Foreign keys stay off while
+  migrating: batch mode copies tables, and dropping the old copy would otherwise
+  cascade deletes into child tables. Waiting for another connection's write lock is
+  bounded by ``FLOWDB_MIGRATION_LOCK_TIMEOUT``.
+* The migration lock: an OS file lock (``fcntl`` via ``filelock``) on a file beside the
+  database, released by the kernel when the holder dies. The holder writes who it is
+  into a second file beside it for waiters to read.
+* The server: WAL (readers never block the writer), a busy timeout, foreign keys on,
+  and ``BEGIN IMMEDIATE`` for writes so that two writers never both read and then fail
+  to upgrade their locks; reads use plain deferred transactions on their own engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flowdb.database.dialects.base import Catalog, Dialect
+from flowdb.errors import (
+    ConfigurationError,
+    CorruptDatabaseError,
+    DatabaseBusyError,
+    DatabaseReadOnlyError,
+    DiskFullError,
+    FlowdbError,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from flowdb.database.locking import LockHolder, Waiter
+    from flowdb.database.urls import DatabaseUrl
+    from flowdb.settings import Settings
+
+logger = logging.getLogger("flowdb.migrations.lock")
+
+#: The server's busy timeout: how long an API write waits for another writer.
+SERVER_BUSY_TIMEOUT_MS = 30_000
+_READ_POLL_SECONDS = 0.2
+_NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "fuse.sshfs", "9p", "afs"}
+_VERSION_TABLE = "alembic_version"
+
+
+class SqliteDialect(Dialect):
+    """SQLite files (and, for tests and the server only, memory databases)."""
+
+    name: ClassVar[str] = "sqlite"
+    label: ClassVar[str] = "SQLite"
+    drivers: ClassVar[frozenset[str]] = frozenset({"", "pysqlite", "aiosqlite"})
+    sync_driver: ClassVar[str] = "sqlite+pysqlite"
+    async_driver: ClassVar[str] = "sqlite+aiosqlite"
+    render_as_batch: ClassVar[bool] = True
+    stores_time_zones: ClassVar[bool] = False
+    separate_read_engine: ClassVar[bool] = True
+
+    def __init__(self, url: DatabaseUrl, settings: Settings) -> None:
+        super().__init__(url, settings)
+        self.path = file_path(url)
+
+    # --- identity -----------------------------------------------------------------------
+
+    def location(self) -> str:
+        """The file's absolute path (or the URL of a memory database)."""
+        return str(self.path) if self.path is not None else self.url.redacted()
+
+    @property
+    def lock_identity(self) -> str:
+        """The file's absolute path."""
+        return str(self.path) if self.path is not None else "sqlite-memory"
+
+    def exists(self) -> bool:
+        """Whether the file exists (memory databases always do)."""
+        return self.path is None or self.path.exists()
+
+    def check_migratable(self) -> None:
+        """Refuse memory databases (they vanish with the process); check the folder."""
+        if self.path is None:
+            raise ConfigurationError(
+                f"{self.url.redacted()} is a SQLite memory database, which vanishes when this "
+                "command ends; point FLOWDB_DATABASE_URL at a file, e.g. "
+                "sqlite:////var/lib/flowdb/flowdb.db."
+            )
+        self.prepare_folder()
+
+    def prepare_folder(self) -> None:
+        """Make sure the file's folder exists (creating the default home) and is a folder."""
+        if self.path is None:
+            return
+        folder = self.path.parent
+        by_home = self.settings.database_url is None
+        variable = "FLOWDB_HOME" if by_home else "FLOWDB_DATABASE_URL"
+        if not folder.exists():
+            if folder == self.settings.resolved_home:
+                folder.mkdir(parents=True, exist_ok=True)
+                return
+            raise ConfigurationError(
+                f"The folder {folder} of the SQLite database does not exist; create it or "
+                f"point {variable} at an existing folder."
+            )
+        if not folder.is_dir():
+            raise ConfigurationError(
+                f"{folder} is not a folder, so the SQLite database {self.path.name} cannot "
+                f"live there; point {variable} at a folder."
+            )
+        if self.path.is_dir():
+            raise ConfigurationError(
+                f"{self.path} is a folder, not a SQLite database file; point {variable} at a "
+                "file path."
+            )
+
+    # --- engines ------------------------------------------------------------------------
+
+    def create_sync_engine(self, application_name: str) -> Engine:
+        """pysqlite with flowdb's BEGIN IMMEDIATE and a busy wait bounded by the lock timeout."""
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.pool import NullPool
+
+        self.prepare_folder()
+        engine = create_engine(
+            self.sync_url,
+            poolclass=NullPool,
+            connect_args={"timeout": self.settings.migration_lock_timeout},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _take_over_transactions(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def create_async_engine(self, *, write: bool) -> AsyncEngine:
+        """aiosqlite in WAL mode; writes begin IMMEDIATE, reads plain BEGIN."""
+        from sqlalchemy import event
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+        engine = create_async_engine(self.async_url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _server_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # The driver's own transaction handling would defer BEGIN to the first write.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in (
+                "PRAGMA journal_mode=WAL",
+                f"PRAGMA busy_timeout={SERVER_BUSY_TIMEOUT_MS}",
+                "PRAGMA foreign_keys=ON",
+                "PRAGMA synchronous=NORMAL",
+            ):
+                cursor.execute(pragma)
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql(begin)
+
+        return engine
+
+    # --- reading without writing ----------------------------------------------------------
+
+    def read_catalog(self, waiter: Waiter) -> Catalog:
+        """Read with sqlite3 directly (no SQLAlchemy); a missing file reads as empty."""
+        path = self.path
+        if path is not None and (path.is_dir() or path.parent.is_file()):
+            self.prepare_folder()  # raises, naming the setting
+        if path is None or not path.exists():
+            return Catalog(versions=None, tables=frozenset())
+        while True:
+            try:
+                return self._read_catalog_once(path)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                waiter.still_waiting(self._holder(), other="another connection writing the file")
+
+    def _read_catalog_once(self, path: Path) -> Catalog:
+        # A process killed inside a migration leaves a "hot" rollback journal beside the
+        # file; the first reader must roll it back, which a read-only connection cannot
+        # do ("attempt to write a readonly database"). Rolling back restores the last
+        # committed revision, so reading then is both allowed and necessary; mode=rw
+        # never creates a file.
+        hot_journal = path.with_name(f"{path.name}-journal")
+        mode = "rw" if hot_journal.exists() and hot_journal.stat().st_size > 0 else "ro"
+        connection = sqlite3.connect(
+            f"{path.as_uri()}?mode={mode}", uri=True, timeout=_READ_POLL_SECONDS
+        )
+        try:
+            tables = frozenset(
+                row[0]
+                for row in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            )
+            if _VERSION_TABLE not in tables:
+                return Catalog(versions=None, tables=tables)
+            rows = connection.execute(f"SELECT version_num FROM {_VERSION_TABLE}")
+            return Catalog(versions=[row[0] for row in rows], tables=tables)
+        finally:
+            connection.close()
+
+    # --- the migration lock ---------------------------------------------------------------
+
+    @contextmanager
+    def migration_lock(self, command: str, waiter: Waiter) -> Iterator[None]:
+        """A file lock beside the database; its holder described in a JSON file beside it."""
+        from filelock import FileLock, Timeout
+
+        from flowdb.database.locking import me
+
+        self.check_migratable()
+        assert self.path is not None
+        _warn_if_network_filesystem(self.path)
+        lock = FileLock(self._lock_path, thread_local=False)
+        try:
+            while True:
+                try:
+                    lock.acquire(timeout=min(0.5, waiter.remaining()))
+                    break
+                except Timeout:
+                    waiter.still_waiting(self._holder())
+        except PermissionError as exc:
+            raise DatabaseReadOnlyError(
+                f"Cannot create the migration lock file {self._lock_path} ({exc.strerror}); "
+                "give this user write access to the database folder."
+            ) from None
+        try:
+            self._holder_path.write_text(json.dumps(asdict(me(command))), encoding="utf-8")
+            self._wait_until_writable(waiter)
+            yield
+        finally:
+            self._holder_path.unlink(missing_ok=True)
+            lock.release()
+
+    def _wait_until_writable(self, waiter: Waiter) -> None:
+        """Wait, reporting it, while another connection (not a migration) writes the file.
+
+        SQLite's own busy wait is silent; probing the write lock here first lets the wait
+        be reported and bounded like the migration lock's. The migrations themselves keep
+        a busy timeout for the moment between this probe and their first BEGIN.
+        """
+        assert self.path is not None
+        if not self.path.exists():
+            return
+        while True:
+            connection = sqlite3.connect(
+                f"{self.path.as_uri()}?mode=rw",
+                uri=True,
+                timeout=_READ_POLL_SECONDS,
+                isolation_level=None,
+            )
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("ROLLBACK")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            finally:
+                connection.close()
+            waiter.what = "the database"
+            waiter.still_waiting(None, other="another connection writing the file")
+
+    @property
+    def _lock_path(self) -> Path:
+        assert self.path is not None
+        return self.path.with_name(self.path.name + ".migration-lock")
+
+    @property
+    def _holder_path(self) -> Path:
+        assert self.path is not None
+        return self.path.with_name(self.path.name + ".migration-lock.json")
+
+    def _holder(self) -> LockHolder | None:
+        from flowdb.database.locking import LockHolder
+
+        if self.path is None:
+            return None
+        try:
+            return LockHolder(**json.loads(self._holder_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:
+        """``DROP TABLE IF EXISTS`` each table; SQLite has no enum types."""
+        return [f'DROP TABLE IF EXISTS "{name}"' for name in tables]
+
+    def clear_statements(self, tables: list[str]) -> list[str]:
+        """``DELETE FROM`` each table, children first (SQLite has no TRUNCATE)."""
+        return [f'DELETE FROM "{name}"' for name in tables]
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
+        """SQLite's errors about the file: read-only, unopenable, corrupt, locked, full."""
+        lowered = text.lower()
+        where = str(self.path) if self.path is not None else self.url.redacted()
+        if "readonly database" in lowered or "read-only" in lowered:
+            return DatabaseReadOnlyError(
+                f"The SQLite database {where} is read-only; give this user write access to the "
+                "file and its folder, or use another FLOWDB_DATABASE_URL."
+            )
+        if "unable to open database file" in lowered:
+            return DatabaseReadOnlyError(
+                f"The SQLite database {where} cannot be opened for writing; check that its "
+                "folder exists and is writable by this user."
+            )
+        if "file is not a database" in lowered or "malformed" in lowered:
+            return CorruptDatabaseError(
+                f"{where} is not a SQLite database, or it is damaged ({text}); restore it from "
+                "a backup, move it away so that flowdb creates a new one, or point "
+                "FLOWDB_DATABASE_URL at another file."
+            )
+        if "database is locked" in lowered or "database is busy" in lowered:
+            return DatabaseBusyError(
+                f"The SQLite database {where} stayed locked by another connection for "
+                f"{self.settings.migration_lock_timeout:g} s; stop the process writing it "
+                "(a server under load, a sqlite3 shell) or raise FLOWDB_MIGRATION_LOCK_TIMEOUT."
+            )
+        if "database or disk is full" in lowered:
+            return DiskFullError(
+                f"The disk holding the SQLite database {where} is full; free space on it and "
+                "run the command again (nothing was changed)."
+            )
+        return None
+
+    # --- SQL for migration helpers ------------------------------------------------------------
+
+    @staticmethod
+    def text_position(needle: str, column: str) -> str:
+        """``instr`` (SQLite's ``strpos``)."""
+        return f"instr({column}, '{needle}')"
+
+
+def file_path(url: DatabaseUrl) -> Path | None:
+    """The SQLite database file of ``url``, or ``None`` for memory databases."""
+    database = url.url.database
+    if not database or database == ":memory:" or "mode=memory" in str(url.url):
+        return None
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+    return Path(database).expanduser().resolve()
+
+
+def _warn_if_network_filesystem(path: Path) -> None:
+    """Warn once when the SQLite file sits on a network file system, where file locks lie."""
+    try:
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    best, fs_type = "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3 and str(path).startswith(fields[1]) and len(fields[1]) > len(best):
+            best, fs_type = fields[1], fields[2]
+    if fs_type in _NETWORK_FILESYSTEMS:
+        logger.warning(
+            "The SQLite database %s is on a %s network file system, where file locking is "
+            "unreliable; do not share it between hosts (use PostgreSQL for several replicas).",
+            path,
+            fs_type,
+        )

@@ -1,0 +1,41 @@
+"""The events migration commands report while they run, as typed values.
+
+Commands log on the ``flowdb.migrations`` loggers with ``extra={"event": ...}``; the
+CLI (``flowdb.cli.output``) shows them. Loggers keep the library free of any
+presentation, and these classes are the contract between the two sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["upgrade", "downgrade"]
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """One migration applied (upgrade) or reverted (downgrade)."""
+
+    direction: Direction
+    revision: str
+    title: str
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a long step (a data migration) got; shown on the spinner."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """A command is waiting for a lock that someone else holds."""
+
+    holder: str
+    waited: float
+
+
+Event = StepDone | Progress | LockWait

@@ -1,0 +1,725 @@
+"""The README's promises at the edges, in one table: each row one real CLI run that must fail well.
+
+Every row of ``EDGES`` runs ``python -m flowdb`` in a subprocess without a terminal,
+against a database its ``setup`` prepared, and checks what README.md promises:
+
+* the exit code of its kind (README: "Exit codes");
+* exactly one ``Error:`` line on stderr holding the row's key words, no traceback;
+* the database exactly as before (SQLite bytes, or the PostgreSQL schema, rows, revision).
+
+To add a case: add a row (and, when no setup fits, a small setup function). Cases
+that need more than one command, a second process or a signal follow the table.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from flowdb.database import history as history_module
+from flowdb.database.history import load_history
+from flowdb.errors import ExitCode
+from tests.cli.helpers import (
+    assert_one_line_error,
+    current_revision,
+    fingerprint,
+    flowdb,
+    ok,
+    sqlite_file,
+)
+from tests.dbtools import sync_engine, table_names
+
+IDS = [revision.id for revision in load_history().revisions]
+HEAD = IDS[-1]
+SECRET = "s3cret"
+OTHER_APP_REVISION = "0th3r4pp0001"
+
+
+@dataclass
+class Scene:
+    """What a setup works with: the database, a scratch folder, and where flowdb looks."""
+
+    url: str
+    tmp: Path
+    home: Path
+    migrations: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``flowdb ARGS`` on this scene's database, history and settings."""
+        return flowdb(self.url, *args, home=self.home, env=self.env, migrations=self.migrations)
+
+    def execute(self, *statements: str) -> None:
+        """Run SQL on the database with a plain engine (what another application does)."""
+        engine = sync_engine(self.url)
+        try:
+            with engine.begin() as connection:
+                for statement in statements:
+                    connection.execute(sa.text(statement))
+        finally:
+            engine.dispose()
+
+
+# --- setups ------------------------------------------------------------------------------
+
+
+def empty(scene: Scene) -> None:
+    """Nothing: a database flowdb has never touched."""
+
+
+def at(revision: str) -> Callable[[Scene], None]:
+    """A setup that upgrades the database to ``revision``."""
+
+    def setup(scene: Scene) -> None:
+        ok(scene.run("database", "upgrade", "-y", "-r", revision))
+
+    return setup
+
+
+def another_applications_database(scene: Scene) -> None:
+    """Another Alembic-managed application: its own version row and a table called ``log``."""
+    scene.execute(
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
+        f"INSERT INTO alembic_version VALUES ('{OTHER_APP_REVISION}')",
+        "CREATE TABLE log (id INTEGER PRIMARY KEY, line VARCHAR(100))",
+        "INSERT INTO log VALUES (1, 'theirs'), (2, 'also theirs'), (3, 'still theirs')",
+    )
+
+
+def a_foreign_table_named_like_a_later_one(scene: Scene) -> None:
+    """flowdb before ``log`` exists, beside another application's table named ``log``."""
+    at(IDS[1])(scene)
+    scene.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, line VARCHAR(100))")
+
+
+def only_a_foreign_log_table(scene: Scene) -> None:
+    """No version table, but a table with one of flowdb's names."""
+    scene.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, line VARCHAR(100))")
+
+
+def truncated(scene: Scene) -> None:
+    """A SQLite file cut short, as a full disk or a bad copy leaves it."""
+    at(HEAD)(scene)
+    path = sqlite_file(scene.url)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def holder_file_on_a_full_disk(scene: Scene) -> None:
+    """Writing the lock's holder file fails with ENOSPC (it leads to /dev/full)."""
+    at(IDS[2])(scene)
+    path = sqlite_file(scene.url)
+    path.with_name(path.name + ".migration-lock.json").symlink_to("/dev/full")
+
+
+def copied_history(scene: Scene) -> Path:
+    """A copy of the migrations folder for this scene (the history under test)."""
+    copy = scene.tmp / "migrations"
+    shutil.copytree(
+        history_module.MIGRATIONS_FOLDER, copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    scene.migrations = copy
+    return copy / "versions"
+
+
+def add_revision_file(name: str, text: str) -> Callable[[Scene], None]:
+    """A setup that adds one file to a copy of the history."""
+
+    def setup(scene: Scene) -> None:
+        (copied_history(scene) / name).write_text(text, encoding="utf-8")
+
+    return setup
+
+
+def copy_a_revision_file(scene: Scene) -> None:
+    """A revision file copied under another name: two files, one revision id."""
+    versions = copied_history(scene)
+    original = next(versions.glob(f"*_{IDS[3]}_*.py"))
+    shutil.copy(original, versions / f"2026_12_24_{IDS[3]}_copy.py")
+
+
+# --- the table -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One invocation that must end in one line, with its kind's exit code."""
+
+    id: str
+    args: tuple[str, ...]
+    code: ExitCode
+    words: tuple[str, ...]
+    setup: Callable[[Scene], None] = empty
+    dialects: tuple[str, ...] = ("sqlite", "postgresql")
+    url: str | None = None  # instead of the test database (bad URLs)
+
+
+SELF_PARENT = '''"""Names itself as its parent."""
+
+revision: str = "5e1f5e1f5e1f"
+down_revision: str | None = "5e1f5e1f5e1f"
+'''
+NOT_PYTHON = f'''"""A revision file with a """ in its docstring."""
+
+revision: str = "badc0de00001"
+down_revision: str | None = "{HEAD}"
+'''
+
+EDGES = [
+    # Revision arguments: a typo never reverts anything.
+    Edge(
+        "bare number",
+        ("database", "downgrade", "-y", "-r", "1"),
+        ExitCode.USAGE,
+        ("'1'", "-1"),
+        at(HEAD),
+    ),
+    Edge(
+        "short prefix",
+        ("database", "downgrade", "-y", "-r", "1b5"),
+        ExitCode.USAGE,
+        ("'1b5'", "at least 4"),
+        at(HEAD),
+    ),
+    Edge(
+        "range without dry-run",
+        ("database", "upgrade", "-y", "-r", "base:head"),
+        ExitCode.USAGE,
+        ("base:head", "--dry-run"),
+    ),
+    Edge("stamp asks", ("database", "stamp", "head"), ExitCode.USAGE, ("--yes",), at(IDS[2])),
+    Edge(
+        "unknown option",
+        ("database", "upgrade", "--bogus"),
+        ExitCode.USAGE,
+        ("--bogus", "flowdb database upgrade --help"),
+    ),
+    Edge("unknown command", ("database", "frobnicate"), ExitCode.USAGE, ("frobnicate", "--help")),
+    # Another application's database is refused by every command, reset included.
+    Edge(
+        "reset of a foreign database",
+        ("database", "reset", "-y"),
+        ExitCode.REFUSED,
+        ("not flowdb's", OTHER_APP_REVISION, "--take-over-foreign-database"),
+        another_applications_database,
+    ),
+    Edge(
+        "stamp of a foreign database",
+        ("database", "stamp", "-y", "head"),
+        ExitCode.REFUSED,
+        ("not flowdb's", "--take-over-foreign-database"),
+        another_applications_database,
+    ),
+    Edge(
+        "upgrade of a foreign database",
+        ("database", "upgrade", "-y"),
+        ExitCode.REFUSED,
+        ("not flowdb's",),
+        another_applications_database,
+    ),
+    Edge(
+        "downgrade of a foreign database",
+        ("database", "downgrade", "-y"),
+        ExitCode.REFUSED,
+        ("not flowdb's",),
+        another_applications_database,
+    ),
+    Edge(
+        "check of a foreign database",
+        ("database", "check"),
+        ExitCode.REFUSED,
+        ("not flowdb's",),
+        another_applications_database,
+    ),
+    Edge(
+        "tables named like flowdb's",
+        ("database", "upgrade", "-y"),
+        ExitCode.REFUSED,
+        ("log", "no alembic_version"),
+        only_a_foreign_log_table,
+    ),
+    Edge(
+        "a clash with a later migration",
+        ("database", "upgrade", "-y"),
+        ExitCode.REFUSED,
+        ("log", "c5d8e3f2a9b1", "nothing was changed"),
+        a_foreign_table_named_like_a_later_one,
+    ),
+    # A damaged SQLite file: one line from every command that reads it.
+    *[
+        Edge(
+            f"damaged file: {' '.join(args)}",
+            ("database", *args),
+            ExitCode.CORRUPT,
+            ("damaged", "backup"),
+            truncated,
+            dialects=("sqlite",),
+        )
+        for args in (
+            ("current",),
+            ("history",),
+            ("upgrade", "-y"),
+            ("downgrade", "-y"),
+            ("upgrade", "--dry-run"),
+            ("check",),
+        )
+    ],
+    # Memory databases vanish with the process: refused for migrations.
+    *[
+        Edge(
+            f"memory database: {args[0]}",
+            ("database", *args),
+            ExitCode.USAGE,
+            ("memory database", "FLOWDB_DATABASE_URL"),
+            dialects=("sqlite",),
+            url="sqlite://",
+        )
+        for args in (("upgrade", "-y"), ("stamp", "-y", "head"), ("reset", "-y"))
+    ],
+    Edge(
+        "unencoded @ in the password",
+        ("database", "current"),
+        ExitCode.USAGE,
+        ("%40", "percent-encode"),
+        dialects=("postgresql",),
+        url=f"postgresql://u:pa@ss/{SECRET}@127.0.0.1:1/flowdb",
+    ),
+    Edge(
+        "nothing listens (check)",
+        ("database", "check"),
+        ExitCode.UNREACHABLE,
+        ("Cannot connect",),
+        dialects=("postgresql",),
+        url=f"postgresql+psycopg://postgres:{SECRET}@127.0.0.1:1/flowdb",
+    ),
+    # The disk is full where flowdb writes its lock's holder file.
+    Edge(
+        "disk full",
+        ("database", "upgrade", "-y"),
+        ExitCode.DISK_FULL,
+        ("No space left", "free space"),
+        holder_file_on_a_full_disk,
+        dialects=("sqlite",),
+    ),
+    # A broken history is one line naming the files, for every command.
+    Edge(
+        "revision that is its own parent",
+        ("database", "current"),
+        ExitCode.CORRUPT,
+        ("5e1f5e1f5e1f", "names itself"),
+        add_revision_file("2026_12_24_5e1f5e1f5e1f_loop.py", SELF_PARENT),
+        dialects=("sqlite",),
+    ),
+    Edge(
+        "copied revision file",
+        ("database", "upgrade", "-y"),
+        ExitCode.CORRUPT,
+        (IDS[3], "2 files", "copy"),
+        copy_a_revision_file,
+        dialects=("sqlite",),
+    ),
+    Edge(
+        "revision file that is not Python",
+        ("database", "history"),
+        ExitCode.CORRUPT,
+        ("badc0de00001", "not valid Python"),
+        add_revision_file("2026_12_24_badc0de00001_bad.py", NOT_PYTHON),
+        dialects=("sqlite",),
+    ),
+]
+
+
+def edge_params() -> Iterator[object]:
+    for edge in EDGES:
+        for dialect in edge.dialects:
+            yield pytest.param(edge, dialect, id=f"{dialect}-{edge.id}")
+
+
+@pytest.mark.parametrize(("edge", "dialect"), list(edge_params()))
+def test_edge(edge: Edge, dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if edge.url is not None:
+        url = edge.url
+    else:
+        url = str(request.getfixturevalue("sqlite_url" if dialect == "sqlite" else "postgres_url"))
+    scene = Scene(url=url, tmp=tmp_path, home=tmp_path / "home")
+    edge.setup(scene)
+    before = fingerprint(url) if edge.url is None else None
+
+    result = scene.run(*edge.args)
+
+    assert_one_line_error(result, *edge.words)
+    assert result.returncode == edge.code, f"exit {result.returncode}: {result.stderr}"
+    assert SECRET not in result.stdout + result.stderr
+    if before is not None:
+        assert fingerprint(url) == before, f"{edge.id} changed the database"
+
+
+# --- cases with more than one step ---------------------------------------------------------
+
+
+def test_nothing_to_upgrade_needs_no_confirmation(database_url: str, tmp_path: Path) -> None:
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    at(HEAD)(scene)
+    result = ok(scene.run("database", "upgrade"))  # no terminal and no -y: nothing to ask
+    assert "Nothing to upgrade" in result.stderr
+
+
+def test_take_over_replaces_a_foreign_database_when_asked(
+    database_url: str, tmp_path: Path
+) -> None:
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    another_applications_database(scene)
+    ok(scene.run("database", "reset", "-y", "--take-over-foreign-database"))
+    assert current_revision(database_url) == HEAD
+
+
+def seed_states(url: str, runs: int) -> None:
+    """``runs`` flow runs at head, each with two states in its history."""
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            flow = sa.table("flow", sa.column("id", sa.Uuid), sa.column("name"))
+            run = sa.table(
+                "flow_run",
+                sa.column("id", sa.Uuid),
+                sa.column("flow_id", sa.Uuid),
+                sa.column("name"),
+                sa.column("expected_start_time", sa.DateTime(timezone=True)),
+            )
+            state = sa.table(
+                "flow_run_state",
+                sa.column("id", sa.Uuid),
+                sa.column("flow_run_id", sa.Uuid),
+                sa.column("type"),
+                sa.column("name"),
+            )
+            import datetime as dt
+            import uuid
+
+            flow_id = uuid.uuid4()
+            connection.execute(sa.insert(flow).values(id=flow_id, name="f"))
+            now = dt.datetime.now(dt.UTC)
+            run_ids = [uuid.uuid4() for _ in range(runs)]
+            connection.execute(
+                sa.insert(run),
+                [
+                    {"id": i, "flow_id": flow_id, "name": f"r{n}", "expected_start_time": now}
+                    for n, i in enumerate(run_ids)
+                ],
+            )
+            connection.execute(
+                sa.insert(state),
+                [
+                    {"id": uuid.uuid4(), "flow_run_id": i, "type": kind, "name": kind.title()}
+                    for i in run_ids
+                    for kind in ("PENDING", "RUNNING")
+                ],
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_downgrade_shows_what_it_destroys_before_it_runs(
+    database_url: str, tmp_path: Path
+) -> None:
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    at(HEAD)(scene)
+    seed_states(database_url, 125)
+    target = "4e2b6f8c1a97"  # reverts the flow_run_state table with its 250 rows
+
+    preview = ok(scene.run("database", "downgrade", "--dry-run", "-r", target))
+    comments = [line for line in preview.stdout.splitlines() if line.startswith("-- ")]
+    assert f"-- flowdb: downgrade from {HEAD} to {target} (3 migrations)" in comments[0]
+    assert any("drops table flow_run_state (250 rows)" in line for line in comments)
+    assert current_revision(database_url) == HEAD  # a preview writes nothing
+
+    refused = scene.run("database", "downgrade", "-r", target)  # no terminal, no -y
+    assert_one_line_error(refused, "--yes")
+    assert current_revision(database_url) == HEAD
+
+    done = ok(scene.run("database", "downgrade", "-y", "-r", target))
+    assert "drops table flow_run_state (250 rows)" in done.stdout
+    assert f"reverts {HEAD}" in done.stdout
+    assert current_revision(database_url) == target
+
+
+def test_reset_lists_the_rows_it_drops(database_url: str, tmp_path: Path) -> None:
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    at(HEAD)(scene)
+    seed_states(database_url, 10)
+    result = ok(scene.run("database", "reset", "-y"))
+    assert "drops table flow_run (10 rows)" in result.stdout
+    assert "drops table flow_run_state (20 rows)" in result.stdout
+
+
+def test_a_foreign_tables_data_survives_every_refusal(database_url: str, tmp_path: Path) -> None:
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    another_applications_database(scene)
+    for args in (("reset", "-y"), ("stamp", "-y", "head"), ("upgrade", "-y")):
+        assert scene.run("database", *args).returncode == ExitCode.REFUSED
+    assert table_names(database_url) == {"alembic_version", "log"}
+    engine = sync_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT count(*) FROM log")).scalar()
+    finally:
+        engine.dispose()
+    assert rows == 3
+
+
+def test_check_and_autogenerate_leave_other_applications_tables_alone(
+    database_url: str, tmp_path: Path
+) -> None:
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    at(HEAD)(scene)
+    scene.execute("CREATE TABLE their_orders (id INTEGER PRIMARY KEY)")
+    versions = copied_history(scene)
+
+    assert "matches the models" in ok(scene.run("database", "check")).stdout
+    ok(scene.run("database", "revision", "--autogenerate", "-m", "nothing new"))
+
+    written = [p for p in versions.glob("*nothing_new.py")]
+    assert len(written) == 1
+    assert "their_orders" not in written[0].read_text(encoding="utf-8")
+    assert "op.drop_table" not in written[0].read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "message", ['say """hi"""', "a back\\slash", 'ends with a quote"', "two\nlines"]
+)
+def test_revision_messages_are_escaped_into_valid_python(
+    sqlite_url: str, tmp_path: Path, message: str
+) -> None:
+    scene = Scene(sqlite_url, tmp_path, tmp_path / "home")
+    versions = copied_history(scene)
+    result = ok(scene.run("database", "revision", "-m", message))
+    assert "Wrote " in result.stdout
+    history = load_history(versions)
+    assert len(history.revisions) == len(IDS) + 1
+    ok(scene.run("database", "history"))  # every later command still works
+
+
+def test_revision_with_an_existing_id_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    from flowdb.database.alembic_commands import alembic_revision
+    from flowdb.errors import UsageError
+
+    scene = Scene(sqlite_url, tmp_path, tmp_path / "home")
+    versions = copied_history(scene)
+    before = sorted(versions.iterdir())
+    original = history_module.MIGRATIONS_FOLDER
+    history_module.MIGRATIONS_FOLDER = versions.parent
+    try:
+        with pytest.raises(UsageError, match="exists already"):
+            alembic_revision(message="again", rev_id=HEAD)
+    finally:
+        history_module.MIGRATIONS_FOLDER = original
+    assert sorted(versions.iterdir()) == before
+
+
+@pytest.mark.parametrize("bad", [None, 7, ""])
+def test_the_python_api_refuses_what_is_not_a_revision(configured: str, bad: object) -> None:
+    from flowdb.database.alembic_commands import alembic_stamp, alembic_upgrade
+    from flowdb.errors import UnknownRevisionError
+
+    for command in (alembic_upgrade, alembic_stamp):
+        with pytest.raises(UnknownRevisionError, match="revision"):
+            command(bad)  # type: ignore[arg-type]
+    assert table_names(configured) == set()
+
+
+# --- another connection holds the SQLite file --------------------------------------------
+
+
+@pytest.fixture
+def sqlite_writer(sqlite_url: str, tmp_path: Path) -> Iterator[Callable[[str], None]]:
+    """Start a process that holds the SQLite file with ``BEGIN <mode>`` until the test ends."""
+    processes: list[subprocess.Popen[str]] = []
+    path = sqlite_file(sqlite_url)
+
+    def hold(mode: str) -> None:
+        code = (
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            f"c.execute('BEGIN {mode}')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(120)\n"
+        )
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        processes.append(process)
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "held"
+
+    yield hold
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize(
+    ("mode", "args"),
+    [
+        ("EXCLUSIVE", ("current",)),
+        ("EXCLUSIVE", ("upgrade", "--dry-run")),
+        ("IMMEDIATE", ("upgrade", "-y")),
+        ("IMMEDIATE", ("stamp", "-y", "head")),
+    ],
+)
+def test_a_busy_sqlite_file_is_waited_for_visibly_and_within_the_timeout(
+    sqlite_url: str,
+    tmp_path: Path,
+    sqlite_writer: Callable[[str], None],
+    mode: str,
+    args: tuple[str, ...],
+) -> None:
+    scene = Scene(sqlite_url, tmp_path, tmp_path / "home")
+    at(IDS[2])(scene)
+    sqlite_writer(mode)
+    scene.env["FLOWDB_MIGRATION_LOCK_TIMEOUT"] = "1.5"
+
+    started = time.monotonic()
+    result = scene.run("database", *args)
+    waited = time.monotonic() - started
+
+    assert result.returncode == ExitCode.BUSY, result.stderr
+    assert "Waiting for the database held by another connection" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "FLOWDB_MIGRATION_LOCK_TIMEOUT" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert waited < 30  # the timeout was honoured (SQLite's own wait would be minutes)
+    assert sqlite3.connect(sqlite_file(sqlite_url)).execute("SELECT 1").fetchone() == (1,)
+
+
+# --- Ctrl-C and SIGTERM --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_at_any_moment_ends_in_one_line(
+    database_url: str, tmp_path: Path, signum: int, code: int
+) -> None:
+    """Interrupt upgrades at several moments; each ends in one line at a known revision."""
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    at(IDS[8])(scene)  # before the data migrations
+    seed_runs(database_url, 30_000)
+    landed: set[str | None] = set()
+    for delay in (0.0, 0.01, 0.03, 0.08, 0.15):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+        env.update(FLOWDB_DATABASE_URL=database_url, FLOWDB_HOME=str(scene.home))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stderr is not None
+        first_step = process.stderr.readline()  # the first migration committed
+        time.sleep(delay)  # then somewhere inside the following ones
+        process.send_signal(signum)
+        out, rest = process.communicate(timeout=120)
+        err = first_step + rest
+        if "Upgrade finished" in err:  # done before the signal: step back and go again
+            ok(scene.run("database", "downgrade", "-y", "-r", IDS[8]))
+            continue
+        assert process.returncode == code, err
+        assert "Traceback" not in out + err, err
+        last = [line for line in err.splitlines() if line.strip()][-1]
+        what = "Interrupted" if signum == signal.SIGINT else "Terminated"
+        assert last.startswith(f"{what}; the database stays at the last migration"), err
+        revision = current_revision(database_url)
+        assert revision in IDS
+        landed.add(revision)
+        ok(scene.run("database", "downgrade", "-y", "-r", IDS[8]))
+    assert landed, "no signal landed inside an upgrade"
+    ok(scene.run("database", "upgrade", "-y"))
+    assert current_revision(database_url) == HEAD
+
+
+def seed_runs(url: str, runs: int) -> None:
+    """``runs`` flow runs at revision ``IDS[8]``, so the data migrations take a while."""
+    import uuid
+
+    flow_id = uuid.uuid4()
+    flow = sa.table("flow", sa.column("id", sa.Uuid), sa.column("name"))
+    run = sa.table(
+        "flow_run", sa.column("id", sa.Uuid), sa.column("flow_id", sa.Uuid), sa.column("name")
+    )
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.insert(flow).values(id=flow_id, name="f"))
+            for start in range(0, runs, 5_000):
+                connection.execute(
+                    sa.insert(run),
+                    [
+                        {"id": uuid.uuid4(), "flow_id": flow_id, "name": f"r{n}"}
+                        for n in range(start, min(start + 5_000, runs))
+                    ],
+                )
+    finally:
+        engine.dispose()
+
+
+def test_a_read_only_versions_folder_is_named_as_such(sqlite_url: str, tmp_path: Path) -> None:
+    from tests.cli.helpers import assert_cannot_write, drop_write_override
+
+    scene = Scene(sqlite_url, tmp_path, tmp_path / "home")
+    versions = copied_history(scene)
+    versions.chmod(0o555)
+    try:
+        assert_cannot_write(versions)
+        before = sorted(versions.iterdir())
+        result = flowdb(
+            sqlite_url,
+            "database",
+            "revision",
+            "-m",
+            "cannot be written",
+            home=scene.home,
+            migrations=scene.migrations,
+            preexec_fn=drop_write_override,
+        )
+        assert_one_line_error(result, str(versions), "source checkout")
+        assert result.returncode == ExitCode.NOT_WRITABLE
+        assert sorted(versions.iterdir()) == before
+    finally:
+        versions.chmod(0o755)
+
+
+def test_a_role_that_may_not_read_the_version_table_is_told_so(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import uuid
+
+    from tests.dbtools import ADMIN_URL
+
+    scene = Scene(postgres_url, tmp_path, tmp_path / "home")
+    at(HEAD)(scene)
+    role = f"flowdb_reader_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
+        as_role = sa.make_url(postgres_url).set(username=role, password=None)
+        url = as_role.render_as_string(hide_password=False)
+        for args in (("current",), ("upgrade", "-y"), ("downgrade", "-y")):
+            result = flowdb(url, "database", *args, home=scene.home)
+            assert_one_line_error(result, "permission denied", "connect as a user")
+            assert result.returncode == ExitCode.NOT_WRITABLE
+        assert current_revision(postgres_url) == HEAD
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()
