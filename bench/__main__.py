@@ -4,7 +4,8 @@ Options:
   --repeat N      runs per measurement (default 5)
   --tiny          smallest sizes and 2 runs: the smoke test the suite runs
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
-  --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server)
+  --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
+                  online)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -20,19 +21,27 @@ from pathlib import Path
 from bench.common import Row, environment_report, render_table
 from bench.databases import Scratch, postgres_version, scratch
 
-ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun", "server")
+ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun", "server", "online")
 
 
 def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch], list[Row]]]]:
     from bench.concurrency import bench_concurrency
     from bench.data_migrations import bench_data_migrations
     from bench.dry_run import bench_dry_run
+    from bench.online import bench_online_upgrade
     from bench.server import bench_server
     from bench.startup import bench_startup
     from bench.upgrade import bench_upgrade
 
     repeat = args.repeat
     sizes = (2_000,) if args.tiny else (250_000, 1_000_000) if args.scale else (20_000, 80_000)
+    online_sizes = (
+        {"postgresql": 2_000, "sqlite": 2_000}
+        if args.tiny
+        else {"postgresql": 1_000_000, "sqlite": 250_000}
+        if args.scale
+        else {"postgresql": 100_000, "sqlite": 50_000}
+    )
     return {
         "startup": ("1. CLI start-up", lambda s: bench_startup(s, repeat)),
         "upgrade": ("2. Empty database to head", lambda s: bench_upgrade(s, repeat)),
@@ -45,6 +54,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "server": (
             "6. REST API throughput",
             lambda s: bench_server(s, 50 if args.tiny else 1000, repeat),
+        ),
+        "online": (
+            "7. Upgrading a busy database",
+            lambda s: bench_online_upgrade(s, online_sizes),
         ),
     }
 

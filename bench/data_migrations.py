@@ -60,10 +60,10 @@ _POSTGRES_FILL = [
 ]
 
 
-def build_database(scratch: Scratch, dialect: str, runs: int) -> str:
-    """A database at ``BEFORE`` with ``runs`` flow runs, runs/5 task runs and 2×runs logs."""
+def build_database(scratch: Scratch, dialect: str, runs: int, before: str = BEFORE) -> str:
+    """A database at ``before`` with ``runs`` flow runs, runs/5 task runs and 2×runs logs."""
     url = scratch.new_url(dialect)
-    run([PYTHON, "-m", "flowdb", "database", "upgrade", "-y", "-r", BEFORE], env=flowdb_env(url))
+    run([PYTHON, "-m", "flowdb", "database", "upgrade", "-y", "-r", before], env=flowdb_env(url))
     from flowdb.database.target import Database
 
     engine = sa.create_engine(Database.from_url(url).dialect.sync_url)

@@ -17,9 +17,15 @@ def dry_run_sql(url: str, span: str) -> str:
 
 
 def single_transaction(sql: str) -> str:
-    """The same statements without flowdb's per-migration BEGIN/COMMIT lines."""
+    """The same statements as one offline transaction, the way migrations ran before.
+
+    flowdb's BEGIN/COMMIT lines (one transaction per migration, and per phase of an
+    online migration) go, and concurrent index builds become plain ones, which a
+    transaction can hold.
+    """
     kept = [line for line in sql.splitlines() if line.strip() not in ("BEGIN;", "COMMIT;")]
-    return "\n".join(kept) + "\n"
+    text = "\n".join(kept) + "\n"
+    return text.replace(" INDEX CONCURRENTLY ", " INDEX ")
 
 
 def write_script(folder: Path, name: str, sql: str) -> Path:

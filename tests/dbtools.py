@@ -157,3 +157,45 @@ def run_in_threads_at_once(action: Callable[[], object], count: int) -> list[Bas
         thread.join(timeout=180)
     assert not any(thread.is_alive() for thread in threads), "a thread hung"
     return errors
+
+
+def data_checksums(url: str) -> dict[str, str]:
+    """A SHA-256 per table over all its rows, in a form both dialects agree on.
+
+    Rows are sorted; UUIDs, timestamps and JSON documents are normalised (hex, UTC ISO,
+    sorted keys). Two databases with equal checksums hold the same data.
+    """
+    import datetime as dt
+    import hashlib
+    import json
+
+    def normal(value: Any) -> str:
+        if isinstance(value, uuid.UUID):
+            return value.hex
+        if isinstance(value, dt.datetime):
+            aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+            return aware.astimezone(dt.UTC).isoformat()
+        if isinstance(value, dict | list):
+            return json.dumps(value, sort_keys=True)
+        return repr(value)
+
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            sums = {}
+            for table in sorted(sa.inspect(connection).get_table_names()):
+                rows = sorted(
+                    "|".join(normal(v) for v in row)
+                    for row in connection.execute(sa.text(f'SELECT * FROM "{table}"'))
+                )
+                sums[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+            return sums
+    finally:
+        engine.dispose()
+
+
+def in_progress(url: str) -> tuple[tuple[str, str, int], ...]:
+    """Migrations part way through, as flowdb reads them: ``(revision, phase, rows)``."""
+    from flowdb.database.target import Database
+
+    return Database.from_url(url).status().in_progress

@@ -98,6 +98,12 @@ class MigrationLockTimeoutError(FlowdbError):
     exit_code = ExitCode.BUSY
 
 
+class MigrationBlockedError(FlowdbError):
+    """A migration could not take its table locks within its retries; it failed closed."""
+
+    exit_code = ExitCode.BUSY
+
+
 class DatabaseBusyError(FlowdbError):
     """Another connection kept the database locked for longer than the wait timeout."""
 
@@ -112,6 +118,12 @@ class DatabaseNewerThanCodeError(FlowdbError):
 
 class ForeignDatabaseError(FlowdbError):
     """The database belongs to another application, or holds tables with flowdb's names."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class MigrationInProgressError(FlowdbError):
+    """An online migration is part way through; only an upgrade may go on from there."""
 
     exit_code = ExitCode.REFUSED
 

@@ -43,6 +43,26 @@ class Settings(BaseSettings):
         "Set on flowdb's own migration connections, so a statement_timeout meant for the "
         "API (on the role or database) never cuts an index build short.",
     )
+    migration_ddl_lock_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds one migration statement may wait for a table lock on PostgreSQL "
+        "before its step rolls back and is retried; a waiting ACCESS EXCLUSIVE request "
+        "would block every later query on the table, so waits stay short.",
+    )
+    migration_lock_retries: int = Field(
+        default=6,
+        ge=0,
+        le=100,
+        description="How often a step that timed out on a table lock is retried (back-off "
+        "doubling from 0.5 s up to 10 s) before the upgrade fails closed.",
+    )
+    migration_batch_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Rows per batch (and per transaction) in data migrations.",
+    )
     server_query_timeout: float = Field(
         default=30.0,
         ge=0,

@@ -1,11 +1,18 @@
-"""Sudden death: SIGKILL ``flowdb database upgrade`` at random moments, then inspect the wreck.
+"""Sudden death: SIGKILL ``flowdb database upgrade`` at chosen and random moments.
 
-After every kill the database must be at a revision of the history, its schema must
+After every kill the database must be at a revision of the history. Its schema must
 equal (by reflection) the schema of a clean database upgraded to that same revision,
-the rows seeded before the upgrade must all still be there, and a second upgrade must
-reach head. Each dialect gets 36 runs: a third start from an empty database (base),
-the rest from a database at the third revision holding a few thousand rows, so that
-kills also land inside the data migrations.
+unless an online migration is part way through (``flowdb_migration_progress`` names
+it, and it must be the next revision); the rows seeded before the upgrade must all
+still be there; and a second upgrade must reach head with exactly the schema and the
+data (row checksums) of an uninterrupted upgrade of the same database.
+
+* Random kills: 36 runs per dialect; a third start from an empty database, the rest
+  from a database at the third revision holding a few thousand rows, so that kills
+  also land inside the data migrations.
+* Deterministic kills: one run per phase and per batch of every online migration,
+  the process killing itself right after that point (inside the phase's transaction,
+  or right after a batch committed), found by an uninterrupted run's events.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from flowdb.database.history import load_history
 from tests.dbtools import (
     ADMIN_URL,
     create_postgres_database,
+    data_checksums,
     drop_postgres_database,
+    in_progress,
     revision_of,
     schema_snapshot,
     sqlite_path,
@@ -233,6 +242,31 @@ def configured_for(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
+def uninterrupted_checksums(
+    databases: Databases, seeded: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The data of the seeded database upgraded to head without interruption."""
+    url = databases.copy_of(seeded)
+    with configured_for(url, monkeypatch):
+        alembic_upgrade()
+    sums = data_checksums(url)
+    databases.drop(url)
+    return sums
+
+
+def assert_consistent_after_kill(
+    url: str, revision: str | None, clean: dict[str | None, Any], where: str
+) -> None:
+    """The schema is the revision's, or the revision's plus the next one's finished phases."""
+    history = load_history()
+    part_way = in_progress(url)
+    if not part_way:
+        assert schema_snapshot(url) == clean[revision], f"{where}: schema differs at {revision}"
+        return
+    following = history.revisions[history.position(revision)].id
+    assert [entry[0] for entry in part_way] == [following], f"{where}: {part_way}"
+
+
 def test_killed_upgrade_leaves_a_known_revision_and_loses_nothing(
     databases: Databases, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,6 +278,7 @@ def test_killed_upgrade_leaves_a_known_revision_and_loses_nothing(
     with configured_for(seeded, monkeypatch):
         alembic_upgrade(SEEDED_AT)
     seeded_ids = seed(seeded)
+    uninterrupted = uninterrupted_checksums(databases, seeded, monkeypatch)
 
     known = {item.id for item in history.revisions}
     landed: list[str | None] = []
@@ -258,15 +293,75 @@ def test_killed_upgrade_leaves_a_known_revision_and_loses_nothing(
         landed.append(revision)
         assert revision is None or revision in known, f"run {run}: unknown {revision}"
         assert history.position(revision) >= history.position(start), f"run {run}: went back"
-        assert schema_snapshot(url) == clean[revision], f"run {run}: schema differs at {revision}"
+        assert_consistent_after_kill(url, revision, clean, f"run {run}")
         if not from_base:
             assert ids_in(url) == seeded_ids, f"run {run}: seeded rows changed by the kill"
         with configured_for(url, monkeypatch):
             alembic_upgrade()
         assert revision_of(url) == history.head
+        assert schema_snapshot(url) == clean[history.head], f"run {run}: head schema differs"
         if not from_base:
             assert ids_in(url) == seeded_ids, f"run {run}: seeded rows changed by the resume"
+            assert data_checksums(url) == uninterrupted, f"run {run}: data differs after resume"
         databases.drop(url)
 
     # The kills must have landed all over the history, not only before or after it.
     assert len(set(landed) - {None, SEEDED_AT, history.head}) >= 3, landed
+
+
+#: Boot code for a child that SIGKILLs itself at the N-th phase or batch event.
+KILL_AT_EVENT = """
+import logging, os, signal, sys
+from flowdb.database.events import PhaseStarted, Progress
+
+class KillAt(logging.Handler):
+    seen = 0
+    def emit(self, record):
+        if isinstance(getattr(record, "event", None), (PhaseStarted, Progress)):
+            KillAt.seen += 1
+            if KillAt.seen == int(os.environ["KILL_AT_EVENT"]):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+logger = logging.getLogger("flowdb.migrations")
+logger.addHandler(KillAt())
+logger.setLevel(logging.INFO)
+from flowdb.database.alembic_commands import alembic_upgrade
+alembic_upgrade()
+"""
+
+
+def test_a_kill_in_every_phase_and_after_every_batch_resumes_to_the_same_result(
+    databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = load_history()
+    monkeypatch.setenv("FLOWDB_MIGRATION_BATCH_SIZE", "600")  # 1,500 runs: three batches
+    clean = clean_snapshots(databases.new_empty(), monkeypatch)
+    seeded = databases.new_empty()
+    with configured_for(seeded, monkeypatch):
+        alembic_upgrade(SEEDED_AT)
+    seeded_ids = seed(seeded)
+    uninterrupted = uninterrupted_checksums(databases, seeded, monkeypatch)
+
+    events = 0
+    while True:
+        events += 1
+        url = databases.copy_of(seeded)
+        env = {**os.environ, "FLOWDB_DATABASE_URL": url, "KILL_AT_EVENT": str(events)}
+        child = subprocess.run(
+            [sys.executable, "-c", KILL_AT_EVENT], env=env, capture_output=True, timeout=300
+        )
+        if child.returncode == 0:  # fewer events than that: every point was covered
+            databases.drop(url)
+            break
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        revision = revision_of(url)
+        assert_consistent_after_kill(url, revision, clean, f"event {events}")
+        assert ids_in(url) == seeded_ids, f"event {events}: seeded rows changed by the kill"
+        with configured_for(url, monkeypatch):
+            alembic_upgrade()
+        assert revision_of(url) == history.head
+        assert in_progress(url) == ()
+        assert schema_snapshot(url) == clean[history.head], f"event {events}: schema differs"
+        assert data_checksums(url) == uninterrupted, f"event {events}: data differs"
+        databases.drop(url)
+    assert events > 20, f"only {events - 1} phase and batch events were found"

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
 from flowdb.database.events import Progress
 from flowdb.database.history import load_history
-from flowdb.database.migrations import helpers
+from flowdb.settings import Settings
 from tests.dbtools import revision_of, sync_engine
 
 BACKFILL = "3d1a5e7b9f86"  # flow_run.expected_start_time
@@ -125,8 +125,8 @@ def raw(configured: str) -> Iterator[Raw]:
 def batch_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """The rows per data-migration batch for this test."""
     if request.param is not None:
-        monkeypatch.setattr(helpers, "DATA_MIGRATION_BATCH_SIZE", request.param)
-    return helpers.DATA_MIGRATION_BATCH_SIZE
+        monkeypatch.setenv("FLOWDB_MIGRATION_BATCH_SIZE", str(request.param))
+    return Settings().migration_batch_size
 
 
 @contextmanager

@@ -283,6 +283,11 @@ def current() -> None:
         out.print("Status: at head")
     else:
         out.print(f"Status: {status.pending} migration(s) pending; run 'flowdb database upgrade'")
+    if status.in_progress:
+        out.print(
+            f"Part way: {escape(status.describe_progress())}; 'flowdb database upgrade' "
+            "continues it"
+        )
     status.require_known(database)  # and fail when this flowdb cannot work with it
 
 
@@ -345,4 +350,26 @@ def check() -> None:
     out.print(f"The database schema differs from the models in {len(differences)} place(s):")
     for difference in differences:
         out.print(f"  - {escape(difference)}")
+    raise typer.Exit(1)
+
+
+@database_app.command()
+def lint() -> None:
+    """Check every revision's PostgreSQL SQL for locks a live database would feel (developers).
+
+    Runs squawk and flowdb's own rules; exit 1 listing the findings. Exceptions are
+    declared in the revision (LINT_ALLOW = {"rule": "why"}).
+    """
+    from flowdb.database.lint import lint as lint_history
+
+    database = _database()
+    findings = lint_history(database)
+    out = stdout_console()
+    if not findings:
+        count = len(database.history.revisions)
+        out.print(f"All {count} revisions pass the migration lint.")
+        return
+    out.print(f"{len(findings)} finding(s) in the migration history:")
+    for finding in findings:
+        out.print(f"  - {escape(finding.describe())}")
     raise typer.Exit(1)

@@ -55,7 +55,7 @@ class MigrationReport(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Show one record: a step line, the spinner's progress, a warning or a message."""
-        from flowdb.database.events import LockWait, Progress, StepDone
+        from flowdb.database.events import LockWait, PhaseStarted, Progress, StepDone
 
         event: Any = getattr(record, "event", None)
         if isinstance(event, StepDone):
@@ -65,13 +65,14 @@ class MigrationReport(logging.Handler):
             self.console.print(
                 f"  {mark} {event.revision}  {escape(event.title)}  [dim]{event.elapsed:.2f} s[/]"
             )
-        elif isinstance(event, Progress):
+        elif isinstance(event, Progress | PhaseStarted):
             # Inside a long data migration: the spinner says how far it got; without a
             # terminal (CI logs) there is no spinner, so the line is printed instead.
+            text = escape(record.getMessage())
             if self.console.is_terminal:
-                self.status.update(f"{self.activity}: {escape(event.text)}…")
+                self.status.update(f"{self.activity}: {text}…")
             else:
-                self.console.print(f"    [dim]{escape(event.text)}[/]")
+                self.console.print(f"    [dim]{text}[/]")
         elif isinstance(event, LockWait) or record.levelno >= logging.WARNING:
             self.console.print(f"[yellow]{escape(record.getMessage())}[/]")
             self.status.update(f"{escape(record.getMessage())}…")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from flowdb.database import planning
 from flowdb.database.events import Direction
+from flowdb.errors import MigrationInProgressError
 
 if TYPE_CHECKING:
     from flowdb.database.planning import Plan
@@ -62,6 +63,12 @@ def migrate(
     with database.errors(), database.lock(direction):
         status = database.status()
         status.require_known(database)
+        if direction == "downgrade" and status.in_progress:
+            raise MigrationInProgressError(
+                f"Migration {status.describe_progress()} is part way through on "
+                f"{database.describe()}; run 'flowdb database upgrade' to finish it first "
+                "(its finished phases cannot be reverted on their own)."
+            )
         plan = planning.plan(database.history, direction, status.current, revision)
         if plan.is_empty:
             logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")

@@ -31,6 +31,14 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class PhaseStarted:
+    """An online migration committed its work so far and began its next phase."""
+
+    revision: str
+    phase: str
+
+
+@dataclass(frozen=True)
 class LockWait:
     """A command is waiting for a lock that someone else holds."""
 
@@ -38,4 +46,4 @@ class LockWait:
     waited: float
 
 
-Event = StepDone | Progress | LockWait
+Event = StepDone | Progress | PhaseStarted | LockWait

@@ -73,7 +73,10 @@ def check_name_clashes(database: Database, plan: Plan, status: SchemaStatus) -> 
     """Refuse an upgrade that would create a table the database already has."""
     if plan.direction != "upgrade":
         return
+    part_way = {revision for revision, _, _ in status.in_progress}
     for step in plan.steps:
+        if step.id in part_way:
+            continue  # its tables were made by its own interrupted run, which resumes
         clashing = sorted(set(step.creates) & status.tables)
         if clashing:
             raise ForeignDatabaseError(

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowdb.database.events import StepDone
+from flowdb.errors import MigrationBlockedError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -49,24 +51,60 @@ def alembic_config(
 
 
 def run_plan(database: Database, plan: Plan) -> None:
-    """Apply or revert the plan's migrations, one transaction each; the caller holds the lock."""
+    """Apply or revert the plan's migrations, one transaction each; the caller holds the lock.
+
+    A step that gives up waiting for a table lock (``FLOWDB_MIGRATION_DDL_LOCK_TIMEOUT``)
+    has rolled back its transaction; the plan is run again from where it stopped after
+    a back-off (0.5 s doubling up to 10 s), at most ``FLOWDB_MIGRATION_LOCK_RETRIES``
+    times, then fails closed naming the session in the way. Every attempt runs under the
+    lock timeout: there is never a last try that could queue behind a long transaction.
+    """
     from alembic import command
 
     if plan.is_empty:
         return
     config = alembic_config(database)
-    started = time.perf_counter()
+    run = command.upgrade if plan.direction == "upgrade" else command.downgrade
+    retries = database.settings.migration_lock_retries
     with database.errors():
-        if plan.direction == "upgrade":
-            command.upgrade(config, plan.target or "base")
-        else:
-            command.downgrade(config, plan.target or "base")
-    reporter: StepReporter = config.attributes["on_step"]
-    logger.debug(
-        "%s finished: %d migration(s) in %.2f s",
-        plan.direction.capitalize(),
-        reporter.count,
-        time.perf_counter() - started,
+        for attempt in range(retries + 1):
+            try:
+                run(config, plan.target or "base")
+                return
+            except Exception as exc:
+                if not database.dialect.is_lock_timeout(exc):
+                    raise
+                if attempt == retries:
+                    raise _blocked(database, plan, attempt + 1) from exc
+                pause = min(0.5 * 2**attempt, 10.0) * random.uniform(0.8, 1.2)
+                logger.warning(
+                    "A table lock was not granted within %g s; retrying in %.1f s "
+                    "(attempt %d of %d)",
+                    database.settings.migration_ddl_lock_timeout,
+                    pause,
+                    attempt + 2,
+                    retries + 1,
+                )
+                time.sleep(pause)
+
+
+def _blocked(database: Database, plan: Plan, attempts: int) -> MigrationBlockedError:
+    """The fail-closed error: who is in the way, where the database stays, what to do."""
+    engine = database.engine("flowdb-blockers")
+    try:
+        with engine.connect() as connection:
+            blocker = database.dialect.describe_blockers(connection, database.history.all_tables)
+            status = database.status()
+    finally:
+        engine.dispose()
+    part_way = status.describe_progress()
+    where = status.current or "base"
+    return MigrationBlockedError(
+        f"The {plan.direction} could not take a table lock within "
+        f"{database.settings.migration_ddl_lock_timeout:g} s in {attempts} attempts; it is "
+        f"blocked by {blocker}. The database stays at {where}"
+        + (f", with {part_way} kept for the next run" if part_way else "")
+        + "; let that transaction finish (or end it) and run the command again."
     )
 
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from flowdb.database.target import Database
 
 VERSION_TABLE = "alembic_version"
+#: flowdb's own table of migrations that are part way through (``migrations/online.py``).
+PROGRESS_TABLE = "flowdb_migration_progress"
 #: The tables whose presence tells a newer flowdb's database from another application's.
 CORE_TABLES = frozenset({"flow", "flow_run"})
 #: The flag that lets reset and stamp act on another application's database.
@@ -42,6 +44,15 @@ class SchemaStatus:
     pending: int
     #: For a foreign database: what gives it away (for the message).
     foreign_because: str = ""
+    #: Migrations part way through: ``(revision, phase, rows done)``.
+    in_progress: tuple[tuple[str, str, int], ...] = ()
+
+    def describe_progress(self) -> str:
+        """``5f3c7a9d2b18 (phase backfill, 120,000 rows done)``, or ``""``."""
+        return "; ".join(
+            f"{revision} (phase {phase}, {rows:,} rows done)"
+            for revision, phase, rows in self.in_progress
+        )
 
     @property
     def known(self) -> bool:
@@ -103,7 +114,9 @@ def status_from_catalog(catalog: Catalog, history: History) -> SchemaStatus:
         return SchemaStatus(None, history.head, "foreign", catalog.tables, 0, because)
     owner = "empty" if current is None and not (ours - expected) else "flowdb"
     pending = len(history.pending(current))
-    return SchemaStatus(current, history.head, owner, catalog.tables, pending)
+    return SchemaStatus(
+        current, history.head, owner, catalog.tables, pending, in_progress=catalog.in_progress
+    )
 
 
 def _capital(text: str) -> str:

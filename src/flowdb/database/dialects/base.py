@@ -22,11 +22,13 @@ class Catalog:
     """What a database holds, read without writing: its version rows and its tables.
 
     ``versions`` is ``None`` when there is no version table at all, ``[]`` when the
-    table exists but is empty (a database downgraded to base).
+    table exists but is empty (a database downgraded to base). ``in_progress`` lists
+    migrations that are part way through: ``(revision, phase, rows done)``.
     """
 
     versions: list[str] | None
     tables: frozenset[str]
+    in_progress: tuple[tuple[str, str, int], ...] = ()
 
 
 class Dialect(ABC):
@@ -49,6 +51,10 @@ class Dialect(ABC):
     render_as_batch: ClassVar[bool] = False
     #: Whether enum types are objects of their own that migrations create and drop.
     native_enums: ClassVar[bool] = False
+    #: Whether indexes can be built without blocking writes (outside a transaction).
+    concurrent_indexes: ClassVar[bool] = False
+    #: Whether constraints can be added unchecked and validated later without a strong lock.
+    deferred_validation: ClassVar[bool] = False
     #: Whether timestamps keep their time zone (else flowdb stores UTC without one).
     stores_time_zones: ClassVar[bool] = True
     #: Whether the server keeps a separate engine for reads (SQLite: plain BEGIN for reads).
@@ -143,6 +149,14 @@ class Dialect(ABC):
     @abstractmethod
     def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
         """A one-line ``FlowdbError`` for a known driver error (``text``: its first line)."""
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a statement that gave up waiting for a lock (worth a retry)."""
+        return False
+
+    def describe_blockers(self, connection: Connection, tables: frozenset[str]) -> str:
+        """Who holds locks on ``tables`` (the oldest transaction first), for messages."""
+        return "another connection"
 
     # --- SQL for migration helpers ------------------------------------------------------------
 

@@ -74,6 +74,8 @@ class PostgresDialect(Dialect):
     sync_driver: ClassVar[str] = "postgresql+psycopg"
     async_driver: ClassVar[str] = "postgresql+asyncpg"
     native_enums: ClassVar[bool] = True
+    concurrent_indexes: ClassVar[bool] = True
+    deferred_validation: ClassVar[bool] = True
 
     @classmethod
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
@@ -123,9 +125,12 @@ class PostgresDialect(Dialect):
             else statement_timeout
         )
         timeout_ms = round(seconds * 1000)
+        # Every statement waits at most this long for a lock (a waiting ACCESS EXCLUSIVE
+        # request would queue every later query on its table); the runner retries.
+        lock_ms = round(self.settings.migration_ddl_lock_timeout * 1000)
         connect_args: dict[str, Any] = {
             "application_name": application_name[:63],
-            "options": f"-c statement_timeout={timeout_ms}",
+            "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={lock_ms}",
         }
         if "connect_timeout" not in self.sync_url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
@@ -273,6 +278,35 @@ class PostgresDialect(Dialect):
             )
         return None
 
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        """SQLSTATE 55P03 (lock_not_available): ``lock_timeout`` ran out."""
+        return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
+
+    def describe_blockers(self, connection: Connection, tables: frozenset[str]) -> str:
+        """The oldest other transaction holding a lock on ``tables``: pid, application, age."""
+        import sqlalchemy as sa
+
+        row = connection.execute(
+            sa.text(
+                "SELECT a.pid, a.application_name, a.state, "
+                "extract(epoch FROM now() - a.xact_start) "
+                "FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() "
+                "AND a.xact_start IS NOT NULL AND a.pid IN ("
+                "  SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "  WHERE l.granted AND c.relname = ANY(:tables) AND l.database = "
+                "  (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ") ORDER BY a.xact_start LIMIT 1"
+            ),
+            {"tables": sorted(tables)},
+        ).first()
+        if row is None:
+            return "a session that has finished since"
+        pid, application, state, age = row
+        return (
+            f"pid {pid} (application {application or '?'!r}, {state or 'active'}, "
+            f"transaction open for {float(age or 0):.0f} s)"
+        )
+
     # --- SQL for migration helpers ------------------------------------------------------------
 
     @staticmethod
@@ -284,15 +318,21 @@ class PostgresDialect(Dialect):
 def _read_catalog_once(connection: Connection) -> Catalog:
     import sqlalchemy as sa
 
+    from flowdb.database.status import PROGRESS_TABLE
+
     tables = frozenset(
         connection.execute(
             sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
         ).scalars()
     )
+    in_progress: tuple[tuple[str, str, int], ...] = ()
+    if PROGRESS_TABLE in tables:
+        query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
+        in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
     if _VERSION_TABLE not in tables:
-        return Catalog(versions=None, tables=tables)
+        return Catalog(versions=None, tables=tables, in_progress=in_progress)
     rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars()
-    return Catalog(versions=list(rows), tables=tables)
+    return Catalog(versions=list(rows), tables=tables, in_progress=in_progress)
 
 
 def _holder(connection: Connection) -> LockHolder | None:

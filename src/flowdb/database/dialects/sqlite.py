@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowdb.database.dialects.base import Catalog, Dialect
+from flowdb.database.status import PROGRESS_TABLE
 from flowdb.errors import (
     ConfigurationError,
     CorruptDatabaseError,
@@ -208,10 +209,15 @@ class SqliteDialect(Dialect):
                     "AND name NOT LIKE 'sqlite_%'"
                 )
             )
+            in_progress: tuple[tuple[str, str, int], ...] = ()
+            if PROGRESS_TABLE in tables:
+                query = f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}"
+                in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
             if _VERSION_TABLE not in tables:
-                return Catalog(versions=None, tables=tables)
+                return Catalog(versions=None, tables=tables, in_progress=in_progress)
             rows = connection.execute(f"SELECT version_num FROM {_VERSION_TABLE}")
-            return Catalog(versions=[row[0] for row in rows], tables=tables)
+            versions = [row[0] for row in rows]
+            return Catalog(versions=versions, tables=tables, in_progress=in_progress)
         finally:
             connection.close()
 

@@ -21,9 +21,9 @@ from flowdb.database.events import Progress
 #: Where long data migrations report how far they got (the CLI shows it).
 progress = logging.getLogger("flowdb.migrations")
 
-#: Rows per statement in data migrations: big enough that per-statement overhead is
-#: noise, small enough that one statement's working set stays bounded.
-DATA_MIGRATION_BATCH_SIZE = 100_000
+#: Rows per batch when no flowdb settings reach the migration (bare Alembic);
+#: otherwise FLOWDB_MIGRATION_BATCH_SIZE decides.
+DEFAULT_BATCH_SIZE = 10_000
 
 STATE_TYPE_VALUES = (
     "SCHEDULED",
@@ -112,13 +112,21 @@ def frozen_table(name: str, *items: Any) -> sa.Table:
     return sa.Table(name, sa.MetaData(), *items)
 
 
-def key_ranges(table: str, key: str = "id") -> Iterator[tuple[Any, Any] | None]:
+def batch_size() -> int:
+    """Rows per batch: FLOWDB_MIGRATION_BATCH_SIZE of the database being migrated."""
+    config = op.get_context().config
+    database = config.attributes.get("database") if config is not None else None
+    return int(database.settings.migration_batch_size) if database else DEFAULT_BATCH_SIZE
+
+
+def key_ranges(table: str, key: str = "id", after: Any = None) -> Iterator[tuple[Any, Any] | None]:
     """Yield ``(low, high)`` key bounds covering ``table`` in batches, or one ``None`` offline.
 
-    A batch is ``low < key <= high``; ``low`` is ``None`` for the first batch and
-    ``high`` is ``None`` for the last. Each bound is found with one indexed query that
-    returns a single key, so no rows travel through Python. Offline (``--dry-run``)
-    there is nothing to query: the caller emits its statement once for the whole table.
+    A batch is ``low < key <= high``; ``low`` is ``None`` for the first batch (or
+    ``after``, to continue a run that stopped there) and ``high`` is ``None`` for the
+    last. Each bound is found with one indexed query that returns a single key, so no
+    rows travel through Python. Offline (``--dry-run``) there is nothing to query: the
+    caller emits its statement once for the whole table.
     """
     if context.is_offline_mode():
         yield None
@@ -127,8 +135,8 @@ def key_ranges(table: str, key: str = "id") -> Iterator[tuple[Any, Any] | None]:
     nth_key = f"SELECT {key} FROM {table} {{where}} ORDER BY {key} LIMIT 1 OFFSET :skip"
     first = sa.text(nth_key.format(where=""))
     following = sa.text(nth_key.format(where=f"WHERE {key} > :low"))
-    skip = DATA_MIGRATION_BATCH_SIZE - 1
-    low: Any = None
+    skip = batch_size() - 1
+    low: Any = after
     while True:
         if low is None:
             high = bind.execute(first, {"skip": skip}).scalar()
@@ -173,3 +181,26 @@ def execute_in_batches(table: str, *statements: str, key: str = "id") -> None:
 def text_position(needle: str, column: str) -> str:
     """SQL for the 1-based position of ``needle`` in ``column`` (0 when absent)."""
     return dialect().text_position(needle, column)
+
+
+def has_table(name: str) -> bool:
+    """Whether ``name`` exists now; ``False`` offline, where every statement is printed.
+
+    For steps a rerun of an interrupted online migration may find done already.
+    """
+    if context.is_offline_mode():
+        return False
+    return bool(sa.inspect(op.get_bind()).has_table(name))
+
+
+def has_column(table: str, column: str) -> bool:
+    """Whether ``table`` has ``column`` now; ``False`` offline (see ``has_table``)."""
+    if context.is_offline_mode():
+        return False
+    return any(c["name"] == column for c in sa.inspect(op.get_bind()).get_columns(table))
+
+
+def add_column_if_missing(table: str, column: sa.Column[Any]) -> None:
+    """``op.add_column`` unless an interrupted run of the same migration added it already."""
+    if not has_column(table, column.name):
+        op.add_column(table, column)

@@ -17,6 +17,8 @@ down_revision: str | None = None
 branch_labels = None
 depends_on = None
 
+SERVES_PREVIOUS_CODE = True  # the first revision: there is no previous code
+
 
 def upgrade() -> None:
     h.create_state_type_enum()

@@ -17,6 +17,8 @@ down_revision: str | None = "a3f1c2d4e5b6"
 branch_labels = None
 depends_on = None
 
+SERVES_PREVIOUS_CODE = True  # creates a table only
+
 
 def upgrade() -> None:
     op.create_table(

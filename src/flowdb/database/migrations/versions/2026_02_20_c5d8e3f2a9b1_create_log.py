@@ -17,6 +17,8 @@ down_revision: str | None = "b7e2d9a1c4f0"
 branch_labels = None
 depends_on = None
 
+SERVES_PREVIOUS_CODE = True  # creates a table only
+
 
 def upgrade() -> None:
     op.create_table(

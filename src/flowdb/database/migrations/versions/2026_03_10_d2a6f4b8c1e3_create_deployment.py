@@ -1,5 +1,8 @@
 """Create deployment (with one schedule document per deployment) and link flow runs to it.
 
+Expand-only and online (``migrations/online.py``): flow_run gets its new column, foreign
+key and index without a strong lock held while the table is scanned.
+
 Revision ID: d2a6f4b8c1e3
 Revises: c5d8e3f2a9b1
 Create Date: 2026-03-10 09:00:00
@@ -11,11 +14,14 @@ import sqlalchemy as sa
 from alembic import op
 
 from flowdb.database.migrations import helpers as h
+from flowdb.database.migrations.online import OnlineMigration
 
 revision: str = "d2a6f4b8c1e3"
 down_revision: str | None = "c5d8e3f2a9b1"
 branch_labels = None
 depends_on = None
+
+SERVES_PREVIOUS_CODE = True  # a new table and a new nullable column
 
 
 def flow_run_before() -> sa.Table:
@@ -46,6 +52,12 @@ def flow_run_before() -> sa.Table:
 
 
 def upgrade() -> None:
+    online = OnlineMigration(revision)
+    if h.has_table("deployment"):  # an interrupted run made it
+        online.add_reference(flow_run_before(), "deployment_id", "deployment", "SET NULL")
+        online.contract()
+        online.finish()
+        return
     op.create_table(
         "deployment",
         *h.base_columns(),
@@ -62,16 +74,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("flow_id", "name", name="uq_deployment__flow_id_name"),
     )
     op.create_index("ix_deployment__flow_id", "deployment", ["flow_id"])
-    with op.batch_alter_table("flow_run", copy_from=flow_run_before()) as batch:
-        batch.add_column(sa.Column("deployment_id", sa.Uuid(), nullable=True))
-        batch.create_foreign_key(
-            "fk_flow_run__deployment_id__deployment",
-            "deployment",
-            ["deployment_id"],
-            ["id"],
-            ondelete="SET NULL",
-        )
-        batch.create_index("ix_flow_run__deployment_id", ["deployment_id"])
+    online.add_reference(flow_run_before(), "deployment_id", "deployment", "SET NULL")
+    online.contract()
+    online.finish()
 
 
 def downgrade() -> None:

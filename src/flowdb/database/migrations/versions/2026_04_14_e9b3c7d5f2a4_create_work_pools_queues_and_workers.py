@@ -1,5 +1,8 @@
 """Create work_pool, work_queue and worker; link deployments and flow runs to queues.
 
+Expand-only and online (``migrations/online.py``): deployment and flow_run get their new
+column, foreign key and index without a strong lock held while a table is scanned.
+
 Revision ID: e9b3c7d5f2a4
 Revises: d2a6f4b8c1e3
 Create Date: 2026-04-14 09:00:00
@@ -11,11 +14,14 @@ import sqlalchemy as sa
 from alembic import op
 
 from flowdb.database.migrations import helpers as h
+from flowdb.database.migrations.online import OnlineMigration
 
 revision: str = "e9b3c7d5f2a4"
 down_revision: str | None = "d2a6f4b8c1e3"
 branch_labels = None
 depends_on = None
+
+SERVES_PREVIOUS_CODE = True  # new tables and new nullable columns
 
 
 def flow_run_before() -> sa.Table:
@@ -76,6 +82,17 @@ def _with_work_queue_link(table: sa.Table) -> sa.Table:
 
 
 def upgrade() -> None:
+    online = OnlineMigration(revision)
+    if not h.has_table("work_pool"):  # else an interrupted run made the tables
+        create_tables()
+    for table in (deployment_before(), flow_run_before()):
+        online.add_reference(table, "work_queue_id", "work_queue", "SET NULL")
+    online.contract()
+    online.finish()
+
+
+def create_tables() -> None:
+    """work_pool, work_queue and worker, with their indexes."""
     op.create_table(
         "work_pool",
         *h.base_columns(),
@@ -113,17 +130,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("work_pool_id", "name", name="uq_worker__work_pool_id_name"),
     )
     op.create_index("ix_worker__work_pool_id", "worker", ["work_pool_id"])
-    for table in (deployment_before(), flow_run_before()):
-        with op.batch_alter_table(table.name, copy_from=table) as batch:
-            batch.add_column(sa.Column("work_queue_id", sa.Uuid(), nullable=True))
-            batch.create_foreign_key(
-                f"fk_{table.name}__work_queue_id__work_queue",
-                "work_queue",
-                ["work_queue_id"],
-                ["id"],
-                ondelete="SET NULL",
-            )
-            batch.create_index(f"ix_{table.name}__work_queue_id", ["work_queue_id"])
 
 
 def downgrade() -> None:

@@ -17,6 +17,8 @@ down_revision: str | None = "e9b3c7d5f2a4"
 branch_labels = None
 depends_on = None
 
+SERVES_PREVIOUS_CODE = True  # creates tables only
+
 
 def upgrade() -> None:
     op.create_table(

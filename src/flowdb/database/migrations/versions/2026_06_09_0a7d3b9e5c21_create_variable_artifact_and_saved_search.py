@@ -17,6 +17,8 @@ down_revision: str | None = "f4c8a2e6b9d7"
 branch_labels = None
 depends_on = None
 
+SERVES_PREVIOUS_CODE = True  # creates tables only
+
 
 def upgrade() -> None:
     op.create_table(

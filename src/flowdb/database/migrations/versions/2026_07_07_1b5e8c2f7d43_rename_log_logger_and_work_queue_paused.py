@@ -16,6 +16,8 @@ down_revision: str | None = "0a7d3b9e5c21"
 branch_labels = None
 depends_on = None
 
+SERVES_PREVIOUS_CODE = False  # renames columns the previous code uses
+
 
 def upgrade() -> None:
     op.alter_column("log", "logger", new_column_name="name")

@@ -1,5 +1,8 @@
 """Create task_run_state, the state history of task runs, and task_run.state_id.
 
+Expand-only and online (``migrations/online.py``): task_run gets its new column,
+foreign key and index without a strong lock held while the table is scanned.
+
 Revision ID: 6a4d8b1e3c29
 Revises: 5f3c7a9d2b18
 Create Date: 2026-11-03 09:00:00
@@ -11,11 +14,14 @@ import sqlalchemy as sa
 from alembic import op
 
 from flowdb.database.migrations import helpers as h
+from flowdb.database.migrations.online import OnlineMigration
 
 revision: str = "6a4d8b1e3c29"
 down_revision: str | None = "5f3c7a9d2b18"
 branch_labels = None
 depends_on = None
+
+SERVES_PREVIOUS_CODE = True  # a new table and a new nullable column
 
 STATE_FK = "fk_task_run__state_id__task_run_state"
 
@@ -49,6 +55,16 @@ def task_run(*extra: object) -> sa.Table:
 
 
 def upgrade() -> None:
+    online = OnlineMigration(revision)
+    if not h.has_table("task_run_state"):  # else an interrupted run made it
+        create_table()
+    online.add_reference(task_run(), "state_id", "task_run_state", "SET NULL")
+    online.contract()
+    online.finish()
+
+
+def create_table() -> None:
+    """task_run_state and its index."""
     op.create_table(
         "task_run_state",
         *h.base_columns(),
@@ -64,12 +80,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_task_run_state__task_run_id_timestamp", "task_run_state", ["task_run_id", "timestamp"]
     )
-    with op.batch_alter_table("task_run", copy_from=task_run()) as batch:
-        batch.add_column(sa.Column("state_id", sa.Uuid(), nullable=True))
-        batch.create_foreign_key(
-            STATE_FK, "task_run_state", ["state_id"], ["id"], ondelete="SET NULL"
-        )
-        batch.create_index("ix_task_run__state_id", ["state_id"])
 
 
 def downgrade() -> None:

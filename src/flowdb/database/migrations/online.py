@@ -1,0 +1,350 @@
+"""Online data migrations: expand, backfill in batches, constrain without a scan, contract.
+
+A data migration on a table that grows must not hold a strong lock while data moves:
+a waiting ACCESS EXCLUSIVE request stalls every query on the table, and a backfill
+inside the transaction that took it stalls them for as long as the backfill runs.
+``OnlineMigration`` splits a revision's ``upgrade()`` into phases, each its own short
+transaction:
+
+1. *expand*: new nullable columns, new tables, triggers that keep new rows right;
+2. *backfill*: set-based statements over key ranges, one transaction per batch, the
+   last key recorded with the batch so that a rerun continues where a kill stopped;
+3. *index*: ``CREATE INDEX CONCURRENTLY`` where the dialect can (an INVALID leftover
+   of a killed build is dropped and built again, never skipped);
+4. *prove*: ``CHECK (col IS NOT NULL) NOT VALID`` then ``VALIDATE`` (no strong lock),
+   so that ``SET NOT NULL`` needs no scan;
+5. *contract*: the metadata-only changes that need the strong lock; Alembic then
+   records the revision in this same last transaction.
+
+Every phase is idempotent, and ``flowdb_migration_progress`` (written in each phase's
+own transaction) says which migration is part way through, in which phase, with how
+many rows done: ``flowdb database current`` shows it, and ``downgrade`` refuses until an
+``upgrade`` has finished it. The revision in ``alembic_version`` advances only when the
+whole migration has completed.
+
+Offline (``--dry-run``), phases print as ``COMMIT;``/``BEGIN;`` with a comment and each
+backfill statement once for the whole table; the progress bookkeeping is not printed.
+
+SQLite has no online DDL: its phases run the same way (each batch in its own
+``BEGIN IMMEDIATE``, so the server's writers interleave), and its contract phase
+rebuilds the table as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import sqlalchemy as sa
+from alembic import op
+
+from flowdb.database.events import PhaseStarted, Progress
+from flowdb.database.migrations.helpers import (
+    add_column_if_missing,
+    dialect,
+    has_column,
+    key_ranges,
+)
+from flowdb.database.status import PROGRESS_TABLE
+
+progress = logging.getLogger("flowdb.migrations")
+
+_CREATE_PROGRESS = (
+    f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} ("
+    "revision VARCHAR(32) NOT NULL PRIMARY KEY, "
+    "phase VARCHAR(64) NOT NULL, "
+    "rows_done BIGINT NOT NULL DEFAULT 0, "
+    "last_key VARCHAR(64), "
+    "updated VARCHAR(40) NOT NULL)"
+)
+
+
+class OnlineMigration:
+    """The phases of one revision's online upgrade; see the module docstring."""
+
+    def __init__(self, revision: str) -> None:
+        self.revision = revision
+        self.context = op.get_context()
+        self.offline = bool(self.context.as_sql)
+        self.phase_name = "expand"
+        self.rows_done = 0
+        self.last_key: str | None = None
+        self.resumed_phase: str | None = None
+        if self.offline:
+            op.execute(f"-- {revision}: online migration, phase expand")
+            return
+        op.execute(_CREATE_PROGRESS)
+        row = (
+            op.get_bind()
+            .execute(
+                sa.text(
+                    f"SELECT phase, rows_done, last_key FROM {PROGRESS_TABLE} WHERE revision = :r"
+                ),
+                {"r": revision},
+            )
+            .first()
+        )
+        if row is not None:  # a rerun after an interruption: say so, then continue
+            self.resumed_phase, self.rows_done, self.last_key = row[0], int(row[1]), row[2]
+            message = (
+                f"{revision}: continuing from phase {self.resumed_phase} "
+                f"({self.rows_done:,} rows done)"
+            )
+            progress.info(message, extra={"event": Progress(message)})
+        self._record()
+
+    # --- phases -------------------------------------------------------------------------------
+
+    def phase(self, name: str) -> None:
+        """Commit the work so far and go on in a new transaction, as phase ``name``."""
+        self._next_transaction()
+        self._enter(name)
+
+    def backfill(self, table: str, *statements: str, key: str = "id") -> None:
+        """Run ``statements`` over ``table`` in key-range batches, one transaction each.
+
+        Each statement holds ``{batch}``, a condition selecting the batch's keys, and
+        must itself skip rows already done (``... AND new_column IS NULL``), so that a
+        batch repeated after a kill changes nothing twice. The batch's last key is
+        recorded with it; a rerun starts after the last batch that committed.
+        """
+        self.phase("backfill")
+        if self.offline:
+            for statement in statements:
+                op.execute(statement.format(batch="1 = 1"))
+            return
+        bind = op.get_bind()
+        resume = self.last_key if self.resumed_phase == "backfill" else None
+        start_rows = self.rows_done if resume is not None else 0
+        rows = start_rows
+        for number, bounds in enumerate(key_ranges(table, key, after=resume), start=1):
+            assert bounds is not None  # online: real key ranges
+            low, high = bounds
+            conditions = [f"{key} > :low"] if low is not None else []
+            conditions += [f"{key} <= :high"] if high is not None else []
+            condition = " AND ".join(conditions) or "1 = 1"
+            for index, statement in enumerate(statements):
+                result = bind.execute(
+                    sa.text(statement.format(batch=condition)), {"low": low, "high": high}
+                )
+                if index == 0:
+                    rows += max(result.rowcount, 0)
+            self.rows_done, self.last_key = rows, None if high is None else str(high)
+            self._record()
+            self._next_transaction()
+            if high is not None or number > 1 or resume is not None:
+                message = f"{table}: {rows:,} rows so far (batch {number})"
+                progress.info(message, extra={"event": Progress(message)})
+
+    def create_index(
+        self, name: str, table: str, columns: list[str], *, unique: bool = False
+    ) -> None:
+        """Build an index without blocking writes where the dialect can.
+
+        PostgreSQL: ``CREATE [UNIQUE] INDEX CONCURRENTLY`` outside a transaction; an
+        INVALID index of that name (a killed build) is dropped first; a valid one is
+        kept. Other dialects: a plain ``CREATE INDEX IF NOT EXISTS`` in its own phase.
+        """
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        column_list = ", ".join(columns)
+        if not dialect().concurrent_indexes:
+            self.phase(f"index {name}")
+            op.execute(f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({column_list})")
+            return
+        # The phase is recorded in the current transaction, which the build's
+        # autocommit block commits: a concurrent build cannot run inside one.
+        self._enter(f"index {name}")
+        if not self.offline:
+            valid = (
+                op.get_bind()
+                .execute(
+                    sa.text(
+                        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c "
+                        "ON c.oid = i.indexrelid WHERE c.relname = :name "
+                        "AND c.relnamespace = current_schema()::regnamespace"
+                    ),
+                    {"name": name},
+                )
+                .scalar()
+            )
+            if valid:
+                return
+        with self.context.autocommit_block():
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            op.execute(f"CREATE {kind} CONCURRENTLY {name} ON {table} ({column_list})")
+
+    def drop_index(self, name: str) -> None:
+        """Drop an index without blocking the table where the dialect can (``CONCURRENTLY``)."""
+        if not dialect().concurrent_indexes:
+            self.phase(f"drop index {name}")
+            op.execute(f"DROP INDEX IF EXISTS {name}")
+            return
+        self._enter(f"drop index {name}")
+        with self.context.autocommit_block():
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+    def prove_not_null(self, table: str, column: str) -> None:
+        """Make ``SET NOT NULL`` scan-free: a NOT VALID check, then its validation.
+
+        Only where the dialect validates constraints without a strong lock; elsewhere
+        the contract phase's table rebuild checks the column.
+        """
+        if not dialect().deferred_validation:
+            return
+        check = _not_null_check(table, column)
+        self.phase(f"prove {column}")
+        op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}")
+        op.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID"
+        )
+        self.phase(f"validate {column}")
+        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}")
+
+    def add_foreign_key(
+        self, name: str, table: str, column: str, target: str, ondelete: str
+    ) -> None:
+        """Add a foreign key unchecked, then validate it without a strong lock."""
+        definition = f"FOREIGN KEY ({column}) REFERENCES {target} (id) ON DELETE {ondelete}"
+        self._add_then_validate(table, name, definition, name)
+
+    def add_reference(self, table: sa.Table, column: str, target: str, ondelete: str) -> None:
+        """A new nullable ``column`` on an existing table, referring to ``target``, indexed.
+
+        PostgreSQL: the column (metadata only), the foreign key unchecked then validated,
+        the index built concurrently. SQLite: all three with one rebuild of ``table``
+        (its definition before the change, as a frozen table), skipped when a rerun
+        finds the column there.
+        """
+        foreign_key = f"fk_{table.name}__{column}__{target}"
+        index = f"ix_{table.name}__{column}"
+        if dialect().render_as_batch:
+            if not has_column(table.name, column):
+                with op.batch_alter_table(table.name, copy_from=table) as batch:
+                    batch.add_column(sa.Column(column, sa.Uuid(), nullable=True))
+                    batch.create_foreign_key(
+                        foreign_key, target, [column], ["id"], ondelete=ondelete
+                    )
+                    batch.create_index(index, [column])
+            return
+        add_column_if_missing(table.name, sa.Column(column, sa.Uuid(), nullable=True))
+        self.add_foreign_key(foreign_key, table.name, column, target, ondelete)
+        self.create_index(index, table.name, [column])
+
+    def contract(self) -> None:
+        """Start the last phase: what needs the strong lock, then the version, one transaction."""
+        self.phase("contract")
+
+    def set_not_null(self, table: str, column: str) -> None:
+        """``SET NOT NULL`` (no scan: the proven check stands in for it), then drop the check."""
+        op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
+        op.execute(
+            f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {_not_null_check(table, column)}"
+        )
+
+    def finish(self) -> None:
+        """Forget the progress row; Alembic records the revision in this same transaction.
+
+        The table goes with its last row, so a database with no migration part way
+        through has exactly the schema of its revision.
+        """
+        if self.offline:
+            return
+        bind = op.get_bind()
+        bind.execute(
+            sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": self.revision}
+        )
+        if not bind.execute(sa.text(f"SELECT count(*) FROM {PROGRESS_TABLE}")).scalar():
+            op.execute(f"DROP TABLE {PROGRESS_TABLE}")
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _add_then_validate(self, table: str, name: str, definition: str, label: str) -> None:
+        """Add constraint ``name`` NOT VALID (a short lock), then validate it (no strong lock).
+
+        A rerun finds what an interrupted run left: a valid constraint is kept, an
+        unvalidated one is validated.
+        """
+        state = None if self.offline else _constraint_validated(table, name)
+        if state is None:
+            self.phase(f"add {label}")
+            op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition} NOT VALID")
+        if state is not True:
+            self.phase(f"validate {label}")
+            op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+
+    def _enter(self, name: str) -> None:
+        """Record (and report) that phase ``name`` runs in the current transaction."""
+        self.phase_name = name
+        if self.offline:
+            op.execute(f"-- {self.revision}: phase {name}")
+            return
+        self._record()
+        progress.info(
+            "%s: phase %s", self.revision, name, extra={"event": PhaseStarted(self.revision, name)}
+        )
+
+    def _record(self) -> None:
+        bind = op.get_bind()
+        bind.execute(
+            sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": self.revision}
+        )
+        bind.execute(
+            sa.text(
+                f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, last_key, updated) "
+                "VALUES (:r, :phase, :rows, :key, :updated)"
+            ),
+            {
+                "r": self.revision,
+                "phase": self.phase_name,
+                "rows": self.rows_done,
+                "key": self.last_key,
+                "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+        )
+
+    def _next_transaction(self) -> None:
+        """Commit the migration's transaction so far and begin the next one.
+
+        Alembic keeps the migration's transaction in ``MigrationContext._transaction``
+        (its own ``autocommit_block`` replaces it the same way); swapping it keeps
+        Alembic's final version update in the last phase's transaction. On SQLite the
+        new transaction starts with flowdb's ``BEGIN IMMEDIATE``.
+        """
+        if self.offline:
+            self.context.impl.emit_commit()
+            self.context.impl.emit_begin()
+            return
+        transaction = self.context._transaction
+        assert transaction is not None, "online phases run inside the migration's transaction"
+        transaction.commit()
+        connection = self.context.connection
+        assert connection is not None
+        self.context._transaction = connection.begin()
+
+
+def per_dialect(**sql: list[str]) -> list[str]:
+    """The statements for the dialect being migrated, from ``sqlite=[...]``, ``postgresql=[...]``.
+
+    For the parts of a migration that are written in each dialect's own SQL (triggers).
+    """
+    return sql.get(dialect().name, [])
+
+
+def _not_null_check(table: str, column: str) -> str:
+    return f"ck_{table}__{column}__not_null_migration"
+
+
+def _constraint_validated(table: str, name: str) -> bool | None:
+    """Whether constraint ``name`` of ``table`` is validated; ``None`` when it does not exist."""
+    value = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT convalidated FROM pg_constraint WHERE conname = :name "
+                "AND conrelid = CAST(:table AS regclass)"
+            ),
+            {"name": name, "table": table},
+        )
+        .scalar()
+    )
+    return None if value is None else bool(value)

@@ -1,0 +1,93 @@
+"""The migration lint gate: the shipped history passes; an unsafe revision fails it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flowdb.database import history as history_module
+from flowdb.database.history import forget_history, load_history
+from flowdb.database.lint import lint
+from flowdb.database.target import Database
+from tests.cli.helpers import flowdb
+
+HEAD = load_history().head
+
+UNSAFE = f'''"""Add flow_run.priority the quick way: everything in one transaction.
+
+Revision ID: 0badbadbad01
+Revises: {HEAD}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0badbadbad01"
+down_revision = "{HEAD}"
+SERVES_PREVIOUS_CODE = True
+
+
+def upgrade() -> None:
+    op.add_column("flow_run", sa.Column("priority", sa.Integer(), nullable=True))
+    op.execute("UPDATE flow_run SET priority = 0")
+    op.alter_column("flow_run", "priority", nullable=False)
+    op.create_index("ix_flow_run__priority", "flow_run", ["priority"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_flow_run__priority", table_name="flow_run")
+    op.drop_column("flow_run", "priority")
+'''
+
+
+@pytest.fixture
+def unsafe_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the migrations with one unsafe revision on top."""
+    copy = tmp_path / "migrations"
+    shutil.copytree(
+        history_module.MIGRATIONS_FOLDER, copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (copy / "versions" / "2026_12_31_0badbadbad01_unsafe.py").write_text(UNSAFE)
+    monkeypatch.setattr(history_module, "MIGRATIONS_FOLDER", copy)
+    forget_history()
+    yield copy
+    forget_history()
+
+
+def test_the_shipped_history_passes_the_lint() -> None:
+    assert lint(Database.from_url("sqlite:///unused.db")) == []
+
+
+def test_an_unsafe_revision_fails_the_lint_on_every_count(unsafe_history: Path) -> None:
+    database = Database.from_url("sqlite:///unused.db")
+    findings = lint(database, [database.history.get("0badbadbad01")])
+    rules = {finding.rule for finding in findings}
+    assert "backfill-in-ddl-transaction" in rules  # the UPDATE runs under the ALTER's lock
+    assert "require-concurrent-index-creation" in rules
+    assert "serves-previous-code" in rules  # SET NOT NULL breaks the previous code's inserts
+    assert all(finding.revision == "0badbadbad01" for finding in findings)
+
+
+def test_an_allowance_with_a_reason_silences_its_rule(unsafe_history: Path) -> None:
+    path = unsafe_history / "versions" / "2026_12_31_0badbadbad01_unsafe.py"
+    path.write_text(
+        path.read_text().replace(
+            "SERVES_PREVIOUS_CODE = True",
+            'SERVES_PREVIOUS_CODE = True\nLINT_ALLOW = {"require-concurrent-index-creation": '
+            '"an example"}',
+        )
+    )
+    database = Database.from_url("sqlite:///unused.db")
+    rules = {f.rule for f in lint(database, [database.history.get("0badbadbad01")])}
+    assert "require-concurrent-index-creation" not in rules
+    assert "backfill-in-ddl-transaction" in rules
+
+
+def test_the_cli_gate_fails_on_the_unsafe_revision(unsafe_history: Path, tmp_path: Path) -> None:
+    result = flowdb(None, "database", "lint", home=tmp_path / "home", migrations=unsafe_history)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0badbadbad01" in result.stdout
+    assert "backfill-in-ddl-transaction" in result.stdout
+    assert "Traceback" not in result.stderr
