@@ -199,3 +199,36 @@ def in_progress(url: str) -> tuple[tuple[str, str, int], ...]:
     from flowdb.database.target import Database
 
     return Database.from_url(url).status().in_progress
+
+
+def seed_flow_runs(url: str, count: int, **columns: Any) -> list[uuid.UUID]:
+    """One flow with ``count`` runs, inserted in batches; returns the runs' ids.
+
+    Only the columns every revision's ``flow_run`` has are written (id, flow_id, name),
+    plus ``columns`` (name -> value, the same for every run), so it works at any revision.
+    """
+    flow = sa.table("flow", sa.column("id", sa.Uuid), sa.column("name"))
+    run = sa.table(
+        "flow_run",
+        sa.column("id", sa.Uuid),
+        sa.column("flow_id", sa.Uuid),
+        sa.column("name"),
+        *(sa.column(name, sa.DateTime(timezone=True)) for name in columns),
+    )
+    flow_id = uuid.uuid4()
+    ids = [uuid.uuid4() for _ in range(count)]
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.insert(flow).values(id=flow_id, name=f"f-{flow_id.hex[:6]}"))
+            for start in range(0, count, 5_000):
+                connection.execute(
+                    sa.insert(run),
+                    [
+                        {"id": run_id, "flow_id": flow_id, "name": f"r{n}", **columns}
+                        for n, run_id in enumerate(ids[start : start + 5_000], start=start)
+                    ],
+                )
+    finally:
+        engine.dispose()
+    return ids

@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from tests.cli.helpers import (
     ok,
     sqlite_file,
 )
-from tests.dbtools import sync_engine, table_names
+from tests.dbtools import seed_flow_runs, sync_engine, table_names
 
 IDS = [revision.id for revision in load_history().revisions]
 HEAD = IDS[-1]
@@ -386,38 +387,19 @@ def test_take_over_replaces_a_foreign_database_when_asked(
 
 def seed_states(url: str, runs: int) -> None:
     """``runs`` flow runs at head, each with two states in its history."""
+    import datetime as dt
+
+    run_ids = seed_flow_runs(url, runs, expected_start_time=dt.datetime.now(dt.UTC))
+    state = sa.table(
+        "flow_run_state",
+        sa.column("id", sa.Uuid),
+        sa.column("flow_run_id", sa.Uuid),
+        sa.column("type"),
+        sa.column("name"),
+    )
     engine = sync_engine(url)
     try:
         with engine.begin() as connection:
-            flow = sa.table("flow", sa.column("id", sa.Uuid), sa.column("name"))
-            run = sa.table(
-                "flow_run",
-                sa.column("id", sa.Uuid),
-                sa.column("flow_id", sa.Uuid),
-                sa.column("name"),
-                sa.column("expected_start_time", sa.DateTime(timezone=True)),
-            )
-            state = sa.table(
-                "flow_run_state",
-                sa.column("id", sa.Uuid),
-                sa.column("flow_run_id", sa.Uuid),
-                sa.column("type"),
-                sa.column("name"),
-            )
-            import datetime as dt
-            import uuid
-
-            flow_id = uuid.uuid4()
-            connection.execute(sa.insert(flow).values(id=flow_id, name="f"))
-            now = dt.datetime.now(dt.UTC)
-            run_ids = [uuid.uuid4() for _ in range(runs)]
-            connection.execute(
-                sa.insert(run),
-                [
-                    {"id": i, "flow_id": flow_id, "name": f"r{n}", "expected_start_time": now}
-                    for n, i in enumerate(run_ids)
-                ],
-            )
             connection.execute(
                 sa.insert(state),
                 [
@@ -611,7 +593,7 @@ def test_a_signal_at_any_moment_ends_in_one_line(
     """Interrupt upgrades at several moments; each ends in one line at a known revision."""
     scene = Scene(database_url, tmp_path, tmp_path / "home")
     at(IDS[8])(scene)  # before the data migrations
-    seed_runs(database_url, 30_000)
+    seed_flow_runs(database_url, 30_000)
     landed: set[str | None] = set()
     for delay in (0.0, 0.01, 0.03, 0.08, 0.15):
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
@@ -646,81 +628,3 @@ def test_a_signal_at_any_moment_ends_in_one_line(
     assert landed, "no signal landed inside an upgrade"
     ok(scene.run("database", "upgrade", "-y"))
     assert current_revision(database_url) == HEAD
-
-
-def seed_runs(url: str, runs: int) -> None:
-    """``runs`` flow runs at revision ``IDS[8]``, so the data migrations take a while."""
-    import uuid
-
-    flow_id = uuid.uuid4()
-    flow = sa.table("flow", sa.column("id", sa.Uuid), sa.column("name"))
-    run = sa.table(
-        "flow_run", sa.column("id", sa.Uuid), sa.column("flow_id", sa.Uuid), sa.column("name")
-    )
-    engine = sync_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(sa.insert(flow).values(id=flow_id, name="f"))
-            for start in range(0, runs, 5_000):
-                connection.execute(
-                    sa.insert(run),
-                    [
-                        {"id": uuid.uuid4(), "flow_id": flow_id, "name": f"r{n}"}
-                        for n in range(start, min(start + 5_000, runs))
-                    ],
-                )
-    finally:
-        engine.dispose()
-
-
-def test_a_read_only_versions_folder_is_named_as_such(sqlite_url: str, tmp_path: Path) -> None:
-    from tests.cli.helpers import assert_cannot_write, drop_write_override
-
-    scene = Scene(sqlite_url, tmp_path, tmp_path / "home")
-    versions = copied_history(scene)
-    versions.chmod(0o555)
-    try:
-        assert_cannot_write(versions)
-        before = sorted(versions.iterdir())
-        result = flowdb(
-            sqlite_url,
-            "database",
-            "revision",
-            "-m",
-            "cannot be written",
-            home=scene.home,
-            migrations=scene.migrations,
-            preexec_fn=drop_write_override,
-        )
-        assert_one_line_error(result, str(versions), "source checkout")
-        assert result.returncode == ExitCode.NOT_WRITABLE
-        assert sorted(versions.iterdir()) == before
-    finally:
-        versions.chmod(0o755)
-
-
-def test_a_role_that_may_not_read_the_version_table_is_told_so(
-    postgres_url: str, tmp_path: Path
-) -> None:
-    import uuid
-
-    from tests.dbtools import ADMIN_URL
-
-    scene = Scene(postgres_url, tmp_path, tmp_path / "home")
-    at(HEAD)(scene)
-    role = f"flowdb_reader_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
-        as_role = sa.make_url(postgres_url).set(username=role, password=None)
-        url = as_role.render_as_string(hide_password=False)
-        for args in (("current",), ("upgrade", "-y"), ("downgrade", "-y")):
-            result = flowdb(url, "database", *args, home=scene.home)
-            assert_one_line_error(result, "permission denied", "connect as a user")
-            assert result.returncode == ExitCode.NOT_WRITABLE
-        assert current_revision(postgres_url) == HEAD
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
-        admin.dispose()

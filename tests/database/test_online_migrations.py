@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -21,32 +20,11 @@ from flowdb.database.events import PhaseStarted
 from flowdb.database.history import load_history
 from flowdb.errors import ExitCode, MigrationBlockedError, MigrationInProgressError
 from tests.cli.helpers import assert_one_line_error, flowdb
-from tests.dbtools import ADMIN_URL, in_progress, revision_of, sync_engine
+from tests.dbtools import ADMIN_URL, in_progress, revision_of, seed_flow_runs, sync_engine
 
 IDS = [revision.id for revision in load_history().revisions]
 BEFORE_REINDEX = "1b5e8c2f7d43"
 BACKFILL = "3d1a5e7b9f86"
-
-
-def seed_runs(url: str, count: int) -> None:
-    engine = sync_engine(url)
-    try:
-        with engine.begin() as connection:
-            flow = sa.table("flow", sa.column("id", sa.Uuid), sa.column("name"))
-            run = sa.table(
-                "flow_run",
-                sa.column("id", sa.Uuid),
-                sa.column("flow_id", sa.Uuid),
-                sa.column("name"),
-            )
-            flow_id = uuid.uuid4()
-            connection.execute(sa.insert(flow).values(id=flow_id, name="f"))
-            connection.execute(
-                sa.insert(run),
-                [{"id": uuid.uuid4(), "flow_id": flow_id, "name": f"r{n}"} for n in range(count)],
-            )
-    finally:
-        engine.dispose()
 
 
 class Blocker:
@@ -71,7 +49,7 @@ def blocked(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     monkeypatch.setenv("FLOWDB_MIGRATION_DDL_LOCK_TIMEOUT", "0.3")
     monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_RETRIES", "2")
     alembic_upgrade(BEFORE_REINDEX)
-    seed_runs(postgres_url, 200)
+    seed_flow_runs(postgres_url, 200)
     blocker = Blocker(postgres_url)
     try:
         yield postgres_url, blocker
@@ -171,7 +149,7 @@ def test_migrations_resume_from_the_last_committed_batch(
     monkeypatch.setenv("FLOWDB_MIGRATION_DDL_LOCK_TIMEOUT", "0.2")
     monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_RETRIES", "0")
     alembic_upgrade("2c9f4d1a8e65")
-    seed_runs(postgres_url, 230)
+    seed_flow_runs(postgres_url, 230)
     engine = sync_engine(postgres_url)
     holder = engine.connect()
 
@@ -219,7 +197,7 @@ def test_an_invalid_index_left_by_a_cancelled_build_is_rebuilt(
 ) -> None:
     monkeypatch.setenv("FLOWDB_DATABASE_URL", postgres_url)
     alembic_upgrade(BEFORE_REINDEX)
-    seed_runs(postgres_url, 100)
+    seed_flow_runs(postgres_url, 100)
     name = "ix_flow_run__flow_id_start_time"
     leave_an_invalid_index(postgres_url, f"CREATE INDEX CONCURRENTLY {name} ON flow_run (flow_id)")
     assert index_validity(postgres_url, name) is False
@@ -318,7 +296,7 @@ def test_a_downgrade_waits_for_an_unfinished_migration(
     monkeypatch.setenv("FLOWDB_MIGRATION_DDL_LOCK_TIMEOUT", "0.2")
     monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_RETRIES", "0")
     alembic_upgrade(BEFORE_REINDEX)
-    seed_runs(postgres_url, 10)
+    seed_flow_runs(postgres_url, 10)
     blocker = Blocker(postgres_url)
     try:
         with pytest.raises(MigrationBlockedError):
