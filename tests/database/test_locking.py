@@ -122,3 +122,18 @@ def test_a_waiter_names_the_holder_of_its_own_database(postgres_url: str) -> Non
             assert f"pid {elsewhere.pid}" in str(caught.value)
     finally:
         drop_postgres_database(other)
+
+
+def test_a_quick_look_tells_whether_a_migration_is_running(configured: str) -> None:
+    database = Database.from_url(configured)
+    assert database.migration_running() is None
+    with lock_holder(configured) as holder:
+        running = database.migration_running()
+        assert running is not None and running.pid == holder.pid
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        # A dead holder holds nothing (PostgreSQL ends its session as the socket closes).
+        deadline = time.monotonic() + 10
+        while database.migration_running() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert database.migration_running() is None

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from flowdb.database.dialects.base import Dialect
     from flowdb.database.history import History
+    from flowdb.database.locking import LockHolder
     from flowdb.database.status import SchemaStatus
     from flowdb.database.urls import DatabaseUrl
     from flowdb.settings import Settings
@@ -76,6 +77,11 @@ class Database:
         with self.errors():
             catalog = self.dialect.read_catalog(Waiter(self, what="the database"))
         return status_from_catalog(catalog, self.history)
+
+    def migration_running(self) -> LockHolder | None:
+        """Who is migrating this database now, if anyone; never waits, never writes."""
+        with self.errors():
+            return self.dialect.migration_running()
 
     def lock(self, command: str) -> AbstractContextManager[None]:
         """The cross-process migration lock, held for the block (re-entrant per thread)."""

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from flowdb.database.locking import Waiter
+    from flowdb.database.locking import LockHolder, Waiter
     from flowdb.database.urls import DatabaseUrl
     from flowdb.errors import FlowdbError
     from flowdb.settings import Settings
@@ -125,6 +125,10 @@ class Dialect(ABC):
     @abstractmethod
     def migration_lock(self, command: str, waiter: Waiter) -> AbstractContextManager[None]:
         """Hold this database's cross-process migration lock for the block."""
+
+    @abstractmethod
+    def migration_running(self) -> LockHolder | None:
+        """Who holds this database's migration lock now, if anyone (a quick look, no wait)."""
 
     # --- maintenance ------------------------------------------------------------------------
 

@@ -205,6 +205,15 @@ class PostgresDialect(Dialect):
         finally:
             engine.dispose()
 
+    def migration_running(self) -> LockHolder | None:
+        """The session holding flowdb's advisory lock in this database, from ``pg_locks``."""
+        engine = self.create_sync_engine("flowdb-status", statement_timeout=0)
+        try:
+            with engine.connect() as connection:
+                return _holder(connection)
+        finally:
+            engine.dispose()
+
     # --- maintenance ------------------------------------------------------------------------
 
     def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:

@@ -303,6 +303,26 @@ class SqliteDialect(Dialect):
         except (OSError, ValueError, TypeError):
             return None
 
+    def migration_running(self) -> LockHolder | None:
+        """The holder the lock's JSON file names, if that process is alive on this host.
+
+        The file is removed when the lock is released; a holder killed with SIGKILL
+        leaves it behind, but then its process is gone (and the kernel freed the lock).
+        """
+        import os
+        import socket
+
+        holder = self._holder()
+        if holder is None or holder.host != socket.gethostname():
+            return holder
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return holder  # alive, but another user's
+        return holder
+
     # --- maintenance ------------------------------------------------------------------------
 
     def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:
