@@ -141,7 +141,7 @@ def test_create_app_honours_the_settings_it_is_given(
 def test_the_readme_lists_every_exit_code() -> None:
     from flowdb.errors import ExitCode
 
-    readme = (SOURCE.parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Errors and exit codes", 1)[1].split("\n## ", 1)[0]
     cells = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("|")]
     listed = {int(cell) for cell in cells if cell.isdigit()}
