@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +235,21 @@ def seed_flow_runs(url: str, count: int, **columns: Any) -> list[uuid.UUID]:
     finally:
         engine.dispose()
     return ids
+
+
+@contextmanager
+def lock_holder(url: str, seconds: float = 600) -> Iterator[subprocess.Popen[str]]:
+    """A separate process holding the migration lock until the block ends (or it is killed)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.database.lock_holder", str(seconds)],
+        env={**os.environ, "FLOWDB_DATABASE_URL": url},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "locked"
+        yield process
+    finally:
+        process.kill()
+        process.wait()

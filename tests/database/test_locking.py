@@ -8,8 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -18,30 +16,12 @@ from flowdb.database.locking import migration_lock
 from flowdb.database.target import Database
 from flowdb.errors import MigrationLockTimeoutError
 from flowdb.settings import Settings
-from tests.dbtools import create_postgres_database, drop_postgres_database
+from tests.dbtools import create_postgres_database, drop_postgres_database, lock_holder
 
 
 def waiting_up_to(url: str, seconds: float) -> Database:
     """The database at ``url``, whose lock waits give up after ``seconds``."""
     return Database.from_url(url, Settings(migration_lock_timeout=seconds))
-
-
-@contextmanager
-def lock_holder(url: str, seconds: float = 600) -> Iterator[subprocess.Popen[str]]:
-    """A separate process holding the migration lock until the block ends (or it is killed)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.database.lock_holder", str(seconds)],
-        env={**os.environ, "FLOWDB_DATABASE_URL": url},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "locked"
-        yield process
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_waiter_times_out_naming_the_holder(configured: str) -> None:

@@ -45,7 +45,7 @@ def test_health_ready_and_version(api: TestClient) -> None:
     head = load_history().head
     assert api.get("/api/health").json() == {"status": "ok"}
     ready = api.get("/api/ready").json()
-    assert ready == {"status": "ready", "schema_revision": head, "head": head}
+    assert ready == {"status": "ready", "schema_revision": head, "head": head, "detail": ""}
     version = api.get("/api/admin/version").json()
     assert version["schema_revision"] == head
     assert version["version"]

@@ -83,6 +83,26 @@ class Database:
         with self.errors():
             return self.dialect.migration_running()
 
+    def columns(self) -> dict[str, frozenset[str]]:
+        """Each table's column names, read from the system catalog (no table locks).
+
+        For readiness during a migration: the server asks whether the tables and columns
+        its models use are all there.
+        """
+        import sqlalchemy as sa
+
+        with self.errors():
+            engine = self.engine("flowdb-status")
+            try:
+                with engine.connect() as connection:
+                    found = sa.inspect(connection).get_multi_columns()
+            finally:
+                engine.dispose()
+        return {
+            table: frozenset(column["name"] for column in columns)
+            for (_schema, table), columns in found.items()
+        }
+
     def lock(self, command: str) -> AbstractContextManager[None]:
         """The cross-process migration lock, held for the block (re-entrant per thread)."""
         from flowdb.database.locking import migration_lock

@@ -230,6 +230,8 @@ class Readiness(BaseModel):
     status: str
     schema_revision: str | None
     head: str | None
+    #: Why a database not at head is still served (a migration is running), else empty.
+    detail: str = ""
 
 
 class VersionInfo(BaseModel):

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 
 from flowdb import __version__
 from flowdb.errors import FlowdbError
+from flowdb.server.readiness import judge
 from flowdb.server.routes.common import Database
 from flowdb.server.schemas import ErrorBody, Health, Readiness, VersionInfo
 
@@ -24,20 +25,22 @@ async def health() -> Health:
     responses={503: {"model": ErrorBody, "description": "Not ready; the reason is given."}},
 )
 async def ready(database: Database, response: Response) -> Readiness | ErrorBody:
-    """The database is reachable and at the schema revision this server was built for."""
+    """The database is reachable and its schema serves this server's code.
+
+    That is: at head, or behind it while a migration runs whose new tables and columns
+    are already there (``server.readiness``), so replicas stay in service during upgrades.
+    """
     try:
-        status = await to_thread.run_sync(database.database.status)
+        verdict = await to_thread.run_sync(judge, database.database)
     except FlowdbError as error:
         response.status_code = 503
         return ErrorBody(detail=str(error))
-    if not status.at_head:
+    if not verdict.ready:
         response.status_code = 503
-        where = status.current or "base (no schema)"
-        return ErrorBody(
-            detail=f"The database is at revision {where}, not at head {status.head}; "
-            "run 'flowdb database upgrade -y'."
-        )
-    return Readiness(status="ready", schema_revision=status.current, head=status.head)
+        return ErrorBody(detail=verdict.detail)
+    return Readiness(
+        status="ready", schema_revision=verdict.current, head=verdict.head, detail=verdict.detail
+    )
 
 
 @router.get("/admin/version")

@@ -1,0 +1,80 @@
+"""Whether this server can serve the database as it is now, for ``/api/ready``.
+
+A load balancer drops a replica that is not ready. Answering "not ready" whenever the
+database is not exactly at this code's head would take every replica out at once during
+an upgrade, an outage made by the probe itself. So a replica is ready when:
+
+- the database is at this code's head; or
+- it is behind head while a migration runs (someone holds the migration lock), and every
+  table and column this code's models use is already there (the expand phase is done).
+
+Otherwise the answer says why, and what to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowdb.database.orm_models import Base
+from flowdb.database.target import Database
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Ready or not, with the revisions and a one-line reason for operators."""
+
+    ready: bool
+    current: str | None
+    head: str | None
+    detail: str = ""
+
+
+def judge(database: Database) -> Verdict:
+    """Read the database's state and decide readiness (blocking: run it in a thread)."""
+    status = database.status()
+    if status.at_head:
+        return Verdict(True, status.current, status.head)
+    if status.owner == "foreign":
+        detail = f"The database is not flowdb's ({status.foreign_because})."
+        return Verdict(False, status.current, status.head, detail)
+    if status.owner == "newer":
+        detail = (
+            f"The database is at revision {status.current}, which this flowdb does not know "
+            "(a newer flowdb upgraded it); run that version's server."
+        )
+        return Verdict(False, status.current, status.head, detail)
+    where = status.current or "base (no schema)"
+    behind = f"The database is at revision {where}, not at head {status.head}"
+    holder = database.migration_running()
+    if holder is None:
+        return Verdict(
+            False, status.current, status.head, f"{behind}; run 'flowdb database upgrade -y'."
+        )
+    missing = missing_columns(database)
+    if missing:
+        return Verdict(
+            False,
+            status.current,
+            status.head,
+            f"{behind}; a migration is running ({holder.describe()}) and {missing} "
+            "is not there yet.",
+        )
+    return Verdict(
+        True,
+        status.current,
+        status.head,
+        f"A migration is running ({holder.describe()}); the schema already serves this code.",
+    )
+
+
+def missing_columns(database: Database) -> str:
+    """The first table or column this code's models use that the database lacks, or ``""``."""
+    live = database.columns()
+    for table in Base.metadata.sorted_tables:
+        columns = live.get(table.name)
+        if columns is None:
+            return f"table {table.name}"
+        for column in table.columns:
+            if column.name not in columns:
+                return f"column {table.name}.{column.name}"
+    return ""
