@@ -74,6 +74,12 @@ class ConfirmationRequiredError(FlowdbError):
     exit_code = ExitCode.USAGE
 
 
+class AddressUnavailableError(FlowdbError):
+    """The server cannot listen on the asked host and port (in use, or not this host's)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class DatabaseUnreachableError(FlowdbError):
     """The database server cannot be reached or refused the connection."""
 

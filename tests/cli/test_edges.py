@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -338,6 +339,21 @@ EDGES = [
         add_revision_file("2026_12_24_badc0de00001_bad.py", NOT_PYTHON),
         dialects=("sqlite",),
     ),
+    # The server checks what it can before touching the database.
+    Edge(
+        "server on an unknown host",
+        ("server", "start", "--host", "no-such-host.invalid", "--port", "4999"),
+        ExitCode.USAGE,
+        ("Cannot listen", "no-such-host.invalid", "--host"),
+        dialects=("sqlite",),
+    ),
+    Edge(
+        "server log level typo",
+        ("server", "start", "--log-level", "loud"),
+        ExitCode.USAGE,
+        ("loud", "--log-level"),
+        dialects=("sqlite",),
+    ),
 ]
 
 
@@ -367,6 +383,18 @@ def test_edge(edge: Edge, dialect: str, tmp_path: Path, request: pytest.FixtureR
 
 
 # --- cases with more than one step ---------------------------------------------------------
+
+
+def test_a_server_on_a_port_in_use_fails_before_migrating(sqlite_url: str, tmp_path: Path) -> None:
+    scene = Scene(sqlite_url, tmp_path, tmp_path / "home")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = scene.run("server", "start", "--port", str(port))
+    assert_one_line_error(result, "Cannot listen", f"127.0.0.1:{port}", "--port")
+    assert result.returncode == ExitCode.USAGE
+    assert not sqlite_file(sqlite_url).exists(), "the server migrated before failing"
 
 
 def test_nothing_to_upgrade_needs_no_confirmation(database_url: str, tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ Each worker then runs the same idempotent check, which costs one query at head.
 
 from __future__ import annotations
 
+import socket
+from enum import StrEnum
+
 import typer
 
 from flowdb.cli.output import escape, migration_report
@@ -17,17 +20,30 @@ server_app = typer.Typer(
 )
 
 
+class LogLevel(StrEnum):
+    """uvicorn's log levels, so that a typo is a usage error instead of a crash."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
+
 @server_app.command()
 def start(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(4200, min=1, max=65535, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
-    log_level: str = typer.Option("info", help="uvicorn's log level."),
+    log_level: LogLevel = typer.Option(LogLevel.info, help="uvicorn's log level."),
 ) -> None:
-    """Start the API server, making sure the database schema is at head first."""
+    """Start the API server on FLOWDB_DATABASE_URL, making sure its schema is at head first."""
     from flowdb.database.interface import ensure_schema
     from flowdb.database.target import Database
     from flowdb.errors import ConfigurationError
+
+    check_address(host, port)
 
     try:
         import uvicorn
@@ -52,5 +68,31 @@ def start(
         host=host,
         port=port,
         workers=workers,
-        log_level=log_level,
+        log_level=log_level.value,
     )
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail in one line, before the database is touched, when uvicorn could not listen.
+
+    Binds (and closes) a socket the way uvicorn will, so a port in use or an address
+    that is not this host's is reported before a migration runs, not after.
+    """
+    from flowdb.errors import AddressUnavailableError
+
+    fix = "choose another --host/--port, or stop the program that listens there"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise AddressUnavailableError(
+            f"Cannot listen on {host}:{port}: {host!r} is not a known address ({error}); {fix}."
+        ) from None
+    family, kind, protocol, _name, address = infos[0]
+    try:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise AddressUnavailableError(
+            f"Cannot listen on {host}:{port} ({error.strerror or error}); {fix}."
+        ) from None

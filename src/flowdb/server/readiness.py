@@ -4,7 +4,7 @@ A load balancer drops a replica that is not ready. Answering "not ready" wheneve
 database is not exactly at this code's head would take every replica out at once during
 an upgrade, an outage made by the probe itself. So a replica is ready when:
 
-- the database is at this code's head; or
+- the database is at this code's head (and its tables are there, not only its revision); or
 - it is behind head while a migration runs (someone holds the migration lock), and every
   table and column this code's models use is already there (the expand phase is done).
 
@@ -33,6 +33,13 @@ def judge(database: Database) -> Verdict:
     """Read the database's state and decide readiness (blocking: run it in a thread)."""
     status = database.status()
     if status.at_head:
+        missing = missing_columns(database)
+        if missing:
+            detail = (
+                f"The database is stamped at head {status.head} but {missing} is missing; "
+                "recreate it with 'flowdb database reset' (after a backup) or restore it."
+            )
+            return Verdict(False, status.current, status.head, detail)
         return Verdict(True, status.current, status.head)
     if status.owner == "foreign":
         detail = f"The database is not flowdb's ({status.foreign_because})."
