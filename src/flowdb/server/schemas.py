@@ -13,7 +13,7 @@ import math
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from flowdb.database.column_types import StateType
 
@@ -107,7 +107,22 @@ class StateCreate(_Input):
     name: Name | None = None
     message: Text | None = None
     data: AnyDocument | None = None
-    timestamp: Timestamp | None = None
+    timestamp: Timestamp | None = Field(
+        default=None,
+        deprecated=True,
+        description="Ignored: the server stamps each state with its own time, never earlier "
+        "than the run's current state, so the history's order is the order of the changes.",
+    )
+
+
+class StateChange(StateCreate):
+    """A state to move an existing run to, by the transition rules unless ``force``."""
+
+    force: StrictBool = Field(
+        default=False,
+        description="Skip the transition rules (for operators); counters and times are "
+        "kept right all the same.",
+    )
 
 
 class State(_Output):
@@ -170,12 +185,13 @@ class TaskRunCreate(_Input):
 
 
 class TaskRun(_Output):
-    """One execution of a task."""
+    """One execution of a task, with its current state."""
 
     flow_run_id: uuid.UUID
     task_key: str
     dynamic_key: str
     name: str
+    state_id: uuid.UUID | None
     state_type: StateType | None
     state_name: str | None
     run_count: int

@@ -287,6 +287,16 @@ class PostgresDialect(Dialect):
             )
         return None
 
+    def server_timeout_message(self, exc: BaseException, text: str) -> str | None:
+        """A ``statement_timeout`` on the API's engine: FLOWDB_SERVER_QUERY_TIMEOUT ran out."""
+        if "statement timeout" not in text.lower():
+            return None
+        return (
+            f"The query ran longer than FLOWDB_SERVER_QUERY_TIMEOUT "
+            f"({self.settings.server_query_timeout:g} s) allows and was cancelled; try again, "
+            "or raise that setting (0 means no limit)."
+        )
+
     def is_lock_timeout(self, exc: BaseException) -> bool:
         """SQLSTATE 55P03 (lock_not_available): ``lock_timeout`` ran out."""
         return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
