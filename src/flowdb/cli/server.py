@@ -53,4 +53,5 @@ def start(
         port=port,
         workers=workers,
         log_level=log_level,
+        timeout_keep_alive=database.settings.server_keep_alive_timeout,
     )

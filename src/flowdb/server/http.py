@@ -51,13 +51,22 @@ class Conventions:
         await self.app({**scope, "method": "GET", "flowdb_head": True}, receive, without_body)
 
 
+#: The methods a 405's ``Allow`` may list (HEAD is added where GET is).
+METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
-    """Every method some route answers on the path of ``scope`` (HEAD where GET is)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "method": "GET"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    """Every method some route answers on the path of ``scope`` (HEAD where GET is).
+
+    Each method is tried against every route, so the answer does not depend on how
+    routes are grouped or which of them matched the path first.
+    """
+    routes = app.router.routes
+    methods = {
+        method
+        for method in METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
+    }
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)

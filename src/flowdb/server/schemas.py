@@ -48,6 +48,18 @@ def _storable_document(value: Any) -> Any:
     return value
 
 
+def _without_negative_zero(value: Any) -> Any:
+    """``value`` with each ``-0.0`` made ``0.0``: PostgreSQL's JSONB has no negative zero,
+    so every dialect stores a plain zero and returns the same document."""
+    if isinstance(value, float) and value == 0:
+        return 0.0
+    if isinstance(value, dict):
+        return {key: _without_negative_zero(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_without_negative_zero(child) for child in value]
+    return value
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     """Timestamps without a zone are read as UTC, the API's documented default."""
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
@@ -57,8 +69,12 @@ Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_stora
 Text = Annotated[str, Field(max_length=100_000), AfterValidator(_storable_text)]
 Tag = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_storable_text)]
 Tags = Annotated[list[Tag], Field(max_length=100)]
-Document = Annotated[dict[str, Any], AfterValidator(_storable_document)]
-AnyDocument = Annotated[Any, AfterValidator(_storable_document)]
+Document = Annotated[
+    dict[str, Any], AfterValidator(_storable_document), AfterValidator(_without_negative_zero)
+]
+AnyDocument = Annotated[
+    Any, AfterValidator(_storable_document), AfterValidator(_without_negative_zero)
+]
 Timestamp = Annotated[
     dt.datetime,
     Field(ge=dt.datetime(1970, 1, 1, tzinfo=dt.UTC), le=dt.datetime(9000, 1, 1, tzinfo=dt.UTC)),

@@ -94,13 +94,8 @@ async def _require_task_runs_of_their_flow_runs(
     if not pairs:
         return
     task_ids = {task_id for _, task_id, _ in pairs}
-    owners = dict(
-        (
-            await session.execute(
-                select(orm.TaskRun.id, orm.TaskRun.flow_run_id).where(orm.TaskRun.id.in_(task_ids))
-            )
-        ).tuples()
-    )
+    query = select(orm.TaskRun.id, orm.TaskRun.flow_run_id).where(orm.TaskRun.id.in_(task_ids))
+    owners = {task_id: flow_run_id for task_id, flow_run_id in await session.execute(query)}
     for index, task_id, flow_run_id in pairs:
         if owners[task_id] != flow_run_id:
             raise InvalidReferenceError(
