@@ -237,3 +237,37 @@ def test_json_documents_come_back_as_stored(api: TestClient, path: str) -> None:
     stored = body["parameters"] if isinstance(body, dict) else body[-1]["data"]
     assert stored == DOCUMENT
     assert isinstance(stored["big"], float) and isinstance(stored["whole"], float)
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+def test_a_query_timeout_is_a_503_naming_the_server_setting_not_the_url(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set_state that waits for a run another session holds locked runs out of time."""
+    import sqlalchemy as sa
+
+    from flowdb.server.app import create_app
+    from tests.dbtools import sync_engine
+
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("FLOWDB_SERVER_QUERY_TIMEOUT", "0.5")
+    with TestClient(create_app()) as api:
+        run = make_run(api, make_flow(api)["id"])
+        engine = sync_engine(postgres_url)
+        try:
+            with engine.begin() as holder:
+                holder.execute(
+                    sa.text("SELECT id FROM flow_run WHERE id = :id FOR UPDATE"),
+                    {"id": uuid.UUID(run["id"])},
+                )
+                response = set_state(api, run["id"], "RUNNING")
+        finally:
+            engine.dispose()
+        assert response.status_code == 503
+        detail = response.json()["detail"]
+        assert "FLOWDB_SERVER_QUERY_TIMEOUT (0.5 s)" in detail
+        assert "MIGRATION" not in detail
+        assert "postgres" not in detail and "127.0.0.1" not in detail
+        assert set_state(api, run["id"], "RUNNING").status_code == 201
