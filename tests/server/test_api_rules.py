@@ -271,3 +271,67 @@ def test_a_query_timeout_is_a_503_naming_the_server_setting_not_the_url(
         assert "MIGRATION" not in detail
         assert "postgres" not in detail and "127.0.0.1" not in detail
         assert set_state(api, run["id"], "RUNNING").status_code == 201
+
+
+# --- the OpenAPI document tells the truth ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/flow_runs", {"expected_start_time": 0}),
+        ("/api/flow_runs", {"expected_start_time": "1969-12-31T23:59:59Z"}),
+        ("/api/flow_runs", {"expected_start_time": "9000-01-01T00:00:00Z"}),
+        ("/api/flow_runs", {"expected_start_time": "2026-03-01T12:00:00"}),  # no zone
+        ("/api/flow_runs", {"expected_start_time": "2026-03-01"}),
+        ("/api/logs", {"level": True}),
+        ("/api/logs", {"level": "20"}),
+        ("/api/logs", {"level": 20.5}),
+        ("/api/logs", {"timestamp": 0}),
+    ],
+)
+def test_what_the_schema_forbids_is_refused(api: TestClient, path: str, body: Any) -> None:
+    run = make_run(api, make_flow(api)["id"])
+    if path == "/api/logs":
+        line = {"name": "n", "level": 20, "message": "m", "timestamp": "2026-03-01T12:00:00Z"}
+        response = api.post(path, json=[{**line, "flow_run_id": run["id"], **body}])
+    else:
+        response = api.post(path, json={"flow_id": run["flow_id"], **body})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][-1] in body
+
+
+def test_query_timestamps_are_strings_in_the_documented_form(api: TestClient) -> None:
+    for value in ("0.5", "0", "2026-03-01"):
+        response = api.get("/api/flow_runs", params={"expected_start_before": value})
+        assert response.status_code == 422, value
+    ok = api.get("/api/flow_runs", params={"expected_start_before": "2026-03-01T00:00:00+02:00"})
+    assert ok.status_code == 200
+
+
+def test_the_document_states_the_constraints_the_server_enforces(api: TestClient) -> None:
+    from flowdb.server.schemas import DATE_TIME, NUL_FREE
+
+    document = api.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert schemas["FlowCreate"]["properties"]["name"]["pattern"] == NUL_FREE
+    assert schemas["LogCreate"]["properties"]["timestamp"]["pattern"] == DATE_TIME
+    assert schemas["LogCreate"]["properties"]["level"]["type"] == "integer"
+    assert schemas["FlowCreate"]["examples"] and schemas["LogCreate"]["examples"]
+    operations = {
+        (method, path): operation
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    assert operations["post", "/api/flows"]["operationId"] == "create_flow"
+    assert operations["post", "/api/flow_runs/{flow_run_id}/set_state"]["operationId"] == (
+        "set_flow_run_state"
+    )
+    for (method, path), operation in operations.items():
+        if path != "/api/health":
+            assert "503" in operation["responses"], (method, path)
+    for path in (
+        "/api/flow_runs/{flow_run_id}/set_state",
+        "/api/task_runs/{task_run_id}/set_state",
+    ):
+        assert "409" in operations["post", path]["responses"]

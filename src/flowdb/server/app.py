@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowdb import __version__
@@ -22,6 +23,7 @@ from flowdb.database.target import Database
 from flowdb.errors import FlowdbError, one_line_message
 from flowdb.server import failures, http
 from flowdb.server.engine import ServerDatabase
+from flowdb.server.routes.common import UNAVAILABLE
 from flowdb.settings import Settings
 
 
@@ -70,6 +72,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.database.dispose()
 
 
+def _operation_id(route: APIRoute) -> str:
+    """Each operation's id is its function's name (``create_flow``, ``set_flow_run_state``):
+    stable names for generated clients, unlike FastAPI's path-derived ones."""
+    return route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for the database of ``settings`` (default: read now, once)."""
     from flowdb.server.routes import admin, flow_runs, flows, logs, service, task_runs
@@ -81,11 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Flows, flow runs, task runs and logs, stored by flowdb.",
         lifespan=_lifespan,
+        generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
     app.state.database = ServerDatabase(database)
-    for module in (service, admin, flows, flow_runs, task_runs, logs):
-        app.include_router(module.router, prefix="/api")
+    app.include_router(service.router, prefix="/api")
+    for module in (admin, flows, flow_runs, task_runs, logs):
+        app.include_router(module.router, prefix="/api", responses=UNAVAILABLE)
     app.add_middleware(_SchemaGate, database=database)
     failures.install(app)
     http.install(app)

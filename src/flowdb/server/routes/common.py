@@ -48,6 +48,13 @@ NOT_FOUND: Responses = {
 #: FastAPI answers 400 itself when a body is not JSON at all (bad bytes, truncated).
 BAD_BODY: Responses = {400: {"model": ErrorBody, "description": "The body is not valid JSON."}}
 CONFLICT: Responses = {409: {"model": ErrorBody, "description": "A unique field is already taken."}}
+UNAVAILABLE: Responses = {
+    503: {
+        "model": ErrorBody,
+        "description": "The database did not answer in time or cannot be reached; the "
+        "message names the setting that bounds the wait. Try again.",
+    }
+}
 REFUSED_TRANSITION: Responses = {
     409: {
         "model": ErrorBody,

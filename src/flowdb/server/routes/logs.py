@@ -13,7 +13,7 @@ from flowdb.database import orm_models as orm
 from flowdb.database.column_types import utcnow
 from flowdb.errors import InvalidReferenceError
 from flowdb.server.routes.common import BAD_BODY, NOT_FOUND, Database, Paging, not_found
-from flowdb.server.schemas import Log, LogCreate, LogLevel, LogsCreated
+from flowdb.server.schemas import Log, LogCreate, LogLevelQuery, LogsCreated
 
 router = APIRouter(prefix="/logs", tags=["logs"])
 
@@ -46,7 +46,7 @@ async def list_logs(
     paging: Paging,
     flow_run_id: Annotated[uuid.UUID | None, Query(description="Logs of this flow run.")] = None,
     task_run_id: Annotated[uuid.UUID | None, Query(description="Logs of this task run.")] = None,
-    level_at_least: Annotated[LogLevel | None, Query(description="Minimum level.")] = None,
+    level_at_least: Annotated[LogLevelQuery | None, Query(description="Minimum level.")] = None,
 ) -> list[Log]:
     """Log lines in time order, filtered by run and minimum level."""
     query = select(orm.Log)
