@@ -5,7 +5,7 @@ Options:
   --tiny          smallest sizes and 2 runs: the smoke test the suite runs
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online)
+                  online, states)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -21,7 +21,16 @@ from pathlib import Path
 from bench.common import Row, environment_report, render_table
 from bench.databases import Scratch, postgres_version, scratch
 
-ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun", "server", "online")
+ALL_CASES = (
+    "startup",
+    "upgrade",
+    "data",
+    "concurrency",
+    "dryrun",
+    "server",
+    "online",
+    "states",
+)
 
 
 def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch], list[Row]]]]:
@@ -31,6 +40,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.online import bench_online_upgrade
     from bench.server import bench_server
     from bench.startup import bench_startup
+    from bench.state_races import bench_state_races
     from bench.upgrade import bench_upgrade
 
     repeat = args.repeat
@@ -58,6 +68,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "online": (
             "7. Upgrading a busy database",
             lambda s: bench_online_upgrade(s, online_sizes),
+        ),
+        "states": (
+            "8. Concurrent state changes",
+            lambda s: bench_state_races(s, 10 if args.tiny else 200),
         ),
     }
 

@@ -34,7 +34,7 @@ def bench_server(scratch: Scratch, requests: int, repeat: int) -> list[Row]:
     for dialect in ("sqlite", "postgresql"):
         single: dict[str, Timing] = {}
         for workers in (1, 4):
-            with _server(scratch, dialect, workers) as base_url:
+            with running_server(scratch, dialect, workers) as base_url:
                 timings = _measure(base_url, requests, repeat)
             for operation in ("create flow run", "insert 100 logs"):
                 measured = timings[operation]
@@ -63,7 +63,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _server(scratch: Scratch, dialect: str, workers: int) -> Iterator[str]:
+def running_server(scratch: Scratch, dialect: str, workers: int) -> Iterator[str]:
     """A running server on a fresh database; its base URL. Stopped and dropped after."""
     import httpx
 

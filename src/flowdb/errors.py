@@ -158,6 +158,29 @@ class BrokenHistoryError(FlowdbError):
     exit_code = ExitCode.CORRUPT
 
 
+class ConflictError(FlowdbError):
+    """A request conflicts with what the database holds (the API answers 409)."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class StateTransitionError(ConflictError):
+    """A run was asked to move to a state its current state may not be followed by."""
+
+
+class InvalidReferenceError(FlowdbError):
+    """Ids in a request that each name a row but do not belong together (the API answers 422).
+
+    ``loc`` says where in the request the offending id is, as validation errors do.
+    """
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class Interrupted(BaseException):
     """Raised by the CLI's SIGTERM handler so that cleanup runs as it does for Ctrl-C."""
 

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds one API query may run on PostgreSQL; 0 means no limit.",
     )
+    server_keep_alive_timeout: int = Field(
+        default=120,
+        ge=1,
+        le=86_400,
+        description="Seconds the API server keeps an idle HTTP connection open; longer than "
+        "the idle time of common client pools (httpx, requests, aiohttp), so a client never "
+        "reuses a connection the server is closing.",
+    )
     migrate_on_start: bool = Field(
         default=True,
         description="Whether the API server upgrades the database to head when it starts.",

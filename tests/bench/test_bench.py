@@ -37,6 +37,7 @@ def test_tiny_benchmark_run_prints_every_case(tmp_path: Path) -> None:
         "4. Concurrent upgrades",
         "5. Dry-run SQL for the whole history",
         "6. REST API throughput",
+        "8. Concurrent state changes",
     ):
         assert f"### {title}" in result.stdout
     ratios = [float(m["ratio"]) for m in RATIO.finditer(result.stdout)]
@@ -46,6 +47,8 @@ def test_tiny_benchmark_run_prints_every_case(tmp_path: Path) -> None:
     assert "PostgreSQL 1" in written  # the server version was measured, not "not measured"
     assert "### 6. REST API throughput" in written
     assert re.search(r"\| [\d,]+ req/s \|", written)
+    violations = re.findall(r"\| (\d+) invariant violations;", written)
+    assert violations == ["0"] * 4, violations
 
 
 def test_unknown_case_is_refused() -> None:

@@ -116,7 +116,7 @@ def test_duplicate_flow_name_is_a_conflict(api: TestClient) -> None:
     make_flow(api, "etl")
     response = api.post("/api/flows", json={"name": "etl"})
     assert response.status_code == 409
-    assert "existing" in response.json()["detail"]
+    assert response.json()["detail"] == "A flow named 'etl' exists already."
 
 
 def test_unknown_ids_are_404_naming_the_id(api: TestClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -145,3 +147,82 @@ def test_a_worker_started_directly_refuses_in_one_line(configured: str) -> None:
     assert "1 migration(s) behind" in errors[0]
     assert "flowdb database upgrade -y" in errors[0]
     assert revision_of(configured) == behind
+
+
+def worker_pids(master: int) -> list[int]:
+    """The live children of process ``master`` (uvicorn's workers), from /proc."""
+    children = Path(f"/proc/{master}/task/{master}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
+
+
+def test_workers_stop_when_their_master_is_killed(configured: str) -> None:
+    port = free_port()
+    process = start_server(configured, port, "--workers", "2", "--log-level", "warning")
+    workers: list[int] = []
+    try:
+        wait_until_ready(port, process)
+        deadline = time.monotonic() + 30
+        while len(workers) < 2 and time.monotonic() < deadline:
+            # the uvicorn supervisor may sit between the CLI and the workers
+            workers = [w for c in worker_pids(process.pid) for w in [c, *worker_pids(c)]]
+            workers = [w for w in workers if "uvicorn" in _cmdline(w) or "spawn" in _cmdline(w)]
+            time.sleep(0.2)
+        assert len(workers) >= 2, workers
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(w) for w in workers), "a worker outlived its master"
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    again = start_server(configured, port, "--log-level", "warning")
+    try:
+        wait_until_ready(port, again)  # the port is free again
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=30)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_idle_connections_outlive_the_common_client_pool_idle_time(sqlite_url: str) -> None:
+    """uvicorn's own default closes idle connections after 5 s; clients keep them longer."""
+    port = free_port()
+    process = start_server(sqlite_url, port, "--log-level", "warning")
+    try:
+        wait_until_ready(port, process)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", "/api/health")
+            assert connection.getresponse().read() == b'{"status":"ok"}'
+            first_socket = connection.sock
+            time.sleep(7)
+            # http.client does not reconnect by itself: a closed socket would raise here
+            connection.request("GET", "/api/health")
+            assert connection.getresponse().read() == b'{"status":"ok"}'
+            assert connection.sock is first_socket
+        finally:
+            connection.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)

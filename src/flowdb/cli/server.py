@@ -69,6 +69,7 @@ def start(
         port=port,
         workers=workers,
         log_level=log_level.value,
+        timeout_keep_alive=database.settings.server_keep_alive_timeout,
     )
 
 

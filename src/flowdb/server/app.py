@@ -14,17 +14,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowdb import __version__
-from flowdb.database.failures import translate
 from flowdb.database.target import Database
 from flowdb.errors import FlowdbError, one_line_message
+from flowdb.server import failures, http
 from flowdb.server.engine import ServerDatabase
+from flowdb.server.routes.common import UNAVAILABLE
 from flowdb.settings import Settings
 
 
@@ -66,10 +65,17 @@ class _SchemaGate:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    http.stop_when_master_dies()
     try:
         yield
     finally:
         await app.state.database.dispose()
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Each operation's id is its function's name (``create_flow``, ``set_flow_run_state``):
+    stable names for generated clients, unlike FastAPI's path-derived ones."""
+    return route.name
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -83,45 +89,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Flows, flow runs, task runs and logs, stored by flowdb.",
         lifespan=_lifespan,
+        generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
     app.state.database = ServerDatabase(database)
-    for module in (service, admin, flows, flow_runs, task_runs, logs):
-        app.include_router(module.router, prefix="/api")
+    app.include_router(service.router, prefix="/api")
+    for module in (admin, flows, flow_runs, task_runs, logs):
+        app.include_router(module.router, prefix="/api", responses=UNAVAILABLE)
     app.add_middleware(_SchemaGate, database=database)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(IntegrityError, _conflict)
-    app.add_exception_handler(DBAPIError, _database_failure)
-    app.add_exception_handler(FlowdbError, _flowdb_failure)
+    failures.install(app)
+    http.install(app)
     return app
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    # FastAPI's default echoes each bad input back; an input such as NaN cannot be
-    # rendered as JSON, which would turn a 422 into a 500. Where and why is enough.
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors()
-    ]
-    return JSONResponse(status_code=422, content={"detail": errors})
-
-
-async def _conflict(request: Request, exc: Exception) -> JSONResponse:
-    # Unique constraints are checked by the database, atomically; the message names
-    # the constraint without echoing driver internals.
-    text = str(getattr(exc, "orig", exc)).splitlines()[0]
-    return JSONResponse(
-        status_code=409, content={"detail": f"Conflicts with an existing record ({text})."}
-    )
-
-
-async def _database_failure(request: Request, exc: Exception) -> JSONResponse:
-    database: ServerDatabase = request.app.state.database
-    translated = translate(exc, database.database)
-    detail = str(translated) if translated else "The database failed to answer; try again."
-    return JSONResponse(status_code=503, content={"detail": detail})
-
-
-async def _flowdb_failure(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=503, content={"detail": str(exc)})

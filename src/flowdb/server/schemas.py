@@ -10,10 +10,21 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
+from typing_extensions import TypeAliasType
 
 from flowdb.database.column_types import StateType
 
@@ -48,24 +59,101 @@ def _storable_document(value: Any) -> Any:
     return value
 
 
+def _without_negative_zero(value: Any) -> Any:
+    """``value`` with each ``-0.0`` made ``0.0``: PostgreSQL's JSONB has no negative zero,
+    so every dialect stores a plain zero and returns the same document."""
+    if isinstance(value, float) and value == 0:
+        return 0.0
+    if isinstance(value, dict):
+        return {key: _without_negative_zero(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_without_negative_zero(child) for child in value]
+    return value
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     """Timestamps without a zone are read as UTC, the API's documented default."""
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_storable_text)]
-Text = Annotated[str, Field(max_length=100_000), AfterValidator(_storable_text)]
-Tag = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_storable_text)]
+#: Text without NUL (PostgreSQL cannot store it), as the schema says it.
+NUL_FREE = r"^[^\x00]*$"
+#: An RFC 3339 date-time with its zone, in the years the API accepts (1970 to 8999).
+DATE_TIME = (
+    r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_DATE_TIME = re.compile(DATE_TIME)
+
+
+def _date_time_text(value: Any) -> Any:
+    """Only what the schema allows: a string in ``DATE_TIME``'s form, never a number."""
+    if not isinstance(value, str) or not _DATE_TIME.match(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with a time zone (YYYY-MM-DDTHH:MM:SS[.ffffff]Z "
+            "or +HH:MM), in the years 1970 to 8999"
+        )
+    return value
+
+
+Name = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=NUL_FREE), AfterValidator(_storable_text)
+]
+Text = Annotated[str, Field(max_length=100_000, pattern=NUL_FREE), AfterValidator(_storable_text)]
+Tag = Name
 Tags = Annotated[list[Tag], Field(max_length=100)]
-Document = Annotated[dict[str, Any], AfterValidator(_storable_document)]
-AnyDocument = Annotated[Any, AfterValidator(_storable_document)]
+_Key = Annotated[str, Field(pattern=NUL_FREE)]
+#: Any JSON value the database stores and returns unchanged: strings without NUL,
+#: finite numbers, integers of fewer than 100 digits.
+if TYPE_CHECKING:
+    JsonValue = Any
+else:
+    JsonValue = TypeAliasType(
+        "JsonValue",
+        Union[  # noqa: UP007  (a recursive alias needs the Union form)
+            StrictBool,
+            Annotated[StrictInt, Field(gt=-(10**100), lt=10**100)],
+            Annotated[StrictFloat, Field(allow_inf_nan=False)],
+            Annotated[str, Field(pattern=NUL_FREE)],
+            list["JsonValue"],
+            Annotated[
+                dict[_Key, "JsonValue"], Field(json_schema_extra={"additionalProperties": False})
+            ],
+            None,
+        ],
+    )
+Document = Annotated[
+    dict[_Key, JsonValue],
+    Field(json_schema_extra={"additionalProperties": False}),
+    AfterValidator(_storable_document),
+    AfterValidator(_without_negative_zero),
+]
+AnyDocument = Annotated[
+    JsonValue, AfterValidator(_storable_document), AfterValidator(_without_negative_zero)
+]
 Timestamp = Annotated[
     dt.datetime,
-    Field(ge=dt.datetime(1970, 1, 1, tzinfo=dt.UTC), le=dt.datetime(9000, 1, 1, tzinfo=dt.UTC)),
+    BeforeValidator(_date_time_text),
+    Field(json_schema_extra={"pattern": DATE_TIME}),
     AfterValidator(_aware),
 ]
-SearchText = Annotated[str, Field(max_length=255), AfterValidator(_storable_text)]
-LogLevel = Annotated[int, Field(ge=0, le=100)]
+SearchText = Annotated[str, Field(max_length=255, pattern=NUL_FREE), AfterValidator(_storable_text)]
+
+
+def _json_integer(value: Any) -> Any:
+    """What JSON Schema calls an integer: a number without a fraction (``20`` or ``20.0``),
+    never a boolean or a string."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be a JSON integer (no fraction)")
+    return int(value)
+
+
+#: A log level in a body: an integer, never a boolean or a string.
+LogLevel = Annotated[int, BeforeValidator(_json_integer), Field(ge=0, le=100)]
+#: A log level in a query string (where every value is text).
+LogLevelQuery = Annotated[int, Field(ge=0, le=100)]
 
 
 class _Input(BaseModel):
@@ -86,6 +174,10 @@ class _Output(BaseModel):
 class FlowCreate(_Input):
     """A new flow; its name is unique."""
 
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "nightly-etl", "tags": ["etl"]}]}
+    )
+
     name: Name
     tags: Tags = []
 
@@ -103,11 +195,36 @@ class Flow(_Output):
 class StateCreate(_Input):
     """A state to put a run in; ``name`` defaults to the type's capitalised name."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"type": "RUNNING", "message": "Started by worker-1"}]},
+    )
+
     type: StateType
     name: Name | None = None
     message: Text | None = None
     data: AnyDocument | None = None
-    timestamp: Timestamp | None = None
+    timestamp: Timestamp | None = Field(
+        default=None,
+        deprecated=True,
+        description="Ignored: the server stamps each state with its own time, never earlier "
+        "than the run's current state, so the history's order is the order of the changes.",
+    )
+
+
+class StateChange(StateCreate):
+    """A state to move an existing run to, by the transition rules unless ``force``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"type": "COMPLETED", "data": {"rows": 1200}}]},
+    )
+
+    force: StrictBool = Field(
+        default=False,
+        description="Skip the transition rules (for operators); counters and times are "
+        "kept right all the same.",
+    )
 
 
 class State(_Output):
@@ -126,6 +243,20 @@ class State(_Output):
 class FlowRunCreate(_Input):
     """A new run of a flow. With an ``idempotency_key`` already used for this flow, the
     existing run is returned instead (status 200)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "flow_id": "0b8e4f5e-3c1a-4d2b-9f6e-1a2b3c4d5e6f",
+                    "parameters": {"day": "2026-03-01", "retries": 3},
+                    "idempotency_key": "nightly-2026-03-01",
+                    "state": {"type": "SCHEDULED"},
+                }
+            ]
+        },
+    )
 
     flow_id: uuid.UUID
     name: Name | None = None
@@ -162,6 +293,19 @@ class FlowRun(_Output):
 class TaskRunCreate(_Input):
     """A new task run inside a flow run; (flow run, task key, dynamic key) is unique."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "flow_run_id": "0b8e4f5e-3c1a-4d2b-9f6e-1a2b3c4d5e6f",
+                    "task_key": "extract",
+                    "name": "extract",
+                }
+            ]
+        },
+    )
+
     flow_run_id: uuid.UUID
     task_key: Name
     dynamic_key: Name = "0"
@@ -170,12 +314,13 @@ class TaskRunCreate(_Input):
 
 
 class TaskRun(_Output):
-    """One execution of a task."""
+    """One execution of a task, with its current state."""
 
     flow_run_id: uuid.UUID
     task_key: str
     dynamic_key: str
     name: str
+    state_id: uuid.UUID | None
     state_type: StateType | None
     state_name: str | None
     run_count: int
@@ -189,6 +334,21 @@ class TaskRun(_Output):
 
 class LogCreate(_Input):
     """One log line of a flow run and, optionally, one of its task runs."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "prefect.flow_runs",
+                    "level": 20,
+                    "message": "Extracted 1200 rows",
+                    "timestamp": "2026-03-01T06:00:00Z",
+                    "flow_run_id": "0b8e4f5e-3c1a-4d2b-9f6e-1a2b3c4d5e6f",
+                }
+            ]
+        },
+    )
 
     name: Name
     level: LogLevel

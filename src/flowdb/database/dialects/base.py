@@ -154,6 +154,14 @@ class Dialect(ABC):
     def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
         """A one-line ``FlowdbError`` for a known driver error (``text``: its first line)."""
 
+    def server_timeout_message(self, exc: BaseException, text: str) -> str | None:
+        """The API's one-line 503 for a query that ran out of time, naming the setting.
+
+        ``None`` when ``exc`` is no timeout. Never names the database's location: API
+        clients are not told where the database lives.
+        """
+        return None
+
     def is_lock_timeout(self, exc: BaseException) -> bool:
         """Whether ``exc`` is a statement that gave up waiting for a lock (worth a retry)."""
         return False

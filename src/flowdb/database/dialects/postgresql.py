@@ -19,7 +19,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -150,6 +152,7 @@ class PostgresDialect(Dialect):
             self.async_url,
             pool_pre_ping=True,
             connect_args={**connect_args, "server_settings": server_settings},
+            json_serializer=dumps_keeping_floats,
         )
 
     # --- reading without writing ----------------------------------------------------------
@@ -287,6 +290,16 @@ class PostgresDialect(Dialect):
             )
         return None
 
+    def server_timeout_message(self, exc: BaseException, text: str) -> str | None:
+        """A ``statement_timeout`` on the API's engine: FLOWDB_SERVER_QUERY_TIMEOUT ran out."""
+        if "statement timeout" not in text.lower():
+            return None
+        return (
+            f"The query ran longer than FLOWDB_SERVER_QUERY_TIMEOUT "
+            f"({self.settings.server_query_timeout:g} s) allows and was cancelled; try again, "
+            "or raise that setting (0 means no limit)."
+        )
+
     def is_lock_timeout(self, exc: BaseException) -> bool:
         """SQLSTATE 55P03 (lock_not_available): ``lock_timeout`` ran out."""
         return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
@@ -322,6 +335,37 @@ class PostgresDialect(Dialect):
     def text_position(needle: str, column: str) -> str:
         """``strpos``."""
         return f"strpos({column}, '{needle}')"
+
+
+def dumps_keeping_floats(document: Any) -> str:
+    """JSON text for a JSONB column from which each float comes back as the same float.
+
+    JSONB stores numbers as ``numeric`` and prints them without exponents: a float
+    written as ``1e+308`` comes back as a 1 followed by 308 zeros, which reads as an
+    integer. Written positionally with a decimal point (``1000...0.0``), it comes back
+    as that text, which reads as the same float.
+    """
+    import json
+    from decimal import Decimal
+
+    floats: list[str] = []
+    marker = uuid.uuid4().hex
+
+    def mark(item: Any) -> Any:
+        if isinstance(item, float):
+            text = format(Decimal(repr(item)), "f")
+            floats.append(text if "." in text else f"{text}.0")
+            return f"{marker}{len(floats) - 1}"
+        if isinstance(item, dict):
+            return {key: mark(value) for key, value in item.items()}
+        if isinstance(item, list):
+            return [mark(value) for value in item]
+        return item
+
+    text = json.dumps(mark(document))
+    if not floats:
+        return text
+    return re.sub(f'"{marker}(\\d+)"', lambda m: floats[int(m[1])], text)
 
 
 def _read_catalog_once(connection: Connection) -> Catalog:

@@ -368,6 +368,16 @@ class SqliteDialect(Dialect):
             )
         return None
 
+    def server_timeout_message(self, exc: BaseException, text: str) -> str | None:
+        """The server's busy timeout ran out while other connections kept the file locked."""
+        lowered = text.lower()
+        if "database is locked" not in lowered and "database is busy" not in lowered:
+            return None
+        return (
+            f"The database stayed locked by other writers for {SERVER_BUSY_TIMEOUT_MS // 1000} s "
+            "(the server's SQLite busy timeout); try again."
+        )
+
     # --- SQL for migration helpers ------------------------------------------------------------
 
     @staticmethod

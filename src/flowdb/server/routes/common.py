@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Query, Request
 
 from flowdb.server.engine import ServerDatabase
@@ -47,8 +48,33 @@ NOT_FOUND: Responses = {
 #: FastAPI answers 400 itself when a body is not JSON at all (bad bytes, truncated).
 BAD_BODY: Responses = {400: {"model": ErrorBody, "description": "The body is not valid JSON."}}
 CONFLICT: Responses = {409: {"model": ErrorBody, "description": "A unique field is already taken."}}
+UNAVAILABLE: Responses = {
+    503: {
+        "model": ErrorBody,
+        "description": "The database did not answer in time or cannot be reached; the "
+        "message names the setting that bounds the wait. Try again.",
+    }
+}
+REFUSED_TRANSITION: Responses = {
+    409: {
+        "model": ErrorBody,
+        "description": "The transition rules refuse this change; the current and the "
+        "requested state are named.",
+    }
+}
 
 
 def not_found(kind: str, identifier: uuid.UUID) -> HTTPException:
     """The 404 for an unknown id, naming what was looked for."""
     return HTTPException(status_code=404, detail=f"No {kind} with id {identifier}.")
+
+
+def contains_ignoring_case(column: Any, text: str) -> Any:
+    """SQL: ``column`` contains ``text``, ignoring case, the same on every dialect.
+
+    Both sides go through the database's ``lower()`` (SQLite's LIKE ignores ASCII case
+    only, PostgreSQL's not at all); LIKE's wildcards in ``text`` are matched literally.
+    """
+    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    pattern = sa.func.lower(sa.literal("%" + escaped + "%"))
+    return sa.func.lower(column).like(pattern, escape="/")

@@ -13,12 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowdb.database import orm_models as orm
 from flowdb.database.column_types import StateType
-from flowdb.server.routes.common import BAD_BODY, NOT_FOUND, Database, Paging, not_found
-from flowdb.server.schemas import FlowRun, FlowRunCreate, State, StateCreate, Timestamp
+from flowdb.server.routes.common import (
+    BAD_BODY,
+    NOT_FOUND,
+    REFUSED_TRANSITION,
+    Database,
+    Paging,
+    not_found,
+)
+from flowdb.server.schemas import FlowRun, FlowRunCreate, State, StateChange, Timestamp
+from flowdb.server.states import FLOW_RUN, RunNotFound, enter_state
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
-
-TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 
 
 @router.post(
@@ -66,7 +72,8 @@ async def create_flow_run(body: FlowRunCreate, database: Database, response: Res
             response.status_code = 200
             return FlowRun.model_validate(existing)
         if body.state is not None:
-            await _enter_state(session, run, body.state)
+            await enter_state(session, FLOW_RUN, run_id, body.state, force=True)
+            await session.refresh(run)
         return FlowRun.model_validate(run)
 
 
@@ -122,20 +129,27 @@ async def list_flow_runs(
         return [FlowRun.model_validate(run) for run in runs]
 
 
-@router.post("/{flow_run_id}/set_state", status_code=201, responses={**NOT_FOUND, **BAD_BODY})
+@router.post(
+    "/{flow_run_id}/set_state",
+    status_code=201,
+    responses={**NOT_FOUND, **BAD_BODY, **REFUSED_TRANSITION},
+)
 async def set_flow_run_state(
-    flow_run_id: uuid.UUID, body: StateCreate, database: Database
+    flow_run_id: uuid.UUID, body: StateChange, database: Database
 ) -> State:
     """Put a flow run in a new state: the state joins its history and becomes current.
 
-    Entering RUNNING counts a run and sets the start time (the first time); entering a
-    terminal state (COMPLETED, FAILED, CANCELLED, CRASHED) sets the end time.
+    The transition rules (README.md) decide which state may follow the current one; a
+    refused change is a 409 naming both, ``force`` skips the rules. Changes of one run
+    are serialised: entering RUNNING counts a run and sets the start time (the first
+    time); entering a terminal state (COMPLETED, FAILED, CANCELLED, CRASHED) sets the
+    end time; the state's time is the server's.
     """
     async with database.session(write=True) as session:
-        run = await session.get(orm.FlowRun, flow_run_id)
-        if run is None:
-            raise not_found("flow run", flow_run_id)
-        return await _enter_state(session, run, body)
+        try:
+            return await enter_state(session, FLOW_RUN, flow_run_id, body, force=body.force)
+        except RunNotFound:
+            raise not_found("flow run", flow_run_id) from None
 
 
 @router.get("/{flow_run_id}/states", responses=NOT_FOUND)
@@ -154,30 +168,3 @@ async def list_flow_run_states(
             .offset(paging.offset)
         )
         return [State.model_validate(state) for state in states]
-
-
-async def _enter_state(session: AsyncSession, run: orm.FlowRun, body: StateCreate) -> State:
-    """Write the state row, then point the run at it and update its denormalised fields."""
-    timestamp = body.timestamp or dt.datetime.now(dt.UTC)
-    state = orm.FlowRunState(
-        id=uuid.uuid4(),
-        flow_run_id=run.id,
-        type=body.type,
-        name=body.name or body.type.value.capitalize(),
-        timestamp=timestamp,
-        message=body.message,
-        data=body.data,
-    )
-    session.add(state)
-    await session.flush()  # the state row must exist before the run refers to it
-    run.state_id = state.id
-    run.state_type = state.type
-    run.state_name = state.name
-    run.state_timestamp = timestamp
-    if body.type == StateType.RUNNING:
-        run.run_count += 1
-        run.start_time = run.start_time or timestamp
-    if body.type in TERMINAL:
-        run.end_time = timestamp
-    await session.flush()
-    return State.model_validate(state)

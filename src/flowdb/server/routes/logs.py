@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flowdb.database import orm_models as orm
 from flowdb.database.column_types import utcnow
+from flowdb.errors import InvalidReferenceError
 from flowdb.server.routes.common import BAD_BODY, NOT_FOUND, Database, Paging, not_found
-from flowdb.server.schemas import Log, LogCreate, LogLevel, LogsCreated
+from flowdb.server.schemas import Log, LogCreate, LogLevelQuery, LogsCreated
 
 router = APIRouter(prefix="/logs", tags=["logs"])
 
@@ -34,6 +35,7 @@ async def create_logs(
         task_runs = {line.task_run_id for line in body}
         await _require_existing(session, orm.FlowRun, "flow run", flow_runs)
         await _require_existing(session, orm.TaskRun, "task run", task_runs)
+        await _require_task_runs_of_their_flow_runs(session, body)
         await session.execute(insert(orm.Log), rows)
     return LogsCreated(count=len(rows))
 
@@ -44,7 +46,7 @@ async def list_logs(
     paging: Paging,
     flow_run_id: Annotated[uuid.UUID | None, Query(description="Logs of this flow run.")] = None,
     task_run_id: Annotated[uuid.UUID | None, Query(description="Logs of this task run.")] = None,
-    level_at_least: Annotated[LogLevel | None, Query(description="Minimum level.")] = None,
+    level_at_least: Annotated[LogLevelQuery | None, Query(description="Minimum level.")] = None,
 ) -> list[Log]:
     """Log lines in time order, filtered by run and minimum level."""
     query = select(orm.Log)
@@ -74,3 +76,30 @@ async def _require_existing(
     missing = sorted(wanted - found)
     if missing:
         raise not_found(kind, missing[0])
+
+
+async def _require_task_runs_of_their_flow_runs(
+    session: AsyncSession, lines: list[LogCreate]
+) -> None:
+    """422 for the first line whose task run belongs to another flow run than its own.
+
+    The foreign keys cannot say that the two ids of one line belong together; one query
+    per batch reads the task runs' flow runs.
+    """
+    pairs = [
+        (index, line.task_run_id, line.flow_run_id)
+        for index, line in enumerate(lines)
+        if line.task_run_id is not None and line.flow_run_id is not None
+    ]
+    if not pairs:
+        return
+    task_ids = {task_id for _, task_id, _ in pairs}
+    query = select(orm.TaskRun.id, orm.TaskRun.flow_run_id).where(orm.TaskRun.id.in_(task_ids))
+    owners = {task_id: flow_run_id for task_id, flow_run_id in await session.execute(query)}
+    for index, task_id, flow_run_id in pairs:
+        if owners[task_id] != flow_run_id:
+            raise InvalidReferenceError(
+                f"The task run {task_id} belongs to the flow run {owners[task_id]}, "
+                f"not to the flow run {flow_run_id} the log line names.",
+                loc=("body", index, "task_run_id"),
+            )

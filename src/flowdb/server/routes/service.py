@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from flowdb import __version__
 from flowdb.errors import FlowdbError
 from flowdb.server.readiness import judge
-from flowdb.server.routes.common import Database
+from flowdb.server.routes.common import UNAVAILABLE, Database
 from flowdb.server.schemas import ErrorBody, Health, Readiness, VersionInfo
 
 router = APIRouter(tags=["service"])
@@ -43,7 +43,7 @@ async def ready(database: Database, response: Response) -> Readiness | ErrorBody
     )
 
 
-@router.get("/admin/version")
+@router.get("/admin/version", responses=UNAVAILABLE)
 async def version(database: Database) -> VersionInfo:
     """flowdb's version and the database's schema revision."""
     status = await to_thread.run_sync(database.database.status)

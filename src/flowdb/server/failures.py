@@ -1,0 +1,99 @@
+"""How the API answers failures: one sentence written by flowdb, the same on every dialect.
+
+Clients see no driver text (it differs per dialect and may quote values) and never
+the database's location. Bad input is a 422 naming the field (a body that is not JSON
+at all, 400); conflicts are 409s; a database that cannot answer in time is a 503
+naming the setting that decides how long it may take.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from flowdb.database.dialects.base import first_line
+from flowdb.database.failures import translate
+from flowdb.errors import (
+    ConflictError,
+    DatabaseBusyError,
+    DatabaseReadOnlyError,
+    DatabaseUnreachableError,
+    DiskFullError,
+    FlowdbError,
+    InvalidReferenceError,
+)
+from flowdb.server.engine import ServerDatabase
+
+#: What the API says for each kind of database failure (its own messages name places).
+UNAVAILABLE = {
+    DatabaseUnreachableError: "The database cannot be reached; try again shortly.",
+    DatabaseBusyError: "The database stayed locked by other work; try again.",
+    DatabaseReadOnlyError: "The database refused to write (read-only, or not permitted).",
+    DiskFullError: "The database has no space left; nothing was stored.",
+}
+FAILED = "The database failed to answer; try again."
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(IntegrityError, _conflict)
+    app.add_exception_handler(DBAPIError, _database_failure)
+    app.add_exception_handler(FlowdbError, _flowdb_failure)
+
+
+def _detail(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail})
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's default echoes each bad input back; an input such as NaN cannot be
+    # rendered as JSON, which would turn a 422 into a 500. Where and why is enough.
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    unreadable = [error for error in errors if error["type"] == "json_invalid"]
+    if unreadable:
+        reason = unreadable[0].get("ctx", {}).get("error", "it cannot be parsed")
+        return _detail(400, f"The body is not valid JSON ({reason}).")
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": [
+                {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+                for error in errors
+            ]
+        },
+    )
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    # Routes name the unique field they know of; this is the fallback for the rest.
+    return _detail(409, "The request conflicts with an existing record.")
+
+
+def _unavailable(error: FlowdbError | None) -> str:
+    for kind, message in UNAVAILABLE.items():
+        if isinstance(error, kind):
+            return message
+    return FAILED
+
+
+async def _database_failure(request: Request, exc: Exception) -> JSONResponse:
+    database: ServerDatabase = request.app.state.database
+    timeout = database.database.dialect.server_timeout_message(exc, first_line(exc))
+    if timeout is not None:
+        return _detail(503, timeout)
+    return _detail(503, _unavailable(translate(exc, database.database)))
+
+
+async def _flowdb_failure(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FlowdbError)
+    if isinstance(exc, ConflictError):
+        return _detail(409, str(exc))
+    if isinstance(exc, InvalidReferenceError):
+        # The shape of every other 422, so that one schema describes them all.
+        error = {"loc": list(exc.loc), "msg": str(exc), "type": "invalid_reference"}
+        return JSONResponse(status_code=422, content={"detail": [error]})
+    return _detail(503, _unavailable(exc))
