@@ -406,12 +406,13 @@ def history(as_json: bool = _JSON) -> None:
             mark = "[dim]· pending[/]"
         row = applied_rows.get(item.id)
         when = ""
-        if row is not None and mark:
+        if row is not None and position is not None and index <= position:
             by = f"{row['db_user']}@{row['host']}"
-            when = f"  [dim]{row['started_at']} by {escape(by)} ({row['direction']})[/]"
+            at = str(row["started_at"]).replace("T", " ")[:19] + " UTC"
+            when = f"[dim]{at} by {escape(by)} ({row['direction']})[/]  "
         if item.id in changed:
-            when += "  [red]file changed since applied[/]"
-        out.print(f"{index:>3}  {item.id}  {escape(item.title)}  {mark}{when}".rstrip())
+            when += "[red]file changed since applied[/]  "
+        out.print(f"{index:>3}  {item.id}  {escape(item.title)}  {when}{mark}".rstrip())
     if position is not None:
         pending = len(revisions.revisions) - position
         out.print(f"{position} applied, {pending} pending; head is {revisions.head}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdb.database import journal
+from flowdb.database.events import StepDone
 from flowdb.database.status import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ def read_snapshot(path: Path) -> Snapshot | None:
             header[key] = value.strip()
         else:
             body.append(line)
-    statements = tuple(s.strip() for s in "\n".join(body).split(_SEPARATOR) if s.strip())
+    parts = "\n".join(body).split(_SEPARATOR)
+    statements = tuple(s.strip().rstrip(";").rstrip() for s in parts if s.strip())
     return Snapshot(path, header.get("head", ""), header.get("history", ""), statements)
 
 
@@ -133,8 +135,13 @@ def install(database: Database, snapshot: Snapshot) -> float:
             journal.record_apart(database, [run])
         raise
     elapsed = time.perf_counter() - started
+    # Each revision is now in the database, as after a replay; reported as such (with
+    # no time of its own: they landed together), then the install's real duration.
+    for revision in database.history.revisions:
+        event = StepDone("upgrade", revision.id, revision.title, 0.0)
+        logger.info("Installed %s %s", revision.id, revision.title, extra={"event": event})
     logger.info(
-        "Installed the head schema %s from the snapshot (%d revisions, %.2f s)",
+        "Installed the head schema %s from the snapshot in one transaction (%d revisions, %.2f s)",
         snapshot.head,
         len(database.history.revisions),
         elapsed,

@@ -182,8 +182,8 @@ class StepReporter:
             title=title,
             elapsed=elapsed,
         )
-        if self.database is not None:
-            self._record(ctx, event)
+        if self.database is not None and not getattr(step, "is_stamp", False):
+            self._record(ctx, event)  # stamps are recorded by commands.stamp, with hashes
         self.started_at = journal.now()
         logger.info(
             "%s %s %s (%.2f s)",
