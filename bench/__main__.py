@@ -5,7 +5,7 @@ Options:
   --tiny          smallest sizes and 2 runs: the smoke test the suite runs
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online)
+                  online, fresh)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -21,13 +21,14 @@ from pathlib import Path
 from bench.common import Row, environment_report, render_table
 from bench.databases import Scratch, postgres_version, scratch
 
-ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun", "server", "online")
+ALL_CASES = ("startup", "upgrade", "data", "concurrency", "dryrun", "server", "online", "fresh")
 
 
 def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch], list[Row]]]]:
     from bench.concurrency import bench_concurrency
     from bench.data_migrations import bench_data_migrations
     from bench.dry_run import bench_dry_run
+    from bench.fresh_install import EXTRA, bench_fresh_install
     from bench.online import bench_online_upgrade
     from bench.server import bench_server
     from bench.startup import bench_startup
@@ -58,6 +59,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "online": (
             "7. Upgrading a busy database",
             lambda s: bench_online_upgrade(s, online_sizes),
+        ),
+        "fresh": (
+            "8. Fresh installs from the snapshot",
+            lambda s: bench_fresh_install(s, repeat, 20 if args.tiny else EXTRA),
         ),
     }
 

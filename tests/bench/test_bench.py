@@ -37,6 +37,7 @@ def test_tiny_benchmark_run_prints_every_case(tmp_path: Path) -> None:
         "4. Concurrent upgrades",
         "5. Dry-run SQL for the whole history",
         "6. REST API throughput",
+        "8. Fresh installs from the snapshot",
     ):
         assert f"### {title}" in result.stdout
     ratios = [float(m["ratio"]) for m in RATIO.finditer(result.stdout)]

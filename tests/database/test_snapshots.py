@@ -154,3 +154,105 @@ def _runs(database: Database) -> list[dict[str, object]]:
     from flowdb.database.journal import read_runs
 
     return read_runs(database, database.status())
+
+
+def broken_snapshot(folder: Path, name: str, last: str) -> Path:
+    """A copy of the snapshots whose ``name`` snapshot ends with the statement ``last``."""
+    shutil.copytree(fresh.SNAPSHOT_FOLDER, folder)
+    path = folder / f"{name}.sql"
+    path.write_text(path.read_text(encoding="utf-8") + f"\n{last};\n", encoding="utf-8")
+    return folder
+
+
+def test_a_failed_fresh_install_leaves_the_database_empty_and_is_recorded(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowdb.errors import FlowdbError
+    from tests.dbtools import table_names
+
+    name = Database.from_url(database_url).dialect.name
+    folder = broken_snapshot(tmp_path / "snapshots", name, "CREATE TABLE flow (id INTEGER)")
+    monkeypatch.setattr(fresh, "SNAPSHOT_FOLDER", folder)
+    database = Database.from_url(database_url)
+
+    with pytest.raises(FlowdbError):
+        commands.migrate(database, "upgrade", "head")
+
+    assert table_names(database_url) == {"flowdb_migration_run"}
+    assert database.status().owner == "empty"
+    failed = _runs(database)[-1]
+    assert failed["direction"] == "fresh install" and failed["success"] is False
+    assert "flow" in str(failed["error"])
+
+
+SLOW = {
+    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+    "WHERE x < 500000000) SELECT count(*) FROM c",
+    "postgresql": "SELECT pg_sleep(60)",
+}
+CHILD = """
+import pathlib, sys
+import flowdb.database.fresh as fresh
+fresh.SNAPSHOT_FOLDER = pathlib.Path(sys.argv[1])
+sys.argv = ["flowdb", "database", "upgrade", "-y"]
+from flowdb.cli.root import main
+main()
+"""
+
+
+def test_a_fresh_install_killed_part_way_leaves_the_database_empty(
+    database_url: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.dbtools import sqlite_path, table_names
+
+    name = Database.from_url(database_url).dialect.name
+    folder = broken_snapshot(tmp_path / "snapshots", name, SLOW[name])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    env.update(FLOWDB_DATABASE_URL=database_url, FLOWDB_HOME=str(tmp_path / "home"))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(folder)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _installing(database_url):
+            assert child.poll() is None, "the install ended before it could be killed"
+            time.sleep(0.05)
+        time.sleep(0.2)  # well inside the slow last statement, every table created
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+
+    database = Database.from_url(database_url)
+    assert database.status().current is None
+    assert table_names(database_url) <= {"flowdb_migration_run"}
+    path = sqlite_path(database_url)
+    assert path is None or not path.with_name(path.name + "-journal").exists()
+
+
+def _installing(url: str) -> bool:
+    """Whether a fresh install's transaction is open (SQLite journal; PostgreSQL sleeping)."""
+    from tests.dbtools import sqlite_path, sync_engine
+
+    path = sqlite_path(url)
+    if path is not None:
+        journal = path.with_name(path.name + "-journal")
+        return journal.exists() and journal.stat().st_size > 0
+    import sqlalchemy as sa
+
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'"
+            return bool(connection.execute(sa.text(query)).scalar())
+    finally:
+        engine.dispose()

@@ -116,23 +116,32 @@ def install(database: Database, snapshot: Snapshot) -> float:
     A failure is recorded (in a transaction of its own) and raised; the database stays
     empty.
     """
-    from flowdb.errors import one_line_message
+    from flowdb.database.dialects.base import first_line
+    from flowdb.errors import FlowdbError, MigrationFailedError, one_line_message
 
     started = time.perf_counter()
     at = journal.now()
     try:
-        with database.errors():
-            database.dialect.run_script(install_statements(database, snapshot))
-    except BaseException as exc:
-        if isinstance(exc, Exception):
-            run = journal.started(
-                snapshot.head,
-                "fresh install",
-                at,
-                time.perf_counter() - started,
-                error=one_line_message(exc),
-            )
-            journal.record_apart(database, [run])
+        try:
+            with database.errors():
+                database.dialect.run_script(install_statements(database, snapshot))
+        except FlowdbError:
+            raise
+        except Exception as exc:
+            raise MigrationFailedError(
+                f"The fresh install from {snapshot.path.name} failed ({first_line(exc)}) and "
+                f"was rolled back; {database.describe()} is still empty. Regenerate the "
+                f"snapshot with `{REGENERATE}` if it was edited."
+            ) from exc
+    except FlowdbError as exc:
+        run = journal.started(
+            snapshot.head,
+            "fresh install",
+            at,
+            time.perf_counter() - started,
+            error=one_line_message(exc),
+        )
+        journal.record_apart(database, [run])
         raise
     elapsed = time.perf_counter() - started
     # Each revision is now in the database, as after a replay; reported as such (with
