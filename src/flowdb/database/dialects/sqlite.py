@@ -402,8 +402,8 @@ class SqliteDialect(Dialect):
 
 def file_path(url: DatabaseUrl) -> Path | None:
     """The SQLite database file of ``url``, or ``None`` for memory databases."""
-    database = url.url.database
-    if not database or database == ":memory:" or "mode=memory" in str(url.url):
+    database = url.database
+    if not database or database == ":memory:" or "mode=memory" in url.text:
         return None
     if database.startswith("file:"):
         database = database[len("file:") :].split("?", 1)[0]
