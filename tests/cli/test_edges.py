@@ -335,6 +335,14 @@ EDGES = [
         (IDS[2], "--accept-changed-revisions", "nothing was changed"),
         an_applied_revision_file_changed,
     ),
+    # A snapshot is made from an empty database only.
+    Edge(
+        "snapshot of a database that is not empty",
+        ("database", "snapshot"),
+        ExitCode.REFUSED,
+        ("not empty", "new one"),
+        at(IDS[2]),
+    ),
     # wait: one line and a non-zero exit when head does not come.
     Edge(
         "wait times out",

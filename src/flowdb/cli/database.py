@@ -206,6 +206,10 @@ def revision(
 
     path = create_revision(_database(), message or "", autogenerate)
     stdout_console().print(f"Wrote {escape(str(path))}")
+    _say(
+        "When it is final: 'flowdb database manifest', then 'flowdb database snapshot' on an "
+        "empty database of each dialect (README: Fresh installs)."
+    )
 
 
 @database_app.command()
