@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from bench.common import Row, Timing, interleaved, run, time_call
-from bench.databases import Scratch, flowdb_env
+from bench.databases import Scratch, execute_script, flowdb_env
 from bench.startup import _flowdb_command
 
 EXTRA = 200
@@ -43,7 +43,7 @@ def bench_fresh_install(scratch: Scratch, repeat: int, extra: int = EXTRA) -> li
     """Time fresh installs against their baselines, and both histories against each other."""
     return [
         _sqlite_against_help(scratch, repeat),
-        _postgres_against_psql(scratch, repeat),
+        *_postgres_against_psql(scratch, repeat),
         *_flatness(scratch, repeat, extra),
     ]
 
@@ -73,7 +73,7 @@ def _sqlite_against_help(scratch: Scratch, repeat: int) -> Row:
     )
 
 
-def _postgres_against_psql(scratch: Scratch, repeat: int) -> Row:
+def _postgres_against_psql(scratch: Scratch, repeat: int) -> list[Row]:
     flowdb = _flowdb_command()
     probe = scratch.postgres_url()
     sql = run([*flowdb, "database", "upgrade", "--dry-run"], env=flowdb_env(probe)).stdout
@@ -99,13 +99,46 @@ def _postgres_against_psql(scratch: Scratch, repeat: int) -> Row:
     timings = interleaved({"cli": upgrade, "psql": psql_f}, repeat, setup=fresh)
     for url in targets.values():
         scratch.drop(url)
-    return Row(
-        "postgresql: flowdb database upgrade -y (fresh install)",
-        timings["cli"],
-        "psql -f of the same SQL",
-        timings["psql"],
-        target=2.0,
-    )
+    api, driver = _postgres_in_process(scratch, sql, repeat)
+    return [
+        Row(
+            "postgresql: flowdb database upgrade -y (fresh install)",
+            timings["cli"],
+            "psql -f of the same SQL",
+            timings["psql"],
+            target=2.0,
+        ),
+        Row(
+            "postgresql: commands.migrate() in-process (fresh install)",
+            api,
+            "the same SQL through psycopg, in-process",
+            driver,
+            target=2.0,
+            note="imports paid; lock, status read and install each connect",
+        ),
+    ]
+
+
+def _postgres_in_process(scratch: Scratch, sql: str, repeat: int) -> tuple[Timing, Timing]:
+    """The fresh install and the bare SQL, both inside this warm process."""
+    from flowdb.database import commands
+    from flowdb.database.target import Database
+
+    body = "\n".join(line for line in sql.splitlines() if line not in ("BEGIN;", "COMMIT;"))
+    warm = scratch.postgres_url()
+    commands.migrate(Database.from_url(warm), "upgrade", "head")
+    scratch.drop(warm)
+    api, driver = Timing(), Timing()
+    for _ in range(repeat):
+        url = scratch.postgres_url()
+        api.samples.append(
+            time_call(partial(commands.migrate, Database.from_url(url), "upgrade", "head"))
+        )
+        scratch.drop(url)
+        url = scratch.postgres_url()
+        driver.samples.append(time_call(partial(execute_script, url, body)))
+        scratch.drop(url)
+    return api, driver
 
 
 def long_history(folder: Path, extra: int) -> Path:
