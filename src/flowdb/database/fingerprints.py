@@ -15,6 +15,7 @@ used here: no SQLAlchemy, no Alembic, so the fast paths can afford it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,14 @@ _HEADER = f"# flowdb migration manifest; regenerate with `{REGENERATE}`; never e
 
 def file_hash(revision: Revision) -> str:
     """The SHA-256 (hex) of the revision's file, as it is on disk now."""
-    return hashlib.sha256(revision.path.read_bytes()).hexdigest()
+    stat = revision.path.stat()
+    return _hash(revision.path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hash(path: Path, mtime_ns: int, size: int) -> str:
+    """Cached per file version (path, modification time, size): hashed once per process."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def history_hash(history: History) -> str:

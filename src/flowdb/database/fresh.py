@@ -100,13 +100,11 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     statements = [*snapshot.statements, f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')"]
     if runs:
         at = journal.now()
-        user = database.dialect.current_user_sql()
-        statements += [
-            journal.insert_sql(
-                journal.started(r.id, "fresh install", at, 0.0, file_hash=file_hash(r)), user
-            )
+        rows = [
+            journal.started(r.id, "fresh install", at, 0.0, file_hash=file_hash(r))
             for r in database.history.revisions
         ]
+        statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
     return statements
 
 

@@ -24,7 +24,7 @@ import datetime as dt
 import logging
 import os
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowdb import __version__
@@ -55,6 +55,7 @@ COLUMNS = (
 )
 
 logger = logging.getLogger("flowdb.migrations")
+_HOST = socket.gethostname()
 
 
 def run_table() -> Table:
@@ -131,7 +132,7 @@ def started(
         success=error is None,
         error=error,
         file_hash=file_hash,
-        host=socket.gethostname(),
+        host=_HOST,
         pid=os.getpid(),
     )
 
@@ -147,19 +148,24 @@ def literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def insert_sql(run: Run, user_sql: str) -> str:
-    """The INSERT of ``run``, with the database user given as SQL (``current_user``, a literal)."""
-    values = asdict(run)
-    rendered = [user_sql if name == "db_user" else literal(values[name]) for name in COLUMNS]
-    return f"INSERT INTO {RUN_TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(rendered)})"
+def insert_sql(runs: list[Run], user_sql: str) -> str:
+    """One INSERT of ``runs``, with the database user given as SQL (``current_user``, a literal)."""
+    rows = [
+        "("
+        + ", ".join(
+            user_sql if name == "db_user" else literal(getattr(run, name)) for name in COLUMNS
+        )
+        + ")"
+        for run in runs
+    ]
+    return f"INSERT INTO {RUN_TABLE} ({', '.join(COLUMNS)}) VALUES {', '.join(rows)}"
 
 
 def record(connection: Connection, database: Database, runs: list[Run]) -> None:
     """Write ``runs`` on ``connection``, in its transaction; create the table when missing."""
     run_table().create(connection, checkfirst=True)
-    user = database.dialect.current_user_sql()
-    for run in runs:
-        connection.exec_driver_sql(insert_sql(run, user))
+    if runs:
+        connection.exec_driver_sql(insert_sql(runs, database.dialect.current_user_sql()))
 
 
 def record_apart(database: Database, runs: list[Run]) -> None:
