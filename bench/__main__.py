@@ -5,7 +5,7 @@ Options:
   --tiny          smallest sizes and 2 runs: the smoke test the suite runs
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online, states)
+                  online, states, fresh)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -30,6 +30,7 @@ ALL_CASES = (
     "server",
     "online",
     "states",
+    "fresh",
 )
 
 
@@ -37,6 +38,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.concurrency import bench_concurrency
     from bench.data_migrations import bench_data_migrations
     from bench.dry_run import bench_dry_run
+    from bench.fresh_install import EXTRA, bench_fresh_install
     from bench.online import bench_online_upgrade
     from bench.server import bench_server
     from bench.startup import bench_startup
@@ -72,6 +74,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "states": (
             "8. Concurrent state changes",
             lambda s: bench_state_races(s, 10 if args.tiny else 200),
+        ),
+        "fresh": (
+            "9. Fresh installs from the snapshot",
+            lambda s: bench_fresh_install(s, repeat, 20 if args.tiny else EXTRA),
         ),
     }
 

@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     REFUSED = 7  # the database's state forbids it: newer, foreign, clashing, not at head
     MIGRATION_FAILED = 8  # a statement was rejected; the migration was rolled back
     CORRUPT = 9  # a damaged database file or a broken migration history
+    HISTORY_CHANGED = 10  # a revision file differs from the one applied (or from the manifest)
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     TERMINATED = 143  # SIGTERM
 
@@ -179,6 +180,18 @@ class InvalidReferenceError(FlowdbError):
     def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
         super().__init__(message)
         self.loc = loc
+
+
+class ChangedRevisionError(FlowdbError):
+    """A revision applied to the database has a different file now than when it was applied."""
+
+    exit_code = ExitCode.HISTORY_CHANGED
+
+
+class SchemaWaitTimeoutError(FlowdbError):
+    """The database did not reach head within the time ``wait`` was given."""
+
+    exit_code = ExitCode.NO
 
 
 class Interrupted(BaseException):

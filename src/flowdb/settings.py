@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         default=True,
         description="Whether the API server upgrades the database to head when it starts.",
     )
+    schema_wait_timeout: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds the API server waits for the schema to reach head when "
+        "FLOWDB_MIGRATE_ON_START is false (a migration job upgrades it); 0 fails at once.",
+    )
     server_admin_routes: bool = Field(
         default=False,
         description="Whether the destructive /api/admin/database routes are enabled.",

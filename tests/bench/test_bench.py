@@ -38,6 +38,7 @@ def test_tiny_benchmark_run_prints_every_case(tmp_path: Path) -> None:
         "5. Dry-run SQL for the whole history",
         "6. REST API throughput",
         "8. Concurrent state changes",
+        "9. Fresh installs from the snapshot",
     ):
         assert f"### {title}" in result.stdout
     ratios = [float(m["ratio"]) for m in RATIO.finditer(result.stdout)]

@@ -40,7 +40,7 @@ from tests.cli.helpers import (
     ok,
     sqlite_file,
 )
-from tests.dbtools import seed_flow_runs, sync_engine, table_names
+from tests.dbtools import seed_flow_runs, set_revision, sync_engine, table_names
 
 IDS = [revision.id for revision in load_history().revisions]
 HEAD = IDS[-1]
@@ -149,6 +149,20 @@ def copy_a_revision_file(scene: Scene) -> None:
     versions = copied_history(scene)
     original = next(versions.glob(f"*_{IDS[3]}_*.py"))
     shutil.copy(original, versions / f"2026_12_24_{IDS[3]}_copy.py")
+
+
+def an_applied_revision_file_changed(scene: Scene) -> None:
+    """A database upgraded part way, then the file of a revision it applied edited."""
+    at(IDS[5])(scene)
+    versions = copied_history(scene)
+    edited = next(versions.glob(f"*_{IDS[2]}_*.py"))
+    edited.write_text(edited.read_text(encoding="utf-8") + "\n# edited after release\n")
+
+
+def ahead_of_this_flowdb(scene: Scene) -> None:
+    """A database a newer flowdb upgraded: flowdb's tables, a revision this one lacks."""
+    at(HEAD)(scene)
+    set_revision(scene.url, "f00dfeedbeef")
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -313,6 +327,45 @@ EDGES = [
         ("No space left", "free space"),
         holder_file_on_a_full_disk,
         dialects=("sqlite",),
+    ),
+    # A revision file changed after the database applied it: refused, nothing changed.
+    Edge(
+        "an applied revision's file changed",
+        ("database", "upgrade", "-y"),
+        ExitCode.HISTORY_CHANGED,
+        (IDS[2], "--accept-changed-revisions", "nothing was changed"),
+        an_applied_revision_file_changed,
+    ),
+    # A snapshot is made from an empty database only.
+    Edge(
+        "snapshot of a database that is not empty",
+        ("database", "snapshot"),
+        ExitCode.REFUSED,
+        ("not empty", "new one"),
+        at(IDS[2]),
+    ),
+    # wait: one line and a non-zero exit when head does not come.
+    Edge(
+        "wait times out",
+        ("database", "wait", "--timeout", "0.5"),
+        ExitCode.NO,
+        ("base", "behind head", "0.5 s"),
+        at(IDS[1]),
+    ),
+    Edge(
+        "wait on a database ahead of the code",
+        ("database", "wait", "--timeout", "30"),
+        ExitCode.REFUSED,
+        ("f00dfeedbeef", "newer flowdb"),
+        ahead_of_this_flowdb,
+    ),
+    Edge(
+        "wait on an unreachable database",
+        ("database", "wait", "--timeout", "1"),
+        ExitCode.UNREACHABLE,
+        ("Gave up waiting after 1 s", "Cannot connect"),
+        dialects=("postgresql",),
+        url=f"postgresql+psycopg://postgres:{SECRET}@127.0.0.1:1/flowdb",
     ),
     # A broken history is one line naming the files, for every command.
     Edge(

@@ -108,3 +108,29 @@ def test_the_real_entry_point_imports_nothing_heavy_for_help() -> None:
     }
     assert "flowdb" in imported and "typer" in imported
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_a_fresh_sqlite_install_imports_neither_alembic_nor_sqlalchemy(tmp_path: object) -> None:
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    environment["FLOWDB_DATABASE_URL"] = f"sqlite:///{folder / 'fresh.db'}"
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flowdb", "database", "upgrade", "-y"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Installed the head schema" in result.stderr  # the snapshot, not a replay
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "sqlite3" in imported
+    assert not imported & {"alembic", "sqlalchemy"}, sorted(imported & {"alembic", "sqlalchemy"})

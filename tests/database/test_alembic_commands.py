@@ -278,11 +278,17 @@ def test_upgrade_dry_run_on_a_fresh_database_prints_sql_and_writes_nothing(
     alembic_upgrade(dry_run=True)
 
     sql = capsys.readouterr().out
-    assert "CREATE TABLE alembic_version" in sql
-    assert "CREATE TABLE flow_run (" in sql
-    assert "CREATE TABLE deployment_schedule (" in sql
-    assert steps(sql) == upgrade_steps([r.id for r in history.revisions])
-    assert f"version_num='{history.head}'" in sql
+    # An empty database going to head: the fresh install's SQL, in one transaction.
+    assert sql.startswith(f"-- Fresh install of {history.head}")
+    assert "CREATE TABLE IF NOT EXISTS alembic_version" in sql
+    assert re.search(r'CREATE TABLE "?flow_run"? \(', sql)
+    assert re.search(r'CREATE TABLE "?deployment_schedule"? \(', sql)
+    assert f"INSERT INTO alembic_version VALUES ('{history.head}')" in sql
+    # The replayed history stays one range away.
+    alembic_upgrade("base:head", dry_run=True)
+    replay = capsys.readouterr().out
+    assert steps(replay) == upgrade_steps([r.id for r in history.revisions])
+    assert f"version_num='{history.head}'" in replay
     assert_database_is_empty(configured)
     assert sorted(tmp_path.iterdir()) == files_before  # no file, lock file or folder
     assert not get_settings().resolved_home.exists()
@@ -296,7 +302,7 @@ def test_upgrade_dry_run_creates_no_folder_for_the_default_database(
 
     alembic_upgrade(dry_run=True)
 
-    assert "CREATE TABLE flow_run (" in capsys.readouterr().out
+    assert re.search(r'CREATE TABLE "?flow_run"? \(', capsys.readouterr().out)
     assert not home.exists()
 
 
@@ -377,7 +383,8 @@ def test_stamp_head_writes_only_the_version_and_stamp_base_clears_it(configured:
 
     alembic_stamp("head")
 
-    assert table_names(configured) == {"alembic_version"}
+    # The version, and the record of the stamp in flowdb's record of runs.
+    assert table_names(configured) == {"alembic_version", "flowdb_migration_run"}
     assert version_rows(configured) == [history.head]
     if not configured.startswith("sqlite"):
         assert postgres_enum_count(configured) == 0
@@ -390,7 +397,7 @@ def test_stamp_head_writes_only_the_version_and_stamp_base_clears_it(configured:
 
     assert version_rows(configured) == []
     assert revision_of(configured) is None
-    assert table_names(configured) == {"alembic_version"}
+    assert table_names(configured) == {"alembic_version", "flowdb_migration_run"}
 
 
 def test_stamp_with_an_unknown_revision_raises_and_changes_nothing(configured: str) -> None:
@@ -428,8 +435,10 @@ def test_twenty_threads_previewing_at_once_print_whole_previews(
     errors = run_in_threads_at_once(lambda: alembic_upgrade(dry_run=True), count)
 
     assert errors == []
-    one_preview = upgrade_steps([r.id for r in load_history().revisions])
-    assert steps(capsys.readouterr().out) == one_preview * count
+    out = capsys.readouterr().out
+    one_preview = out[: len(out) // count]
+    assert one_preview.startswith("-- Fresh install of ") and one_preview.endswith("COMMIT;\n")
+    assert out == one_preview * count
     assert_database_is_empty(configured)
 
 

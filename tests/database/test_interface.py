@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -42,13 +43,43 @@ def test_at_head_it_neither_imports_alembic_nor_writes(configured: str) -> None:
     assert result.stdout.split() == ["True", "False"]
 
 
-def test_migrate_off_refuses_a_database_behind_and_leaves_it(configured: str) -> None:
+def test_migrate_off_refuses_a_database_behind_and_leaves_it(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWDB_SCHEMA_WAIT_TIMEOUT", "0.5")
     history = load_history()
     alembic_upgrade(history.revisions[3].id)
+    started = time.monotonic()
     with pytest.raises(SchemaNotAtHeadError, match=r"flowdb database upgrade -y") as caught:
         ensure_schema(migrate=False)
+    assert 0.5 <= time.monotonic() - started < 10
     assert f"{len(history.revisions) - 4} migration(s) behind" in str(caught.value)
+    assert "FLOWDB_SCHEMA_WAIT_TIMEOUT" in str(caught.value)
     assert revision_of(configured) == history.revisions[3].id
+
+
+def test_migrate_off_waits_for_another_process_to_reach_head(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWDB_SCHEMA_WAIT_TIMEOUT", "60")
+    history = load_history()
+    alembic_upgrade(history.revisions[3].id)
+    migration_job = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(1.5); "
+            "from flowdb.database.alembic_commands import alembic_upgrade; alembic_upgrade()",
+        ],
+        env={**os.environ, "FLOWDB_DATABASE_URL": configured},
+    )
+    try:
+        status = ensure_schema(migrate=False)
+    finally:
+        assert migration_job.wait(timeout=60) == 0
+
+    assert status.at_head
+    assert revision_of(configured) == history.head
 
 
 @pytest.mark.parametrize("migrate", [True, False])

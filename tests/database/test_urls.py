@@ -270,3 +270,32 @@ def test_parameters_no_driver_can_use_are_refused_in_one_line(
         parse_database_url(raw)
     for word in words:
         assert word in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "sqlite:////var/lib/flowdb/flowdb.db",
+        "sqlite+pysqlite:////tmp/with space/x.db",
+        "sqlite+aiosqlite:///relative/x.db",
+        "sqlite:///",
+        "postgresql:///flowdb",
+        # Not plain (SQLAlchemy parses them): a query, percent escapes, colons, a host.
+        "sqlite:////tmp/a%25b.db",
+        "sqlite:///file:/tmp/x.db?mode=ro&uri=true",
+        "sqlite:///:memory:",
+        "postgresql+psycopg://u:p@h:5432/db?sslmode=disable",
+    ],
+)
+def test_urls_read_without_sqlalchemy_read_as_sqlalchemy_reads_them(raw: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    parsed = parse_database_url(raw)
+    reference = make_url(raw)
+
+    assert parsed.backend == reference.get_backend_name()
+    assert parsed.driver == reference.drivername.partition("+")[2]
+    assert parsed.database == reference.database
+    assert parsed.redacted() == reference.render_as_string(hide_password=True).replace(
+        ":p@", ":***@"
+    )

@@ -94,7 +94,11 @@ def test_migrate_on_start_off_refuses_an_old_database(configured: str) -> None:
     alembic_upgrade(behind)
     result = subprocess.run(
         [sys.executable, "-m", "flowdb", "server", "start", "--port", str(free_port())],
-        env={**os.environ, "FLOWDB_MIGRATE_ON_START": "false"},
+        env={
+            **os.environ,
+            "FLOWDB_MIGRATE_ON_START": "false",
+            "FLOWDB_SCHEMA_WAIT_TIMEOUT": "1",
+        },
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -134,7 +138,7 @@ def test_a_worker_started_directly_refuses_in_one_line(configured: str) -> None:
     uvicorn = [sys.executable, "-m", "uvicorn", "flowdb.server.app:create_app", "--factory"]
     result = subprocess.run(
         [*uvicorn, "--port", str(free_port())],
-        env={**os.environ, "FLOWDB_MIGRATE_ON_START": "false"},
+        env={**os.environ, "FLOWDB_MIGRATE_ON_START": "false", "FLOWDB_SCHEMA_WAIT_TIMEOUT": "1"},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

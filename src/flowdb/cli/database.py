@@ -86,7 +86,7 @@ def _approval(
     return approve
 
 
-def _migrate(direction: Direction, revision: str, yes: bool) -> None:
+def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: bool = False) -> None:
     """Run an upgrade or downgrade with its plan shown and confirmed.
 
     A downgrade always prints its plan (what is reverted, what data is lost) on stdout,
@@ -113,7 +113,11 @@ def _migrate(direction: Direction, revision: str, yes: bool) -> None:
     with migration_report(f"{verb} {escape(database.location())}") as report:
         try:
             plan = commands.migrate(
-                database, direction, revision, approve=_approval(report, yes, show, question)
+                database,
+                direction,
+                revision,
+                approve=_approval(report, yes, show, question),
+                accept_changed=accept_changed,
             )
         except commands.Declined:
             _say("Cancelled; nothing was changed.")
@@ -142,14 +146,24 @@ def upgrade(
     ),
     yes: bool = _YES,
     dry_run: bool = _DRY_RUN,
+    accept_changed: bool = typer.Option(
+        False,
+        "--accept-changed-revisions",
+        help="Go on although an applied revision's file changed since it was applied, and "
+        "record the new file as the applied one.",
+    ),
 ) -> None:
-    """Upgrade the database to a revision (default: head, the newest)."""
+    """Upgrade the database to a revision (default: head, the newest).
+
+    An empty database upgraded to head gets the head schema from flowdb's snapshot in
+    one transaction instead of replaying every revision.
+    """
     if dry_run:
         from flowdb.database import commands
 
         commands.preview(_database(), "upgrade", revision)
         return
-    _migrate("upgrade", revision, yes)
+    _migrate("upgrade", revision, yes, accept_changed)
 
 
 @database_app.command()
@@ -192,6 +206,10 @@ def revision(
 
     path = create_revision(_database(), message or "", autogenerate)
     stdout_console().print(f"Wrote {escape(str(path))}")
+    _say(
+        "When it is final: 'flowdb database manifest', then 'flowdb database snapshot' on an "
+        "empty database of each dialect (README: Fresh installs)."
+    )
 
 
 @database_app.command()
@@ -259,11 +277,56 @@ def reset(yes: bool = _YES, take_over: bool = _TAKE_OVER) -> None:
             raise typer.Exit(1) from None
 
 
+_JSON = typer.Option(False, "--json", help="Print JSON on stdout (for scripts).")
+
+
+def _print_json(data: object) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _applied_info(row: dict[str, object] | None) -> dict[str, object]:
+    """When, by whom, how and from which file a revision was applied (from the run record)."""
+    if row is None:
+        return {"applied_at": None, "applied_by": None, "direction": None, "file_hash": None}
+    return {
+        "applied_at": row["started_at"],
+        "applied_by": f"{row['db_user']}@{row['host']} (pid {row['pid']})",
+        "direction": row["direction"],
+        "duration_ms": row["duration_ms"],
+        "flowdb_version": row["flowdb_version"],
+        "file_hash": row["file_hash"],
+    }
+
+
 @database_app.command()
-def current() -> None:
+def current(as_json: bool = _JSON) -> None:
     """Show the database's revision and whether it is at head."""
+    from flowdb.database import journal
+    from flowdb.database.commands import ACCEPT_CHANGED_FLAG
+
     database = _database()
     status = database.status()
+    runs = journal.read_runs(database, status) if status.known else []
+    changed = journal.changed_revisions(runs, database.history, status.current) if runs else []
+    if as_json:
+        applied = journal.applied_rows(runs, database.history, status.current) if runs else {}
+        _print_json(
+            {
+                "database": database.url.redacted(),
+                "revision": status.current,
+                "head": status.head,
+                "owner": status.owner,
+                "at_head": status.at_head,
+                "pending": status.pending,
+                "in_progress": [list(item) for item in status.in_progress],
+                "changed_revisions": changed,
+                **(_applied_info(applied.get(status.current or "")) if status.current else {}),
+            }
+        )
+        status.require_known(database)
+        return
     out = stdout_console()
     out.print(f"Database: {escape(database.url.redacted())}")
     if status.current is None:
@@ -288,25 +351,53 @@ def current() -> None:
             f"Part way: {escape(status.describe_progress())}; 'flowdb database upgrade' "
             "continues it"
         )
+    for revision in changed:
+        out.print(
+            f"Changed: the file of revision {revision} differs from the one applied; "
+            f"upgrade refuses until it is restored or accepted ({ACCEPT_CHANGED_FLAG})"
+        )
     status.require_known(database)  # and fail when this flowdb cannot work with it
 
 
 @database_app.command()
-def history() -> None:
-    """List every revision, oldest first, marking those applied to the database."""
+def history(as_json: bool = _JSON) -> None:
+    """List every revision, oldest first, with when and by whom each applied one was applied."""
+    from flowdb.database import journal
     from flowdb.database.history import load_history
     from flowdb.errors import FlowdbError
 
     revisions = load_history()
     failure: FlowdbError | None = None
     position: int | None = None
+    applied_rows: dict[str, dict[str, object]] = {}
+    changed: list[str] = []
     try:
         database = _database()
         applied = database.status()
         applied.require_known(database)
         position = revisions.position(applied.current)
+        runs = journal.read_runs(database, applied)
+        applied_rows = journal.applied_rows(runs, revisions, applied.current)
+        changed = journal.changed_revisions(runs, revisions, applied.current)
     except FlowdbError as error:
         failure = error  # still list the revisions; fail once they are printed
+    if as_json:
+        _print_json(
+            [
+                {
+                    "position": index,
+                    "revision": item.id,
+                    "title": item.title,
+                    "applied": position is not None and index <= position,
+                    "changed": item.id in changed,
+                    **_applied_info(applied_rows.get(item.id)),
+                }
+                for index, item in enumerate(revisions.revisions, start=1)
+            ]
+        )
+        if failure is not None:
+            raise failure
+        return
     out = stdout_console()
     for index, item in enumerate(revisions.revisions, start=1):
         if position is None:
@@ -317,12 +408,38 @@ def history() -> None:
             mark = "[green]✓ (current)[/]"
         else:
             mark = "[dim]· pending[/]"
-        out.print(f"{index:>3}  {item.id}  {escape(item.title)}  {mark}".rstrip())
+        row = applied_rows.get(item.id)
+        when = ""
+        if row is not None and position is not None and index <= position:
+            by = f"{row['db_user']}@{row['host']}"
+            at = str(row["started_at"]).replace("T", " ")[:19] + " UTC"
+            when = f"[dim]{at} by {escape(by)} ({row['direction']})[/]  "
+        if item.id in changed:
+            when += "[red]file changed since applied[/]  "
+        out.print(f"{index:>3}  {item.id}  {escape(item.title)}  {when}{mark}".rstrip())
     if position is not None:
         pending = len(revisions.revisions) - position
         out.print(f"{position} applied, {pending} pending; head is {revisions.head}")
     if failure is not None:
         raise failure
+
+
+@database_app.command()
+def wait(
+    timeout: float = typer.Option(
+        60.0, "--timeout", min=0, metavar="S", help="Give up after S seconds (default 60)."
+    ),
+) -> None:
+    """Wait until the database is at head: exit 0 then, non-zero with one line on timeout.
+
+    For replicas and deploy scripts that start while a migration job runs. A database
+    ahead of this flowdb, or another application's, fails at once.
+    """
+    from flowdb.database.waiting import wait_for_head
+
+    database = _database()
+    status = wait_for_head(database, timeout)
+    _say(f"{escape(database.location())} is at head ({status.current}).")
 
 
 @database_app.command()
@@ -343,7 +460,13 @@ def check() -> None:
             "of the models is missing; run 'flowdb database upgrade' to create it."
         )
         raise typer.Exit(1)
-    differences = schema_differences(database)
+    from flowdb.database.commands import ACCEPT_CHANGED_FLAG, changed_files
+
+    differences = [
+        f"revision {revision}: its file differs from the one applied "
+        f"(upgrade refuses until it is restored or accepted with {ACCEPT_CHANGED_FLAG})"
+        for revision in changed_files(database, status)
+    ] + schema_differences(database)
     if not differences:
         out.print("The database schema matches the models.")
         return
@@ -373,3 +496,27 @@ def lint() -> None:
     for finding in findings:
         out.print(f"  - {escape(finding.describe())}")
     raise typer.Exit(1)
+
+
+@database_app.command()
+def snapshot() -> None:
+    """Regenerate the head-schema snapshot of this database's dialect (for developers).
+
+    Replays the whole history on the configured database, which must be empty (it is
+    left at head), and writes snapshots/<dialect>.sql, which fresh installs run. Run
+    it once per dialect after adding a revision; a test fails until you do.
+    """
+    from flowdb.database.fresh import generate
+
+    path = generate(_database())
+    stdout_console().print(f"Wrote {escape(str(path))}")
+
+
+@database_app.command()
+def manifest() -> None:
+    """Rewrite the manifest of migration file hashes (for developers, after a new revision)."""
+    from flowdb.database.fingerprints import write_manifest
+    from flowdb.database.history import load_history
+
+    path = write_manifest(load_history())
+    stdout_console().print(f"Wrote {escape(str(path))}")

@@ -18,19 +18,24 @@ The reference API (``alembic_commands``) and the CLI both call these.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flowdb.database import planning
+from flowdb.database import journal, planning
 from flowdb.database.events import Direction
 from flowdb.errors import MigrationInProgressError
 
 if TYPE_CHECKING:
+    from flowdb.database.fresh import Snapshot
     from flowdb.database.planning import Plan
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
 logger = logging.getLogger("flowdb.migrations")
+
+#: The flag of ``upgrade`` that accepts revision files changed since they were applied.
+ACCEPT_CHANGED_FLAG = "--accept-changed-revisions"
 
 #: Called under the lock with the plan and the status; returns whether to go on.
 Approval = Callable[["Plan", "SchemaStatus"], bool]
@@ -42,12 +47,19 @@ def migrate(
     revision: str,
     *,
     approve: Approval | None = None,
+    use_snapshot: bool = True,
+    accept_changed: bool = False,
 ) -> Plan:
     """Upgrade or downgrade ``database`` to ``revision``; return the plan that ran.
 
     An empty plan means there was nothing to do (logged); a plan ``approve`` refused
     is returned without running (check ``approved``). Validated before the lock: a
     revision that names nothing fails without touching the database.
+
+    An empty database upgraded to head gets the head schema from the dialect's snapshot
+    (``fresh``) unless ``use_snapshot`` is off; any other plan replays its revisions.
+    An upgrade refuses a database where an applied revision's file has changed since
+    (``ChangedRevisionError``) unless ``accept_changed``, which records the new files.
     """
     from flowdb.database.impact import check_name_clashes
     from flowdb.database.runner import run_plan
@@ -74,16 +86,107 @@ def migrate(
             logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
             return plan
         check_name_clashes(database, plan, status)
+        snapshot = fresh_snapshot(database, plan, status) if use_snapshot else None
+        if direction == "upgrade" and snapshot is None:
+            check_applied_files(database, status, accept=accept_changed)
         if approve is not None and not approve(plan, status):
             raise Declined(plan)
-        run_plan(database, plan)
+        if snapshot is not None:
+            from flowdb.database.fresh import install
+
+            install(database, snapshot)
+            return plan
+        started, at = time.perf_counter(), journal.now()
+        try:
+            run_plan(database, plan)
+        except Exception as exc:
+            record_failure(database, plan, at, time.perf_counter() - started, exc)
+            raise
         return plan
+
+
+def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
+    """The snapshot that can install ``plan`` at once: an empty database going to head."""
+    if (
+        plan.direction != "upgrade"
+        or status.owner != "empty"
+        or status.current is not None
+        or status.in_progress
+        or plan.target is None
+        or plan.target != database.history.head
+    ):
+        return None
+    from flowdb.database.fresh import usable_snapshot
+
+    return usable_snapshot(database)
+
+
+def changed_files(database: Database, status: SchemaStatus) -> list[str]:
+    """Applied revisions whose file differs from the one recorded when it was applied."""
+    if status.current is None or not status.known or journal.RUN_TABLE not in status.tables:
+        return []
+    runs = journal.read_runs(database, status)
+    return journal.changed_revisions(runs, database.history, status.current)
+
+
+def check_applied_files(database: Database, status: SchemaStatus, *, accept: bool) -> None:
+    """Refuse to build on a revision whose file changed after it was applied (Flyway's validate).
+
+    With ``accept``, the changed files are recorded as the applied ones (``accept`` rows).
+    """
+    from flowdb.database.fingerprints import file_hash
+    from flowdb.errors import ChangedRevisionError
+
+    changed = changed_files(database, status)
+    if not changed:
+        return
+    if not accept:
+        first = database.history.get(changed[0])
+        others = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ChangedRevisionError(
+            f"Revision {first.id} ({first.path.name}){others} was applied to "
+            f"{database.describe()} from a different file than this flowdb's; nothing was "
+            f"changed. Check what differs; to accept it, run again with {ACCEPT_CHANGED_FLAG}."
+        )
+    at = journal.now()
+    journal.record_apart(
+        database,
+        [
+            journal.started(r, "accept", at, 0.0, file_hash=file_hash(database.history.get(r)))
+            for r in changed
+        ],
+    )
+    logger.warning("Accepted the changed file(s) of %s", ", ".join(changed))
+
+
+def record_failure(database: Database, plan: Plan, at: str, elapsed: float, exc: Exception) -> None:
+    """Record the step that failed (the one after where the database stayed), apart."""
+    from flowdb.errors import FlowdbError, one_line_message
+
+    try:
+        reached = database.status().current
+    except FlowdbError:
+        reached = plan.current
+    history = database.history
+    failed = plan.steps[0].id
+    if plan.direction == "upgrade":
+        done = history.position(reached) if reached is None or history.knows(reached) else 0
+        later = [step.id for step in plan.steps if history.position(step.id) > done]
+        failed = later[0] if later else failed
+    elif reached is not None and reached in [step.id for step in plan.steps]:
+        failed = reached
+    from flowdb.database.failures import translate
+
+    translated = translate(exc, database) or exc
+    run = journal.started(failed, plan.direction, at, elapsed, error=one_line_message(translated))
+    journal.record_apart(database, [run])
 
 
 def preview(database: Database, direction: Direction, revision: str) -> None:
     """Print the SQL ``direction`` to ``revision`` would run; write nothing, take no lock.
 
-    A ``FROM:TO`` range needs no database. Otherwise the database's revision is read
+    A ``FROM:TO`` range needs no database. An empty database going to head prints the
+    snapshot's SQL (what the fresh install runs). Otherwise the database's revision is read
     (waiting, with a report, for a migration that holds it), and a downgrade's SQL
     starts with comments saying which tables and columns it destroys.
     """
@@ -104,6 +207,15 @@ def preview(database: Database, direction: Direction, revision: str) -> None:
         ) from None
     status.require_known(database)
     plan = planning.plan(database.history, direction, status.current, text)
+    snapshot = fresh_snapshot(database, plan, status)
+    if snapshot is not None:
+        import sys
+
+        from flowdb.database.fresh import render
+
+        sys.stdout.write(render(database, snapshot))
+        sys.stdout.flush()
+        return
     print_sql(database, plan, header=describe_plan(database, plan, status))
 
 
@@ -150,7 +262,26 @@ def stamp(
         if approve is not None and not approve(plan, status):
             raise Declined(plan)
         run_stamp(database, target)
+        record_stamp(database, target)
     return target
+
+
+def record_stamp(database: Database, target: str | None) -> None:
+    """Record a stamp: each revision it declares applied, with its file's hash now."""
+    from flowdb.database.fingerprints import file_hash
+
+    at = journal.now()
+    history = database.history
+    runs = [
+        journal.started(r.id, "stamp", at, 0.0, file_hash=file_hash(r))
+        for r in history.revisions[: history.position(target)]
+    ] or [journal.started("base", "stamp", at, 0.0)]
+    engine = database.engine("flowdb-journal")
+    try:
+        with database.errors(), engine.begin() as connection:
+            journal.record(connection, database, runs)
+    finally:
+        engine.dispose()
 
 
 class Declined(Exception):

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 
 def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> SchemaStatus:
-    """Bring the database to head (or, with ``migrate=False``, insist that it is there).
+    """Bring the database to head (or, with ``migrate=False``, wait until it is there).
+
+    Without ``migrate``, another process (a migration job) is expected to upgrade it;
+    the wait is bounded by ``FLOWDB_SCHEMA_WAIT_TIMEOUT``.
 
     Never downgrades: a database stamped by a newer flowdb (or another application's)
     raises before anything is touched. ``database`` defaults to the configured one.
@@ -31,10 +34,15 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     if status.at_head:
         return status
     if not migrate:
-        raise SchemaNotAtHeadError(
-            f"{database.describe()[:1].upper()}{database.describe()[1:]} is at revision "
-            f"{status.current or 'base'}, {status.pending} migration(s) behind this flowdb; "
-            "run 'flowdb database upgrade -y' or set FLOWDB_MIGRATE_ON_START=true."
+        from flowdb.database.waiting import wait_for_head
+
+        # Replicas may start before the migration job ends: wait for it, bounded.
+        return wait_for_head(
+            database,
+            database.settings.schema_wait_timeout,
+            failure=SchemaNotAtHeadError,
+            hint="run 'flowdb database upgrade -y', set FLOWDB_MIGRATE_ON_START=true, or "
+            "raise FLOWDB_SCHEMA_WAIT_TIMEOUT",
         )
     from flowdb.database import commands
     from flowdb.database.alembic_commands import ALEMBIC_LOCK

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flowdb.database import journal
 from flowdb.database.events import StepDone
 from flowdb.errors import MigrationBlockedError
 
@@ -46,7 +47,7 @@ def alembic_config(
     config.set_main_option("file_template", FILE_TEMPLATE)
     config.set_main_option("truncate_slug_length", "60")
     config.attributes["database"] = database
-    config.attributes["on_step"] = StepReporter() if report_steps else None
+    config.attributes["on_step"] = StepReporter(database) if report_steps else None
     return config
 
 
@@ -156,11 +157,17 @@ def stamp(database: Database, target: str | None) -> None:
 
 
 class StepReporter:
-    """Alembic ``on_version_apply`` callback: logs each applied migration with its duration."""
+    """Alembic ``on_version_apply`` callback: logs each applied migration with its duration.
 
-    def __init__(self) -> None:
+    Each step is also written to flowdb's run record (``journal``) on the step's own
+    connection, so the row commits exactly when the step does.
+    """
+
+    def __init__(self, database: Database | None = None) -> None:
+        self.database = database
         self.count = 0
         self.last = time.perf_counter()
+        self.started_at = journal.now()
 
     def __call__(self, *, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         """Log the step that just committed as a ``StepDone`` event."""
@@ -175,6 +182,9 @@ class StepReporter:
             title=title,
             elapsed=elapsed,
         )
+        if self.database is not None and not getattr(step, "is_stamp", False):
+            self._record(ctx, event)  # stamps are recorded by commands.stamp, with hashes
+        self.started_at = journal.now()
         logger.info(
             "%s %s %s (%.2f s)",
             "Applied" if step.is_upgrade else "Reverted",
@@ -183,3 +193,18 @@ class StepReporter:
             elapsed,
             extra={"event": event},
         )
+
+    def _record(self, ctx: Any, event: StepDone) -> None:
+        from flowdb.database.fingerprints import file_hash
+
+        assert self.database is not None
+        history = self.database.history
+        known = history.knows(event.revision)
+        run = journal.started(
+            event.revision,
+            event.direction,
+            self.started_at,
+            event.elapsed,
+            file_hash=file_hash(history.get(event.revision)) if known else None,
+        )
+        journal.record(ctx.connection, self.database, [run])

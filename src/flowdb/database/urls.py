@@ -8,6 +8,8 @@ every message uses ``redact()`` or ``DatabaseUrl.redacted()``.
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,35 +22,66 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseUrl", "parse_database_url", "redact", "redact_message"]
 
 
+#: A URL with nothing SQLAlchemy would decode or re-render: a scheme and a plain path
+#: (no user, host, query, percent escapes or colons), e.g. ``sqlite:////var/lib/x.db``.
+#: Such URLs are read without importing SQLAlchemy, which is most of a fresh install's
+#: start-up; ``tests/database/test_urls.py`` checks they read as SQLAlchemy reads them.
+_PLAIN = re.compile(r"^(?P<scheme>[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)?):///(?P<path>[^?#%:@]+)$")
+
+
 @dataclass(frozen=True, repr=False)
 class DatabaseUrl:
-    """A validated database URL: its backend (``sqlite``, ``postgresql``) and driver."""
+    """A validated database URL: its backend (``sqlite``, ``postgresql``) and driver.
 
-    url: URL
+    ``text`` is the URL as configured; ``url``, SQLAlchemy's parse of it, is made when
+    first used (at once for URLs that are not plain).
+    """
+
+    text: str
 
     def __repr__(self) -> str:
         return f"DatabaseUrl({self.redacted()!r})"
 
+    @functools.cached_property
+    def url(self) -> URL:
+        """SQLAlchemy's ``URL`` of this URL."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.text)
+
+    @property
+    def _plain(self) -> re.Match[str] | None:
+        return _PLAIN.match(self.text)
+
     @property
     def backend(self) -> str:
         """The database kind the URL names, e.g. ``"sqlite"`` or ``"postgresql"``."""
-        return self.url.get_backend_name()
+        return self.text.split("://", 1)[0].partition("+")[0]
 
     @property
     def driver(self) -> str:
         """The driver the URL names after ``+`` (``""`` when it names none)."""
-        return self.url.drivername.partition("+")[2]
+        return self.text.split("://", 1)[0].partition("+")[2]
+
+    @property
+    def database(self) -> str | None:
+        """The database part: a file path for SQLite, a database name for servers."""
+        plain = self._plain
+        if plain is not None:
+            return plain["path"]
+        return self.url.database
 
     def redacted(self) -> str:
         """The URL as text, safe to print (password and any ``password=`` parameter hidden)."""
-        return PASSWORD_PARAMETER.sub(r"\g<key>***", self.url.render_as_string(hide_password=True))
+        shown = self.text if self._plain else self.url.render_as_string(hide_password=True)
+        return PASSWORD_PARAMETER.sub(r"\g<key>***", shown)
 
 
 def parse_database_url(raw: str) -> DatabaseUrl:
-    """Validate ``raw`` and return it parsed; raise ``ConfigurationError`` when it is unusable."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """Validate ``raw`` and return it parsed; raise ``ConfigurationError`` when it is unusable.
 
+    A plain URL (``_PLAIN``) is validated without SQLAlchemy; any other is parsed by it.
+    """
     from flowdb.database.dialects import dialect_class, supported_schemes
 
     if not isinstance(raw, str):
@@ -56,23 +89,28 @@ def parse_database_url(raw: str) -> DatabaseUrl:
     text = raw.strip()
     if text.startswith("postgres://"):  # the scheme Heroku and others hand out
         text = "postgresql://" + text[len("postgres://") :]
-    try:
-        url = make_url(text)
-    except (ArgumentError, ValueError):
-        if text.count("@") > 1:
-            raise unencoded_at(raw) from None
-        raise ConfigurationError(
-            f"Database URL {redact(raw)!r} is malformed; set FLOWDB_DATABASE_URL to a URL "
-            "such as sqlite:////path/to/flowdb.db or postgresql+psycopg://user@host/dbname."
-        ) from None
-    backend, _, driver = url.drivername.partition("+")
+    parsed = DatabaseUrl(text)
+    if _PLAIN.match(text):
+        drivername = text.split("://", 1)[0]
+    else:
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            drivername = parsed.url.drivername
+        except (ArgumentError, ValueError):
+            if text.count("@") > 1:
+                raise unencoded_at(raw) from None
+            raise ConfigurationError(
+                f"Database URL {redact(raw)!r} is malformed; set FLOWDB_DATABASE_URL to a URL "
+                "such as sqlite:////path/to/flowdb.db or postgresql+psycopg://user@host/dbname."
+            ) from None
+    backend, _, driver = drivername.partition("+")
     dialect = dialect_class(backend)
     if dialect is None or driver not in dialect.drivers:
         raise ConfigurationError(
-            f"Database URL {redact(raw)!r} uses {url.drivername!r}, which flowdb does not "
+            f"Database URL {redact(raw)!r} uses {drivername!r}, which flowdb does not "
             f"support; use one of {supported_schemes()}."
         )
-    parsed = DatabaseUrl(url)
     dialect.validate_url(parsed, redact(raw))
     return parsed
 

@@ -177,6 +177,38 @@ class Dialect(ABC):
     def text_position(needle: str, column: str) -> str:
         """SQL for the 1-based position of ``needle`` in ``column`` (0 when absent)."""
 
+    # --- snapshots: the fresh install and its check (flowdb.database.fresh) -------------------
+
+    def current_user_sql(self) -> str:
+        """SQL for the database user, for the run record (default: this OS user, quoted)."""
+        import getpass
+
+        return "'" + getpass.getuser().replace("'", "''") + "'"
+
+    def run_script(self, statements: list[str]) -> None:
+        """Run ``statements`` in one transaction, all or nothing (a fresh install)."""
+        engine = self.create_sync_engine("flowdb-fresh-install")
+        try:
+            with engine.begin() as connection:
+                cursor = connection.connection.cursor()
+                for statement in statements:
+                    cursor.execute(statement)
+        finally:
+            engine.dispose()
+
+    def dump_schema(self, exclude: frozenset[str]) -> list[str]:
+        """The statements that recreate this database's tables (but ``exclude``) and rows."""
+        raise NotImplementedError(f"Schema snapshots are not implemented for {self.label}")
+
+    def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
+        """The schema as comparable data: orders the engine varies are normalised.
+
+        Tables (columns in order with type, default, nullability), constraints with
+        names and actions, indexes with predicates, enum types, and each table's rows
+        (but those of ``skip_rows``), sorted.
+        """
+        raise NotImplementedError(f"Schema catalogues are not implemented for {self.label}")
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of a driver error's own message (SQLAlchemy wraps it in ``orig``)."""

@@ -336,6 +336,37 @@ class PostgresDialect(Dialect):
         """``strpos``."""
         return f"strpos({column}, '{needle}')"
 
+    # --- snapshots (flowdb.database.fresh; the work is in postgresql_catalogue) ----------------
+
+    def current_user_sql(self) -> str:
+        """The session's role."""
+        return "current_user"
+
+    def dump_schema(self, exclude: frozenset[str]) -> list[str]:
+        """``pg_dump`` of the current schema, made schema-neutral."""
+        import sqlalchemy as sa
+
+        from flowdb.database.dialects import postgresql_catalogue
+
+        engine = self.create_sync_engine("flowdb-snapshot", statement_timeout=0)
+        try:
+            with engine.connect() as connection:
+                schema = str(connection.execute(sa.text("SELECT current_schema()")).scalar())
+        finally:
+            engine.dispose()
+        return postgresql_catalogue.dump(self.sync_url, schema, exclude)
+
+    def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
+        """Tables, constraints, indexes, enum types, sequences and rows from ``pg_catalog``."""
+        from flowdb.database.dialects import postgresql_catalogue
+
+        engine = self.create_sync_engine("flowdb-catalogue", statement_timeout=0)
+        try:
+            with engine.connect() as connection:
+                return postgresql_catalogue.catalogue(connection, skip_rows)
+        finally:
+            engine.dispose()
+
 
 def dumps_keeping_floats(document: Any) -> str:
     """JSON text for a JSONB column from which each float comes back as the same float.

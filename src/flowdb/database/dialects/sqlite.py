@@ -385,11 +385,35 @@ class SqliteDialect(Dialect):
         """``instr`` (SQLite's ``strpos``)."""
         return f"instr({column}, '{needle}')"
 
+    # --- snapshots (flowdb.database.fresh; the work is in sqlite_catalogue) -------------------
+
+    def run_script(self, statements: list[str]) -> None:
+        """One ``BEGIN IMMEDIATE`` transaction on sqlite3 itself: no SQLAlchemy to import."""
+        from flowdb.database.dialects import sqlite_catalogue
+
+        self.check_migratable()
+        assert self.path is not None
+        sqlite_catalogue.run_script(self.path, statements, self.settings.migration_lock_timeout)
+
+    def dump_schema(self, exclude: frozenset[str]) -> list[str]:
+        """SQLite's own ``CREATE`` text of each table and index, then the rows."""
+        from flowdb.database.dialects import sqlite_catalogue
+
+        assert self.path is not None
+        return sqlite_catalogue.dump(self.path, exclude)
+
+    def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
+        """Tables, constraint clauses (sorted), indexes and rows of the file."""
+        from flowdb.database.dialects import sqlite_catalogue
+
+        assert self.path is not None
+        return sqlite_catalogue.catalogue(self.path, skip_rows)
+
 
 def file_path(url: DatabaseUrl) -> Path | None:
     """The SQLite database file of ``url``, or ``None`` for memory databases."""
-    database = url.url.database
-    if not database or database == ":memory:" or "mode=memory" in str(url.url):
+    database = url.database
+    if not database or database == ":memory:" or "mode=memory" in url.text:
         return None
     if database.startswith("file:"):
         database = database[len("file:") :].split("?", 1)[0]

@@ -1,0 +1,246 @@
+"""Fresh installs in constant time: an empty database gets the head schema from a snapshot.
+
+Replaying every revision costs about the same per revision, so replay time grows with
+the history for ever. For an empty database upgraded to head, flowdb instead runs the
+per-dialect snapshot shipped in ``snapshots/<dialect>.sql``: the head schema (and the
+rows the history inserts), Alembic's version table, flowdb's run record, the version
+row, and one ``fresh install`` row per revision, all in one transaction under the
+migration lock. A process killed part way leaves the database empty.
+
+The snapshots are never written by hand. ``flowdb database snapshot`` replays the
+history on an empty database of the dialect and dumps what it built; each snapshot
+names the head and the hash of the history it was made from (``fingerprints``). A
+snapshot whose history hash is not the installed history's is not used (the upgrade
+replays), and a test fails until it is regenerated; the same test rebuilds a database
+from each snapshot and compares it, normalised (``Dialect.catalogue``), with a
+replayed one, naming the first difference.
+
+Nothing here imports Alembic, and on SQLite nothing imports SQLAlchemy either, so a
+fresh install costs little more than starting the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowdb.database import journal
+from flowdb.database.events import StepDone
+from flowdb.database.status import VERSION_TABLE
+
+if TYPE_CHECKING:
+    from flowdb.database.history import History
+    from flowdb.database.target import Database
+
+#: Where the snapshots live; tests point it at a copy.
+SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
+#: Tables the snapshot creates ``IF NOT EXISTS`` and without rows: they may exist already
+#: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
+BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE})
+REGENERATE = "flowdb database snapshot"
+_SEPARATOR = ";\n\n"
+
+logger = logging.getLogger("flowdb.migrations")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot file: the head it installs, the history it was made from, its SQL."""
+
+    path: Path
+    head: str
+    history_hash: str
+    statements: tuple[str, ...]
+
+    def fits(self, history: History) -> bool:
+        """Whether it was made from exactly this history (same files, same head)."""
+        from flowdb.database.fingerprints import history_hash
+
+        return self.head == history.head and self.history_hash == history_hash(history)
+
+
+def snapshot_path(database: Database) -> Path:
+    """The snapshot file of the database's dialect."""
+    return SNAPSHOT_FOLDER / f"{database.dialect.name}.sql"
+
+
+def read_snapshot(path: Path) -> Snapshot | None:
+    """The snapshot at ``path``, or ``None`` when there is none."""
+    if not path.exists():
+        return None
+    text = path.read_text(encoding="utf-8")
+    header: dict[str, str] = {}
+    body: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("-- ") and not body:
+            key, _, value = line[3:].partition(": ")
+            header[key] = value.strip()
+        else:
+            body.append(line)
+    parts = "\n".join(body).split(_SEPARATOR)
+    statements = tuple(s.strip().rstrip(";").rstrip() for s in parts if s.strip())
+    return Snapshot(path, header.get("head", ""), header.get("history", ""), statements)
+
+
+def usable_snapshot(database: Database) -> Snapshot | None:
+    """The dialect's snapshot when it was made from the installed history, else ``None``."""
+    snapshot = read_snapshot(snapshot_path(database))
+    if snapshot is None or not snapshot.fits(database.history):
+        return None
+    return snapshot
+
+
+def install_statements(database: Database, snapshot: Snapshot, runs: bool = True) -> list[str]:
+    """The whole fresh install: the snapshot, the version row and (``runs``) the run record."""
+    from flowdb.database.fingerprints import file_hash
+
+    statements = [*snapshot.statements, f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')"]
+    if runs:
+        at = journal.now()
+        rows = [
+            journal.started(r.id, "fresh install", at, 0.0, file_hash=file_hash(r))
+            for r in database.history.revisions
+        ]
+        statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
+    return statements
+
+
+def install(database: Database, snapshot: Snapshot) -> float:
+    """Create the head schema from ``snapshot``; the caller holds the lock. Returns seconds.
+
+    A failure is recorded (in a transaction of its own) and raised; the database stays
+    empty.
+    """
+    from flowdb.database.dialects.base import first_line
+    from flowdb.errors import FlowdbError, MigrationFailedError, one_line_message
+
+    started = time.perf_counter()
+    at = journal.now()
+    try:
+        try:
+            with database.errors():
+                database.dialect.run_script(install_statements(database, snapshot))
+        except FlowdbError:
+            raise
+        except Exception as exc:
+            raise MigrationFailedError(
+                f"The fresh install from {snapshot.path.name} failed ({first_line(exc)}) and "
+                f"was rolled back; {database.describe()} is still empty. Regenerate the "
+                f"snapshot with `{REGENERATE}` if it was edited."
+            ) from exc
+    except FlowdbError as exc:
+        run = journal.started(
+            snapshot.head,
+            "fresh install",
+            at,
+            time.perf_counter() - started,
+            error=one_line_message(exc),
+        )
+        journal.record_apart(database, [run])
+        raise
+    elapsed = time.perf_counter() - started
+    # Each revision is now in the database, as after a replay; reported as such (with
+    # no time of its own: they landed together), then the install's real duration.
+    for revision in database.history.revisions:
+        event = StepDone("upgrade", revision.id, revision.title, 0.0)
+        logger.info("Installed %s %s", revision.id, revision.title, extra={"event": event})
+    logger.info(
+        "Installed the head schema %s from the snapshot in one transaction (%d revisions, %.2f s)",
+        snapshot.head,
+        len(database.history.revisions),
+        elapsed,
+    )
+    return elapsed
+
+
+def render(database: Database, snapshot: Snapshot) -> str:
+    """The SQL a fresh install runs (for ``--dry-run``), without the run record's rows."""
+    body = _SEPARATOR.join(install_statements(database, snapshot, runs=False))
+    return (
+        f"-- Fresh install of {snapshot.head} from {snapshot.path.name}, in one transaction\n"
+        f"BEGIN{_SEPARATOR}{body}{_SEPARATOR}COMMIT;\n"
+    )
+
+
+def bookkeeping_statements(database: Database) -> list[str]:
+    """``CREATE TABLE IF NOT EXISTS`` of Alembic's version table and the run record."""
+    import sqlalchemy as sa
+    from sqlalchemy.schema import CreateTable
+
+    dialect = sa.create_mock_engine(database.dialect.sync_url, lambda *a, **k: None).dialect
+    return [
+        str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip()
+        for table in (journal.version_table(), journal.run_table())
+    ]
+
+
+def generate(database: Database) -> Path:
+    """Replay the history on the empty ``database`` and write its dialect's snapshot.
+
+    For the people who add revisions; the database is left at head.
+    """
+    from flowdb.database import commands
+    from flowdb.database.fingerprints import history_hash
+    from flowdb.errors import ForeignDatabaseError
+
+    status = database.status()
+    status.require_known(database)
+    if status.tables - BOOKKEEPING:
+        raise ForeignDatabaseError(
+            f"{database.describe()} is not empty ({', '.join(sorted(status.tables))}); a "
+            "snapshot must be made on an empty database: point FLOWDB_DATABASE_URL at a new one."
+        )
+    commands.migrate(database, "upgrade", "head", use_snapshot=False)
+    with database.errors():
+        statements = [
+            *bookkeeping_statements(database),
+            *database.dialect.dump_schema(BOOKKEEPING),
+        ]
+    history = database.history
+    header = [
+        f"-- flowdb schema snapshot for {database.dialect.label}; generated by "
+        f"`{REGENERATE}`, never edit by hand",
+        f"-- head: {history.head}",
+        f"-- history: {history_hash(history)}",
+        f"-- revisions: {len(history.revisions)}",
+    ]
+    path = snapshot_path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = _SEPARATOR.join(s.rstrip().rstrip(";") for s in statements)
+    path.write_text("\n".join(header) + "\n" + body + ";\n", encoding="utf-8")
+    return path
+
+
+def catalogue(database: Database) -> dict[str, Any]:
+    """The database's normalised catalogue (the run record's rows left out: they differ)."""
+    with database.errors():
+        return database.dialect.catalogue(frozenset({journal.RUN_TABLE}))
+
+
+def first_difference(expected: Any, actual: Any, where: str = "") -> str | None:
+    """The first place where two catalogues differ, as one line; ``None`` when equal."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in sorted(set(expected) | set(actual), key=str):
+            inner = f"{where}.{key}" if where else str(key)
+            if key not in actual:
+                return f"{inner}: missing (replaying the history has it: {expected[key]!r})"
+            if key not in expected:
+                return f"{inner}: extra (replaying the history has no such thing: {actual[key]!r})"
+            found = first_difference(expected[key], actual[key], inner)
+            if found:
+                return found
+        return None
+    if isinstance(expected, list) and isinstance(actual, list):
+        for index, (left, right) in enumerate(zip(expected, actual, strict=False)):
+            found = first_difference(left, right, f"{where}[{index}]")
+            if found:
+                return found
+        if len(expected) != len(actual):
+            return f"{where}: {len(actual)} item(s), replaying the history gives {len(expected)}"
+        return None
+    if expected != actual:
+        return f"{where}: {actual!r}, replaying the history gives {expected!r}"
+    return None

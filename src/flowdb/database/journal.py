@@ -1,0 +1,226 @@
+"""flowdb's record of every migration run: ``flowdb_migration_run``.
+
+One row per revision and run: which revision, which direction (``upgrade``,
+``downgrade``, ``stamp``, ``fresh install``, ``accept`` for a changed file accepted on
+purpose), when it started, how long it took, which flowdb, host, process and database
+user ran it, and whether it succeeded (else the one-line error). Like Flyway's
+``flyway_schema_history``, and for the same uses:
+
+* ``flowdb database history`` says when and by whom each applied revision was applied;
+* the SHA-256 of the revision file applied is kept, so a file changed since then is
+  caught (``changed_revisions``) before an upgrade builds on it.
+
+The table is flowdb's own bookkeeping, not part of the schema the history builds: it
+is created on first use (``IF NOT EXISTS``, inside the step's transaction), survives
+downgrades, is left out of ``check``'s comparison with the models, and is never taken
+for another application's table. A successful step writes its row in its own
+transaction, so the row exists exactly when the step committed; a failed step's row is
+written afterwards in a transaction of its own, since the step's was rolled back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flowdb import __version__
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.engine import Connection
+
+    from flowdb.database.history import History
+    from flowdb.database.status import SchemaStatus
+    from flowdb.database.target import Database
+
+RUN_TABLE = "flowdb_migration_run"
+#: Directions whose successful rows say "this file is the one applied".
+APPLYING = ("upgrade", "stamp", "fresh install", "accept")
+COLUMNS = (
+    "revision",
+    "direction",
+    "started_at",
+    "duration_ms",
+    "flowdb_version",
+    "host",
+    "pid",
+    "db_user",
+    "success",
+    "error",
+    "file_hash",
+)
+
+logger = logging.getLogger("flowdb.migrations")
+_HOST = socket.gethostname()
+
+
+def run_table() -> Table:
+    """The table's definition (SQLAlchemy Core; built on demand, so importing stays cheap)."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        RUN_TABLE,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("revision", sa.String(32), nullable=False),
+        sa.Column("direction", sa.String(16), nullable=False),
+        sa.Column("started_at", sa.String(32), nullable=False),
+        sa.Column("duration_ms", sa.Integer, nullable=False),
+        sa.Column("flowdb_version", sa.String(32), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("db_user", sa.String(255), nullable=False),
+        sa.Column("success", sa.Boolean(create_constraint=False), nullable=False),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("file_hash", sa.String(64), nullable=True),
+    )
+
+
+def version_table() -> Table:
+    """Alembic's version table as Alembic creates it (for the fresh install's script)."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        "alembic_version",
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the record: a revision applied, reverted, stamped or installed."""
+
+    revision: str
+    direction: str
+    started_at: str
+    duration_ms: int
+    success: bool = True
+    error: str | None = None
+    file_hash: str | None = None
+    flowdb_version: str = __version__
+    host: str = ""
+    pid: int = 0
+    db_user: str = ""
+
+
+def now() -> str:
+    """The current moment as ISO 8601 UTC text (sorts as it reads)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def started(
+    revision: str,
+    direction: str,
+    at: str,
+    duration: float,
+    *,
+    file_hash: str | None = None,
+    error: str | None = None,
+) -> Run:
+    """A row for this process (host, pid) with ``duration`` in seconds."""
+    return Run(
+        revision=revision,
+        direction=direction,
+        started_at=at,
+        duration_ms=round(duration * 1000),
+        success=error is None,
+        error=error,
+        file_hash=file_hash,
+        host=_HOST,
+        pid=os.getpid(),
+    )
+
+
+def literal(value: object) -> str:
+    """``value`` as a SQL literal: NULL, TRUE/FALSE, a number, or a quoted string."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def insert_sql(runs: list[Run], user_sql: str) -> str:
+    """One INSERT of ``runs``, with the database user given as SQL (``current_user``, a literal)."""
+    rows = [
+        "("
+        + ", ".join(
+            user_sql if name == "db_user" else literal(getattr(run, name)) for name in COLUMNS
+        )
+        + ")"
+        for run in runs
+    ]
+    return f"INSERT INTO {RUN_TABLE} ({', '.join(COLUMNS)}) VALUES {', '.join(rows)}"
+
+
+def record(connection: Connection, database: Database, runs: list[Run]) -> None:
+    """Write ``runs`` on ``connection``, in its transaction; create the table when missing."""
+    run_table().create(connection, checkfirst=True)
+    if runs:
+        connection.exec_driver_sql(insert_sql(runs, database.dialect.current_user_sql()))
+
+
+def record_apart(database: Database, runs: list[Run]) -> None:
+    """Write ``runs`` in a transaction of their own (a failed step's row); never raises."""
+    try:
+        engine = database.engine("flowdb-journal")
+        try:
+            with engine.begin() as connection:
+                record(connection, database, runs)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # the failure being recorded matters more than its record
+        logger.debug("Could not record the failed step: %s", exc)
+
+
+def read_runs(database: Database, status: SchemaStatus) -> list[dict[str, Any]]:
+    """Every row of the record, oldest first (``[]`` when the table does not exist)."""
+    if RUN_TABLE not in status.tables:
+        return []
+    import sqlalchemy as sa
+
+    table = run_table()
+    engine = database.engine("flowdb-journal")
+    try:
+        with database.errors(), engine.connect() as connection:
+            rows = connection.execute(sa.select(table).order_by(table.c.id)).mappings().all()
+            connection.rollback()
+    finally:
+        engine.dispose()
+    return [dict(row) for row in rows]
+
+
+def applied_rows(
+    runs: list[dict[str, Any]], history: History, current: str | None
+) -> dict[str, Any]:
+    """For each revision applied now: its latest successful applying row (when there is one)."""
+    applied = {revision.id for revision in history.revisions[: history.position(current)]}
+    latest: dict[str, Any] = {}
+    for row in runs:
+        if row["success"] and row["direction"] in APPLYING and row["revision"] in applied:
+            latest[row["revision"]] = row
+    return latest
+
+
+def changed_revisions(
+    runs: list[dict[str, Any]], history: History, current: str | None
+) -> list[str]:
+    """Applied revisions whose file now differs from the one recorded when it was applied."""
+    from flowdb.database.fingerprints import file_hash
+
+    latest = applied_rows(runs, history, current)
+    return [
+        revision.id
+        for revision in history.revisions[: history.position(current)]
+        if revision.id in latest
+        and latest[revision.id]["file_hash"]
+        and latest[revision.id]["file_hash"] != file_hash(revision)
+    ]
