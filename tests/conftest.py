@@ -3,6 +3,9 @@
 * ``sqlite_url``: a SQLite file in the test's temporary folder.
 * ``postgres_url``: a new database on the local PostgreSQL server, dropped afterwards.
 * ``database_url``: both of them, one after the other (parametrised).
+* ``pgbouncer_url``: a new PostgreSQL database reached through a real PgBouncer in
+  transaction pooling mode (started once per session), with
+  ``FLOWDB_DATABASE_POOL_MODE=transaction`` set.
 * ``configured``: points flowdb's settings (``FLOWDB_*``) at ``database_url``.
 * ``api``: a started REST API (test client) on ``configured``.
 
@@ -48,6 +51,25 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_port() -> Iterator[int]:
+    """The port of a PgBouncer in transaction pooling mode in front of the test server."""
+    from tests.dbtools import ADMIN_URL
+    from tests.pgbouncer import running_pgbouncer
+
+    with running_pgbouncer(ADMIN_URL) as port:
+        yield port
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``postgres_url`` through PgBouncer (transaction pooling), flowdb told so."""
+    from tests.pgbouncer import through
+
+    monkeypatch.setenv("FLOWDB_DATABASE_POOL_MODE", "transaction")
+    return through(pgbouncer_port, postgres_url)
 
 
 @pytest.fixture(params=DIALECTS)

@@ -7,6 +7,7 @@ long-lived processes see changes to the environment; reading them is cheap.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import Field
@@ -67,6 +68,13 @@ class Settings(BaseSettings):
         default=30.0,
         ge=0,
         description="Seconds one API query may run on PostgreSQL; 0 means no limit.",
+    )
+    database_pool_mode: Literal["session", "transaction"] = Field(
+        default="session",
+        description="How PostgreSQL connections reach the server: 'session' (directly, or "
+        "through a pooler in session mode) or 'transaction' (through PgBouncer or another "
+        "pooler in transaction mode: no session state, no prepared statements, the "
+        "migration lock held in a transaction).",
     )
     migrate_on_start: bool = Field(
         default=True,
