@@ -3,6 +3,8 @@
 * ``sqlite_url``: a SQLite file in the test's temporary folder.
 * ``postgres_url``: a new database on the local PostgreSQL server, dropped afterwards.
 * ``database_url``: both of them, one after the other (parametrised).
+* ``mariadb_url``: a new utf8mb4 database on the local MariaDB server (root@127.0.0.1:3306,
+  override with ``FLOWDB_TEST_MARIADB_URL``), dropped afterwards.
 * ``pgbouncer_url``: a new PostgreSQL database reached through a real PgBouncer in
   transaction pooling mode (started once per session), with
   ``FLOWDB_DATABASE_POOL_MODE=transaction`` set.
@@ -51,6 +53,18 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         drop_postgres_database(url)
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """URL of a fresh, empty utf8mb4 database on the local MariaDB server, dropped afterwards."""
+    from tests.dbtools import create_mariadb_database, drop_mariadb_database
+
+    url = create_mariadb_database()
+    try:
+        yield url
+    finally:
+        drop_mariadb_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     REFUSED = 7  # the database's state forbids it: newer, foreign, clashing, not at head
     MIGRATION_FAILED = 8  # a statement was rejected; the migration was rolled back
     CORRUPT = 9  # a damaged database file or a broken migration history
+    UNSUPPORTED = 10  # the server is too old, or the database's character set is not utf8mb4
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     TERMINATED = 143  # SIGTERM
 
@@ -150,6 +151,12 @@ class BrokenHistoryError(FlowdbError):
     """The migration files do not form one linear history (cycle, duplicate, fork, bad file)."""
 
     exit_code = ExitCode.CORRUPT
+
+
+class UnsupportedServerError(FlowdbError):
+    """The database server is older than flowdb supports, or set up in a way it cannot use."""
+
+    exit_code = ExitCode.UNSUPPORTED
 
 
 class Interrupted(BaseException):
