@@ -39,7 +39,7 @@ def _processes(url: str, command: list[str], count: int) -> None:
 def bench_concurrency(scratch: Scratch, repeat: int) -> list[Row]:
     """Time 1 upgrade, 8 processes and 32 threads on a fresh database, per dialect."""
     rows: list[Row] = []
-    for dialect in ("sqlite", "postgresql"):
+    for dialect in ("sqlite", "postgresql", "mariadb"):
         rows += _bench_dialect(scratch, dialect, repeat)
     return rows
 

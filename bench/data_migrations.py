@@ -59,6 +59,27 @@ _POSTGRES_FILL = [
     "ANALYZE",
 ]
 
+#: MariaDB: the sequence engine's ``seq_1_to_N`` tables stand in for generate_series.
+_MARIADB_FILL = [
+    "INSERT INTO flow (id, name) SELECT LPAD(HEX(seq), 32, '0'), CONCAT('flow-', seq) "
+    "FROM seq_0_to_9",
+    "INSERT INTO flow_run (id, flow_id, name, state_type, state_name, state_timestamp, "
+    "state_message, start_time) SELECT REPLACE(UUID(), '-', ''), LPAD(HEX(seq % 10), 32, '0'), "
+    "CONCAT('run-', seq), CASE seq % 3 WHEN 0 THEN 'COMPLETED' WHEN 1 THEN 'RUNNING' END, "
+    "CASE seq % 3 WHEN 0 THEN 'Completed' WHEN 1 THEN 'Running' END, "
+    "CASE WHEN seq % 3 < 2 THEN UTC_TIMESTAMP(6) - INTERVAL seq SECOND END, "
+    "CASE WHEN seq % 3 = 0 THEN CONCAT('finished after ', seq, ' steps') END, "
+    "CASE WHEN seq % 4 > 0 THEN UTC_TIMESTAMP(6) - INTERVAL seq SECOND END "
+    "FROM seq_1_to_{runs}",
+    "INSERT INTO task_run (id, flow_run_id, task_key, name, state_type) "
+    "SELECT REPLACE(UUID(), '-', ''), id, CONCAT('task-', n % 7, ':', n), 'task', state_type "
+    "FROM (SELECT id, state_type, ROW_NUMBER() OVER () AS n FROM flow_run LIMIT {tasks}) AS r",
+    "INSERT INTO log (id, name, level, flow_run_id, message, timestamp) "
+    "SELECT REPLACE(UUID(), '-', ''), 'flowdb.run', 20, id, CONCAT('line ', n.seq), "
+    "UTC_TIMESTAMP(6) FROM flow_run, seq_1_to_2 AS n",
+]
+DIALECTS = ("sqlite", "postgresql", "mariadb")
+
 
 def build_database(scratch: Scratch, dialect: str, runs: int, before: str = BEFORE) -> str:
     """A database at ``before`` with ``runs`` flow runs, runs/5 task runs and 2×runs logs."""
@@ -69,17 +90,21 @@ def build_database(scratch: Scratch, dialect: str, runs: int, before: str = BEFO
     engine = sa.create_engine(Database.from_url(url).dialect.sync_url)
     try:
         with engine.begin() as connection:
-            for statement in _SQLITE_FILL if dialect == "sqlite" else _POSTGRES_FILL:
-                connection.execute(sa.text(statement), {"runs": runs, "tasks": runs // 5})
+            fill = {"sqlite": _SQLITE_FILL, "mariadb": _MARIADB_FILL}.get(dialect, _POSTGRES_FILL)
+            for statement in fill:
+                sql = statement.format(runs=runs, tasks=runs // 5)
+                connection.execute(sa.text(sql), {"runs": runs, "tasks": runs // 5})
     finally:
         engine.dispose()
     return url
 
 
-def bench_data_migrations(scratch: Scratch, sizes: tuple[int, ...], repeat: int) -> list[Row]:
+def bench_data_migrations(
+    scratch: Scratch, sizes: tuple[int, ...], repeat: int, dialects: tuple[str, ...] = DIALECTS
+) -> list[Row]:
     """Time flowdb against the floor across the data migrations, per dialect and size."""
     rows: list[Row] = []
-    for dialect in ("sqlite", "postgresql"):
+    for dialect in dialects:
         for runs in sizes:
             template = build_database(scratch, dialect, runs)
             sql = single_transaction(dry_run_sql(template, f"{BEFORE}:{AFTER}"))

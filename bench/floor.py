@@ -22,12 +22,42 @@ def main(url: str, sql_path: str) -> None:
         finally:
             lite.close()
         return
+    if url.startswith("mariadb"):
+        run_mariadb_script(url, sql)
+        return
     import psycopg
 
     conninfo = "postgresql://" + url.split("://", 1)[1]
     with psycopg.connect(conninfo) as connection:
         # A trusted script (flowdb's own dry-run output), run as one simple query.
         connection.execute(sql)
+
+
+def run_mariadb_script(url: str, sql: str) -> None:
+    """The script through PyMySQL as one multi-statement query (its DDL commits anyway)."""
+    from urllib.parse import urlsplit
+
+    import pymysql  # type: ignore[import-untyped]
+    from pymysql.constants import CLIENT  # type: ignore[import-untyped]
+
+    parts = urlsplit(url.replace("mariadb+pymysql://", "mysql://", 1))
+    connection = pymysql.connect(
+        host=parts.hostname,
+        port=parts.port or 3306,
+        user=parts.username,
+        password=parts.password or "",
+        database=parts.path.lstrip("/"),
+        charset="utf8mb4",
+        client_flag=CLIENT.MULTI_STATEMENTS,
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            while cursor.nextset():
+                pass
+        connection.commit()
+    finally:
+        connection.close()
 
 
 if __name__ == "__main__":

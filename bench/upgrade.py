@@ -17,9 +17,9 @@ from bench.sql import dry_run_sql, single_transaction, write_script
 
 
 def bench_upgrade(scratch: Scratch, repeat: int) -> list[Row]:
-    """Time empty-to-head on SQLite and PostgreSQL against the floor."""
+    """Time empty-to-head on SQLite, PostgreSQL and MariaDB against the floor."""
     rows: list[Row] = []
-    for dialect in ("sqlite", "postgresql"):
+    for dialect in ("sqlite", "postgresql", "mariadb"):
         rows += _bench_dialect(scratch, dialect, repeat)
     return rows
 

@@ -3,6 +3,11 @@
 * ``sqlite_url``: a SQLite file in the test's temporary folder.
 * ``postgres_url``: a new database on the local PostgreSQL server, dropped afterwards.
 * ``database_url``: both of them, one after the other (parametrised).
+* ``mariadb_url``: a new utf8mb4 database on the local MariaDB server (root@127.0.0.1:3306,
+  override with ``FLOWDB_TEST_MARIADB_URL``), dropped afterwards.
+* ``pgbouncer_url``: a new PostgreSQL database reached through a real PgBouncer in
+  transaction pooling mode (started once per session), with
+  ``FLOWDB_DATABASE_POOL_MODE=transaction`` set.
 * ``configured``: points flowdb's settings (``FLOWDB_*``) at ``database_url``.
 * ``api``: a started REST API (test client) on ``configured``.
 
@@ -48,6 +53,37 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         drop_postgres_database(url)
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """URL of a fresh, empty utf8mb4 database on the local MariaDB server, dropped afterwards."""
+    from tests.dbtools import create_mariadb_database, drop_mariadb_database
+
+    url = create_mariadb_database()
+    try:
+        yield url
+    finally:
+        drop_mariadb_database(url)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_port() -> Iterator[int]:
+    """The port of a PgBouncer in transaction pooling mode in front of the test server."""
+    from tests.dbtools import ADMIN_URL
+    from tests.pgbouncer import running_pgbouncer
+
+    with running_pgbouncer(ADMIN_URL) as port:
+        yield port
+
+
+@pytest.fixture
+def pgbouncer_url(postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``postgres_url`` through PgBouncer (transaction pooling), flowdb told so."""
+    from tests.pgbouncer import through
+
+    monkeypatch.setenv("FLOWDB_DATABASE_POOL_MODE", "transaction")
+    return through(pgbouncer_port, postgres_url)
 
 
 @pytest.fixture(params=DIALECTS)

@@ -19,6 +19,34 @@ ADMIN_URL = os.environ.get(
     "FLOWDB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 DIALECTS = ["sqlite", "postgresql"]
+MARIADB_ADMIN_URL = os.environ.get(
+    "FLOWDB_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/mysql"
+)
+
+
+def create_mariadb_database(charset: str = "utf8mb4") -> str:
+    """Create an empty database on the MariaDB test server and return its URL."""
+    name = f"flowdb_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET {charset}"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"MariaDB is required for this test and is not reachable: {exc}")
+    finally:
+        admin.dispose()
+    return sa.make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_mariadb_database(url: str) -> None:
+    """Drop a database made by ``create_mariadb_database``."""
+    name = sa.make_url(url).database
+    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        admin.dispose()
 
 
 def create_postgres_database() -> str:

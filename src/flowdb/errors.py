@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     MIGRATION_FAILED = 8  # a statement was rejected; the migration was rolled back
     CORRUPT = 9  # a damaged database file or a broken migration history
     HISTORY_CHANGED = 10  # a revision file differs from the one applied (or from the manifest)
+    UNSUPPORTED = 11  # the server is too old, or the database's character set is not utf8mb4
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     TERMINATED = 143  # SIGTERM
 
@@ -192,6 +193,12 @@ class SchemaWaitTimeoutError(FlowdbError):
     """The database did not reach head within the time ``wait`` was given."""
 
     exit_code = ExitCode.NO
+
+
+class UnsupportedServerError(FlowdbError):
+    """The database server is older than flowdb supports, or set up in a way it cannot use."""
+
+    exit_code = ExitCode.UNSUPPORTED
 
 
 class Interrupted(BaseException):

@@ -7,6 +7,7 @@ long-lived processes see changes to the environment; reading them is cheap.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 
 from pydantic import Field
@@ -75,6 +76,13 @@ class Settings(BaseSettings):
         description="Seconds the API server keeps an idle HTTP connection open; longer than "
         "the idle time of common client pools (httpx, requests, aiohttp), so a client never "
         "reuses a connection the server is closing.",
+    )
+    database_pool_mode: Literal["session", "transaction"] = Field(
+        default="session",
+        description="How PostgreSQL connections reach the server: 'session' (directly, or "
+        "through a pooler in session mode) or 'transaction' (through PgBouncer or another "
+        "pooler in transaction mode: no session state, no prepared statements, the "
+        "migration lock held in a transaction).",
     )
     migrate_on_start: bool = Field(
         default=True,

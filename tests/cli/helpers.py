@@ -122,6 +122,8 @@ def fingerprint(url: str) -> str:
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
         sides = [s for s in SQLITE_SIDE_FILES if path.with_name(path.name + s).exists()]
         return f"{digest} {sides}"
+    if sa.make_url(url).get_backend_name() in ("mysql", "mariadb"):
+        return _mysql_fingerprint(url)
     engine = sync_engine(url)
     try:
         with engine.connect() as connection:
@@ -225,3 +227,26 @@ def assert_cannot_write(folder: Path) -> None:
         f"make a folder read-only (errno {errno.EACCES} expected): {result.stderr}"
     )
     assert not probe.exists()
+
+
+def _mysql_fingerprint(url: str) -> str:
+    """MariaDB/MySQL: the reflected schema, every table's row count, the default charset."""
+    from tests.dbtools import schema_snapshot
+
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            tables = sa.inspect(connection).get_table_names()
+            counts = {
+                t: connection.execute(sa.text(f"SELECT count(*) FROM `{t}`")).scalar()
+                for t in tables
+            }
+            charset = connection.execute(
+                sa.text(
+                    "SELECT default_character_set_name FROM information_schema.schemata "
+                    "WHERE schema_name = DATABASE()"
+                )
+            ).scalar()
+    finally:
+        engine.dispose()
+    return repr((schema_snapshot(url), counts, charset))

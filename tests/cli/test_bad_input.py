@@ -292,11 +292,11 @@ def test_current_still_shows_the_unknown_revision(from_the_future: str, home: Pa
 
 MALFORMED_URLS = [
     ("foo:bar", ("'foo:bar'", "malformed", "FLOWDB_DATABASE_URL", "sqlite:///")),
-    ("mysql://x/y", ("'mysql'", "does not support", "sqlite://", "postgresql://")),
+    ("mssql://x/y", ("'mssql'", "does not support", "sqlite://", "postgresql://")),
     ("postgresql://host", ("names no database", "add one", "/flowdb")),
     (f"postgresql://u:{SECRET}@127.0.0.1:1", ("names no database",)),
     (f"postgresql//u:{SECRET}@127.0.0.1:1/x", ("malformed", "FLOWDB_DATABASE_URL")),
-    (f"mysql://u:{SECRET}@h/x", ("does not support",)),
+    (f"mssql://u:{SECRET}@h/x", ("does not support",)),
     (f"postgresql://u:p@ss{SECRET}@127.0.0.1:1/x", ("'@'", "%40")),
     (f"postgresql://u@127.0.0.1:1/x?password={SECRET}", ("Cannot connect", "password=***")),
 ]

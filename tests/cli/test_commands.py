@@ -125,7 +125,7 @@ def test_database_newer_than_the_code(database_url: str, command: list[str]) -> 
         ("postgresql+psycopg://postgres:s3cret@127.0.0.1:1/x", ("Cannot connect", "127.0.0.1:1")),
         ("postgresql://postgres@no-such-host.invalid/x", ("Cannot connect",)),
         ("foo:bar", ("malformed", "FLOWDB_DATABASE_URL")),
-        ("mysql://root@127.0.0.1/test", ("does not support",)),
+        ("mssql://root@127.0.0.1/test", ("does not support",)),
         ("postgresql://127.0.0.1", ("no database",)),
     ],
 )

@@ -410,6 +410,40 @@ EDGES = [
 ]
 
 
+def latin1_default_charset(scene: Scene) -> None:
+    """A MariaDB database created with another default character set than utf8mb4."""
+    name = sa.make_url(scene.url).database
+    scene.execute(f"ALTER DATABASE `{name}` CHARACTER SET latin1 COLLATE latin1_swedish_ci")
+
+
+EDGES += [
+    Edge(
+        "wrong MariaDB password",
+        ("database", "upgrade", "-y"),
+        ExitCode.UNREACHABLE,
+        ("Cannot connect", "wrong user or password"),
+        url=f"mariadb://root:{SECRET}@127.0.0.1:3306/mysql",
+        dialects=("mariadb",),
+    ),
+    Edge(
+        "unknown MariaDB database",
+        ("database", "current"),
+        ExitCode.UNREACHABLE,
+        ("unknown database",),
+        url="mariadb://root@127.0.0.1:3306/flowdb_no_such_database",
+        dialects=("mariadb",),
+    ),
+    Edge(
+        "MariaDB database not utf8mb4",
+        ("database", "upgrade", "-y"),
+        ExitCode.UNSUPPORTED,
+        ("utf8mb4", "latin1"),
+        latin1_default_charset,
+        dialects=("mariadb",),
+    ),
+]
+
+
 def edge_params() -> Iterator[object]:
     for edge in EDGES:
         for dialect in edge.dialects:
@@ -421,7 +455,8 @@ def test_edge(edge: Edge, dialect: str, tmp_path: Path, request: pytest.FixtureR
     if edge.url is not None:
         url = edge.url
     else:
-        url = str(request.getfixturevalue("sqlite_url" if dialect == "sqlite" else "postgres_url"))
+        fixture = {"sqlite": "sqlite_url", "mariadb": "mariadb_url"}.get(dialect, "postgres_url")
+        url = str(request.getfixturevalue(fixture))
     scene = Scene(url=url, tmp=tmp_path, home=tmp_path / "home")
     edge.setup(scene)
     before = fingerprint(url) if edge.url is None else None

@@ -196,14 +196,14 @@ def test_redact_message_hides_urls_and_settings_inside_text() -> None:
     [
         ("foo:bar", ("'foo:bar'", "malformed", "FLOWDB_DATABASE_URL", "sqlite:///")),
         ("", ("malformed",)),
-        ("mysql://root@localhost/x", ("'mysql'", "does not support", "sqlite://", "postgresql://")),
+        ("mssql://root@localhost/x", ("'mssql'", "does not support", "sqlite://", "postgresql://")),
         ("postgresql+pg9000://u@h/db", ("'postgresql+pg9000'", "does not support")),
         ("sqlite+pysqlcipher:///x.db", ("does not support",)),
         ("postgresql://host", ("names no database", "add one after the host")),
         ("postgresql://u@host:5432/", ("names no database",)),
         (f"postgresql://u:{SECRET}@host", ("names no database", "'postgresql://u:***@host'")),
         (f"postgresql//u:{SECRET}@host/db", ("malformed",)),
-        (f"mysql://u:{SECRET}@host/db", ("does not support", "mysql://u:***@host/db")),
+        (f"mssql://u:{SECRET}@host/db", ("does not support", "mssql://u:***@host/db")),
         (f"postgresql://u:p@{SECRET}@host/db", ("'@'", "%40")),
     ],
 )

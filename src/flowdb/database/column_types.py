@@ -28,6 +28,12 @@ class Timestamp(sa.TypeDecorator[dt.datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[dt.datetime]:
+        """``DATETIME(6)`` on MySQL/MariaDB (microseconds, as on the other dialects)."""
+        found = dialect_class(dialect.name)
+        special = found.timestamp_type() if found is not None else None
+        return dialect.type_descriptor(special if special is not None else self.impl)
+
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         """Normalise to UTC; reject naive datetimes, whose zone would be a guess."""
         if value is None:

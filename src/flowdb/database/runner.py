@@ -65,6 +65,7 @@ def run_plan(database: Database, plan: Plan) -> None:
     if plan.is_empty:
         return
     config = alembic_config(database)
+    config.attributes["direction"] = plan.direction  # for rerunnable DDL (MySQL)
     run = command.upgrade if plan.direction == "upgrade" else command.downgrade
     retries = database.settings.migration_lock_retries
     with database.errors():

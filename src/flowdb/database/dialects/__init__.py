@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 _REGISTRY = {
     "sqlite": "flowdb.database.dialects.sqlite:SqliteDialect",
     "postgresql": "flowdb.database.dialects.postgresql:PostgresDialect",
+    "mysql": "flowdb.database.dialects.mysql:MysqlDialect",
+    "mariadb": "flowdb.database.dialects.mysql:MariadbDialect",
 }
 
 
@@ -42,3 +44,8 @@ def supported_schemes() -> str:
         assert dialect is not None
         schemes += [f"{backend}+{d}://" if d else f"{backend}://" for d in sorted(dialect.drivers)]
     return ", ".join(schemes)
+
+
+def backends() -> list[str]:
+    """Every backend name flowdb supports (``sqlite``, ``postgresql``, ...)."""
+    return list(_REGISTRY)

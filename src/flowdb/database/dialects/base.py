@@ -57,6 +57,9 @@ class Dialect(ABC):
     deferred_validation: ClassVar[bool] = False
     #: Whether timestamps keep their time zone (else flowdb stores UTC without one).
     stores_time_zones: ClassVar[bool] = True
+    #: Whether each DDL statement commits by itself (MySQL), so migrations must be rerunnable
+    #: statement by statement, and ALTER needs a column's full type (no Alembic renames).
+    ddl_commits: ClassVar[bool] = False
     #: Whether the server keeps a separate engine for reads (SQLite: plain BEGIN for reads).
     separate_read_engine: ClassVar[bool] = False
 
@@ -208,6 +211,42 @@ class Dialect(ABC):
         (but those of ``skip_rows``), sorted.
         """
         raise NotImplementedError(f"Schema catalogues are not implemented for {self.label}")
+
+    @staticmethod
+    def timestamp_type() -> Any:
+        """The column type of flowdb's timestamps here, when not SQLAlchemy's own (``None``)."""
+        return None
+
+    @staticmethod
+    def as_text(expression: str) -> str:
+        """SQL casting ``expression`` (a JSON document, an enum) to text."""
+        return f"CAST({expression} AS TEXT)"
+
+    @staticmethod
+    def upsert_update(key: str, columns: list[str]) -> str:
+        """The clause after an INSERT that updates ``columns`` of a row whose ``key`` exists."""
+        updates = ", ".join(f"{column} = excluded.{column}" for column in columns)
+        return f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+
+    @staticmethod
+    def create_index_if_missing(kind: str, name: str, table: str, columns: str) -> str:
+        """SQL creating index ``name`` (``kind``: ``INDEX``/``UNIQUE INDEX``) unless it exists."""
+        return f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({columns})"
+
+    @staticmethod
+    def drop_index_if_exists(name: str) -> str:
+        """SQL dropping index ``name`` if it exists (flowdb names it ``ix_<table>__...``)."""
+        return f"DROP INDEX IF EXISTS {name}"
+
+    @classmethod
+    def set_not_null(cls, connection: Connection, table: str, column: str) -> str:
+        """SQL declaring ``column`` NOT NULL where no check can prove it first (MySQL)."""
+        raise NotImplementedError(f"{cls.label} proves NOT NULL with a check constraint")
+
+    @classmethod
+    def has_constraint(cls, connection: Connection, table: str, name: str) -> bool:
+        """Whether constraint ``name`` of ``table`` exists now (for reruns of migrations)."""
+        raise NotImplementedError(f"{cls.label} reads constraints from its own catalog")
 
 
 def first_line(exc: BaseException) -> str:

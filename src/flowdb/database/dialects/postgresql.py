@@ -8,8 +8,17 @@
   autocommit connection for the whole command. The holder's identity travels in that
   connection's ``application_name``, where waiters read it from ``pg_stat_activity``
   (of this database only: advisory locks are per database). A holder that dies loses
-  its session and with it the lock. Behind PgBouncer in transaction pooling mode
-  session locks do not hold: point migrations at the server directly.
+  its session and with it the lock.
+* Behind PgBouncer (or another pooler) in transaction pooling mode
+  (``FLOWDB_DATABASE_POOL_MODE=transaction``) a client's statements may run on a
+  different server connection in each transaction, so nothing may live in a session:
+  the migration lock is the same key taken with ``pg_try_advisory_xact_lock`` in a
+  transaction kept open for the whole command (the pooler pins one server connection
+  to it; a holder that dies takes its server connection, and the lock, with it); the
+  timeouts are ``SET LOCAL`` at the start of each transaction instead of startup
+  options (which PgBouncer refuses); psycopg never prepares statements and asyncpg's
+  statement caches are off, with unique names for the statements it must prepare.
+  Locks of both modes exclude each other, so direct and pooled commands mix safely.
 * The server: asyncpg with the API's own statement timeout
   (``FLOWDB_SERVER_QUERY_TIMEOUT``). URL parameters are translated for each driver:
   libpq's (``sslmode``, ``connect_timeout``, ``application_name``, ``options``) for
@@ -94,6 +103,11 @@ class PostgresDialect(Dialect):
         _psycopg_query(url, shown)
         _asyncpg_connect_args(url, shown, build_ssl=False)
 
+    @property
+    def transaction_pooling(self) -> bool:
+        """Whether connections go through a pooler in transaction mode (no session state)."""
+        return self.settings.database_pool_mode == "transaction"
+
     # --- engines ------------------------------------------------------------------------
 
     @property
@@ -130,30 +144,49 @@ class PostgresDialect(Dialect):
         # Every statement waits at most this long for a lock (a waiting ACCESS EXCLUSIVE
         # request would queue every later query on its table); the runner retries.
         lock_ms = round(self.settings.migration_ddl_lock_timeout * 1000)
-        connect_args: dict[str, Any] = {
-            "application_name": application_name[:63],
-            "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={lock_ms}",
-        }
+        settings = f"-c statement_timeout={timeout_ms} -c lock_timeout={lock_ms}"
+        connect_args: dict[str, Any] = {"application_name": application_name[:63]}
+        if self.transaction_pooling:
+            # Server-side prepared statements belong to one server connection.
+            connect_args["prepare_threshold"] = None
+        else:
+            connect_args["options"] = settings
         if "connect_timeout" not in self.sync_url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-        return create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
+        if self.transaction_pooling:
+            _set_local_on_begin(engine, {"statement_timeout": timeout_ms, "lock_timeout": lock_ms})
+        return engine
 
     def create_async_engine(self, *, write: bool) -> AsyncEngine:
         """asyncpg with the API's statement timeout; one engine serves reads and writes."""
         from sqlalchemy.ext.asyncio import create_async_engine
 
         connect_args = _asyncpg_connect_args(self.url, self.url.redacted())
+        timeout_ms = round(self.settings.server_query_timeout * 1000)
         server_settings = {
             "application_name": "flowdb-server",
-            "statement_timeout": str(round(self.settings.server_query_timeout * 1000)),
+            "statement_timeout": str(timeout_ms),
             **connect_args.pop("server_settings", {}),
         }
-        return create_async_engine(
+        if self.transaction_pooling:
+            # PgBouncer forwards application_name only; statements are never cached on
+            # a server connection another client may get next.
+            server_settings = {"application_name": server_settings["application_name"]}
+            connect_args.update(
+                statement_cache_size=0,
+                prepared_statement_cache_size=0,
+                prepared_statement_name_func=_unique_statement_name,
+            )
+        engine = create_async_engine(
             self.async_url,
             pool_pre_ping=True,
             connect_args={**connect_args, "server_settings": server_settings},
             json_serializer=dumps_keeping_floats,
         )
+        if self.transaction_pooling:
+            _set_local_on_begin(engine.sync_engine, {"statement_timeout": timeout_ms})
+        return engine
 
     # --- reading without writing ----------------------------------------------------------
 
@@ -165,9 +198,12 @@ class PostgresDialect(Dialect):
         engine = self.create_sync_engine("flowdb-status", statement_timeout=0)
         try:
             with engine.connect() as connection:
-                connection.execute(sa.text(f"SET lock_timeout = {_READ_LOCK_TIMEOUT_MS}"))
                 while True:
                     try:
+                        # In the read's own transaction: no session state (poolers).
+                        connection.execute(
+                            sa.text(f"SET LOCAL lock_timeout = {_READ_LOCK_TIMEOUT_MS}")
+                        )
                         return _read_catalog_once(connection)
                     except OperationalError as exc:
                         if "lock timeout" not in str(exc.orig):
@@ -183,7 +219,11 @@ class PostgresDialect(Dialect):
 
     @contextmanager
     def migration_lock(self, command: str, waiter: Waiter) -> Iterator[None]:
-        """A session advisory lock on its own autocommit connection, polled until the timeout."""
+        """A session advisory lock on its own autocommit connection, polled until the timeout.
+
+        Behind a transaction pooler: the transaction-level lock of the same key, in a
+        transaction held open for the block (``_transaction_lock``).
+        """
         import sqlalchemy as sa
 
         from flowdb.database.locking import POLL_SECONDS, me
@@ -192,6 +232,13 @@ class PostgresDialect(Dialect):
         engine = self.create_sync_engine(
             f"{_APPLICATION_PREFIX} {command} pid={holder.pid} host={holder.host}"
         )
+        if self.transaction_pooling:
+            try:
+                with _transaction_lock(engine, waiter):
+                    yield
+            finally:
+                engine.dispose()
+            return
         try:
             with engine.connect() as raw_connection:
                 connection = raw_connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -397,6 +444,69 @@ def dumps_keeping_floats(document: Any) -> str:
     if not floats:
         return text
     return re.sub(f'"{marker}(\\d+)"', lambda m: floats[int(m[1])], text)
+
+
+@contextmanager
+def _transaction_lock(engine: Engine, waiter: Waiter) -> Iterator[None]:
+    """Hold flowdb's advisory lock as a transaction lock, in a transaction kept open.
+
+    A pooler in transaction mode gives the open transaction one server connection until
+    it ends, so the lock holds there for the whole block, and is released when the
+    transaction ends: at the end of the block, or when the holder's client connection
+    (and with it the server connection) goes away. Each failed try is rolled back, so a
+    waiter does not keep a server connection of the pool between tries.
+    """
+    import sqlalchemy as sa
+
+    from flowdb.database.locking import POLL_SECONDS
+
+    try_lock = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
+    with engine.connect() as connection:
+        while True:
+            if connection.execute(try_lock, {"key": ADVISORY_LOCK_KEY}).scalar():
+                # Last, so that the open portal is a utility statement's, holding no
+                # snapshot (else concurrent index builds would wait for this transaction);
+                # and the transaction stays idle between the migrations' statements.
+                connection.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+                break
+            holder = _holder(connection)
+            connection.rollback()
+            waiter.still_waiting(holder)
+            time.sleep(min(POLL_SECONDS, waiter.remaining()))
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def _set_local_on_begin(engine: Engine, settings: dict[str, int]) -> None:
+    """Apply ``settings`` with ``SET LOCAL`` as each transaction of ``engine`` begins.
+
+    Behind a transaction pooler a session ``SET`` (or a startup option) would stay on a
+    server connection that other clients get next; ``SET LOCAL`` ends with the transaction.
+    """
+    from sqlalchemy import event
+
+    statement = "; ".join(f"SET LOCAL {name} = {value}" for name, value in settings.items())
+
+    @event.listens_for(engine, "begin")
+    def _set_local(connection: Connection) -> None:
+        dbapi_connection = connection.connection.dbapi_connection
+        if dbapi_connection is None or getattr(dbapi_connection, "autocommit", False):
+            return  # an autocommit block: no transaction to hold SET LOCAL
+        cursor = dbapi_connection.cursor()
+        try:
+            for part in statement.split("; "):
+                cursor.execute(part)
+        finally:
+            cursor.close()
+
+
+def _unique_statement_name() -> str:
+    """A prepared statement name no other client of a pooled server connection uses."""
+    import uuid
+
+    return f"__flowdb_{uuid.uuid4().hex}__"
 
 
 def _read_catalog_once(connection: Connection) -> Catalog:

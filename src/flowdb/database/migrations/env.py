@@ -63,13 +63,34 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _restartable_options(connection: Any) -> dict[str, Any]:
+    """Where DDL commits by itself: guarded operations, a record of the migration running."""
+    if not database.dialect.ddl_commits:
+        return {}
+    from flowdb.database.migrations import restartable
+
+    restartable.install(connection.dialect.name)
+
+    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        if step.is_upgrade:
+            restartable.unmark(ctx.connection, step.up_revision_id)
+        if on_step is not None:
+            on_step(ctx=ctx, step=step, heads=heads, run_args=run_args)
+
+    return {"flowdb_config": config, "on_version_apply": on_version_apply}
+
+
 def run_migrations_online() -> None:
     """Run the migrations on a fresh connection of flowdb's migration engine."""
     engine = database.engine("flowdb-migrate")
     try:
         with engine.connect() as connection:
             context.configure(
-                connection=connection, **_common_options(database.dialect.render_as_batch)
+                connection=connection,
+                **{
+                    **_common_options(database.dialect.render_as_batch),
+                    **_restartable_options(connection),
+                },
             )
             with context.begin_transaction():
                 context.run_migrations()

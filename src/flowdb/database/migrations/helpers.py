@@ -71,9 +71,17 @@ def json_document() -> sa.types.TypeEngine[Any]:
     return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def timestamp() -> sa.DateTime:
-    """A timezone-aware timestamp column type."""
-    return sa.DateTime(timezone=True)
+def timestamp() -> sa.types.TypeEngine[Any]:
+    """A timezone-aware timestamp column type (MySQL: ``DATETIME(6)``, UTC, microseconds)."""
+    from flowdb.database.dialects import backends
+
+    column_type: sa.types.TypeEngine[Any] = sa.DateTime(timezone=True)
+    for name in backends():
+        found = dialect_class(name)
+        special = found.timestamp_type() if found is not None else None
+        if special is not None:
+            column_type = column_type.with_variant(special, name)
+    return column_type
 
 
 def base_columns() -> list[sa.Column[Any]]:
@@ -204,3 +212,26 @@ def add_column_if_missing(table: str, column: sa.Column[Any]) -> None:
     """``op.add_column`` unless an interrupted run of the same migration added it already."""
     if not has_column(table, column.name):
         op.add_column(table, column)
+
+
+def rename_column(table: str, old: str, new: str) -> None:
+    """Rename ``table.old`` to ``new`` in place.
+
+    Where DDL commits by itself (MySQL) the rename is ``RENAME COLUMN`` (Alembic's would
+    need the full column type), skipped when a rerun finds it done; elsewhere Alembic's
+    ``alter_column``, inside the migration's transaction.
+    """
+    if not dialect().ddl_commits:
+        op.alter_column(table, old, new_column_name=new)
+    elif context.is_offline_mode() or has_column(table, old):
+        op.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+
+
+def as_text(expression: str) -> str:
+    """SQL casting ``expression`` to text in the dialect being migrated."""
+    return dialect().as_text(expression)
+
+
+def upsert_update(key: str, columns: list[str]) -> str:
+    """The dialect's clause that turns an INSERT into an update of an existing ``key``."""
+    return dialect().upsert_update(key, columns)

@@ -149,7 +149,7 @@ class OnlineMigration:
         column_list = ", ".join(columns)
         if not dialect().concurrent_indexes:
             self.phase(f"index {name}")
-            op.execute(f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({column_list})")
+            op.execute(dialect().create_index_if_missing(kind, name, table, column_list))
             return
         # The phase is recorded in the current transaction, which the build's
         # autocommit block commits: a concurrent build cannot run inside one.
@@ -177,7 +177,7 @@ class OnlineMigration:
         """Drop an index without blocking the table where the dialect can (``CONCURRENTLY``)."""
         if not dialect().concurrent_indexes:
             self.phase(f"drop index {name}")
-            op.execute(f"DROP INDEX IF EXISTS {name}")
+            op.execute(dialect().drop_index_if_exists(name))
             return
         self._enter(f"drop index {name}")
         with self.context.autocommit_block():
@@ -236,6 +236,12 @@ class OnlineMigration:
 
     def set_not_null(self, table: str, column: str) -> None:
         """``SET NOT NULL`` (no scan: the proven check stands in for it), then drop the check."""
+        if not dialect().deferred_validation:  # MySQL: MODIFY with the column's own type
+            if self.offline:  # the column's type is read from the live database
+                op.execute(f"-- {table}.{column}: MODIFY with its current type, NOT NULL")
+            else:
+                op.execute(dialect().set_not_null(op.get_bind(), table, column))
+            return
         op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
         op.execute(
             f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {_not_null_check(table, column)}"
@@ -262,8 +268,14 @@ class OnlineMigration:
         """Add constraint ``name`` NOT VALID (a short lock), then validate it (no strong lock).
 
         A rerun finds what an interrupted run left: a valid constraint is kept, an
-        unvalidated one is validated.
+        unvalidated one is validated. Where constraints cannot be added unchecked
+        (MySQL), it is added checked in a phase of its own, unless a rerun finds it.
         """
+        if not dialect().deferred_validation:
+            if self.offline or not dialect().has_constraint(op.get_bind(), table, name):
+                self.phase(f"add {label}")
+                op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
+            return
         state = None if self.offline else _constraint_validated(table, name)
         if state is None:
             self.phase(f"add {label}")

@@ -85,7 +85,7 @@ def downgrade() -> None:
     after.append_constraint(h.fk("flow_run", "deployment_id", "deployment", "SET NULL"))
     sa.Index("ix_flow_run__deployment_id", after.c.deployment_id)
     with op.batch_alter_table("flow_run", copy_from=after) as batch:
-        batch.drop_index("ix_flow_run__deployment_id")
         batch.drop_constraint("fk_flow_run__deployment_id__deployment", type_="foreignkey")
+        batch.drop_index("ix_flow_run__deployment_id")
         batch.drop_column("deployment_id")
     op.drop_table("deployment")

@@ -136,8 +136,8 @@ def downgrade() -> None:
     for before in (flow_run_before(), deployment_before()):
         after = _with_work_queue_link(before)
         with op.batch_alter_table(after.name, copy_from=after) as batch:
-            batch.drop_index(f"ix_{after.name}__work_queue_id")
             batch.drop_constraint(f"fk_{after.name}__work_queue_id__work_queue", type_="foreignkey")
+            batch.drop_index(f"ix_{after.name}__work_queue_id")
             batch.drop_column("work_queue_id")
     op.drop_table("worker")
     op.drop_table("work_queue")

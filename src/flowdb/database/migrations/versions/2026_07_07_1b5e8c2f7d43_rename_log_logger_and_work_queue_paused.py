@@ -9,7 +9,7 @@ Create Date: 2026-07-07 09:00:00
 
 from __future__ import annotations
 
-from alembic import op
+from flowdb.database.migrations import helpers as h
 
 revision: str = "1b5e8c2f7d43"
 down_revision: str | None = "0a7d3b9e5c21"
@@ -20,10 +20,10 @@ SERVES_PREVIOUS_CODE = False  # renames columns the previous code uses
 
 
 def upgrade() -> None:
-    op.alter_column("log", "logger", new_column_name="name")
-    op.alter_column("work_queue", "paused", new_column_name="is_paused")
+    h.rename_column("log", "logger", "name")
+    h.rename_column("work_queue", "paused", "is_paused")
 
 
 def downgrade() -> None:
-    op.alter_column("work_queue", "is_paused", new_column_name="paused")
-    op.alter_column("log", "name", new_column_name="logger")
+    h.rename_column("work_queue", "is_paused", "paused")
+    h.rename_column("log", "name", "logger")

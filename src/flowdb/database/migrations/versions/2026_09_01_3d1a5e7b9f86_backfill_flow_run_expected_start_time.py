@@ -108,7 +108,7 @@ def upgrade() -> None:
             batch.alter_column("expected_start_time", existing_type=h.timestamp(), nullable=False)
     else:
         online.set_not_null("flow_run", "expected_start_time")
-        for statement in STOP_FILLING:
+        for statement in per_dialect(postgresql=STOP_FILLING):
             op.execute(statement)
     online.finish()
 

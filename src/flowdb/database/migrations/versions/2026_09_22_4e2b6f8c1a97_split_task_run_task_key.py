@@ -62,6 +62,9 @@ def task_run(*extra: object) -> sa.Table:
     )
 
 
+#: MySQL, while the downgrade swaps the unique keys: the foreign key's index.
+FLOW_RUN_INDEX = "ix_task_run__flow_run_id_downgrade"
+
 SERVES_PREVIOUS_CODE = False  # task keys are rewritten in place
 
 #: PostgreSQL: rows the running API writes while the migration runs are split at once.
@@ -104,12 +107,15 @@ def upgrade() -> None:
                 batch.add_column(sa.Column("dynamic_key", sa.String(255), nullable=True))
     else:
         h.add_column_if_missing("task_run", sa.Column("dynamic_key", sa.String(255), nullable=True))
-        op.execute(f"ALTER TABLE task_run DROP CONSTRAINT IF EXISTS {OLD_UNIQUE}")
+        if not h.dialect().ddl_commits:
+            op.execute(f"ALTER TABLE task_run DROP CONSTRAINT IF EXISTS {OLD_UNIQUE}")
         for statement in per_dialect(postgresql=SPLIT_NEW_ROWS):
             op.execute(statement)
         online.create_index(
             NEW_UNIQUE, "task_run", ["flow_run_id", "task_key", "dynamic_key"], unique=True
         )
+        if h.dialect().ddl_commits:  # MySQL: the old key serves the foreign key until now
+            op.execute(f"ALTER TABLE task_run DROP INDEX IF EXISTS {OLD_UNIQUE}")
 
     online.backfill("task_run", split_statement("{batch}"))
     online.prove_not_null("task_run", "dynamic_key")
@@ -122,10 +128,9 @@ def upgrade() -> None:
             batch.create_unique_constraint(NEW_UNIQUE, ["flow_run_id", "task_key", "dynamic_key"])
     else:
         online.set_not_null("task_run", "dynamic_key")
-        op.execute(
-            f"ALTER TABLE task_run ADD CONSTRAINT {NEW_UNIQUE} UNIQUE USING INDEX {NEW_UNIQUE}"
-        )
-        for statement in STOP_SPLITTING:
+        # PostgreSQL: the unique index becomes the constraint (MySQL: it already is).
+        attach = f"ALTER TABLE task_run ADD CONSTRAINT {NEW_UNIQUE} UNIQUE USING INDEX {NEW_UNIQUE}"
+        for statement in per_dialect(postgresql=[attach, *STOP_SPLITTING]):
             op.execute(statement)
     online.finish()
 
@@ -135,6 +140,8 @@ def downgrade() -> None:
         sa.Column("dynamic_key", sa.String(255), nullable=False),
         sa.UniqueConstraint("flow_run_id", "task_key", "dynamic_key", name=NEW_UNIQUE),
     )
+    if h.dialect().ddl_commits:  # MySQL: the foreign key needs an index on flow_run_id
+        op.create_index(FLOW_RUN_INDEX, "task_run", ["flow_run_id"])
     with op.batch_alter_table("task_run", copy_from=after) as batch:
         batch.drop_constraint(NEW_UNIQUE, type_="unique")
 
@@ -148,3 +155,5 @@ def downgrade() -> None:
     with op.batch_alter_table("task_run", copy_from=joined) as batch:
         batch.drop_column("dynamic_key")
         batch.create_unique_constraint(OLD_UNIQUE, ["flow_run_id", "task_key"])
+    if h.dialect().ddl_commits:
+        op.drop_index(FLOW_RUN_INDEX, table_name="task_run")

@@ -147,7 +147,7 @@ def upgrade() -> None:
         "WHERE state_type IS NOT NULL AND state_id IS NULL AND {batch}",
     )
     online.create_index("ix_flow_run__state_id", "flow_run", ["state_id"])
-    if h.dialect().deferred_validation:
+    if not h.dialect().render_as_batch:  # SQLite: the foreign key comes with the rebuild
         online.add_foreign_key(STATE_FK, "flow_run", "state_id", "flow_run_state", "SET NULL")
     online.contract()
     for statement in per_dialect(**STOP_KEEPING_HISTORY):
@@ -180,7 +180,7 @@ def downgrade() -> None:
         sa.Column("state_message", sa.Text(), nullable=True),
     )
     with op.batch_alter_table("flow_run", copy_from=after) as batch:
-        batch.drop_index("ix_flow_run__state_id")
         batch.drop_constraint(STATE_FK, type_="foreignkey")
+        batch.drop_index("ix_flow_run__state_id")
         batch.drop_column("state_id")
     op.drop_table("flow_run_state")

@@ -89,7 +89,7 @@ def downgrade() -> None:
         sa.Index("ix_task_run__state_id", "state_id"),
     )
     with op.batch_alter_table("task_run", copy_from=after) as batch:
-        batch.drop_index("ix_task_run__state_id")
         batch.drop_constraint(STATE_FK, type_="foreignkey")
+        batch.drop_index("ix_task_run__state_id")
         batch.drop_column("state_id")
     op.drop_table("task_run_state")

@@ -31,13 +31,20 @@ depends_on = None
 
 SERVES_PREVIOUS_CODE = False  # drops deployment.schedule, which the previous code uses
 
+
 # A JSON null ('null') is "no schedule" just like SQL NULL.
-HAS_SCHEDULE = "schedule IS NOT NULL AND CAST(schedule AS TEXT) <> 'null'"
-COPY = (
-    "INSERT INTO deployment_schedule (id, created, updated, deployment_id, schedule) "
-    "SELECT id, created, updated, id, schedule FROM deployment WHERE {where} "
-    "ON CONFLICT (id) DO UPDATE SET schedule = excluded.schedule, updated = excluded.updated"
-)
+def has_schedule() -> str:
+    """Rows of deployment with a schedule."""
+    return f"schedule IS NOT NULL AND {h.as_text('schedule')} <> 'null'"
+
+
+def copy(where: str) -> str:
+    """Copy the schedules of deployments ``where`` into deployment_schedule (again: update)."""
+    return (
+        "INSERT INTO deployment_schedule (id, created, updated, deployment_id, schedule) "
+        f"SELECT id, created, updated, id, schedule FROM deployment WHERE {where} "
+        + h.upsert_update("id", ["schedule", "updated"])
+    )
 
 
 def upgrade() -> None:
@@ -56,12 +63,12 @@ def upgrade() -> None:
         op.create_index(
             "ix_deployment_schedule__deployment_id", "deployment_schedule", ["deployment_id"]
         )
-    online.backfill("deployment", COPY.format(where=f"{HAS_SCHEDULE} AND {{batch}}"))
+    online.backfill("deployment", copy(f"{has_schedule()} AND {{batch}}"))
     online.contract()
-    op.execute(COPY.format(where=HAS_SCHEDULE))  # what changed meanwhile (deployments are few)
+    op.execute(copy(has_schedule()))  # what changed meanwhile (deployments are few)
     op.execute(
         "DELETE FROM deployment_schedule WHERE deployment_id = id AND id IN "
-        f"(SELECT id FROM deployment WHERE NOT ({HAS_SCHEDULE}))"
+        f"(SELECT id FROM deployment WHERE NOT ({has_schedule()}))"
     )
     op.drop_column("deployment", "schedule")
     online.finish()

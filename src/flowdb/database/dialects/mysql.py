@@ -1,0 +1,397 @@
+"""MariaDB 10.6+ and MySQL 8: for operators whose database server is one of them.
+
+* Connections: PyMySQL for migrations and one-off commands, aiomysql for the API
+  server; always ``utf8mb4``, UTC as the session time zone (flowdb stores UTC without a
+  zone on these servers, as on SQLite), a connect timeout so that an unreachable server
+  fails fast. URLs ``mysql://``, ``mariadb://`` and their ``+pymysql``/``+aiomysql``
+  forms name the same dialect; the password is never shown.
+* Before migrating, the server must be new enough (MariaDB 10.6, MySQL 8.0) and the
+  database's default character set must be ``utf8mb4``: each is one line saying what
+  is needed.
+* The migration lock: ``GET_LOCK`` on a name derived from the database's name, polled
+  with a zero wait until ``FLOWDB_MIGRATION_LOCK_TIMEOUT``; the server releases it when
+  the holder's connection ends. Waiters find the holder with ``IS_USED_LOCK`` and name it
+  from the process list (its connection id, client host and how long it has been there).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flowdb.database.dialects.base import Catalog, Dialect
+from flowdb.errors import (
+    ConfigurationError,
+    DatabaseBusyError,
+    DatabaseReadOnlyError,
+    DatabaseUnreachableError,
+    DiskFullError,
+    FlowdbError,
+    UnsupportedServerError,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from flowdb.database.locking import LockHolder, Waiter
+    from flowdb.database.urls import DatabaseUrl
+
+CONNECT_TIMEOUT_SECONDS = 10
+_VERSION_TABLE = "alembic_version"
+#: Oldest servers flowdb supports: (major, minor).
+MINIMUM_MARIADB = (10, 6)
+MINIMUM_MYSQL = (8, 0)
+_LOCK_PREFIX = "flowdb-migrations:"
+
+
+class MysqlDialect(Dialect):
+    """MySQL 8.0 or newer (``mysql://`` URLs); MariaDB shares this class's behaviour."""
+
+    name: ClassVar[str] = "mysql"
+    label: ClassVar[str] = "MySQL"
+    drivers: ClassVar[frozenset[str]] = frozenset({"", "pymysql", "aiomysql"})
+    sync_driver: ClassVar[str] = "mysql+pymysql"
+    async_driver: ClassVar[str] = "mysql+aiomysql"
+    stores_time_zones: ClassVar[bool] = False
+    ddl_commits: ClassVar[bool] = True
+
+    @classmethod
+    def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
+        """A database name is required; a bare ``@`` in the password is refused."""
+        from flowdb.database.urls import unencoded_at
+
+        if "@" in (url.url.host or "") or "@" in (url.url.database or ""):
+            raise unencoded_at(shown)
+        if not url.url.database:
+            raise ConfigurationError(
+                f"Database URL {shown!r} names no database; add one after the host, "
+                f"e.g. {cls.name}+pymysql://user@host:3306/flowdb."
+            )
+
+    # --- engines ------------------------------------------------------------------------
+
+    @property
+    def sync_url(self) -> Any:
+        """PyMySQL, utf8mb4."""
+        query = {**self.url.url.query, "charset": "utf8mb4"}
+        return self.url.url.set(drivername=self.sync_driver, query=query)
+
+    @property
+    def async_url(self) -> Any:
+        """aiomysql, utf8mb4."""
+        query = {**self.url.url.query, "charset": "utf8mb4"}
+        return self.url.url.set(drivername=self.async_driver, query=query)
+
+    def create_sync_engine(self, application_name: str) -> Engine:
+        """PyMySQL, unpooled, UTC sessions, a connect timeout, the DDL lock wait bounded."""
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        lock_wait = max(1, round(self.settings.migration_ddl_lock_timeout))
+        # The history's SQL is standard: || concatenates, double quotes name things.
+        init = (
+            f"SET time_zone = '+00:00', lock_wait_timeout = {lock_wait}, "
+            "sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,ANSI_QUOTES')"
+        )
+        connect_args: dict[str, Any] = {"init_command": init}
+        if "connect_timeout" not in self.url.url.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        return create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
+
+    def create_async_engine(self, *, write: bool) -> AsyncEngine:
+        """aiomysql with UTC sessions; one engine serves reads and writes."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        return create_async_engine(
+            self.async_url,
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            connect_args={"init_command": "SET time_zone = '+00:00'"},
+        )
+
+    def check_migratable(self) -> None:
+        """Refuse a server older than MariaDB 10.6 / MySQL 8.0, or a non-utf8mb4 database."""
+        import sqlalchemy as sa
+
+        engine = self.create_sync_engine("flowdb-check")
+        try:
+            with engine.connect() as connection:
+                version = str(connection.execute(sa.text("SELECT VERSION()")).scalar())
+                charset = connection.execute(
+                    sa.text(
+                        "SELECT default_character_set_name FROM information_schema.schemata "
+                        "WHERE schema_name = DATABASE()"
+                    )
+                ).scalar()
+        except Exception as exc:
+            from flowdb.database.dialects.base import first_line
+
+            translated = self.translate_error(exc, first_line(exc))
+            if translated is None:
+                raise
+            raise translated from None
+        finally:
+            engine.dispose()
+        problem = server_problem(version)
+        if problem:
+            raise UnsupportedServerError(
+                f"The server of {self.url.redacted()} runs {problem}; flowdb needs MariaDB "
+                f"{'.'.join(map(str, MINIMUM_MARIADB))} or MySQL "
+                f"{'.'.join(map(str, MINIMUM_MYSQL))} or newer."
+            )
+        if charset != "utf8mb4":
+            database = self.url.url.database
+            raise UnsupportedServerError(
+                f"The database {database!r} at {self.url.redacted()} has the default "
+                f"character set {charset!r}; flowdb needs utf8mb4: run ALTER DATABASE "
+                f"`{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci (or create "
+                "it with that character set)."
+            )
+
+    # --- reading without writing ----------------------------------------------------------
+
+    def read_catalog(self, waiter: Waiter) -> Catalog:
+        """Version rows and the tables of the database, from ``information_schema``."""
+        import sqlalchemy as sa
+
+        from flowdb.database.status import PROGRESS_TABLE
+
+        engine = self.create_sync_engine("flowdb-status")
+        try:
+            with engine.connect() as connection:
+                tables = frozenset(
+                    connection.execute(
+                        sa.text(
+                            "SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = DATABASE()"
+                        )
+                    ).scalars()
+                )
+                in_progress: tuple[tuple[str, str, int], ...] = ()
+                if PROGRESS_TABLE in tables:
+                    query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
+                    in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
+                if _VERSION_TABLE not in tables:
+                    return Catalog(versions=None, tables=tables, in_progress=in_progress)
+                rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}"))
+                return Catalog(
+                    versions=list(rows.scalars()), tables=tables, in_progress=in_progress
+                )
+        finally:
+            engine.dispose()
+
+    # --- the migration lock ---------------------------------------------------------------
+
+    @property
+    def lock_name(self) -> str:
+        """The ``GET_LOCK`` name: per database (locks are server-wide), at most 64 chars."""
+        return (_LOCK_PREFIX + str(self.url.url.database))[:64]
+
+    @contextmanager
+    def migration_lock(self, command: str, waiter: Waiter) -> Iterator[None]:
+        """``GET_LOCK(name, 0)`` on its own connection, polled until the timeout."""
+        import sqlalchemy as sa
+
+        from flowdb.database.locking import POLL_SECONDS
+
+        engine = self.create_sync_engine("flowdb-lock")
+        try:
+            with engine.connect() as raw_connection:
+                connection = raw_connection.execution_options(isolation_level="AUTOCOMMIT")
+                take = sa.text("SELECT GET_LOCK(:name, 0)")
+                while connection.execute(take, {"name": self.lock_name}).scalar() != 1:
+                    waiter.still_waiting(_holder(connection, self.lock_name))
+                    time.sleep(min(POLL_SECONDS, waiter.remaining()))
+                try:
+                    yield
+                finally:
+                    connection.execute(
+                        sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name}
+                    )
+        finally:
+            engine.dispose()
+
+    def migration_running(self) -> LockHolder | None:
+        """The connection holding flowdb's lock for this database, from the process list."""
+        engine = self.create_sync_engine("flowdb-status")
+        try:
+            with engine.connect() as connection:
+                return _holder(connection, self.lock_name)
+        finally:
+            engine.dispose()
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:
+        """``DROP TABLE IF EXISTS`` each table (children first); enums live in columns."""
+        return [f"DROP TABLE IF EXISTS `{name}`" for name in tables]
+
+    def clear_statements(self, tables: list[str]) -> list[str]:
+        """``DELETE`` every row of each table, children first (foreign keys stay checked)."""
+        return [f"DELETE FROM `{name}`" for name in tables]
+
+    def count_rows(self, connection: Connection, table: str, column: str | None = None) -> int:
+        """Rows of ``table`` (with a non-null ``column`` when given), backtick-quoted."""
+        import sqlalchemy as sa
+
+        where = f" WHERE `{column}` IS NOT NULL" if column else ""
+        value = connection.execute(sa.text(f"SELECT count(*) FROM `{table}`{where}")).scalar()
+        return int(value or 0)
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
+        """Connection failures, unknown databases, permissions, timeouts, full disks."""
+        code = _error_code(exc)
+        where = self.url.redacted()
+        lowered = text.lower()
+        if code in (1045, 1044, 1049, 2003, 2005, 2006, 2013) or "can't connect" in lowered:
+            reason = {
+                1045: "access denied: wrong user or password",
+                1044: "access denied to the database for this user",
+                1049: "unknown database",
+            }.get(code or 0, "cannot reach the server")
+            return DatabaseUnreachableError(
+                f"Cannot connect to the database at {where} ({reason}); check that the "
+                "server is running and that FLOWDB_DATABASE_URL names the right host, port, "
+                "user, password and database."
+            )
+        if code in (1205, 3572) or "lock wait timeout" in lowered:
+            return DatabaseBusyError(
+                f"A table of {where} stayed locked by another session ({text}); find it in "
+                "SHOW PROCESSLIST, let it finish, and run the command again."
+            )
+        if code in (1290, 1792):
+            return DatabaseReadOnlyError(
+                f"The database at {where} is read-only ({text}); connect to the primary server."
+            )
+        if code in (1142, 1227, 1143):
+            return DatabaseReadOnlyError(
+                f"The database user may not do this on {where} ({text}); connect as a user "
+                "that may read, create and alter flowdb's tables."
+            )
+        if code in (1021, 1114, 3) or "disk full" in lowered:
+            return DiskFullError(
+                f"The server of {where} ran out of disk space ({text}); free space on the "
+                "server and run the command again."
+            )
+        return None
+
+    def is_lock_timeout(self, exc: BaseException) -> bool:
+        """Error 1205 (lock wait timeout) or 3572 (NOWAIT)."""
+        return _error_code(exc) in (1205, 3572)
+
+    # --- SQL for migration helpers ------------------------------------------------------------
+
+    @staticmethod
+    def text_position(needle: str, column: str) -> str:
+        """``LOCATE``."""
+        return f"LOCATE('{needle}', {column})"
+
+    @staticmethod
+    def timestamp_type() -> Any:
+        """``DATETIME(6)``: microseconds, like the other dialects (plain DATETIME has none)."""
+        from sqlalchemy.dialects import mysql
+
+        return mysql.DATETIME(fsp=6)
+
+    @staticmethod
+    def as_text(expression: str) -> str:
+        """``CAST(... AS CHAR)``: MySQL casts to CHAR, not TEXT."""
+        return f"CAST({expression} AS CHAR)"
+
+    @staticmethod
+    def upsert_update(key: str, columns: list[str]) -> str:
+        """``ON DUPLICATE KEY UPDATE c = VALUES(c)``."""
+        updates = ", ".join(f"{column} = VALUES({column})" for column in columns)
+        return f"ON DUPLICATE KEY UPDATE {updates}"
+
+    @staticmethod
+    def drop_index_if_exists(name: str) -> str:
+        """``DROP INDEX IF EXISTS name ON table``: the table from flowdb's ``ix_<table>__``."""
+        table = name.removeprefix("ix_").split("__", 1)[0]
+        return f"DROP INDEX IF EXISTS {name} ON {table}"
+
+    @classmethod
+    def set_not_null(cls, connection: Connection, table: str, column: str) -> str:
+        """``MODIFY`` the column with its current type, NOT NULL (MySQL has no SET NOT NULL)."""
+        import sqlalchemy as sa
+
+        column_type = connection.execute(
+            sa.text(
+                "SELECT column_type FROM information_schema.columns WHERE table_schema = "
+                "DATABASE() AND table_name = :table AND column_name = :column"
+            ),
+            {"table": table, "column": column},
+        ).scalar()
+        return f"ALTER TABLE {table} MODIFY {column} {column_type} NOT NULL"
+
+    @classmethod
+    def has_constraint(cls, connection: Connection, table: str, name: str) -> bool:
+        """From ``information_schema.table_constraints`` of the current database."""
+        import sqlalchemy as sa
+
+        found = connection.execute(
+            sa.text(
+                "SELECT 1 FROM information_schema.table_constraints WHERE constraint_schema = "
+                "DATABASE() AND table_name = :table AND constraint_name = :name"
+            ),
+            {"table": table, "name": name},
+        ).first()
+        return found is not None
+
+
+class MariadbDialect(MysqlDialect):
+    """MariaDB 10.6 or newer (``mariadb://`` URLs)."""
+
+    name: ClassVar[str] = "mariadb"
+    label: ClassVar[str] = "MariaDB"
+    sync_driver: ClassVar[str] = "mariadb+pymysql"
+    async_driver: ClassVar[str] = "mariadb+aiomysql"
+
+
+def server_problem(version: str) -> str:
+    """What is too old about a server ``VERSION()`` string, or ``""`` when it will do."""
+    import re
+
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if not found:
+        return ""
+    number = (int(found.group(1)), int(found.group(2)))
+    if "mariadb" in version.lower():
+        return f"MariaDB {version}" if number < MINIMUM_MARIADB else ""
+    return f"MySQL {version}" if number < MINIMUM_MYSQL else ""
+
+
+def _error_code(exc: BaseException) -> int | None:
+    """The server's (or PyMySQL's) numeric error code of a driver error, if any."""
+    source: Any = getattr(exc, "orig", None) or exc
+    args = getattr(source, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _holder(connection: Connection, name: str) -> LockHolder | None:
+    """Who holds lock ``name``: its connection in the process list."""
+    import sqlalchemy as sa
+
+    from flowdb.database.locking import LockHolder
+
+    row = connection.execute(
+        sa.text(
+            "SELECT p.id, p.host, p.time FROM information_schema.processlist p "
+            "WHERE p.id = IS_USED_LOCK(:name)"
+        ),
+        {"name": name},
+    ).first()
+    if row is None:
+        return None
+    connection_id, host, seconds = row
+    return LockHolder(
+        command="command",
+        pid=int(connection_id),
+        host=f"{str(host or '?').rsplit(':', 1)[0]} (connection {connection_id})",
+        since=f"{int(seconds or 0)} s ago",
+    )

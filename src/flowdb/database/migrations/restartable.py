@@ -1,0 +1,212 @@
+"""Rerunnable DDL where every DDL statement commits by itself (MySQL, MariaDB).
+
+There a migration cannot be one transaction: a process killed after its third
+statement leaves three statements done and no version update. So on such a dialect
+(``Dialect.ddl_commits``) flowdb makes every schema operation of the history rerunnable:
+
+* Alembic's operations for the dialect (``create_table``, ``drop_table``,
+  ``create_index``, ``drop_index``, ``add_column``, ``drop_column``, ``add_constraint``,
+  ``drop_constraint``) first look whether their work is done already and then skip it;
+  the history's own SQL is written rerunnable (``IF [NOT] EXISTS``, existence checks,
+  idempotent data steps, see ``helpers`` and ``online``).
+* Before an upgrade's first schema change, the migration is recorded in
+  ``flowdb_migration_progress`` (phase ``statements``), in the statement's own commit;
+  the record goes with the version update. ``flowdb database current`` shows it, and the
+  next ``upgrade`` reruns the migration from its start, skipping what is done.
+
+Offline (``--dry-run``) nothing is looked at: every statement is printed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
+
+#: ``flowdb_migration_progress``, as ``migrations/online.py`` creates it.
+CREATE_PROGRESS = (
+    f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} ("
+    "revision VARCHAR(32) NOT NULL PRIMARY KEY, "
+    "phase VARCHAR(64) NOT NULL, "
+    "rows_done BIGINT NOT NULL DEFAULT 0, "
+    "last_key VARCHAR(64), "
+    "updated VARCHAR(40) NOT NULL)"
+)
+
+
+def install(dialect_name: str) -> None:
+    """Make Alembic's implementation for ``dialect_name`` skip work a killed run did."""
+    from alembic.ddl import impl
+
+    base = impl._impls[dialect_name]
+    if getattr(base, "flowdb_restartable", False):
+        return
+    type(
+        f"Restartable{base.__name__}",
+        (base,),
+        {"__dialect__": dialect_name, "flowdb_restartable": True, **_GUARDED},
+    )
+
+
+def next_revision(connection: Any, history: Any) -> str | None:
+    """The revision an upgrade applies next on ``connection``'s database (``None``: none)."""
+    inspector = sa.inspect(connection)
+    current = None
+    if inspector.has_table(VERSION_TABLE):
+        current = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    ids = [revision.id for revision in history.revisions]
+    if current is None:
+        return ids[0] if ids else None
+    if current not in ids or ids.index(current) + 1 >= len(ids):
+        return None
+    return str(ids[ids.index(current) + 1])
+
+
+def mark(connection: Any, revision: str) -> None:
+    """Record ``revision`` as part way through, unless it is already (by an online phase)."""
+    connection.execute(sa.text(CREATE_PROGRESS))
+    found = connection.execute(
+        sa.text(f"SELECT 1 FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": revision}
+    ).first()
+    if found is None:
+        connection.execute(
+            sa.text(
+                f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, updated) "
+                "VALUES (:r, 'statements', 0, :now)"
+            ),
+            {"r": revision, "now": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+        )
+
+
+def unmark(connection: Any, revision: str) -> None:
+    """Forget ``revision``'s record (and the table with its last row): it has completed."""
+    if not sa.inspect(connection).has_table(PROGRESS_TABLE):
+        return
+    connection.execute(
+        sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": revision}
+    )
+    if not connection.execute(sa.text(f"SELECT count(*) FROM {PROGRESS_TABLE}")).scalar():
+        connection.execute(sa.text(f"DROP TABLE {PROGRESS_TABLE}"))
+
+
+# --- the guarded operations (methods of the generated implementation class) ----------------
+
+
+def _online(self: Any) -> bool:
+    return not self.as_sql
+
+
+def _inspector(self: Any) -> Any:
+    return sa.inspect(self.connection)
+
+
+def _before_change(self: Any) -> None:
+    """Record the upgrade's migration before its first schema change commits."""
+    config = self.context_opts.get("flowdb_config")
+    if config is None or config.attributes.get("direction") != "upgrade":
+        return
+    database = config.attributes["database"]
+    revision = next_revision(self.connection, database.history)
+    if revision is not None:
+        mark(self.connection, revision)
+
+
+def _index_names(self: Any, table: str) -> set[str]:
+    inspector = _inspector(self)
+    if not inspector.has_table(table):
+        return set()
+    names = {index["name"] for index in inspector.get_indexes(table)}
+    names |= {unique["name"] for unique in inspector.get_unique_constraints(table)}
+    return names
+
+
+def _column_names(self: Any, table: str) -> set[str]:
+    inspector = _inspector(self)
+    if not inspector.has_table(table):
+        return set()
+    return {column["name"] for column in inspector.get_columns(table)}
+
+
+def _constraint_exists(self: Any, table: str, name: str | None) -> bool:
+    row = self.connection.execute(
+        sa.text(
+            "SELECT 1 FROM information_schema.table_constraints WHERE constraint_schema = "
+            "DATABASE() AND table_name = :table AND constraint_name = :name"
+        ),
+        {"table": table, "name": name},
+    ).first()
+    return row is not None
+
+
+def _create_table(self: Any, table: Any, **kw: Any) -> None:
+    if _online(self):
+        if _inspector(self).has_table(table.name):
+            return
+        _before_change(self)
+    super(type(self), self).create_table(table, **kw)
+
+
+def _drop_table(self: Any, table: Any, **kw: Any) -> None:
+    if _online(self) and not _inspector(self).has_table(table.name):
+        return
+    super(type(self), self).drop_table(table, **kw)
+
+
+def _create_index(self: Any, index: Any, **kw: Any) -> None:
+    if _online(self):
+        if index.name in _index_names(self, index.table.name):
+            return
+        _before_change(self)
+    super(type(self), self).create_index(index, **kw)
+
+
+def _drop_index(self: Any, index: Any, **kw: Any) -> None:
+    if _online(self) and index.name not in _index_names(self, index.table.name):
+        return
+    super(type(self), self).drop_index(index, **kw)
+
+
+def _add_column(self: Any, table_name: str, column: Any, *args: Any, **kw: Any) -> None:
+    if _online(self):
+        if column.name in _column_names(self, table_name):
+            return
+        _before_change(self)
+    super(type(self), self).add_column(table_name, column, *args, **kw)
+
+
+def _drop_column(self: Any, table_name: str, column: Any, *args: Any, **kw: Any) -> None:
+    if _online(self):
+        if column.name not in _column_names(self, table_name):
+            return
+        _before_change(self)
+    super(type(self), self).drop_column(table_name, column, *args, **kw)
+
+
+def _add_constraint(self: Any, const: Any, **kw: Any) -> None:
+    if _online(self):
+        table = const.table.name
+        if const.name is not None and _constraint_exists(self, table, const.name):
+            return
+        _before_change(self)
+    super(type(self), self).add_constraint(const, **kw)
+
+
+def _drop_constraint(self: Any, const: Any, **kw: Any) -> None:
+    if _online(self) and not _constraint_exists(self, const.table.name, const.name):
+        return
+    super(type(self), self).drop_constraint(const, **kw)
+
+
+_GUARDED = {
+    "create_table": _create_table,
+    "drop_table": _drop_table,
+    "create_index": _create_index,
+    "drop_index": _drop_index,
+    "add_column": _add_column,
+    "drop_column": _drop_column,
+    "add_constraint": _add_constraint,
+    "drop_constraint": _drop_constraint,
+}

@@ -1,0 +1,126 @@
+"""Sudden death on MariaDB, where every DDL statement commits by itself.
+
+A process killed (SIGKILL) after any statement leaves that statement done and the
+migration's version not recorded. ``flowdb database current`` must show the migration
+part way, and the next ``upgrade`` must end with exactly the schema of an uninterrupted
+upgrade (and no progress record left).
+
+* Deterministic: a chain of upgrades, each killed right after the first DDL statement
+  no earlier run of the chain was killed after. A rerun skips what is done, so the
+  chain kills once after every distinct DDL statement of the whole history, in order
+  (an idempotent statement that every run repeats, such as creating the progress
+  table if it is missing, is killed after once).
+* Random: upgrades from empty killed after a random writing statement (DDL, data or
+  bookkeeping), each then completed by a plain upgrade.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowdb.database.history import load_history
+from tests.dbtools import (
+    create_mariadb_database,
+    drop_mariadb_database,
+    in_progress,
+    revision_of,
+    schema_snapshot,
+)
+
+pytestmark = pytest.mark.slow
+HISTORY = load_history()
+IDS = [revision.id for revision in HISTORY.revisions]
+
+
+def killed_upgrade(
+    url: str, after: int, *, ddl_only: bool, new_ddl_file: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``flowdb database upgrade -y``, SIGKILLed after its ``after``-th counted statement."""
+    env = {
+        **os.environ,
+        "FLOWDB_DATABASE_URL": url,
+        "KILL_AFTER_DDL_ONLY": "1" if ddl_only else "",
+        "KILL_AFTER_NEW_DDL": new_ddl_file,
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.database.kill_after",
+            str(after),
+            "database",
+            "upgrade",
+            "-y",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def upgrade(url: str) -> None:
+    result = killed_upgrade(url, 0, ddl_only=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def clean_head() -> dict[str, object]:
+    """The schema of an uninterrupted upgrade from empty."""
+    url = create_mariadb_database()
+    try:
+        upgrade(url)
+        return schema_snapshot(url)
+    finally:
+        drop_mariadb_database(url)
+
+
+def assert_part_way_or_at_a_revision(url: str) -> None:
+    """After a kill: a known revision, and at most the next migration part way through."""
+    current = revision_of(url)
+    assert current is None or current in IDS
+    following = IDS[IDS.index(current) + 1] if current in IDS else IDS[0]
+    assert {revision for revision, _, _ in in_progress(url)} <= {following}
+
+
+def test_a_kill_after_every_ddl_statement_of_the_history(
+    mariadb_url: str, clean_head: dict[str, object], tmp_path: Path
+) -> None:
+    killed_after = tmp_path / "killed-after.txt"
+    kills = 0
+    part_way_seen = 0
+    while True:
+        result = killed_upgrade(mariadb_url, 0, ddl_only=True, new_ddl_file=str(killed_after))
+        if result.returncode == 0:
+            break
+        assert result.returncode == -signal.SIGKILL, result.stderr
+        kills += 1
+        assert_part_way_or_at_a_revision(mariadb_url)
+        part_way_seen += bool(in_progress(mariadb_url))
+        assert kills < 500, "the chain does not advance"
+    assert revision_of(mariadb_url) == HISTORY.head
+    assert schema_snapshot(mariadb_url) == clean_head
+    assert kills == len(killed_after.read_text().splitlines()) > 80
+    assert part_way_seen > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_kills_then_upgrade(
+    seed: int, mariadb_url: str, clean_head: dict[str, object]
+) -> None:
+    point = random.Random(seed).randint(1, 300)
+    result = killed_upgrade(mariadb_url, point, ddl_only=False)
+    assert result.returncode in (0, -signal.SIGKILL), result.stderr
+    assert_part_way_or_at_a_revision(mariadb_url)
+    upgrade(mariadb_url)
+    assert revision_of(mariadb_url) == HISTORY.head
+    assert in_progress(mariadb_url) == ()
+    assert schema_snapshot(mariadb_url) == clean_head

@@ -1,0 +1,174 @@
+"""PostgreSQL behind a real PgBouncer in transaction pooling mode.
+
+A session advisory lock does not hold there (each transaction may get another server
+connection): flowdb takes the same lock at transaction level in a transaction it keeps
+open (``FLOWDB_DATABASE_POOL_MODE=transaction``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from flowdb.database.history import load_history
+from flowdb.database.target import Database
+from tests.dbtools import revision_of, schema_snapshot
+
+
+def _upgrade_processes(url: str, count: int) -> list[tuple[int, str]]:
+    env = {**os.environ, "FLOWDB_DATABASE_URL": url, "FLOWDB_DATABASE_POOL_MODE": "transaction"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    return [(p.returncode, out + err) for p, (out, err) in zip(processes, outputs, strict=True)]
+
+
+@pytest.mark.slow
+def test_8_processes_through_pgbouncer_exactly_one_migrates(
+    pgbouncer_url: str, postgres_url: str
+) -> None:
+    results = _upgrade_processes(pgbouncer_url, 8)
+    assert [code for code, _ in results] == [0] * 8, results
+    history = load_history()
+    migrators = [output for _, output in results if "↑" in output]
+    assert len(migrators) == 1
+    assert migrators[0].count("↑") == len(history.revisions)
+    assert sum("Nothing to upgrade" in output for _, output in results) == 7
+    assert revision_of(postgres_url) == history.head
+
+
+def test_through_pgbouncer_the_schema_is_the_direct_one(
+    pgbouncer_url: str, postgres_url: str
+) -> None:
+    from tests.dbtools import create_postgres_database, drop_postgres_database
+
+    [(code, output)] = _upgrade_processes(pgbouncer_url, 1)
+    assert code == 0, output
+    direct = create_postgres_database()
+    try:
+        [(code, output)] = _upgrade_processes_direct(direct)
+        assert code == 0, output
+        assert schema_snapshot(postgres_url) == schema_snapshot(direct)
+    finally:
+        drop_postgres_database(direct)
+
+
+def _upgrade_processes_direct(url: str) -> list[tuple[int, str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+        env={**os.environ, "FLOWDB_DATABASE_URL": url, "FLOWDB_DATABASE_POOL_MODE": "session"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return [(result.returncode, result.stdout + result.stderr)]
+
+
+def test_a_pooled_holder_is_named_and_excludes_a_direct_command(
+    pgbouncer_url: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction-level lock and the direct session lock are one lock."""
+    from flowdb.errors import MigrationLockTimeoutError
+
+    pooled = Database.from_url(pgbouncer_url)
+    with pooled.lock("upgrade"):
+        holder = Database.from_url(postgres_url).migration_running()
+        assert holder is not None and holder.pid == os.getpid()
+        monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_TIMEOUT", "0.5")
+        monkeypatch.setenv("FLOWDB_DATABASE_POOL_MODE", "session")
+        direct = Database.from_url(postgres_url)
+        # Another thread: the lock is re-entrant within this one.
+        from tests.dbtools import run_in_threads_at_once
+
+        def take() -> None:
+            with direct.lock("upgrade"):
+                pass
+
+        errors = run_in_threads_at_once(take, 1)
+        assert len(errors) == 1 and isinstance(errors[0], MigrationLockTimeoutError)
+        assert "pid" in str(errors[0])
+    assert Database.from_url(postgres_url).migration_running() is None
+
+
+def test_no_session_state_is_left_on_pooled_server_connections(pgbouncer_url: str) -> None:
+    """After a pooled upgrade no server connection keeps a lock or a changed setting."""
+    [(code, output)] = _upgrade_processes(pgbouncer_url, 1)
+    assert code == 0, output
+    engine = sa.create_engine(
+        Database.from_url(pgbouncer_url).dialect.sync_url,
+        poolclass=sa.pool.NullPool,
+        connect_args={"prepare_threshold": None},
+    )
+    try:
+        with engine.connect() as connection:
+            for _ in range(30):  # many transactions, spread over the pool's connections
+                row = connection.execute(
+                    sa.text(
+                        "SELECT current_setting('lock_timeout'), "
+                        "current_setting('statement_timeout'), "
+                        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory')"
+                    )
+                ).one()
+                assert tuple(row) == ("0", "0", 0)
+                connection.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_the_api_routes_through_pgbouncer(
+    pgbouncer_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server on asyncpg through the pooler: no cached statements, no session state."""
+    from fastapi.testclient import TestClient
+
+    from flowdb.server.app import create_app
+
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", pgbouncer_url)
+    monkeypatch.setenv("FLOWDB_SERVER_ADMIN_ROUTES", "true")
+    with TestClient(create_app(), raise_server_exceptions=False) as api:
+        assert api.get("/api/health").status_code == 200
+        head = load_history().head
+        assert api.get("/api/ready").json() == {
+            "status": "ready",
+            "schema_revision": head,
+            "head": head,
+        }
+        flows = [api.post("/api/flows", json={"name": f"f{n}"}).json() for n in range(3)]
+        assert api.post("/api/flows", json={"name": "f0"}).status_code == 409
+        # Many transactions: each may run on another server connection of the pool.
+        for _ in range(3):
+            listed = api.get("/api/flows").json()
+            assert sorted(flow["name"] for flow in listed) == ["f0", "f1", "f2"]
+        run = api.post("/api/flow_runs", json={"flow_id": flows[0]["id"], "name": "r"}).json()
+        response = api.post(f"/api/flow_runs/{run['id']}/set_state", json={"type": "RUNNING"})
+        assert response.status_code == 201, response.text
+        assert api.get(f"/api/flow_runs/{run['id']}").json()["state_type"] == "RUNNING"
+        states = api.get(f"/api/flow_runs/{run['id']}/states").json()
+        assert [state["type"] for state in states] == ["RUNNING"]
+        task = {"flow_run_id": run["id"], "task_key": "t", "name": "t"}
+        assert api.post("/api/task_runs", json=task).status_code == 201
+        line = {
+            "name": "flow",
+            "level": 20,
+            "message": "hello",
+            "timestamp": "2026-03-01T12:00:00Z",
+            "flow_run_id": run["id"],
+        }
+        assert api.post("/api/logs", json=[line, line]).status_code == 201
+        assert len(api.get(f"/api/logs?flow_run_id={run['id']}").json()) == 2
+        assert api.post("/api/admin/database/clear").status_code == 200
+        assert api.get("/api/flows").json() == []
