@@ -2,9 +2,10 @@
 
 One state change is one transaction that:
 
-1. locks the run's row (``SELECT ... FOR UPDATE``; on SQLite the write transaction,
-   begun IMMEDIATE, already holds the database's write lock) before reading its state,
-   so concurrent changes of one run queue instead of overwriting each other;
+1. locks the run's row (``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL, which leaves
+   inserts that merely reference the run, such as logs, unblocked; on SQLite the write
+   transaction, begun IMMEDIATE, already holds the database's write lock) before reading
+   its state, so concurrent changes of one run queue instead of overwriting each other;
 2. checks the transition rules (``transitions``) against that current state;
 3. stamps the state with the server's time, taken under the lock, and never earlier
    than the run's latest state (one microsecond later when the clock has not moved on),
@@ -60,7 +61,9 @@ async def enter_state(
     """
     run = kind.run
     current = (
-        await session.execute(sa.select(run.state_type).where(run.id == run_id).with_for_update())
+        await session.execute(
+            sa.select(run.state_type).where(run.id == run_id).with_for_update(key_share=True)
+        )
     ).one_or_none()
     if current is None:
         raise RunNotFound(run_id)
