@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
-from flowdb.database.history import load_history
+from flowdb.database.history import MIGRATIONS_FOLDER, load_history
+from tests.cli.helpers import flowdb, ok
 from tests.dbtools import lock_holder, set_revision
 
 
@@ -41,3 +45,80 @@ def test_not_ready_while_a_migration_runs_on_a_schema_this_code_cannot_use(
     assert "deployment_schedule" in detail
     alembic_upgrade()
     assert api.get("/api/ready").status_code == 200
+
+
+NEWER_REVISION = '''"""{title}
+
+Revision ID: {revision}
+Revises: {parent}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "{revision}"
+down_revision: str | None = "{parent}"
+branch_labels = None
+depends_on = None
+
+SERVES_PREVIOUS_CODE = {serves}
+
+
+def upgrade() -> None:
+    op.create_table("{table}", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("{table}")
+'''
+
+
+def newer_release(tmp_path: Path, *serves: bool) -> Path:
+    """A copy of the migrations folder with one more revision per ``serves`` flag."""
+    copy = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_FOLDER, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    parent = load_history().head
+    for number, flag in enumerate(serves, start=1):
+        revision = f"a11ead{number:06d}"
+        text = NEWER_REVISION.format(
+            title=f"A newer release's revision {number}.",
+            revision=revision,
+            parent=parent,
+            serves=flag,
+            table=f"newer_feature_{number}",
+        )
+        (copy / "versions" / f"2099_01_0{number}_{revision}_newer.py").write_text(text)
+        parent = revision
+    return copy
+
+
+def test_the_previous_release_stays_ready_on_a_schema_ahead_by_compatible_revisions(
+    api: TestClient, configured: str, tmp_path: Path
+) -> None:
+    # `api` runs this code (the previous release); a newer release upgrades the database.
+    newer = newer_release(tmp_path, True)
+    ok(flowdb(configured, "database", "upgrade", "-y", migrations=newer))
+    response = api.get("/api/ready")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["schema_revision"] == "a11ead000001"
+    assert "a11ead000001" in body["detail"] and "ahead" in body["detail"]
+    assert api.get("/api/flows").status_code == 200  # and it does serve
+
+
+def test_the_previous_release_is_not_ready_once_a_revision_breaks_its_code(
+    api: TestClient, configured: str, tmp_path: Path
+) -> None:
+    newer = newer_release(tmp_path, True, False)
+    ok(flowdb(configured, "database", "upgrade", "-y", migrations=newer))
+    response = api.get("/api/ready")
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert "a11ead000002" in detail and "SERVES_PREVIOUS_CODE" in detail
+    assert "2 revision(s) ahead" in detail
+
+
+def test_a_database_ahead_without_a_record_is_not_ready(api: TestClient, configured: str) -> None:
+    set_revision(configured, "0ddba11c0de5")  # no file here, no record of how it got there
+    response = api.get("/api/ready")
+    assert response.status_code == 503

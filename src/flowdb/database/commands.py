@@ -273,7 +273,7 @@ def record_stamp(database: Database, target: str | None) -> None:
     at = journal.now()
     history = database.history
     runs = [
-        journal.started(r.id, "stamp", at, 0.0, file_hash=file_hash(r))
+        journal.started(r.id, "stamp", at, 0.0, file_hash=file_hash(r), source=r)
         for r in history.revisions[: history.position(target)]
     ] or [journal.started("base", "stamp", at, 0.0)]
     engine = database.engine("flowdb-journal")

@@ -101,7 +101,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     if runs:
         at = journal.now()
         rows = [
-            journal.started(r.id, "fresh install", at, 0.0, file_hash=file_hash(r))
+            journal.started(r.id, "fresh install", at, 0.0, file_hash=file_hash(r), source=r)
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))

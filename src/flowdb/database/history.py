@@ -32,6 +32,9 @@ _ASSIGNMENT = re.compile(
     re.MULTILINE,
 )
 _DOCSTRING_TITLE = re.compile(r'^"""(?P<title>[^\n]*)', re.MULTILINE)
+_SERVES_PREVIOUS_CODE = re.compile(
+    r"^SERVES_PREVIOUS_CODE\s*(?::[^=]+)?=\s*(True|False)", re.MULTILINE
+)
 _CREATE_TABLE = re.compile(r"""op\.create_table\(\s*["'](?P<name>\w+)["']""")
 
 
@@ -49,6 +52,9 @@ class Revision:
     title: str
     path: Path
     creates: tuple[str, ...] = ()
+    #: Whether the previous revision's code can keep serving on this one's schema
+    #: (``None``: not declared; the lint gate requires it).
+    serves_previous_code: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -112,12 +118,14 @@ def _read_revision(path: Path) -> Revision | None:
     down = values.get("down_revision", "None")
     title = _DOCSTRING_TITLE.search(text)
     upgrade_body = text.partition("def upgrade")[2].partition("def downgrade")[0]
+    serves = _SERVES_PREVIOUS_CODE.search(text)
     return Revision(
         id=values["revision"].strip("'\""),
         down_revision=None if down == "None" else down.strip("'\""),
         title=title["title"].strip() if title else "",
         path=path,
         creates=tuple(m["name"] for m in _CREATE_TABLE.finditer(upgrade_body)),
+        serves_previous_code=serves[1] == "True" if serves else None,
     )
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
-    from flowdb.database.history import History
+    from flowdb.database.history import History, Revision
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
@@ -52,6 +52,8 @@ COLUMNS = (
     "success",
     "error",
     "file_hash",
+    "down_revision",
+    "serves_previous_code",
 )
 
 logger = logging.getLogger("flowdb.migrations")
@@ -77,6 +79,10 @@ def run_table() -> Table:
         sa.Column("success", sa.Boolean(create_constraint=False), nullable=False),
         sa.Column("error", sa.Text, nullable=True),
         sa.Column("file_hash", sa.String(64), nullable=True),
+        # What the revision's file declared, so that an older flowdb, which has no file
+        # for it, can tell whether it can keep serving (``server.readiness``).
+        sa.Column("down_revision", sa.String(32), nullable=True),
+        sa.Column("serves_previous_code", sa.Boolean(create_constraint=False), nullable=True),
     )
 
 
@@ -103,6 +109,8 @@ class Run:
     success: bool = True
     error: str | None = None
     file_hash: str | None = None
+    down_revision: str | None = None
+    serves_previous_code: bool | None = None
     flowdb_version: str = __version__
     host: str = ""
     pid: int = 0
@@ -122,8 +130,13 @@ def started(
     *,
     file_hash: str | None = None,
     error: str | None = None,
+    source: Revision | None = None,
 ) -> Run:
-    """A row for this process (host, pid) with ``duration`` in seconds."""
+    """A row for this process (host, pid) with ``duration`` in seconds.
+
+    ``source`` is the revision's file, when this flowdb has it: its parent and its
+    ``SERVES_PREVIOUS_CODE`` declaration go into the row.
+    """
     return Run(
         revision=revision,
         direction=direction,
@@ -132,6 +145,8 @@ def started(
         success=error is None,
         error=error,
         file_hash=file_hash,
+        down_revision=source.down_revision if source else None,
+        serves_previous_code=source.serves_previous_code if source else None,
         host=_HOST,
         pid=os.getpid(),
     )
@@ -224,3 +239,38 @@ def changed_revisions(
         and latest[revision.id]["file_hash"]
         and latest[revision.id]["file_hash"] != file_hash(revision)
     ]
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """How a database stands ahead of this flowdb's history, as its record tells.
+
+    ``revisions`` are the applied revisions this flowdb has no file for, newest first,
+    each with what its file declared; ``reaches_head`` says whether following their
+    recorded parents leads to this flowdb's head (and not to a fork or a gap).
+    """
+
+    revisions: tuple[tuple[str, bool | None], ...]
+    reaches_head: bool
+
+    @property
+    def serves_this_code(self) -> bool:
+        """Whether each revision beyond this code's head declared the previous code served."""
+        return self.reaches_head and all(serves for _, serves in self.revisions)
+
+
+def ahead_of(runs: list[dict[str, Any]], current: str, history: History) -> Ahead:
+    """Follow ``current``'s recorded parents back to a revision ``history`` knows."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in runs:
+        if row["success"] and row["direction"] in APPLYING:
+            latest[row["revision"]] = row
+    chain: list[tuple[str, bool | None]] = []
+    revision: str | None = current
+    while revision is not None and not history.knows(revision) and len(chain) <= len(latest):
+        applied = latest.get(revision)
+        if applied is None:
+            return Ahead(tuple(chain), reaches_head=False)
+        chain.append((revision, applied.get("serves_previous_code")))
+        revision = applied.get("down_revision")
+    return Ahead(tuple(chain), reaches_head=revision is not None and revision == history.head)

@@ -200,12 +200,13 @@ class StepReporter:
 
         assert self.database is not None
         history = self.database.history
-        known = history.knows(event.revision)
+        source = history.get(event.revision) if history.knows(event.revision) else None
         run = journal.started(
             event.revision,
             event.direction,
             self.started_at,
             event.elapsed,
-            file_hash=file_hash(history.get(event.revision)) if known else None,
+            file_hash=file_hash(source) if source else None,
+            source=source,
         )
         journal.record(ctx.connection, self.database, [run])

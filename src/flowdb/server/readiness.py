@@ -5,6 +5,9 @@ database is not exactly at this code's head would take every replica out at once
 an upgrade, an outage made by the probe itself. So a replica is ready when:
 
 - the database is at this code's head (and its tables are there, not only its revision); or
+- it is ahead of this code's head (a newer release upgraded it, during a rolling
+  upgrade) only by revisions whose files declared ``SERVES_PREVIOUS_CODE = True``, as
+  recorded in the run record when they were applied; or
 - it is behind head while a migration runs (someone holds the migration lock), and every
   table and column this code's models use is already there (the expand phase is done).
 
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flowdb.database import journal
 from flowdb.database.orm_models import Base
+from flowdb.database.status import SchemaStatus
 from flowdb.database.target import Database
 
 
@@ -45,11 +50,7 @@ def judge(database: Database) -> Verdict:
         detail = f"The database is not flowdb's ({status.foreign_because})."
         return Verdict(False, status.current, status.head, detail)
     if status.owner == "newer":
-        detail = (
-            f"The database is at revision {status.current}, which this flowdb does not know "
-            "(a newer flowdb upgraded it); run that version's server."
-        )
-        return Verdict(False, status.current, status.head, detail)
+        return _judge_ahead(database, status)
     where = status.current or "base (no schema)"
     behind = f"The database is at revision {where}, not at head {status.head}"
     holder = database.migration_running()
@@ -72,6 +73,39 @@ def judge(database: Database) -> Verdict:
         status.head,
         f"A migration is running ({holder.describe()}); the schema already serves this code.",
     )
+
+
+def _judge_ahead(database: Database, status: SchemaStatus) -> Verdict:
+    """A database a newer flowdb upgraded: ready while every newer revision serves this code.
+
+    This flowdb has no files for those revisions; what their files declared
+    (``SERVES_PREVIOUS_CODE``, the parent) was recorded when they were applied.
+    """
+    assert status.current is not None
+    ahead = journal.ahead_of(journal.read_runs(database, status), status.current, database.history)
+    names = ", ".join(revision for revision, _ in ahead.revisions) or status.current
+    newer = (
+        f"The database is at revision {status.current}, {len(ahead.revisions) or 'some'} "
+        f"revision(s) ahead of this server's head {status.head} ({names})"
+    )
+    if not ahead.reaches_head:
+        detail = (
+            f"{newer}, and its record does not lead back to {status.head}; run the newer server."
+        )
+        return Verdict(False, status.current, status.head, detail)
+    breaking = [revision for revision, serves in ahead.revisions if not serves]
+    if breaking:
+        detail = (
+            f"{newer}; {', '.join(breaking)} changed what this code uses "
+            "(SERVES_PREVIOUS_CODE is not True); run the newer server."
+        )
+        return Verdict(False, status.current, status.head, detail)
+    missing = missing_columns(database)
+    if missing:
+        detail = f"{newer}, but {missing} is missing; run the newer server."
+        return Verdict(False, status.current, status.head, detail)
+    detail = f"{newer}, each declared to keep serving the previous code."
+    return Verdict(True, status.current, status.head, detail)
 
 
 def missing_columns(database: Database) -> str:
