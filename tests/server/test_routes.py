@@ -6,9 +6,11 @@ import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from flowdb.database.history import load_history
+from tests.dbtools import sync_engine
 
 T0 = "2026-03-01T12:00:00Z"
 
@@ -330,3 +332,23 @@ def test_concurrent_creates_with_one_idempotency_key_make_one_run(configured: st
         r.text for r in responses
     ]
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+def test_a_503_logs_its_cause_once_without_the_sql(
+    api: TestClient, configured: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = sync_engine(configured)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE log"))  # stamped at head, a table gone
+    finally:
+        engine.dispose()
+    with caplog.at_level("ERROR", logger="flowdb.server"):
+        response = api.get("/api/logs")
+    assert response.status_code == 503
+    causes = [r.getMessage() for r in caplog.records if "answered 503" in r.getMessage()]
+    assert len(causes) == 1, causes
+    assert causes[0].startswith("GET /api/logs answered 503: ")
+    assert "log" in causes[0].split("answered 503: ", 1)[1]
+    assert "SELECT" not in causes[0]
+    assert "log" not in response.json()["detail"]  # the client gets flowdb's short sentence

@@ -8,6 +8,8 @@ naming the setting that decides how long it may take.
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,6 +25,7 @@ from flowdb.errors import (
     DiskFullError,
     FlowdbError,
     InvalidReferenceError,
+    one_line_message,
 )
 from flowdb.server.engine import ServerDatabase
 
@@ -34,6 +37,8 @@ UNAVAILABLE = {
     DiskFullError: "The database has no space left; nothing was stored.",
 }
 FAILED = "The database failed to answer; try again."
+
+logger = logging.getLogger("flowdb.server")
 
 
 def install(app: FastAPI) -> None:
@@ -73,6 +78,11 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return _detail(409, "The request conflicts with an existing record.")
 
 
+def _log_cause(request: Request, cause: str) -> None:
+    """Log once why a request got a 503: the client sees a short sentence, operators the cause."""
+    logger.error("%s %s answered 503: %s", request.method, request.url.path, cause)
+
+
 def _unavailable(error: FlowdbError | None) -> str:
     for kind, message in UNAVAILABLE.items():
         if isinstance(error, kind):
@@ -83,9 +93,12 @@ def _unavailable(error: FlowdbError | None) -> str:
 async def _database_failure(request: Request, exc: Exception) -> JSONResponse:
     database: ServerDatabase = request.app.state.database
     timeout = database.database.dialect.server_timeout_message(exc, first_line(exc))
+    translated = translate(exc, database.database)
+    # The driver's first line, never the SQL and parameters SQLAlchemy appends.
+    _log_cause(request, one_line_message(translated) if translated else first_line(exc))
     if timeout is not None:
         return _detail(503, timeout)
-    return _detail(503, _unavailable(translate(exc, database.database)))
+    return _detail(503, _unavailable(translated))
 
 
 async def _flowdb_failure(request: Request, exc: Exception) -> JSONResponse:
@@ -96,4 +109,5 @@ async def _flowdb_failure(request: Request, exc: Exception) -> JSONResponse:
         # The shape of every other 422, so that one schema describes them all.
         error = {"loc": list(exc.loc), "msg": str(exc), "type": "invalid_reference"}
         return JSONResponse(status_code=422, content={"detail": [error]})
+    _log_cause(request, one_line_message(exc))
     return _detail(503, _unavailable(exc))
