@@ -2,8 +2,10 @@
 
 * SQLite: ``flowdb database upgrade -y`` on an empty file (a fresh install, new process)
   against ``flowdb --help`` in the same run; target 2×.
-* PostgreSQL: the same command against ``psql -1 -f`` of the same SQL (what
-  ``upgrade --dry-run`` prints for an empty database); target 2×.
+* PostgreSQL: the same command against ``psql -f`` of the same SQL (what
+  ``upgrade --dry-run`` prints for an empty database, in one transaction); target 2×.
+  And both inside this warm process: ``commands.migrate`` against that SQL through
+  psycopg.
 * Flatness: a copy of the history with ``EXTRA`` trivial revisions appended, its own
   snapshot generated (as a developer would), then, in this process, the fresh install
   and the replay of both histories on new databases. The fresh install stays flat while

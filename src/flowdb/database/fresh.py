@@ -189,8 +189,10 @@ def generate(database: Database) -> Path:
     status = database.status()
     status.require_known(database)
     if status.tables - BOOKKEEPING:
+        where = database.describe()
         raise ForeignDatabaseError(
-            f"{database.describe()} is not empty ({', '.join(sorted(status.tables))}); a "
+            f"{where[:1].upper()}{where[1:]} is not empty "
+            f"({', '.join(sorted(status.tables))}); a "
             "snapshot must be made on an empty database: point FLOWDB_DATABASE_URL at a new one."
         )
     commands.migrate(database, "upgrade", "head", use_snapshot=False)
