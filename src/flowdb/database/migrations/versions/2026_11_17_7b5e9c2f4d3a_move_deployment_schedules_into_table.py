@@ -49,7 +49,7 @@ def copy(where: str) -> str:
 
 def upgrade() -> None:
     online = OnlineMigration(revision)
-    if not h.has_table("deployment_schedule"):
+    if h.dialect().ddl_commits or not h.has_table("deployment_schedule"):
         op.create_table(
             "deployment_schedule",
             *h.base_columns(),
