@@ -60,6 +60,16 @@ def test_upgrade_check_downgrade_and_upgrade_again(mariadb_url: str) -> None:
     assert schema_snapshot(mariadb_url) == first
 
 
+def test_reset_and_stamp(mariadb_url: str) -> None:
+    assert flowdb(mariadb_url, "database", "upgrade", "-y").returncode == 0
+    reset = flowdb(mariadb_url, "database", "reset", "-y")
+    assert reset.returncode == 0, reset.stderr
+    assert revision_of(mariadb_url) == HEAD
+    stamp = flowdb(mariadb_url, "database", "stamp", "-y", "c5d8e3f2a9b1")
+    assert stamp.returncode == 0, stamp.stderr
+    assert revision_of(mariadb_url) == "c5d8e3f2a9b1"
+
+
 def test_current_history_and_dry_run(mariadb_url: str) -> None:
     current = flowdb(mariadb_url, "database", "current")
     assert current.returncode == 0, current.stderr

@@ -120,7 +120,8 @@ def test_no_session_state_is_left_on_pooled_server_connections(pgbouncer_url: st
                     sa.text(
                         "SELECT current_setting('lock_timeout'), "
                         "current_setting('statement_timeout'), "
-                        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory')"
+                        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database()))"
                     )
                 ).one()
                 assert tuple(row) == ("0", "0", 0)

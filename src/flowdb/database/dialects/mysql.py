@@ -226,8 +226,13 @@ class MysqlDialect(Dialect):
     # --- maintenance ------------------------------------------------------------------------
 
     def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:
-        """``DROP TABLE IF EXISTS`` each table (children first); enums live in columns."""
-        return [f"DROP TABLE IF EXISTS `{name}`" for name in tables]
+        """``DROP TABLE IF EXISTS`` each table; enums live in columns.
+
+        Foreign key checks are off for the drops: flow_run and flow_run_state refer to
+        each other, and MySQL has no ``CASCADE`` for ``DROP TABLE``.
+        """
+        drops = [f"DROP TABLE IF EXISTS `{name}`" for name in tables]
+        return ["SET FOREIGN_KEY_CHECKS = 0", *drops, "SET FOREIGN_KEY_CHECKS = 1"]
 
     def clear_statements(self, tables: list[str]) -> list[str]:
         """``DELETE`` every row of each table, children first (foreign keys stay checked)."""

@@ -108,6 +108,10 @@ class OnlineMigration:
         batch repeated after a kill changes nothing twice. The batch's last key is
         recorded with it; a rerun starts after the last batch that committed.
         """
+        if self.resumed_phase == "contract" and dialect().ddl_commits:
+            # Every batch committed before the contract began, and the contract's DDL
+            # (committed by itself) may have dropped the columns the backfill reads.
+            return
         self.phase("backfill")
         if self.offline:
             for statement in statements:

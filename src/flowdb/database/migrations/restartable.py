@@ -37,17 +37,17 @@ CREATE_PROGRESS = (
 )
 
 
-def install(dialect_name: str) -> None:
-    """Make Alembic's implementation for ``dialect_name`` skip work a killed run did."""
+def install(backend: str) -> None:
+    """Make Alembic's implementation for ``backend`` skip work a killed run did."""
     from alembic.ddl import impl
 
-    base = impl._impls[dialect_name]
+    base = impl._impls[backend]
     if getattr(base, "flowdb_restartable", False):
         return
     type(
         f"Restartable{base.__name__}",
         (base,),
-        {"__dialect__": dialect_name, "flowdb_restartable": True, **_GUARDED},
+        {"__dialect__": backend, "flowdb_restartable": True, **_GUARDED},
     )
 
 

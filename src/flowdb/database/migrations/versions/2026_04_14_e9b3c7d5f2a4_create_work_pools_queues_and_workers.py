@@ -83,7 +83,8 @@ def _with_work_queue_link(table: sa.Table) -> sa.Table:
 
 def upgrade() -> None:
     online = OnlineMigration(revision)
-    if not h.has_table("work_pool"):  # else an interrupted run made the tables
+    # Else an interrupted run made the tables (MySQL: rerun, done parts are skipped).
+    if h.dialect().ddl_commits or not h.has_table("work_pool"):
         create_tables()
     for table in (deployment_before(), flow_run_before()):
         online.add_reference(table, "work_queue_id", "work_queue", "SET NULL")

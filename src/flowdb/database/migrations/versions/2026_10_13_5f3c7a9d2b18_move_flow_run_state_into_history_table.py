@@ -115,7 +115,7 @@ STOP_KEEPING_HISTORY = {
 
 def upgrade() -> None:
     online = OnlineMigration(revision)
-    if not h.has_table("flow_run_state"):
+    if h.dialect().ddl_commits or not h.has_table("flow_run_state"):
         op.create_table(
             "flow_run_state",
             *h.base_columns(),

@@ -56,7 +56,8 @@ def task_run(*extra: object) -> sa.Table:
 
 def upgrade() -> None:
     online = OnlineMigration(revision)
-    if not h.has_table("task_run_state"):  # else an interrupted run made it
+    # Else an interrupted run made it (MySQL: rerun, done parts are skipped).
+    if h.dialect().ddl_commits or not h.has_table("task_run_state"):
         create_table()
     online.add_reference(task_run(), "state_id", "task_run_state", "SET NULL")
     online.contract()

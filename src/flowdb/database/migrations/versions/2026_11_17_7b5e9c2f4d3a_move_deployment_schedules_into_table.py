@@ -49,7 +49,7 @@ def copy(where: str) -> str:
 
 def upgrade() -> None:
     online = OnlineMigration(revision)
-    if not h.has_table("deployment_schedule"):
+    if h.dialect().ddl_commits or not h.has_table("deployment_schedule"):
         op.create_table(
             "deployment_schedule",
             *h.base_columns(),
@@ -65,12 +65,14 @@ def upgrade() -> None:
         )
     online.backfill("deployment", copy(f"{has_schedule()} AND {{batch}}"))
     online.contract()
-    op.execute(copy(has_schedule()))  # what changed meanwhile (deployments are few)
-    op.execute(
-        "DELETE FROM deployment_schedule WHERE deployment_id = id AND id IN "
-        f"(SELECT id FROM deployment WHERE NOT ({has_schedule()}))"
-    )
-    op.drop_column("deployment", "schedule")
+    # MySQL: a rerun after the column was dropped (its DDL commits by itself) is done here.
+    if online.offline or not h.dialect().ddl_commits or h.has_column("deployment", "schedule"):
+        op.execute(copy(has_schedule()))  # what changed meanwhile (deployments are few)
+        op.execute(
+            "DELETE FROM deployment_schedule WHERE deployment_id = id AND id IN "
+            f"(SELECT id FROM deployment WHERE NOT ({has_schedule()}))"
+        )
+        op.drop_column("deployment", "schedule")
     online.finish()
 
 
