@@ -147,6 +147,7 @@ def test_the_api_routes_through_pgbouncer(
             "status": "ready",
             "schema_revision": head,
             "head": head,
+            "detail": "",
         }
         flows = [api.post("/api/flows", json={"name": f"f{n}"}).json() for n in range(3)]
         assert api.post("/api/flows", json={"name": "f0"}).status_code == 409
