@@ -184,7 +184,9 @@ def _flatness(scratch: Scratch, repeat: int, extra: int) -> list[Row]:
     for dialect in ("sqlite", "postgresql"):
         with using(migrations, snapshots):
             seed = scratch.new_url(dialect)
-            fresh.generate(Database.from_url(seed))  # as a developer would, after adding them
+            commands.make_snapshot(
+                Database.from_url(seed)
+            )  # as a developer would, after adding them
             scratch.drop(seed)
         count = {}
         timings: dict[str, Timing] = {}

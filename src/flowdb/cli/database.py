@@ -506,9 +506,9 @@ def snapshot() -> None:
     left at head), and writes snapshots/<dialect>.sql, which fresh installs run. Run
     it once per dialect after adding a revision; a test fails until you do.
     """
-    from flowdb.database.fresh import generate
+    from flowdb.database.commands import make_snapshot
 
-    path = generate(_database())
+    path = make_snapshot(_database())
     stdout_console().print(f"Wrote {escape(str(path))}")
 
 

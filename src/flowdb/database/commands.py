@@ -27,6 +27,8 @@ from flowdb.database.events import Direction
 from flowdb.errors import MigrationInProgressError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from flowdb.database.fresh import Snapshot
     from flowdb.database.planning import Plan
     from flowdb.database.status import SchemaStatus
@@ -290,3 +292,26 @@ class Declined(Exception):
     def __init__(self, plan: Plan) -> None:
         super().__init__(f"Declined: {plan.describe()}")
         self.plan = plan
+
+
+def make_snapshot(database: Database) -> Path:
+    """Replay the history on the empty ``database`` and write its dialect's snapshot.
+
+    For the people who add revisions (``flowdb database snapshot``); the database is
+    left at head. A database with tables of its own is refused: the snapshot must hold
+    exactly what the history builds.
+    """
+    from flowdb.database.fresh import BOOKKEEPING, write_snapshot
+    from flowdb.errors import ForeignDatabaseError
+
+    status = database.status()
+    status.require_known(database)
+    if status.tables - BOOKKEEPING:
+        where = database.describe()
+        raise ForeignDatabaseError(
+            f"{where[:1].upper()}{where[1:]} is not empty "
+            f"({', '.join(sorted(status.tables))}); a "
+            "snapshot must be made on an empty database: point FLOWDB_DATABASE_URL at a new one."
+        )
+    migrate(database, "upgrade", "head", use_snapshot=False)
+    return write_snapshot(database)

@@ -177,25 +177,13 @@ def bookkeeping_statements(database: Database) -> list[str]:
     ]
 
 
-def generate(database: Database) -> Path:
-    """Replay the history on the empty ``database`` and write its dialect's snapshot.
+def write_snapshot(database: Database) -> Path:
+    """Dump ``database`` (freshly replayed to head) as its dialect's snapshot file.
 
-    For the people who add revisions; the database is left at head.
+    ``commands.make_snapshot`` does the replay first; this only dumps and writes.
     """
-    from flowdb.database import commands
     from flowdb.database.fingerprints import history_hash
-    from flowdb.errors import ForeignDatabaseError
 
-    status = database.status()
-    status.require_known(database)
-    if status.tables - BOOKKEEPING:
-        where = database.describe()
-        raise ForeignDatabaseError(
-            f"{where[:1].upper()}{where[1:]} is not empty "
-            f"({', '.join(sorted(status.tables))}); a "
-            "snapshot must be made on an empty database: point FLOWDB_DATABASE_URL at a new one."
-        )
-    commands.migrate(database, "upgrade", "head", use_snapshot=False)
     with database.errors():
         statements = [
             *bookkeeping_statements(database),
