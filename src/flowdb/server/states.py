@@ -104,3 +104,22 @@ async def enter_state(
         execution_options={"synchronize_session": False},
     )
     return State.model_validate(state)
+
+
+async def state_history(
+    session: AsyncSession, kind: RunKind, run_id: uuid.UUID, *, limit: int, offset: int
+) -> list[State]:
+    """The states the run ``run_id`` went through, oldest first (one page of them).
+
+    Raises ``RunNotFound`` for an unknown run.
+    """
+    if await session.get(kind.run, run_id) is None:
+        raise RunNotFound(run_id)
+    states = await session.scalars(
+        sa.select(kind.state)
+        .where(kind.state_run_id == run_id)
+        .order_by(kind.state.timestamp, kind.state.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [State.model_validate(state) for state in states]

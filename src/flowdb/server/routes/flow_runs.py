@@ -22,7 +22,7 @@ from flowdb.server.routes.common import (
     not_found,
 )
 from flowdb.server.schemas import FlowRun, FlowRunCreate, State, StateChange, Timestamp
-from flowdb.server.states import FLOW_RUN, RunNotFound, enter_state
+from flowdb.server.states import FLOW_RUN, RunNotFound, enter_state, state_history
 
 router = APIRouter(prefix="/flow_runs", tags=["flow runs"])
 
@@ -158,13 +158,9 @@ async def list_flow_run_states(
 ) -> list[State]:
     """The states a flow run went through, oldest first."""
     async with database.session() as session:
-        if await session.get(orm.FlowRun, flow_run_id) is None:
-            raise not_found("flow run", flow_run_id)
-        states = await session.scalars(
-            select(orm.FlowRunState)
-            .where(orm.FlowRunState.flow_run_id == flow_run_id)
-            .order_by(orm.FlowRunState.timestamp, orm.FlowRunState.id)
-            .limit(paging.limit)
-            .offset(paging.offset)
-        )
-        return [State.model_validate(state) for state in states]
+        try:
+            return await state_history(
+                session, FLOW_RUN, flow_run_id, limit=paging.limit, offset=paging.offset
+            )
+        except RunNotFound:
+            raise not_found("flow run", flow_run_id) from None

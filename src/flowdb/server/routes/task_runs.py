@@ -22,7 +22,7 @@ from flowdb.server.routes.common import (
     not_found,
 )
 from flowdb.server.schemas import State, StateChange, TaskRun, TaskRunCreate
-from flowdb.server.states import TASK_RUN, RunNotFound, enter_state
+from flowdb.server.states import TASK_RUN, RunNotFound, enter_state, state_history
 
 router = APIRouter(prefix="/task_runs", tags=["task runs"])
 
@@ -99,13 +99,9 @@ async def list_task_run_states(
 ) -> list[State]:
     """The states a task run went through, oldest first."""
     async with database.session() as session:
-        if await session.get(orm.TaskRun, task_run_id) is None:
-            raise not_found("task run", task_run_id)
-        states = await session.scalars(
-            select(orm.TaskRunState)
-            .where(orm.TaskRunState.task_run_id == task_run_id)
-            .order_by(orm.TaskRunState.timestamp, orm.TaskRunState.id)
-            .limit(paging.limit)
-            .offset(paging.offset)
-        )
-        return [State.model_validate(state) for state in states]
+        try:
+            return await state_history(
+                session, TASK_RUN, task_run_id, limit=paging.limit, offset=paging.offset
+            )
+        except RunNotFound:
+            raise not_found("task run", task_run_id) from None
