@@ -24,54 +24,50 @@ MARIADB_ADMIN_URL = os.environ.get(
 )
 
 
-def create_mariadb_database(charset: str = "utf8mb4") -> str:
-    """Create an empty database on the MariaDB test server and return its URL."""
-    name = f"flowdb_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+def _run_on_server(admin_url: str, statement: str, server: str | None = None) -> None:
+    """Run ``statement`` on a test server with its admin URL, outside any transaction.
+
+    With ``server`` (its name), an unreachable server fails the test saying it is required.
+    """
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET {charset}"))
+            connection.execute(sa.text(statement))
     except sa.exc.OperationalError as exc:
-        pytest.fail(f"MariaDB is required for this test and is not reachable: {exc}")
+        if server is None:
+            raise
+        pytest.fail(f"{server} is required for this test and is not reachable: {exc}")
     finally:
         admin.dispose()
-    return sa.make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _new_database(admin_url: str, create: str, server: str) -> str:
+    """Create a database named ``flowdb_test_<random>`` with ``create`` and return its URL."""
+    name = f"flowdb_test_{uuid.uuid4().hex[:12]}"
+    _run_on_server(admin_url, create.format(name=name), server)
+    return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def create_mariadb_database(charset: str = "utf8mb4") -> str:
+    """Create an empty database on the MariaDB test server and return its URL."""
+    create = f"CREATE DATABASE `{{name}}` CHARACTER SET {charset}"
+    return _new_database(MARIADB_ADMIN_URL, create, "MariaDB")
 
 
 def drop_mariadb_database(url: str) -> None:
     """Drop a database made by ``create_mariadb_database``."""
-    name = sa.make_url(url).database
-    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        admin.dispose()
+    _run_on_server(MARIADB_ADMIN_URL, f"DROP DATABASE IF EXISTS `{sa.make_url(url).database}`")
 
 
 def create_postgres_database() -> str:
     """Create an empty database on the test server and return its URL."""
-    name = f"flowdb_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is required for this test and is not reachable: {exc}")
-    finally:
-        admin.dispose()
-    return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    return _new_database(ADMIN_URL, 'CREATE DATABASE "{name}"', "PostgreSQL")
 
 
 def drop_postgres_database(url: str) -> None:
     """Drop a database made by ``create_postgres_database``, disconnecting its sessions."""
     name = sa.make_url(url).database
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    _run_on_server(ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def sync_engine(url: str) -> sa.Engine:
