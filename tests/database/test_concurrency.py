@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.events import StepDone
 from flowdb.database.history import load_history
-from tests.dbtools import revision_of, run_in_threads_at_once
+from tests.dbtools import revision_of, run_in_threads_at_once, upgrades_at_once
 
 
 class AppliedCounter(logging.Handler):
@@ -46,20 +45,9 @@ def test_32_threads_apply_each_migration_exactly_once(configured: str) -> None:
 
 
 def test_8_processes_exactly_one_migrates(configured: str) -> None:
-    env = {**os.environ, "FLOWDB_DATABASE_URL": configured}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(8)
-    ]
-    outputs = [process.communicate(timeout=300) for process in processes]
-    assert [process.returncode for process in processes] == [0] * 8, outputs
+    results = upgrades_at_once(configured, 8)
+    assert [code for code, _, _ in results] == [0] * 8, results
+    outputs = [(out, err) for _, out, err in results]
     history = load_history()
     migrators = [err for _, err in outputs if "↑" in err]
     assert len(migrators) == 1

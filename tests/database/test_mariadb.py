@@ -27,6 +27,7 @@ from tests.dbtools import (
     revision_of,
     run_in_threads_at_once,
     schema_snapshot,
+    upgrades_at_once,
 )
 
 HEAD = load_history().head
@@ -151,20 +152,9 @@ def test_a_dead_holders_lock_is_released_by_the_server(mariadb_url: str) -> None
 
 
 def test_8_processes_exactly_one_migrates(mariadb_url: str) -> None:
-    env = {**os.environ, "FLOWDB_DATABASE_URL": mariadb_url}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(8)
-    ]
-    outputs = [process.communicate(timeout=300) for process in processes]
-    assert [process.returncode for process in processes] == [0] * 8, outputs
+    results = upgrades_at_once(mariadb_url, 8)
+    assert [code for code, _, _ in results] == [0] * 8, results
+    outputs = [(out, err) for _, out, err in results]
     migrators = [err for _, err in outputs if "↑" in err]
     assert len(migrators) == 1
     assert migrators[0].count("↑") == len(load_history().revisions)

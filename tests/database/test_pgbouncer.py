@@ -8,32 +8,18 @@ open (``FLOWDB_DATABASE_POOL_MODE=transaction``).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import sqlalchemy as sa
 
 from flowdb.database.history import load_history
 from flowdb.database.target import Database
-from tests.dbtools import revision_of, schema_snapshot
+from tests.dbtools import revision_of, schema_snapshot, upgrades_at_once
 
 
 def _upgrade_processes(url: str, count: int) -> list[tuple[int, str]]:
-    env = {**os.environ, "FLOWDB_DATABASE_URL": url, "FLOWDB_DATABASE_POOL_MODE": "transaction"}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(count)
-    ]
-    outputs = [process.communicate(timeout=300) for process in processes]
-    return [(p.returncode, out + err) for p, (out, err) in zip(processes, outputs, strict=True)]
+    results = upgrades_at_once(url, count, FLOWDB_DATABASE_POOL_MODE="transaction")
+    return [(code, out + err) for code, out, err in results]
 
 
 @pytest.mark.slow
@@ -67,15 +53,8 @@ def test_through_pgbouncer_the_schema_is_the_direct_one(
 
 
 def _upgrade_processes_direct(url: str) -> list[tuple[int, str]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-        env={**os.environ, "FLOWDB_DATABASE_URL": url, "FLOWDB_DATABASE_POOL_MODE": "session"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return [(result.returncode, result.stdout + result.stderr)]
+    results = upgrades_at_once(url, 1, FLOWDB_DATABASE_POOL_MODE="session")
+    return [(code, out + err) for code, out, err in results]
 
 
 def test_a_pooled_holder_is_named_and_excludes_a_direct_command(
