@@ -254,3 +254,19 @@ def first_line(exc: BaseException) -> str:
     source: Any = getattr(exc, "orig", None) or exc
     text = str(source).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def validate_server_url(url: DatabaseUrl, shown: str, example: str) -> None:
+    """For a database server's URL: a database name is required; a bare ``@`` is refused.
+
+    ``example`` is a well-formed URL of the dialect, shown in the message.
+    """
+    from flowdb.database.urls import unencoded_at
+    from flowdb.errors import ConfigurationError
+
+    if "@" in (url.url.host or "") or "@" in (url.url.database or ""):
+        raise unencoded_at(shown)
+    if not url.url.database:
+        raise ConfigurationError(
+            f"Database URL {shown!r} names no database; add one after the host, e.g. {example}."
+        )

@@ -21,9 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flowdb.database.dialects.base import Catalog, Dialect
+from flowdb.database.dialects.base import Catalog, Dialect, validate_server_url
 from flowdb.errors import (
-    ConfigurationError,
     DatabaseBusyError,
     DatabaseReadOnlyError,
     DatabaseUnreachableError,
@@ -61,15 +60,7 @@ class MysqlDialect(Dialect):
     @classmethod
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
         """A database name is required; a bare ``@`` in the password is refused."""
-        from flowdb.database.urls import unencoded_at
-
-        if "@" in (url.url.host or "") or "@" in (url.url.database or ""):
-            raise unencoded_at(shown)
-        if not url.url.database:
-            raise ConfigurationError(
-                f"Database URL {shown!r} names no database; add one after the host, "
-                f"e.g. {cls.name}+pymysql://user@host:3306/flowdb."
-            )
+        validate_server_url(url, shown, f"{cls.name}+pymysql://user@host:3306/flowdb")
 
     # --- engines ------------------------------------------------------------------------
 

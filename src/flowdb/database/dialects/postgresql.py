@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flowdb.database.dialects.base import Catalog, Dialect
+from flowdb.database.dialects.base import Catalog, Dialect, validate_server_url
 from flowdb.errors import (
     ConfigurationError,
     DatabaseBusyError,
@@ -91,15 +91,7 @@ class PostgresDialect(Dialect):
     @classmethod
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
         """A database name is required; a bare ``@`` in the password is refused."""
-        from flowdb.database.urls import unencoded_at
-
-        if "@" in (url.url.host or "") or "@" in (url.url.database or ""):
-            raise unencoded_at(shown)
-        if not url.url.database:
-            raise ConfigurationError(
-                f"Database URL {shown!r} names no database; add one after the host, "
-                "e.g. postgresql+psycopg://user@host:5432/flowdb."
-            )
+        validate_server_url(url, shown, "postgresql+psycopg://user@host:5432/flowdb")
         _psycopg_query(url, shown)
         _asyncpg_connect_args(url, shown, build_ssl=False)
 
