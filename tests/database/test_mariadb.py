@@ -8,6 +8,7 @@ and the one-line errors of bad URLs and unsuitable databases.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -77,7 +78,7 @@ def test_current_history_and_dry_run(mariadb_url: str) -> None:
     assert "empty database" in current.stdout
     preview = flowdb(mariadb_url, "database", "upgrade", "--dry-run")
     assert preview.returncode == 0, preview.stderr
-    assert "CREATE TABLE flow" in preview.stdout
+    assert re.search(r'CREATE TABLE (IF NOT EXISTS )?"?flow"? \(', preview.stdout)
     assert "ENGINE" not in preview.stderr
     assert revision_of(mariadb_url) is None  # a preview writes nothing
     history = flowdb(mariadb_url, "database", "history")

@@ -87,8 +87,10 @@ def migrate(
         if plan.is_empty:
             logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
             return plan
-        check_name_clashes(database, plan, status)
         snapshot = fresh_snapshot(database, plan, status) if use_snapshot else None
+        if snapshot is None:
+            # (An interrupted fresh install's tables are its own: it resumes.)
+            check_name_clashes(database, plan, status)
         if direction == "upgrade" and snapshot is None:
             check_applied_files(database, status, accept=accept_changed)
         if approve is not None and not approve(plan, status):
@@ -109,16 +111,16 @@ def migrate(
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
     """The snapshot that can install ``plan`` at once: an empty database going to head."""
+    from flowdb.database.fresh import resumes, usable_snapshot
+
+    empty = status.owner == "empty" and status.current is None and not status.in_progress
     if (
         plan.direction != "upgrade"
-        or status.owner != "empty"
-        or status.current is not None
-        or status.in_progress
+        or not (empty or resumes(database, status))
         or plan.target is None
         or plan.target != database.history.head
     ):
         return None
-    from flowdb.database.fresh import usable_snapshot
 
     return usable_snapshot(database)
 

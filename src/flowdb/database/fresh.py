@@ -5,7 +5,10 @@ the history for ever. For an empty database upgraded to head, flowdb instead run
 per-dialect snapshot shipped in ``snapshots/<dialect>.sql``: the head schema (and the
 rows the history inserts), Alembic's version table, flowdb's run record, the version
 row, and one ``fresh install`` row per revision, all in one transaction under the
-migration lock. A process killed part way leaves the database empty.
+migration lock. A process killed part way leaves the database empty. Where every DDL
+statement commits by itself (MariaDB, MySQL) there is no such transaction: the install
+is marked part way through first, every ``CREATE`` is ``IF NOT EXISTS``, a failure
+drops what was built, and the next upgrade completes a killed install.
 
 The snapshots are never written by hand. ``flowdb database snapshot`` replays the
 history on an empty database of the dialect and dumps what it built; each snapshot
@@ -29,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from flowdb.database import journal
 from flowdb.database.events import StepDone
-from flowdb.database.status import VERSION_TABLE
+from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
 
 if TYPE_CHECKING:
     from flowdb.database.history import History
+    from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
 #: Where the snapshots live; tests point it at a copy.
@@ -41,6 +45,8 @@ SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
 BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE})
 REGENERATE = "flowdb database snapshot"
+#: The progress phase of a fresh install that a rerun completes (``Dialect.ddl_commits``).
+PHASE = "fresh install"
 _SEPARATOR = ";\n\n"
 
 logger = logging.getLogger("flowdb.migrations")
@@ -94,7 +100,13 @@ def usable_snapshot(database: Database) -> Snapshot | None:
 
 
 def install_statements(database: Database, snapshot: Snapshot, runs: bool = True) -> list[str]:
-    """The whole fresh install: the snapshot, the version row and (``runs``) the run record."""
+    """The whole fresh install: the snapshot, the version row and (``runs``) the run record.
+
+    Where every DDL statement commits by itself (``Dialect.ddl_commits``), the install
+    is first marked part way through (``PHASE``) and every ``CREATE`` is ``IF NOT
+    EXISTS``, so a rerun completes a killed install; the version row, the run record
+    and the mark's removal are the last statements and commit together.
+    """
     from flowdb.database.fingerprints import file_hash
 
     statements = [*snapshot.statements, f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')"]
@@ -105,7 +117,22 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
-    return statements
+    if not database.dialect.ddl_commits:
+        return statements
+    from flowdb.database.migrations.restartable import CREATE_PROGRESS
+
+    forget = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = '{snapshot.head}'"
+    mark = (
+        f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, updated) "
+        f"VALUES ('{snapshot.head}', '{PHASE}', 0, CURRENT_TIMESTAMP)"
+    )
+    # The mark commits with the first CREATE after it; the drop commits the last rows.
+    return [CREATE_PROGRESS, forget, mark, *statements, forget, f"DROP TABLE {PROGRESS_TABLE}"]
+
+
+def resumes(database: Database, status: SchemaStatus) -> bool:
+    """Whether ``status`` is a fresh install that was interrupted (a rerun completes it)."""
+    return status.current is None and status.in_progress == ((database.history.head, PHASE, 0),)
 
 
 def install(database: Database, snapshot: Snapshot) -> float:
@@ -119,16 +146,22 @@ def install(database: Database, snapshot: Snapshot) -> float:
 
     started = time.perf_counter()
     at = journal.now()
+    undone = "was undone" if database.dialect.ddl_commits else "was rolled back"
     try:
         try:
             with database.errors():
-                database.dialect.run_script(install_statements(database, snapshot))
+                try:
+                    database.dialect.run_script(install_statements(database, snapshot))
+                except Exception:
+                    if database.dialect.ddl_commits:
+                        undo(database)
+                    raise
         except FlowdbError:
             raise
         except Exception as exc:
             raise MigrationFailedError(
                 f"The fresh install from {snapshot.path.name} failed ({first_line(exc)}) and "
-                f"was rolled back; {database.describe()} is still empty. Regenerate the "
+                f"{undone}; {database.describe()} is still empty. Regenerate the "
                 f"snapshot with `{REGENERATE}` if it was edited."
             ) from exc
     except FlowdbError as exc:
@@ -148,17 +181,35 @@ def install(database: Database, snapshot: Snapshot) -> float:
         event = StepDone("upgrade", revision.id, revision.title, 0.0)
         logger.info("Installed %s %s", revision.id, revision.title, extra={"event": event})
     logger.info(
-        "Installed the head schema %s from the snapshot in one transaction (%d revisions, %.2f s)",
+        "Installed the head schema %s from the snapshot %s (%d revisions, %.2f s)",
         snapshot.head,
+        "statement by statement" if database.dialect.ddl_commits else "in one transaction",
         len(database.history.revisions),
         elapsed,
     )
     return elapsed
 
 
+def undo(database: Database) -> None:
+    """Drop what a failed install built where DDL commits by itself: the database was empty.
+
+    Only an empty database or an interrupted fresh install is installed on, so the head
+    schema's tables, the version table and the progress mark are all the install's own.
+    If this fails too, the mark stays and the next upgrade reruns the install.
+    """
+    tables = [*sorted(database.history.all_tables), VERSION_TABLE, PROGRESS_TABLE]
+    database.dialect.run_script(database.dialect.drop_statements(tables, ()))
+
+
 def render(database: Database, snapshot: Snapshot) -> str:
     """The SQL a fresh install runs (for ``--dry-run``), without the run record's rows."""
     body = _SEPARATOR.join(install_statements(database, snapshot, runs=False))
+    if database.dialect.ddl_commits:
+        return (
+            f"-- Fresh install of {snapshot.head} from {snapshot.path.name}, statement by "
+            "statement (each CREATE commits by itself; a rerun completes an interrupted "
+            f"install)\n{body};\n"
+        )
     return (
         f"-- Fresh install of {snapshot.head} from {snapshot.path.name}, in one transaction\n"
         f"BEGIN{_SEPARATOR}{body}{_SEPARATOR}COMMIT;\n"

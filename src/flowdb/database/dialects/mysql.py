@@ -339,6 +339,39 @@ class MysqlDialect(Dialect):
         ).first()
         return found is not None
 
+    # --- snapshots (flowdb.database.fresh; the work is in mysql_catalogue) --------------------
+
+    def run_script(self, statements: list[str]) -> None:
+        """Run ``statements`` in order on one connection, foreign key checks off.
+
+        Each DDL statement commits by itself (and what came before it); the statements
+        after the last DDL commit together at the end. Checks are off because
+        flow_run and flow_run_state refer to each other: neither can be created first.
+        """
+        super().run_script(["SET SESSION foreign_key_checks = 0", *statements])
+
+    def dump_schema(self, exclude: frozenset[str]) -> list[str]:
+        """The server's own ``CREATE`` text of each table, rerunnable, then the rows."""
+        from flowdb.database.dialects import mysql_catalogue
+
+        engine = self.create_sync_engine("flowdb-snapshot")
+        try:
+            with engine.connect() as connection:
+                return mysql_catalogue.dump(connection, exclude)
+        finally:
+            engine.dispose()
+
+    def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
+        """Tables (columns in order, keys and constraints sorted, options) and rows."""
+        from flowdb.database.dialects import mysql_catalogue
+
+        engine = self.create_sync_engine("flowdb-catalogue")
+        try:
+            with engine.connect() as connection:
+                return mysql_catalogue.catalogue(connection, skip_rows)
+        finally:
+            engine.dispose()
+
 
 class MariadbDialect(MysqlDialect):
     """MariaDB 10.6 or newer (``mariadb://`` URLs)."""
