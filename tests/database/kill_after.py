@@ -6,7 +6,8 @@ Writing statements: everything a migration sends that is not a read (SELECT, SHO
 with ``KILL_AFTER_DDL_ONLY=1`` only DDL statements count. With ``KILL_AFTER_NEW_DDL``
 naming a file, N is ignored: the process dies after the first DDL statement not listed
 in that file, which it adds to the file first (a chain of runs then dies once after
-each distinct DDL statement of the history).
+each distinct DDL statement of the history). With ``KILL_AFTER_REPLAY=1`` an empty
+database gets the history replayed, not the fresh install from the snapshot.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     sa.event.listen(sa.engine.Engine, "after_cursor_execute", after)
+    if os.environ.get("KILL_AFTER_REPLAY") == "1":
+        from pathlib import Path
+
+        from flowdb.database import fresh
+
+        fresh.SNAPSHOT_FOLDER = Path(os.devnull) / "no-snapshots"
     from flowdb.cli.root import main as flowdb
 
     sys.argv = ["flowdb", *sys.argv[2:]]

@@ -12,6 +12,12 @@ upgrade (and no progress record left).
   table if it is missing, is killed after once).
 * Random: upgrades from empty killed after a random writing statement (DDL, data or
   bookkeeping), each then completed by a plain upgrade.
+
+Both replay the history (an empty database would otherwise get the fresh install).
+The fresh install from the snapshot is killed after each of its writing statements in
+turn: the database is then empty, or marked as a fresh install part way through, or at
+head; the next upgrade (from the snapshot, or every other time a replay, as a flowdb
+without that snapshot would do) ends with the schema of a replayed history.
 """
 
 from __future__ import annotations
@@ -40,14 +46,18 @@ IDS = [revision.id for revision in HISTORY.revisions]
 
 
 def killed_upgrade(
-    url: str, after: int, *, ddl_only: bool, new_ddl_file: str = ""
+    url: str, after: int, *, ddl_only: bool, new_ddl_file: str = "", replay: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """``flowdb database upgrade -y``, SIGKILLed after its ``after``-th counted statement."""
+    """``flowdb database upgrade -y``, SIGKILLed after its ``after``-th counted statement.
+
+    ``replay``: an empty database gets the history replayed, not the snapshot.
+    """
     env = {
         **os.environ,
         "FLOWDB_DATABASE_URL": url,
         "KILL_AFTER_DDL_ONLY": "1" if ddl_only else "",
         "KILL_AFTER_NEW_DDL": new_ddl_file,
+        "KILL_AFTER_REPLAY": "1" if replay else "",
     }
     return subprocess.run(
         [
@@ -67,8 +77,8 @@ def killed_upgrade(
     )
 
 
-def upgrade(url: str) -> None:
-    result = killed_upgrade(url, 0, ddl_only=True)
+def upgrade(url: str, replay: bool = True) -> None:
+    result = killed_upgrade(url, 0, ddl_only=True, replay=replay)
     assert result.returncode == 0, result.stderr
 
 
@@ -125,3 +135,38 @@ def test_random_kills_then_upgrade(
     assert revision_of(mariadb_url) == HISTORY.head
     assert in_progress(mariadb_url) == ()
     assert schema_snapshot(mariadb_url) == clean_head
+
+
+def test_a_kill_after_every_statement_of_the_fresh_install(clean_head: dict[str, object]) -> None:
+    from flowdb.database import fresh
+    from tests.dbtools import table_names
+
+    url = create_mariadb_database()
+    try:
+        counted = killed_upgrade(url, 0, ddl_only=False, replay=False)
+        assert counted.returncode == 0, counted.stderr
+        writes = int(counted.stderr.strip().splitlines()[-1].removeprefix("writes="))
+    finally:
+        drop_mariadb_database(url)
+    assert writes >= len(clean_head["tables"])  # type: ignore[arg-type]
+    marked = 0
+    for point in range(1, writes + 1):
+        url = create_mariadb_database()
+        try:
+            result = killed_upgrade(url, point, ddl_only=False, replay=False)
+            assert result.returncode == -signal.SIGKILL, (point, result.stderr)
+            current, progress = revision_of(url), in_progress(url)
+            if current is None and progress:
+                assert progress == ((HISTORY.head, fresh.PHASE, 0),), point
+                marked += 1
+            else:
+                assert (current, progress) in ((None, ()), (HISTORY.head, ())), point
+            # Every other one is completed by a replay: an install whose snapshot is gone
+            # (another flowdb version) is dropped first, then the history is replayed.
+            upgrade(url, replay=point % 2 == 0)
+            assert revision_of(url) == HISTORY.head and in_progress(url) == (), point
+            assert schema_snapshot(url) == clean_head, f"kill after write {point}"
+            assert "flowdb_migration_progress" not in table_names(url), point
+        finally:
+            drop_mariadb_database(url)
+    assert marked >= writes - 8  # every kill between the mark and the last commit

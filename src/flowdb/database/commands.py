@@ -88,6 +88,8 @@ def migrate(
             logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
             return plan
         snapshot = fresh_snapshot(database, plan, status) if use_snapshot else None
+        if snapshot is None and direction == "upgrade":
+            status = undo_interrupted_install(database, status)
         if snapshot is None:
             # (An interrupted fresh install's tables are its own: it resumes.)
             check_name_clashes(database, plan, status)
@@ -123,6 +125,21 @@ def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snap
         return None
 
     return usable_snapshot(database)
+
+
+def undo_interrupted_install(database: Database, status: SchemaStatus) -> SchemaStatus:
+    """Drop a killed fresh install that will not resume (no usable snapshot, other head).
+
+    It ran on an empty database, so what it built is all its own; the replay that
+    follows starts from empty again. Returns the status after.
+    """
+    from flowdb.database import fresh
+
+    if not fresh.interrupted(status):
+        return status
+    logger.warning("Dropping an interrupted fresh install before replaying the history")
+    fresh.undo(database)
+    return database.status()
 
 
 def changed_files(database: Database, status: SchemaStatus) -> list[str]:

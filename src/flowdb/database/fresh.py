@@ -130,8 +130,13 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     return [CREATE_PROGRESS, forget, mark, *statements, forget, f"DROP TABLE {PROGRESS_TABLE}"]
 
 
+def interrupted(status: SchemaStatus) -> bool:
+    """Whether ``status`` shows a fresh install that was killed part way through."""
+    return status.current is None and any(phase == PHASE for _, phase, _ in status.in_progress)
+
+
 def resumes(database: Database, status: SchemaStatus) -> bool:
-    """Whether ``status`` is a fresh install that was interrupted (a rerun completes it)."""
+    """Whether ``status`` is an interrupted fresh install of this history's head."""
     return status.current is None and status.in_progress == ((database.history.head, PHASE, 0),)
 
 

@@ -193,9 +193,8 @@ class Dialect(ABC):
         engine = self.create_sync_engine("flowdb-fresh-install")
         try:
             with engine.begin() as connection:
-                cursor = connection.connection.cursor()
                 for statement in statements:
-                    cursor.execute(statement)
+                    connection.exec_driver_sql(statement)
         finally:
             engine.dispose()
 
