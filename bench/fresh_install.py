@@ -6,10 +6,10 @@
   ``upgrade --dry-run`` prints for an empty database, in one transaction); target 2×.
   And both inside this warm process: ``commands.migrate`` against that SQL through
   psycopg.
-* Flatness: a copy of the history with ``EXTRA`` trivial revisions appended, its own
-  snapshot generated (as a developer would), then, in this process, the fresh install
-  and the replay of both histories on new databases. The fresh install stays flat while
-  the replay grows with the history.
+* Flatness (SQLite, PostgreSQL, MariaDB): a copy of the history with ``EXTRA`` trivial
+  revisions appended, its own snapshot generated (as a developer would), then, in this
+  process, the fresh install and the replay of both histories on new databases. The
+  fresh install stays flat while the replay grows with the history.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def _flatness(scratch: Scratch, repeat: int, extra: int) -> list[Row]:
     migrations = long_history(scratch.folder, extra)
     snapshots = scratch.folder / f"snapshots-{extra}"
     rows: list[Row] = []
-    for dialect in ("sqlite", "postgresql"):
+    for dialect in ("sqlite", "postgresql", "mariadb"):
         with using(migrations, snapshots):
             seed = scratch.new_url(dialect)
             commands.make_snapshot(

@@ -744,3 +744,26 @@ def test_a_signal_at_any_moment_ends_in_one_line(
     assert landed, "no signal landed inside an upgrade"
     ok(scene.run("database", "upgrade", "-y"))
     assert current_revision(database_url) == HEAD
+
+
+def test_a_signal_while_only_waiting_says_nothing_was_changed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A command that changes nothing does not claim a migration was interrupted."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    env.update(FLOWDB_DATABASE_URL=sqlite_url, FLOWDB_HOME=str(tmp_path / "home"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowdb", "database", "wait", "--timeout", "120"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)  # started, and waiting for an empty database to reach head
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == ExitCode.INTERRUPTED, err
+    assert err.rstrip().splitlines()[-1] == "Interrupted; nothing was changed.", err

@@ -230,3 +230,19 @@ def test_idle_connections_outlive_the_common_client_pool_idle_time(sqlite_url: s
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_server_says_it_stopped(sqlite_url: str, signum: int, code: int) -> None:
+    """Its last line is about the server, not what an interrupted migration leaves."""
+    port = free_port()
+    process = start_server(sqlite_url, port, "--log-level", "warning")
+    try:
+        wait_until_ready(port, process)
+    finally:
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=30)
+    what = "Interrupted" if signum == signal.SIGINT else "Terminated"
+    assert stderr.rstrip().splitlines()[-1] == f"{what}; the API server stopped.", stderr
+    assert process.returncode == code
+    assert "Traceback" not in stderr

@@ -18,6 +18,21 @@ if TYPE_CHECKING:
     from rich.status import Status
 
 _LOGGERS = ("flowdb.migrations", "flowdb.migrations.lock")
+#: What a Ctrl-C or SIGTERM leaves behind at this point of the command (``interrupted``).
+_AFTER_INTERRUPT = {"now": "nothing was changed"}
+MIGRATION_INTERRUPTED = (
+    "the database stays at the last migration that completed (see 'flowdb database current')"
+)
+
+
+def interrupted_leaves(outcome: str) -> None:
+    """Say what an interrupt from now on leaves behind (for the CLI's last line)."""
+    _AFTER_INTERRUPT["now"] = outcome
+
+
+def interrupted(what: str) -> str:
+    """The one line for an interrupt: ``Interrupted; <what it leaves behind>.``."""
+    return f"{what}; {_AFTER_INTERRUPT['now']}."
 
 
 def escape(text: str) -> str:
@@ -96,6 +111,7 @@ def migration_report(activity: str, show_steps: bool = True) -> Iterator[Migrati
     ``show_steps=False`` hides the per-revision lines, for commands such as ``stamp``
     that move the recorded revision without running any migration.
     """
+    interrupted_leaves(MIGRATION_INTERRUPTED)
     console = stderr_console()
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     with console.status(f"{activity}…") as status:

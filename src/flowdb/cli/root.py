@@ -7,8 +7,9 @@ output and exit codes (the table in README.md):
 * a ``FlowdbError``, or an OS, driver or Alembic error that ``failures.translate``
   knows, prints ``Error: <one line>`` and exits with its kind's code;
 * a usage error (unknown option, missing argument) prints one line naming the help;
-* Ctrl-C and SIGTERM, at any moment, print one line and exit 130 / 143; the database
-  stays at the last migration that completed (each runs in its own transaction);
+* Ctrl-C and SIGTERM, at any moment, print one line and exit 130 / 143, saying what
+  they leave: nothing changed, the database at the last migration that completed (each
+  runs in its own transaction), or a stopped server;
 * anything else is a bug and keeps its traceback.
 """
 
@@ -23,6 +24,7 @@ import typer
 
 from flowdb import __version__
 from flowdb.cli.database import database_app
+from flowdb.cli.output import interrupted
 from flowdb.cli.server import server_app
 from flowdb.errors import ExitCode, FlowdbError, Interrupted, one_line_message
 
@@ -78,11 +80,7 @@ def _report(error: BaseException) -> int:
     if interrupt is not None:
         signum = interrupt.args[0] if isinstance(interrupt, Interrupted) else signal.SIGINT
         what = "Interrupted" if signum == signal.SIGINT else "Terminated"
-        print(
-            f"{what}; the database stays at the last migration that completed "
-            "(see 'flowdb database current').",
-            file=sys.stderr,
-        )
+        print(interrupted(what), file=sys.stderr)
         return int(_SIGNAL_EXIT.get(signum, ExitCode.INTERRUPTED))
     if isinstance(error, SystemExit):
         raise error

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import typer
 
-from flowdb.cli.output import escape, migration_report
+from flowdb.cli.output import escape, interrupted_leaves, migration_report
 
 server_app = typer.Typer(
     help="Serve the orchestration REST API.", no_args_is_help=True, rich_markup_mode=None
@@ -62,6 +62,7 @@ def start(
             ensure_schema(database)
     else:
         ensure_schema(database, migrate=False)
+    interrupted_leaves("the API server stopped")
     uvicorn.run(
         "flowdb.server.app:create_app",
         factory=True,
