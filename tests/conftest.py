@@ -2,7 +2,7 @@
 
 * ``sqlite_url``: a SQLite file in the test's temporary folder.
 * ``postgres_url``: a new database on the local PostgreSQL server, dropped afterwards.
-* ``database_url``: both of them, one after the other (parametrised).
+* ``database_url``: each of SQLite, PostgreSQL and MariaDB in turn (parametrised).
 * ``mariadb_url``: a new utf8mb4 database on the local MariaDB server (root@127.0.0.1:3306,
   override with ``FLOWDB_TEST_MARIADB_URL``), dropped afterwards.
 * ``pgbouncer_url``: a new PostgreSQL database reached through a real PgBouncer in
@@ -88,8 +88,10 @@ def pgbouncer_url(postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.Mo
 
 @pytest.fixture(params=DIALECTS)
 def database_url(request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database: once on SQLite, once on PostgreSQL."""
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    """A fresh, empty database: once on each dialect (SQLite, PostgreSQL, MariaDB)."""
+    fixture = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mariadb_url"}[
+        request.param
+    ]
     return str(request.getfixturevalue(fixture))
 
 

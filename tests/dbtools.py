@@ -18,7 +18,7 @@ import sqlalchemy as sa
 ADMIN_URL = os.environ.get(
     "FLOWDB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-DIALECTS = ["sqlite", "postgresql"]
+DIALECTS = ["sqlite", "postgresql", "mariadb"]
 MARIADB_ADMIN_URL = os.environ.get(
     "FLOWDB_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/mysql"
 )
