@@ -24,6 +24,7 @@ from flowdb.errors import (
 from tests.dbtools import (
     create_mariadb_database,
     drop_mariadb_database,
+    lock_connection,
     revision_of,
     run_in_threads_at_once,
     schema_snapshot,
@@ -113,7 +114,10 @@ def test_the_lock_names_its_holder_from_the_process_list(
     database = Database.from_url(mariadb_url)
     with database.lock("upgrade"):
         holder = Database.from_url(mariadb_url).migration_running()
-        assert holder is not None and "connection" in holder.host
+        # The server's id of the lock's connection, its client address; no pid (not known).
+        assert holder is not None and holder.pid is None
+        assert holder.connection == lock_connection(mariadb_url)
+        assert holder.host.startswith("127.0.0.1:")
         monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_TIMEOUT", "0.5")
         other = Database.from_url(mariadb_url)
 
@@ -123,7 +127,10 @@ def test_the_lock_names_its_holder_from_the_process_list(
 
         errors = run_in_threads_at_once(take, 1)
         assert len(errors) == 1 and isinstance(errors[0], MigrationLockTimeoutError)
-        assert f"connection {holder.pid}" in str(errors[0])
+        assert f"held by a flowdb command on server connection {holder.connection} " in str(
+            errors[0]
+        )
+        assert f"(client {holder.host}, lock taken " in str(errors[0])
     assert Database.from_url(mariadb_url).migration_running() is None
 
 

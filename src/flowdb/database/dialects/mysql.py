@@ -11,7 +11,8 @@
 * The migration lock: ``GET_LOCK`` on a name derived from the database's name, polled
   with a zero wait until ``FLOWDB_MIGRATION_LOCK_TIMEOUT``; the server releases it when
   the holder's connection ends. Waiters find the holder with ``IS_USED_LOCK`` and name it
-  from the process list (its connection id, client host and how long it has been there).
+  from the process list: its connection id, its client's address and port, and when it
+  took the lock (its pid and command are not visible to other connections).
 """
 
 from __future__ import annotations
@@ -370,10 +371,18 @@ def _error_code(exc: BaseException) -> int | None:
 
 
 def _holder(connection: Connection, name: str) -> LockHolder | None:
-    """Who holds lock ``name``: its connection in the process list."""
+    """Who holds lock ``name``: its connection in the process list.
+
+    Only the server's side of the holder is visible (no ``application_name``;
+    ``performance_schema`` is off by default): its connection id, its client's
+    ``host:port``, and ``time``, the seconds since its last statement, which for flowdb's
+    lock connection is the ``GET_LOCK`` that took the lock.
+    """
+    import datetime as dt
+
     import sqlalchemy as sa
 
-    from flowdb.database.locking import LockHolder
+    from flowdb.database.locking import LockHolder, now_text
 
     row = connection.execute(
         sa.text(
@@ -384,10 +393,6 @@ def _holder(connection: Connection, name: str) -> LockHolder | None:
     ).first()
     if row is None:
         return None
-    connection_id, host, seconds = row
-    return LockHolder(
-        command="command",
-        pid=int(connection_id),
-        host=f"{str(host or '?').rsplit(':', 1)[0]} (connection {connection_id})",
-        since=f"{int(seconds or 0)} s ago",
-    )
+    connection_id, client, seconds = row
+    taken = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(seconds or 0))
+    return LockHolder.server_connection(int(connection_id), str(client or "?"), now_text(taken))
