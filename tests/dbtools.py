@@ -281,6 +281,72 @@ def lock_holder(url: str, seconds: float = 600) -> Iterator[subprocess.Popen[str
         process.wait()
 
 
+def holder_description(url: str, holder: subprocess.Popen[str]) -> str:
+    """How flowdb must describe ``holder`` (a ``lock_holder`` process) holding ``url``'s lock.
+
+    The start of the phrase, up to the time. Where the holder says who it is (PostgreSQL's
+    application_name, SQLite's holder file): its command, pid and host. On MariaDB/MySQL a
+    waiter sees only the server's side: the connection that holds the lock, as the server
+    itself answers ``IS_USED_LOCK``, and that connection's client address, whose port must
+    be a socket of the holder process (so the message points at the right process).
+    """
+    import socket
+
+    connection_id = lock_connection(url)
+    if connection_id is None:
+        return f"flowdb upgrade (pid {holder.pid} on {socket.gethostname()}, since "
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            client = connection.execute(
+                sa.text("SELECT host FROM information_schema.processlist WHERE id = :id"),
+                {"id": connection_id},
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert int(str(client).rsplit(":", 1)[1]) in tcp_ports(holder.pid), client
+    return f"a flowdb command on server connection {connection_id} (client {client}, lock taken "
+
+
+def lock_connection(url: str) -> int | None:
+    """The server connection holding flowdb's lock on MariaDB/MySQL, as the server answers.
+
+    ``None`` on the other dialects, whose locks are not held by a server connection id.
+    Fails when nobody holds a MariaDB/MySQL lock.
+    """
+    from flowdb.database.dialects.mysql import MysqlDialect
+    from flowdb.database.target import Database
+
+    dialect = Database.from_url(url).dialect
+    if not isinstance(dialect, MysqlDialect):
+        return None
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = sa.text("SELECT IS_USED_LOCK(:name)")
+            found = connection.execute(query, {"name": dialect.lock_name}).scalar()
+    finally:
+        engine.dispose()
+    assert found is not None, "nobody holds the migration lock"
+    return int(found)
+
+
+def tcp_ports(pid: int) -> set[int]:
+    """The local TCP ports of process ``pid``'s sockets (Linux: from ``/proc``)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        for fields in (line.split() for line in lines):
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def upgrades_at_once(url: str, count: int, **env: str) -> list[tuple[int, str, str]]:
     """``count`` processes running ``flowdb database upgrade -y`` on ``url`` at the same time.
 

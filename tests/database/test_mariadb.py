@@ -16,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from flowdb.database.history import load_history
+from flowdb.database.migrations.restartable import CREATE_PROGRESS
+from flowdb.database.status import PROGRESS_TABLE
 from flowdb.database.target import Database
 from flowdb.errors import (
     DatabaseUnreachableError,
@@ -25,9 +27,11 @@ from flowdb.errors import (
 from tests.dbtools import (
     create_mariadb_database,
     drop_mariadb_database,
+    lock_connection,
     revision_of,
     run_in_threads_at_once,
     schema_snapshot,
+    sync_engine,
     upgrades_at_once,
 )
 
@@ -114,7 +118,10 @@ def test_the_lock_names_its_holder_from_the_process_list(
     database = Database.from_url(mariadb_url)
     with database.lock("upgrade"):
         holder = Database.from_url(mariadb_url).migration_running()
-        assert holder is not None and "connection" in holder.host
+        # The server's id of the lock's connection, its client address; no pid (not known).
+        assert holder is not None and holder.pid is None
+        assert holder.connection == lock_connection(mariadb_url)
+        assert holder.host.startswith("127.0.0.1:")
         monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_TIMEOUT", "0.5")
         other = Database.from_url(mariadb_url)
 
@@ -124,8 +131,53 @@ def test_the_lock_names_its_holder_from_the_process_list(
 
         errors = run_in_threads_at_once(take, 1)
         assert len(errors) == 1 and isinstance(errors[0], MigrationLockTimeoutError)
-        assert f"connection {holder.pid}" in str(errors[0])
+        assert f"held by a flowdb command on server connection {holder.connection} " in str(
+            errors[0]
+        )
+        assert f"(client {holder.host}, lock taken " in str(errors[0])
     assert Database.from_url(mariadb_url).migration_running() is None
+
+
+def test_the_status_reads_again_when_a_table_it_listed_is_dropped_meanwhile(
+    mariadb_url: str,
+) -> None:
+    # A migration drops flowdb_migration_progress as it finishes, and DDL commits at once:
+    # between listing the tables and reading that one, it may be gone.
+    engine = sync_engine(mariadb_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(CREATE_PROGRESS))
+    dropped: list[str] = []
+
+    def drop_before_the_first_read(
+        _connection: object, _cursor: object, statement: str, *_: object
+    ) -> None:
+        if f"FROM {PROGRESS_TABLE}" in statement and not dropped:
+            dropped.append(statement)
+            with engine.begin() as other:
+                other.execute(sa.text("SET SESSION lock_wait_timeout = 5"))
+                other.execute(sa.text(f"DROP TABLE {PROGRESS_TABLE}"))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", drop_before_the_first_read)
+    try:
+        status = Database.from_url(mariadb_url).status()
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", drop_before_the_first_read)
+        engine.dispose()
+    assert dropped, "the progress table was never read"
+    assert status.owner == "empty" and status.in_progress == ()
+    assert PROGRESS_TABLE not in status.tables
+
+
+def test_a_view_is_not_a_table_of_the_status(mariadb_url: str) -> None:
+    # As on PostgreSQL (pg_tables) and SQLite (type 'table'): the catalog lists tables.
+    engine = sync_engine(mariadb_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE VIEW flow AS SELECT 1 AS id"))
+    finally:
+        engine.dispose()
+    status = Database.from_url(mariadb_url).status()
+    assert status.tables == frozenset() and status.owner == "empty"
 
 
 def test_a_dead_holders_lock_is_released_by_the_server(mariadb_url: str) -> None:

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
 from flowdb.database.history import MIGRATIONS_FOLDER, load_history
 from tests.cli.helpers import flowdb, ok
-from tests.dbtools import lock_holder, set_revision
+from tests.dbtools import holder_description, lock_holder, set_revision
 
 
 def test_ready_while_a_migration_runs_on_a_schema_that_already_serves_this_code(
@@ -29,7 +29,7 @@ def test_ready_while_a_migration_runs_on_a_schema_that_already_serves_this_code(
         body = response.json()
         assert body["schema_revision"] == previous
         assert body["head"] == history.head
-        assert f"pid {holder.pid}" in body["detail"]
+        assert holder_description(configured, holder) in body["detail"]
         assert "already serves this code" in body["detail"]
 
 

@@ -43,15 +43,38 @@ _held_guard = threading.Lock()
 
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds the migration lock, as far as a waiter can tell."""
+    """Who holds the migration lock, as far as a waiter can tell.
+
+    A holder that says who it is (PostgreSQL's ``application_name``, SQLite's holder
+    file) is known by its ``command``, ``pid`` and ``host``. A holder that a waiter knows
+    only as a connection of the database server (MariaDB and MySQL have no
+    ``application_name``: the process list shows a connection id, a client address and
+    an idle time) has ``connection`` (the server's id of it), ``host`` (the client's
+    ``address:port``) and no ``pid``: the server's connection id is not a process id.
+    """
 
     command: str
-    pid: int
+    pid: int | None
     host: str
     since: str
+    connection: int | None = None
+
+    @classmethod
+    def server_connection(cls, connection: int, client: str, since: str) -> LockHolder:
+        """A holder known only by its server ``connection`` and ``client`` address."""
+        return cls(command="command", pid=None, host=client, since=since, connection=connection)
 
     def describe(self) -> str:
-        """One phrase for messages: "flowdb upgrade (pid 12 on web-1, since 10:02:03 UTC)"."""
+        """One phrase for messages: "flowdb upgrade (pid 12 on web-1, since 10:02:03 UTC)".
+
+        A holder known by its server connection: "a flowdb command on server connection
+        9583 (client 10.0.0.5:54321, lock taken 10:02:03 UTC)".
+        """
+        if self.pid is None:
+            return (
+                f"a flowdb {self.command} on server connection {self.connection} "
+                f"(client {self.host}, lock taken {self.since})"
+            )
         return f"flowdb {self.command} (pid {self.pid} on {self.host}, since {self.since})"
 
 

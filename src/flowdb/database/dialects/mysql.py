@@ -11,7 +11,8 @@
 * The migration lock: ``GET_LOCK`` on a name derived from the database's name, polled
   with a zero wait until ``FLOWDB_MIGRATION_LOCK_TIMEOUT``; the server releases it when
   the holder's connection ends. Waiters find the holder with ``IS_USED_LOCK`` and name it
-  from the process list (its connection id, client host and how long it has been there).
+  from the process list: its connection id, its client's address and port, and when it
+  took the lock (its pid and command are not visible to other connections).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ _VERSION_TABLE = "alembic_version"
 MINIMUM_MARIADB = (10, 6)
 MINIMUM_MYSQL = (8, 0)
 _LOCK_PREFIX = "flowdb-migrations:"
+_NO_SUCH_TABLE = 1146
+#: Reads of the catalog before a table that keeps vanishing while it is read is an error.
+_CATALOG_ATTEMPTS = 5
 
 
 class MysqlDialect(Dialect):
@@ -145,32 +149,25 @@ class MysqlDialect(Dialect):
     # --- reading without writing ----------------------------------------------------------
 
     def read_catalog(self, waiter: Waiter) -> Catalog:
-        """Version rows and the tables of the database, from ``information_schema``."""
-        import sqlalchemy as sa
+        """Version rows and the base tables of the database, from ``information_schema``.
 
-        from flowdb.database.status import PROGRESS_TABLE
+        Views are not tables (as on PostgreSQL and SQLite). DDL commits by itself here, so
+        a table listed may be gone by the time it is read (a migration drops
+        ``flowdb_migration_progress`` when it finishes): the catalog is then read again.
+        """
+        import sqlalchemy as sa
 
         engine = self.create_sync_engine("flowdb-status")
         try:
             with engine.connect() as connection:
-                tables = frozenset(
-                    connection.execute(
-                        sa.text(
-                            "SELECT table_name FROM information_schema.tables "
-                            "WHERE table_schema = DATABASE()"
-                        )
-                    ).scalars()
-                )
-                in_progress: tuple[tuple[str, str, int], ...] = ()
-                if PROGRESS_TABLE in tables:
-                    query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
-                    in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
-                if _VERSION_TABLE not in tables:
-                    return Catalog(versions=None, tables=tables, in_progress=in_progress)
-                rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}"))
-                return Catalog(
-                    versions=list(rows.scalars()), tables=tables, in_progress=in_progress
-                )
+                for _ in range(_CATALOG_ATTEMPTS - 1):
+                    try:
+                        return _read_catalog_once(connection)
+                    except sa.exc.DBAPIError as exc:
+                        if _error_code(exc) != _NO_SUCH_TABLE:
+                            raise
+                        connection.rollback()
+                return _read_catalog_once(connection)
         finally:
             engine.dispose()
 
@@ -402,11 +399,43 @@ def _error_code(exc: BaseException) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
-def _holder(connection: Connection, name: str) -> LockHolder | None:
-    """Who holds lock ``name``: its connection in the process list."""
+def _read_catalog_once(connection: Connection) -> Catalog:
+    """The base tables, then the rows of flowdb's progress and version tables among them."""
     import sqlalchemy as sa
 
-    from flowdb.database.locking import LockHolder
+    from flowdb.database.status import PROGRESS_TABLE
+
+    tables = frozenset(
+        connection.execute(
+            sa.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                "DATABASE() AND table_type IN ('BASE TABLE', 'SYSTEM VERSIONED')"
+            )
+        ).scalars()
+    )
+    in_progress: tuple[tuple[str, str, int], ...] = ()
+    if PROGRESS_TABLE in tables:
+        query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
+        in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
+    if _VERSION_TABLE not in tables:
+        return Catalog(versions=None, tables=tables, in_progress=in_progress)
+    rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}"))
+    return Catalog(versions=list(rows.scalars()), tables=tables, in_progress=in_progress)
+
+
+def _holder(connection: Connection, name: str) -> LockHolder | None:
+    """Who holds lock ``name``: its connection in the process list.
+
+    Only the server's side of the holder is visible (no ``application_name``;
+    ``performance_schema`` is off by default): its connection id, its client's
+    ``host:port``, and ``time``, the seconds since its last statement, which for flowdb's
+    lock connection is the ``GET_LOCK`` that took the lock.
+    """
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from flowdb.database.locking import LockHolder, now_text
 
     row = connection.execute(
         sa.text(
@@ -417,10 +446,6 @@ def _holder(connection: Connection, name: str) -> LockHolder | None:
     ).first()
     if row is None:
         return None
-    connection_id, host, seconds = row
-    return LockHolder(
-        command="command",
-        pid=int(connection_id),
-        host=f"{str(host or '?').rsplit(':', 1)[0]} (connection {connection_id})",
-        since=f"{int(seconds or 0)} s ago",
-    )
+    connection_id, client, seconds = row
+    taken = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(seconds or 0))
+    return LockHolder.server_connection(int(connection_id), str(client or "?"), now_text(taken))

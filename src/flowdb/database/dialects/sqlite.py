@@ -313,7 +313,7 @@ class SqliteDialect(Dialect):
         import socket
 
         holder = self._holder()
-        if holder is None or holder.host != socket.gethostname():
+        if holder is None or holder.pid is None or holder.host != socket.gethostname():
             return holder
         try:
             os.kill(holder.pid, 0)
