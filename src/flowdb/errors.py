@@ -131,7 +131,7 @@ class ForeignDatabaseError(FlowdbError):
 
 
 class MigrationInProgressError(FlowdbError):
-    """An online migration is part way through; only an upgrade may go on from there."""
+    """A migration is part way through; only the direction that started it may go on."""
 
     exit_code = ExitCode.REFUSED
 

@@ -482,3 +482,49 @@ def test_move_deployment_schedules_into_table(raw: Raw, batch_size: int) -> None
             assert document(row["schedule"]) == deployment["schedule"]
         else:  # SQL NULL and JSON null both come back as "no schedule"
             assert row["is_null"] in (True, 1)
+
+
+def test_a_rerun_downgrade_joins_each_task_key_once(
+    mariadb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB: dropping dynamic_key commits the join before it; if the drop then dies,
+    the rerun of the downgrade must not join the keys a second time."""
+    from tests.dbtools import in_progress
+
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", mariadb_url)
+    raw = Raw(mariadb_url)
+    alembic_upgrade(SPLIT)
+    run_id = uuid.uuid4()
+    raw.insert(
+        "flow_run",
+        {"id": run_id, "flow_id": seed_flow(raw), "name": "run", "expected_start_time": T0},
+    )
+    keys = {"t": ("t", "1"), "a": ("a", ""), "b": ("b", "x:y")}
+    raw.insert(
+        "task_run",
+        *[
+            {"id": uuid.uuid4(), "flow_run_id": run_id, "task_key": key, "dynamic_key": dynamic}
+            | {"name": name}
+            for name, (key, dynamic) in keys.items()
+        ],
+    )
+
+    def die_in_the_drop(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "DROP COLUMN dynamic_key" in statement:
+            cursor.execute("COMMIT")  # what the server does before any DDL
+            raise RuntimeError("killed while dropping dynamic_key")
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", die_in_the_drop)
+    try:
+        with pytest.raises(Exception, match="dropping dynamic_key"):
+            alembic_downgrade("-1")
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", die_in_the_drop)
+    assert in_progress(mariadb_url) == ((SPLIT, "downgrade", 0),)
+
+    alembic_downgrade("-1")
+
+    rows = {row["name"]: row["task_key"] for row in raw.rows("SELECT name, task_key FROM task_run")}
+    assert rows == {"t": "t:1", "a": "a", "b": "b:x:y"}
+    assert in_progress(mariadb_url) == ()
+    raw.engine.dispose()

@@ -14,6 +14,9 @@ upgrade (and no progress record left).
   bookkeeping), each then completed by a plain upgrade.
 
 Both replay the history (an empty database would otherwise get the fresh install).
+A downgrade from head to base is killed the same way, once after each of its distinct
+DDL statements: each revision it reverts is marked first, ``upgrade`` refuses while
+one is marked, and running the downgrade again finishes it.
 The fresh install from the snapshot is killed after each of its writing statements in
 turn: the database is then empty, or marked as a fresh install part way through, or at
 head; the next upgrade (from the snapshot, or every other time a replay, as a flowdb
@@ -46,11 +49,18 @@ IDS = [revision.id for revision in HISTORY.revisions]
 
 
 def killed_upgrade(
-    url: str, after: int, *, ddl_only: bool, new_ddl_file: str = "", replay: bool = True
+    url: str,
+    after: int,
+    *,
+    ddl_only: bool,
+    new_ddl_file: str = "",
+    replay: bool = True,
+    command: tuple[str, ...] = ("upgrade", "-y"),
 ) -> subprocess.CompletedProcess[str]:
     """``flowdb database upgrade -y``, SIGKILLed after its ``after``-th counted statement.
 
     ``replay``: an empty database gets the history replayed, not the snapshot.
+    ``command``: another ``flowdb database`` command to run instead.
     """
     env = {
         **os.environ,
@@ -66,8 +76,7 @@ def killed_upgrade(
             "tests.database.kill_after",
             str(after),
             "database",
-            "upgrade",
-            "-y",
+            *command,
         ],
         env=env,
         stdin=subprocess.DEVNULL,
@@ -170,3 +179,36 @@ def test_a_kill_after_every_statement_of_the_fresh_install(clean_head: dict[str,
         finally:
             drop_mariadb_database(url)
     assert marked >= writes - 8  # every kill between the mark and the last commit
+
+
+def test_a_kill_after_every_ddl_statement_of_a_downgrade(mariadb_url: str, tmp_path: Path) -> None:
+    from flowdb.database.status import DOWNGRADE_PHASE
+    from flowdb.errors import ExitCode
+    from tests.dbtools import table_names
+
+    upgrade(mariadb_url)
+    killed_after = tmp_path / "killed-after.txt"
+    kills = refused = 0
+    down = ("downgrade", "-y", "-r", "base")
+    while True:
+        result = killed_upgrade(
+            mariadb_url, 0, ddl_only=True, new_ddl_file=str(killed_after), command=down
+        )
+        if result.returncode == 0:
+            break
+        assert result.returncode == -signal.SIGKILL, result.stderr
+        kills += 1
+        current, progress = revision_of(mariadb_url), in_progress(mariadb_url)
+        assert current is None or current in IDS
+        assert progress in ((), ((current, DOWNGRADE_PHASE, 0),)), (current, progress)
+        if progress:
+            again = killed_upgrade(mariadb_url, 0, ddl_only=True)
+            assert again.returncode == ExitCode.REFUSED, again.stderr
+            assert f"part way through reverting {current}" in again.stderr
+            refused += 1
+        assert kills < 500, "the chain does not advance"
+    assert revision_of(mariadb_url) is None
+    assert in_progress(mariadb_url) == ()
+    assert table_names(mariadb_url) <= {"alembic_version", "flowdb_migration_run"}
+    assert kills == len(killed_after.read_text().splitlines()) >= 20
+    assert refused > 0

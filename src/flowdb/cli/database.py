@@ -346,7 +346,12 @@ def current(as_json: bool = _JSON) -> None:
         out.print("Status: at head")
     else:
         out.print(f"Status: {status.pending} migration(s) pending; run 'flowdb database upgrade'")
-    if status.in_progress:
+    if status.downgrade_part_way is not None:
+        out.print(
+            f"Part way: a downgrade reverting {status.downgrade_part_way}; run 'flowdb "
+            "database downgrade' again to finish it (upgrade refuses until then)"
+        )
+    elif status.in_progress:
         out.print(
             f"Part way: {escape(status.describe_progress())}; 'flowdb database upgrade' "
             "continues it"

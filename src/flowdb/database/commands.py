@@ -77,7 +77,14 @@ def migrate(
     with database.errors(), database.lock(direction):
         status = database.status()
         status.require_known(database)
-        if direction == "downgrade" and status.in_progress:
+        reverting = status.downgrade_part_way
+        if direction == "upgrade" and reverting is not None:
+            raise MigrationInProgressError(
+                f"A downgrade is part way through reverting {reverting} on "
+                f"{database.describe()}; nothing was changed. Run 'flowdb database "
+                "downgrade' again to finish it (what it dropped is gone), then upgrade."
+            )
+        if direction == "downgrade" and status.in_progress and reverting is None:
             raise MigrationInProgressError(
                 f"Migration {status.describe_progress()} is part way through on "
                 f"{database.describe()}; run 'flowdb database upgrade' to finish it first "

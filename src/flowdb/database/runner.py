@@ -66,6 +66,7 @@ def run_plan(database: Database, plan: Plan) -> None:
         return
     config = alembic_config(database)
     config.attributes["direction"] = plan.direction  # for rerunnable DDL (MySQL)
+    config.attributes["target"] = plan.target
     run = command.upgrade if plan.direction == "upgrade" else command.downgrade
     retries = database.settings.migration_lock_retries
     with database.errors():

@@ -74,6 +74,10 @@ def _restartable_options(connection: Any) -> dict[str, Any]:
     def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         if step.is_upgrade:
             restartable.unmark(ctx.connection, step.up_revision_id)
+        else:
+            reached = step.down_revision_ids[0] if step.down_revision_ids else None
+            target = config.attributes.get("target")
+            restartable.downgrade_step_done(ctx.connection, step.up_revision_id, reached, target)
         if on_step is not None:
             on_step(ctx=ctx, step=step, heads=heads, run_args=run_args)
 
@@ -93,6 +97,12 @@ def run_migrations_online() -> None:
                 },
             )
             with context.begin_transaction():
+                if database.dialect.ddl_commits and config.attributes.get("direction") == (
+                    "downgrade"
+                ):
+                    from flowdb.database.migrations import restartable
+
+                    restartable.mark_downgrade(connection)
                 context.run_migrations()
     finally:
         engine.dispose()

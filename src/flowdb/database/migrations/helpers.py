@@ -7,7 +7,7 @@ uses it: add new helpers instead of editing old ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -206,6 +206,15 @@ def has_column(table: str, column: str) -> bool:
     if context.is_offline_mode():
         return False
     return any(c["name"] == column for c in sa.inspect(op.get_bind()).get_columns(table))
+
+
+def still_needed(work_left: Callable[[], bool]) -> bool:
+    """Whether a step must run: always offline and where a migration is one transaction.
+
+    Where DDL commits by itself (MySQL) a rerun of a killed migration may find the step
+    done, and its SQL would fail or do it twice: it runs only while ``work_left()``.
+    """
+    return context.is_offline_mode() or not dialect().ddl_commits or work_left()
 
 
 def add_column_if_missing(table: str, column: sa.Column[Any]) -> None:

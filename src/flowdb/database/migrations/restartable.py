@@ -13,6 +13,10 @@ statement leaves three statements done and no version update. So on such a diale
   ``flowdb_migration_progress`` (phase ``statements``), in the statement's own commit;
   the record goes with the version update. ``flowdb database current`` shows it, and the
   next ``upgrade`` reruns the migration from its start, skipping what is done.
+* A downgrade records each revision it reverts (phase ``downgrade``) before the first
+  of its statements, the next one as the version moves down. A killed downgrade is
+  finished by running it again; ``upgrade`` refuses until then (the schema is part
+  reverted, and what the downgrade dropped is gone).
 
 Offline (``--dry-run``) nothing is looked at: every statement is printed.
 """
@@ -24,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
+from flowdb.database.status import DOWNGRADE_PHASE, PROGRESS_TABLE, VERSION_TABLE
 
 #: ``flowdb_migration_progress``, as ``migrations/online.py`` creates it.
 CREATE_PROGRESS = (
@@ -65,7 +69,7 @@ def next_revision(connection: Any, history: Any) -> str | None:
     return str(ids[ids.index(current) + 1])
 
 
-def mark(connection: Any, revision: str) -> None:
+def mark(connection: Any, revision: str, phase: str = "statements") -> None:
     """Record ``revision`` as part way through, unless it is already (by an online phase)."""
     connection.execute(sa.text(CREATE_PROGRESS))
     found = connection.execute(
@@ -75,10 +79,35 @@ def mark(connection: Any, revision: str) -> None:
         connection.execute(
             sa.text(
                 f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, updated) "
-                "VALUES (:r, 'statements', 0, :now)"
+                "VALUES (:r, :phase, 0, :now)"
             ),
-            {"r": revision, "now": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+            {
+                "r": revision,
+                "phase": phase,
+                "now": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
         )
+
+
+def mark_downgrade(connection: Any) -> None:
+    """Record the revision a downgrade reverts first, before any of its statements.
+
+    The record commits with the first statement that commits by itself; a process
+    killed in the middle then leaves the revision marked (``current`` shows it, and
+    ``upgrade`` refuses until the downgrade is run again).
+    """
+    current = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    if current is not None:
+        mark(connection, str(current), DOWNGRADE_PHASE)
+
+
+def downgrade_step_done(
+    connection: Any, reverted: str, reached: str | None, target: str | None
+) -> None:
+    """After reverting ``reverted`` (now at ``reached``): mark the next one, forget this one."""
+    if reached is not None and reached != target:
+        mark(connection, reached, DOWNGRADE_PHASE)
+    unmark(connection, reverted)
 
 
 def unmark(connection: Any, revision: str) -> None:

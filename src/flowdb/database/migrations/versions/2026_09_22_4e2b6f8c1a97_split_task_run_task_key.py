@@ -145,11 +145,13 @@ def downgrade() -> None:
     with op.batch_alter_table("task_run", copy_from=after) as batch:
         batch.drop_constraint(NEW_UNIQUE, type_="unique")
 
-    h.execute_in_batches(
-        "task_run",
-        "UPDATE task_run SET task_key = CASE WHEN dynamic_key = '' THEN task_key "
-        "ELSE task_key || ':' || dynamic_key END WHERE {batch}",
-    )
+    # Emptying dynamic_key as it is joined makes a rerun (MySQL) join each row once.
+    if h.still_needed(lambda: h.has_column("task_run", "dynamic_key")):
+        h.execute_in_batches(
+            "task_run",
+            "UPDATE task_run SET task_key = CASE WHEN dynamic_key = '' THEN task_key "
+            "ELSE task_key || ':' || dynamic_key END, dynamic_key = '' WHERE {batch}",
+        )
 
     joined = task_run(sa.Column("dynamic_key", sa.String(255), nullable=False))
     with op.batch_alter_table("task_run", copy_from=joined) as batch:

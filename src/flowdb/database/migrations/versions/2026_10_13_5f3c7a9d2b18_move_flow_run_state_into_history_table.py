@@ -168,11 +168,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.add_column("flow_run", sa.Column("state_message", sa.Text(), nullable=True))
-    h.execute_in_batches(
-        "flow_run",
-        "UPDATE flow_run SET state_message = (SELECT s.message FROM flow_run_state s "
-        "WHERE s.id = flow_run.state_id) WHERE state_id IS NOT NULL AND {batch}",
-    )
+    if h.still_needed(lambda: h.has_column("flow_run", "state_id")):
+        h.execute_in_batches(
+            "flow_run",
+            "UPDATE flow_run SET state_message = (SELECT s.message FROM flow_run_state s "
+            "WHERE s.id = flow_run.state_id) WHERE state_id IS NOT NULL AND {batch}",
+        )
     after = flow_run(
         sa.Column("state_id", sa.Uuid(), nullable=True),
         h.fk("flow_run", "state_id", "flow_run_state", "SET NULL", name=STATE_FK),

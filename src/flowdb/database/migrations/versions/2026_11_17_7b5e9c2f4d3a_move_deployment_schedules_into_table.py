@@ -78,10 +78,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.add_column("deployment", h.json_column("schedule", nullable=True))
-    h.execute_in_batches(
-        "deployment",
-        "UPDATE deployment SET schedule = (SELECT ds.schedule FROM deployment_schedule ds "
-        "WHERE ds.deployment_id = deployment.id ORDER BY ds.created, ds.id LIMIT 1) "
-        "WHERE {batch}",
-    )
+    if h.still_needed(lambda: h.has_table("deployment_schedule")):
+        h.execute_in_batches(
+            "deployment",
+            "UPDATE deployment SET schedule = (SELECT ds.schedule FROM deployment_schedule ds "
+            "WHERE ds.deployment_id = deployment.id ORDER BY ds.created, ds.id LIMIT 1) "
+            "WHERE {batch}",
+        )
     op.drop_table("deployment_schedule")
