@@ -31,8 +31,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_pgbouncer(server_url: str, pool_mode: str = "transaction") -> Iterator[int]:
-    """Start PgBouncer in front of ``server_url``'s server; yield its port; stop it."""
+def running_pgbouncer(
+    server_url: str, pool_mode: str = "transaction", pool_size: int = 20, ignored: str = ""
+) -> Iterator[int]:
+    """Start PgBouncer in front of ``server_url``'s server; yield its port; stop it.
+
+    ``pool_size``: server connections per database and user; ``ignored``: its
+    ``ignore_startup_parameters`` (comma-separated).
+    """
     if not Path(_BINARY).exists():
         pytest.fail("PgBouncer is required for this test: apt-get install -y pgbouncer")
     server = sa.make_url(server_url)
@@ -45,8 +51,9 @@ def running_pgbouncer(server_url: str, pool_mode: str = "transaction") -> Iterat
         "[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = trust\nauth_file = {folder / 'users.txt'}\n"
-        f"pool_mode = {pool_mode}\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        f"pool_mode = {pool_mode}\nmax_client_conn = 500\ndefault_pool_size = {pool_size}\n"
         f"logfile = {folder / 'pgbouncer.log'}\n"
+        + (f"ignore_startup_parameters = {ignored}\n" if ignored else "")
     )
     command = [_BINARY, str(folder / "pgbouncer.ini")]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root

@@ -2,7 +2,8 @@
 
 A session advisory lock does not hold there (each transaction may get another server
 connection): flowdb takes the same lock at transaction level in a transaction it keeps
-open (``FLOWDB_DATABASE_POOL_MODE=transaction``).
+open (``FLOWDB_DATABASE_POOL_MODE=transaction``). Left at ``session`` by mistake, flowdb
+notices a lock another client left on its pooled server session and refuses in one line.
 """
 
 from __future__ import annotations
@@ -153,3 +154,63 @@ def test_the_api_routes_through_pgbouncer(
         assert len(api.get(f"/api/logs?flow_run_id={run['id']}").json()) == 2
         assert api.post("/api/admin/database/clear").status_code == 200
         assert api.get("/api/flows").json() == []
+
+
+def test_a_transaction_pooler_left_unconfigured_is_refused_in_one_line(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session mode through a transaction pooler: the holder's lock stays on the pooled
+    server session; the next command there must not take it again (it is re-entrant)."""
+    import subprocess
+    import sys
+
+    from flowdb.errors import ExitCode
+    from tests.dbtools import ADMIN_URL, lock_holder
+    from tests.pgbouncer import running_pgbouncer, through
+
+    monkeypatch.setenv("FLOWDB_DATABASE_POOL_MODE", "session")
+    monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_TIMEOUT", "5")
+    # One server connection: every statement of both processes runs on it. The pooler
+    # ignores the options parameter (otherwise it refuses session mode at once: below).
+    with running_pgbouncer(ADMIN_URL, pool_size=1, ignored="options") as port:
+        url = through(port, postgres_url)
+        with lock_holder(url):
+            result = subprocess.run(
+                [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+                env={**os.environ, "FLOWDB_DATABASE_URL": url},
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: The migration lock does not hold on "), result.stderr
+    assert "FLOWDB_DATABASE_POOL_MODE=transaction" in lines[-1]
+    assert "Traceback" not in result.stderr
+    assert revision_of(postgres_url) is None
+
+
+def test_session_mode_through_a_pooler_that_refuses_options_says_what_to_set(
+    postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from flowdb.errors import ExitCode
+    from tests.pgbouncer import through
+
+    url = through(pgbouncer_port, postgres_url)
+    result = subprocess.run(
+        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+        env={**os.environ, "FLOWDB_DATABASE_URL": url, "FLOWDB_DATABASE_POOL_MODE": "session"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: A pooler in front of "), result.stderr
+    assert "FLOWDB_DATABASE_POOL_MODE=transaction" in last
+    assert revision_of(postgres_url) is None

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 import uuid
@@ -55,6 +56,18 @@ if TYPE_CHECKING:
 
 #: The advisory lock key: ASCII "flow", below 2**31 so pg_locks shows it in ``objid``.
 ADVISORY_LOCK_KEY = 0x666C6F77
+#: One line for a session lock that does not hold: a transaction pooler in between.
+_POOLED_HINT = (
+    "The migration lock does not hold on %s: its server session changes between "
+    "statements, so a pooler in transaction mode (such as PgBouncer) is in between; set "
+    "FLOWDB_DATABASE_POOL_MODE=transaction for this URL (nothing was changed)."
+)
+_RELEASE_HINT = (
+    "The migration lock on %s was not held by the session that released it: a pooler in "
+    "transaction mode is in between, and concurrent migrations were not kept apart; set "
+    "FLOWDB_DATABASE_POOL_MODE=transaction for this URL."
+)
+logger = logging.getLogger("flowdb.migrations.lock")
 CONNECT_TIMEOUT_SECONDS = 10
 _APPLICATION_PREFIX = "flowdb-lock"
 _VERSION_TABLE = "alembic_version"
@@ -234,18 +247,45 @@ class PostgresDialect(Dialect):
         try:
             with engine.connect() as raw_connection:
                 connection = raw_connection.execution_options(isolation_level="AUTOCOMMIT")
-                try_lock = sa.text("SELECT pg_try_advisory_lock(:key)")
-                while not connection.execute(try_lock, {"key": ADVISORY_LOCK_KEY}).scalar():
+                while not self._try_session_lock(connection):
                     waiter.still_waiting(_holder(connection))
                     time.sleep(min(POLL_SECONDS, waiter.remaining()))
                 try:
                     yield
                 finally:
-                    connection.execute(
+                    released = connection.execute(
                         sa.text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
-                    )
+                    ).scalar()
+                    if not released:
+                        logger.warning(_RELEASE_HINT, self.url.redacted())
         finally:
             engine.dispose()
+
+    def _try_session_lock(self, connection: Connection) -> bool:
+        """``pg_try_advisory_lock``, refusing a server session that holds the lock already.
+
+        A new session never does, directly or behind a session pooler (which resets
+        each session it hands over). Behind a transaction pooler it can: another
+        client's lock stays on the pooled session it was taken on, and taking it again
+        there would succeed (the lock is re-entrant). One statement, so both halves run
+        on the same server session.
+        """
+        import sqlalchemy as sa
+
+        query = sa.text(
+            "WITH before AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM pg_locks "
+            "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = 0 "
+            "AND objid = :key AND objsubid = 1) AS held) "
+            "SELECT held, pg_try_advisory_lock(:key) FROM before"
+        )
+        held, taken = connection.execute(query, {"key": ADVISORY_LOCK_KEY}).one()
+        if held:
+            if taken:  # undo the re-entrant count this call added
+                connection.execute(
+                    sa.text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
+                )
+            raise ConfigurationError(_POOLED_HINT % self.url.redacted())
+        return bool(taken)
 
     def migration_running(self) -> LockHolder | None:
         """The session holding flowdb's advisory lock in this database, from ``pg_locks``."""
@@ -289,6 +329,12 @@ class PostgresDialect(Dialect):
             "connection is lost",
             "terminating connection",
         )
+        if "unsupported startup parameter" in lowered:
+            return ConfigurationError(
+                f"A pooler in front of {where} refused a startup parameter ({text}); behind "
+                "PgBouncer in transaction pooling set FLOWDB_DATABASE_POOL_MODE=transaction "
+                "(in session pooling, add the parameter to its ignore_startup_parameters)."
+            )
         missing_database = 'database "' in lowered and "does not exist" in lowered
         if missing_database or any(marker in lowered for marker in connection_markers):
             return DatabaseUnreachableError(
