@@ -145,7 +145,13 @@ def undo_interrupted_install(database: Database, status: SchemaStatus) -> Schema
     if not fresh.interrupted(status):
         return status
     logger.warning("Dropping an interrupted fresh install before replaying the history")
-    fresh.undo(database)
+    if not fresh.undo(database):
+        from flowdb.errors import MigrationFailedError
+
+        raise MigrationFailedError(
+            f"An interrupted fresh install on {database.describe()} could not be dropped "
+            "before replaying the history; nothing else was changed. Run the upgrade again."
+        )
     return database.status()
 
 

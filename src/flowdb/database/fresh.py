@@ -158,8 +158,8 @@ def install(database: Database, snapshot: Snapshot) -> float:
                 try:
                     database.dialect.run_script(install_statements(database, snapshot))
                 except Exception:
-                    if database.dialect.ddl_commits:
-                        undo(database)
+                    if database.dialect.ddl_commits and not undo(database):
+                        undone = "stopped part way (the next upgrade completes it)"
                     raise
         except FlowdbError:
             raise
@@ -195,15 +195,21 @@ def install(database: Database, snapshot: Snapshot) -> float:
     return elapsed
 
 
-def undo(database: Database) -> None:
+def undo(database: Database) -> bool:
     """Drop what a failed install built where DDL commits by itself: the database was empty.
 
     Only an empty database or an interrupted fresh install is installed on, so the head
     schema's tables, the version table and the progress mark are all the install's own.
-    If this fails too, the mark stays and the next upgrade reruns the install.
+    Returns whether it worked; if not (the server went away, say), the mark stays and the
+    next upgrade completes the install, so the first failure is the one reported.
     """
     tables = [*sorted(database.history.all_tables), VERSION_TABLE, PROGRESS_TABLE]
-    database.dialect.run_script(database.dialect.drop_statements(tables, ()))
+    try:
+        database.dialect.run_script(database.dialect.drop_statements(tables, ()))
+    except Exception as exc:
+        logger.warning("Could not drop the failed fresh install's tables: %s", exc)
+        return False
+    return True
 
 
 def render(database: Database, snapshot: Snapshot) -> str:
