@@ -30,6 +30,26 @@ class Catalog:
     tables: frozenset[str]
     in_progress: tuple[tuple[str, str, int], ...] = ()
 
+    @classmethod
+    def read_rows(cls, connection: Connection, tables: frozenset[str]) -> Catalog:
+        """The catalog of a database whose ``tables`` were listed on ``connection``.
+
+        Reads flowdb's progress rows and the version rows from those of the two tables
+        that exist (SQLAlchemy dialects; SQLite reads its file with ``sqlite3``).
+        """
+        import sqlalchemy as sa
+
+        from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
+
+        in_progress: tuple[tuple[str, str, int], ...] = ()
+        if PROGRESS_TABLE in tables:
+            query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
+            in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
+        if VERSION_TABLE not in tables:
+            return cls(versions=None, tables=tables, in_progress=in_progress)
+        rows = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))
+        return cls(versions=list(rows.scalars()), tables=tables, in_progress=in_progress)
+
 
 class Dialect(ABC):
     """A database dialect: how flowdb connects to, locks, reads and clears one kind of database.

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from flowdb.database.urls import DatabaseUrl
 
 CONNECT_TIMEOUT_SECONDS = 10
-_VERSION_TABLE = "alembic_version"
 #: Oldest servers flowdb supports: (major, minor).
 MINIMUM_MARIADB = (10, 6)
 MINIMUM_MYSQL = (8, 0)
@@ -403,8 +402,6 @@ def _read_catalog_once(connection: Connection) -> Catalog:
     """The base tables, then the rows of flowdb's progress and version tables among them."""
     import sqlalchemy as sa
 
-    from flowdb.database.status import PROGRESS_TABLE
-
     tables = frozenset(
         connection.execute(
             sa.text(
@@ -413,14 +410,7 @@ def _read_catalog_once(connection: Connection) -> Catalog:
             )
         ).scalars()
     )
-    in_progress: tuple[tuple[str, str, int], ...] = ()
-    if PROGRESS_TABLE in tables:
-        query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
-        in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
-    if _VERSION_TABLE not in tables:
-        return Catalog(versions=None, tables=tables, in_progress=in_progress)
-    rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}"))
-    return Catalog(versions=list(rows.scalars()), tables=tables, in_progress=in_progress)
+    return Catalog.read_rows(connection, tables)
 
 
 def _holder(connection: Connection, name: str) -> LockHolder | None:

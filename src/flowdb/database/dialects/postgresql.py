@@ -70,7 +70,6 @@ _RELEASE_HINT = (
 logger = logging.getLogger("flowdb.migrations.lock")
 CONNECT_TIMEOUT_SECONDS = 10
 _APPLICATION_PREFIX = "flowdb-lock"
-_VERSION_TABLE = "alembic_version"
 #: How long one read of the catalog waits for a table lock before asking who holds it.
 _READ_LOCK_TIMEOUT_MS = 500
 _SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -550,21 +549,12 @@ def _unique_statement_name() -> str:
 def _read_catalog_once(connection: Connection) -> Catalog:
     import sqlalchemy as sa
 
-    from flowdb.database.status import PROGRESS_TABLE
-
     tables = frozenset(
         connection.execute(
             sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
         ).scalars()
     )
-    in_progress: tuple[tuple[str, str, int], ...] = ()
-    if PROGRESS_TABLE in tables:
-        query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
-        in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
-    if _VERSION_TABLE not in tables:
-        return Catalog(versions=None, tables=tables, in_progress=in_progress)
-    rows = connection.execute(sa.text(f"SELECT version_num FROM {_VERSION_TABLE}")).scalars()
-    return Catalog(versions=list(rows), tables=tables, in_progress=in_progress)
+    return Catalog.read_rows(connection, tables)
 
 
 def _holder(connection: Connection) -> LockHolder | None:
