@@ -95,13 +95,12 @@ def migrate(
             logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
             return plan
         snapshot = fresh_snapshot(database, plan, status) if use_snapshot else None
-        if snapshot is None and direction == "upgrade":
-            status = undo_interrupted_install(database, status)
-        if snapshot is None:
-            # (An interrupted fresh install's tables are its own: it resumes.)
+        if snapshot is None:  # (an interrupted fresh install that resumes has its own tables)
+            if direction == "upgrade":
+                status = undo_interrupted_install(database, status)
             check_name_clashes(database, plan, status)
-        if direction == "upgrade" and snapshot is None:
-            check_applied_files(database, status, accept=accept_changed)
+            if direction == "upgrade":
+                check_applied_files(database, status, accept=accept_changed)
         if approve is not None and not approve(plan, status):
             raise Declined(plan)
         if snapshot is not None:
