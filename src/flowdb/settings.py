@@ -6,17 +6,54 @@ long-lived processes see changes to the environment; reading them is cheap.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILENAME = "flowdb.db"
 #: Characters left as they are in the path of the default SQLite URL; ``%``, ``?`` and
 #: ``#`` (which SQLAlchemy would read as escapes, a query or a fragment) are encoded.
 _PATH_SAFE = "/ :@!$&'()*+,;=~[]"
+#: Settings whose value is a secret: an error about one never quotes it.
+SECRET_SETTINGS = frozenset({"server_api_auth"})
+#: The forms FLOWDB_SERVER_API_AUTH takes (shown when it is malformed; no value quoted).
+API_AUTH_FORMS = "'basic:<user>:<password>' or 'bearer:<token>'"
+
+
+@dataclass(frozen=True)
+class ApiCredentials:
+    """What ``FLOWDB_SERVER_API_AUTH`` asks of every request: HTTP Basic or a bearer token."""
+
+    scheme: Literal["basic", "bearer"]
+    #: For Basic, ``user:password`` (what the header encodes); for Bearer, the token.
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"ApiCredentials(scheme={self.scheme!r}, secret='**********')"
+
+
+def parse_api_auth(text: str) -> ApiCredentials:
+    """Read ``basic:<user>:<password>`` or ``bearer:<token>``.
+
+    A ``ValueError`` says what is wrong without quoting the text, which is a secret.
+    The user may not hold a colon (HTTP Basic could not tell where it ends); the token
+    is one word of visible ASCII, as RFC 6750 allows in a header.
+    """
+    scheme, _, rest = text.partition(":")
+    if scheme.lower() == "basic":
+        user, colon, password = rest.partition(":")
+        if not user or not colon or not password:
+            raise ValueError(f"a user and a password are needed: {API_AUTH_FORMS}")
+        return ApiCredentials("basic", f"{user}:{password}")
+    if scheme.lower() == "bearer":
+        if not rest or not all("!" <= char <= "~" for char in rest):
+            raise ValueError(f"the token must be visible ASCII without spaces: {API_AUTH_FORMS}")
+        return ApiCredentials("bearer", rest)
+    raise ValueError(f"must start with 'basic:' or 'bearer:': {API_AUTH_FORMS}")
 
 
 class Settings(BaseSettings):
@@ -98,6 +135,36 @@ class Settings(BaseSettings):
         default=False,
         description="Whether the destructive /api/admin/database routes are enabled.",
     )
+    server_api_auth: SecretStr | None = Field(
+        default=None,
+        description="Credentials every API request must carry, except /api/health and "
+        f"/api/ready: {API_AUTH_FORMS}; unset, the API is open.",
+    )
+    server_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="Largest request body the API server reads, in bytes; a larger one is "
+        "refused with 413 before it is read into memory.",
+    )
+
+    @field_validator("server_api_auth", mode="before")
+    @classmethod
+    def _api_auth_form(cls, value: object) -> object:
+        """Refuse a malformed credential setting at start, without quoting it (a secret)."""
+        if value is None or value == "":
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(text, str):
+            raise ValueError(f"must be text: {API_AUTH_FORMS}")
+        parse_api_auth(text)  # raises ValueError naming what is wrong, never the value
+        return text
+
+    def api_credentials(self) -> ApiCredentials | None:
+        """The credentials the API requires, or None when it is open."""
+        if self.server_api_auth is None:
+            return None
+        return parse_api_auth(self.server_api_auth.get_secret_value())
 
     @property
     def resolved_home(self) -> Path:
@@ -136,7 +203,8 @@ def get_settings() -> Settings:
         first = exc.errors()[0]
         name = "FLOWDB_" + "_".join(str(part) for part in first["loc"]).upper()
         value = first.get("input")
-        shown = f"={value!r}" if isinstance(value, str) and len(value) <= 80 else ""
+        secret = str(first["loc"][0]) in SECRET_SETTINGS if first["loc"] else False
+        shown = f"={value!r}" if isinstance(value, str) and len(value) <= 80 and not secret else ""
         raise ConfigurationError(
             f"{name}{shown} is invalid ({first['msg']}); fix or unset that environment variable."
         ) from None

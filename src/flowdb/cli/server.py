@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import typer
 
-from flowdb.cli.output import escape, interrupted_leaves, migration_report
+from flowdb.cli.output import escape, interrupted_leaves, migration_report, stderr_console
 
 server_app = typer.Typer(
     help="Serve the orchestration REST API.", no_args_is_help=True, rich_markup_mode=None
@@ -56,6 +56,8 @@ def start(
         ) from None
 
     database = Database.from_settings()
+    if database.settings.server_api_auth is None and not loopback_only(host):
+        stderr_console().print(escape(open_api_warning(host, port)), style="yellow")
     target = escape(database.location())
     if database.settings.migrate_on_start:
         with migration_report(f"Checking the schema of {target}"):
@@ -98,3 +100,24 @@ def check_address(host: str, port: int) -> None:
         raise AddressUnavailableError(
             f"Cannot listen on {host}:{port} ({error.strerror or error}); {fix}."
         ) from None
+
+
+def loopback_only(host: str) -> bool:
+    """Whether every address ``host`` names is this machine's loopback (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return False
+    addresses = {str(info[4][0]).split("%")[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def open_api_warning(host: str, port: int) -> str:
+    """The start-up line for an API reachable from other machines without credentials."""
+    return (
+        f"Warning: the API listens on {host}:{port}, beyond this machine, and "
+        "FLOWDB_SERVER_API_AUTH is not set: anyone who reaches the port can read and "
+        "change every flow and run. Set it, or listen on 127.0.0.1."
+    )

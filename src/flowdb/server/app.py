@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowdb import __version__
 from flowdb.database.target import Database
 from flowdb.errors import FlowdbError, one_line_message
-from flowdb.server import failures, http
+from flowdb.server import edges, failures, http, openapi
 from flowdb.server.engine import ServerDatabase
 from flowdb.server.routes.common import UNAVAILABLE
 from flowdb.settings import Settings
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Flows, flow runs, task runs and logs, stored by flowdb.",
         lifespan=_lifespan,
         generate_unique_id_function=_operation_id,
+        dependencies=[Depends(edges.refuse_unknown_query_parameters)],
     )
     app.state.settings = settings
     app.state.database = ServerDatabase(database)
@@ -97,6 +98,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (admin, flows, flow_runs, task_runs, logs):
         app.include_router(module.router, prefix="/api", responses=UNAVAILABLE)
     app.add_middleware(_SchemaGate, database=database)
+    # Added later is outer: credentials are checked before any body is read.
+    app.add_middleware(edges.BodyLimit, limit=settings.server_max_body_bytes)
+    credentials = settings.api_credentials()
+    if credentials is not None:
+        app.add_middleware(edges.Credentials, credentials=credentials)
+    openapi.install(app, credentials)
     failures.install(app)
     http.install(app)
     return app

@@ -73,6 +73,20 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def unreadable_body(cause: BaseException) -> str:
+    """The 400's sentence for a body that could not be decoded before JSON parsing."""
+    if isinstance(cause, UnicodeDecodeError):
+        byte = bytes(cause.object[cause.start : cause.start + 1]).hex()
+        if cause.encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+            return f"The body is not valid UTF-8 (byte 0x{byte} at offset {cause.start})."
+        # json.loads guesses UTF-16 and UTF-32 from the first bytes, as RFC 4627 allowed.
+        guessed = cause.encoding.upper()
+        return f"The body is not valid UTF-8 (nor the {guessed} its first bytes suggest)."
+    if isinstance(cause, RecursionError):
+        return "The body is not valid JSON (it is nested too deeply)."
+    return "The body is not valid JSON (it cannot be decoded)."
+
+
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     # Routes name the unique field they know of; this is the fallback for the rest.
     return _detail(409, "The request conflicts with an existing record.")

@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flowdb.server.failures import unreadable_body
+
 
 class Conventions:
     """ASGI middleware: trailing slashes stripped, HEAD answered as GET without a body."""
@@ -74,6 +76,10 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    cause = exc.__cause__
+    if exc.status_code == 400 and cause is not None and not isinstance(cause, HTTPException):
+        # FastAPI's own sentence for a body it could not decode (bad UTF-8, too deep).
+        exc = HTTPException(400, unreadable_body(cause))
     if exc.status_code == 405:
         allow = ", ".join(allowed_methods(request.app, request.scope))
         method = "HEAD" if request.scope.get("flowdb_head") else request.method
