@@ -2,8 +2,9 @@
 
 Clients see no driver text (it differs per dialect and may quote values) and never
 the database's location. Bad input is a 422 naming the field (a body that is not JSON
-at all, 400); conflicts are 409s; a database that cannot answer in time is a 503
-naming the setting that decides how long it may take.
+at all, 400, saying whether its UTF-8 or its JSON is broken); conflicts are 409s; a
+database that cannot answer in time is a 503 naming the setting that decides how long
+it may take.
 """
 
 from __future__ import annotations

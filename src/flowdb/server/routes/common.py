@@ -45,7 +45,7 @@ Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {
     404: {"model": ErrorBody, "description": "An id in the request names nothing."}
 }
-#: FastAPI answers 400 itself when a body is not JSON at all (bad bytes, truncated).
+#: A body that is not JSON at all (bad UTF-8, truncated, nested too deeply) is a 400.
 BAD_BODY: Responses = {400: {"model": ErrorBody, "description": "The body is not valid JSON."}}
 CONFLICT: Responses = {409: {"model": ErrorBody, "description": "A unique field is already taken."}}
 UNAVAILABLE: Responses = {
