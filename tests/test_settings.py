@@ -112,6 +112,7 @@ def test_home_names_with_url_syntax_round_trip(
         ("FLOWDB_MIGRATION_LOCK_TIMEOUT", "-3", ("'-3'", "greater than or equal to 0")),
         ("FLOWDB_MIGRATE_ON_START", "sometimes", ("'sometimes'", "boolean")),
         ("FLOWDB_SERVER_ADMIN_ROUTES", "perhaps", ("'perhaps'", "boolean")),
+        ("FLOWDB_SERVER_MAX_BODY_BYTES", "100", ("'100'", "greater than or equal to 1024")),
     ],
 )
 def test_malformed_variable_is_one_line_naming_it(
