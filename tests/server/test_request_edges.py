@@ -139,6 +139,25 @@ def test_a_declared_length_over_the_limit_is_refused_before_any_body_is_read(
     assert (b"connection", b"close") in sent[0]["headers"]
 
 
+def test_credentials_are_checked_before_any_body_is_read(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowdb.server.app import create_app
+
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("FLOWDB_SERVER_API_AUTH", "bearer:tok_1")
+    app = create_app()
+    for length in (b"300000000", b"10"):
+        scope = http_scope("/api/logs", [(b"content-length", length)])
+        sent, pulled = call(app, scope, endless(1))
+        status, body = answer(sent)
+        assert (status, pulled) == (401, 0), body
+        assert body["detail"].startswith("This API requires credentials")
+    scope = http_scope("/api/logs", [(b"authorization", b"Bearer tok_1")])
+    sent, pulled = call(app, scope, endless(16 * 1024))
+    assert answer(sent)[0] == 413 and pulled == 513  # 8 MiB in 16 KiB chunks, plus one
+
+
 def peak_rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
