@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import configparser
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from flowdb.database.history import load_history
 from flowdb.database.runner import main_options
+from flowdb.database.target import Database
 from tests.cli.helpers import flowdb
 from tests.dbtools import (
     holder_description,
@@ -186,6 +189,29 @@ def test_alembic_stamp_is_recorded_and_an_unknown_revision_changes_nothing(
     assert len(runs(sqlite_url)) == len(history.revisions)
 
 
+def test_a_failed_alembic_downgrade_is_one_line_recorded_and_rolled_back(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    history = load_history()
+    ini = write_ini(tmp_path)
+    ok(alembic(ini, "upgrade", "head", url=sqlite_url))
+    ok(alembic(ini, "downgrade", "-1", url=sqlite_url))
+    # A wrong stamp: the schema is one revision behind what the version row now says, so
+    # reverting the head revision meets a column that is already back.
+    ok(alembic(ini, "stamp", "head", url=sqlite_url))
+    before = table_names(sqlite_url)
+
+    result = alembic(ini, "downgrade", "-1", url=sqlite_url)
+
+    assert result.returncode != 0
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED: ")]
+    assert len(failed) == 1 and "rolled back" in failed[0], result.stdout
+    assert "Traceback" not in result.stderr
+    assert revision_of(sqlite_url) == history.head
+    assert table_names(sqlite_url) == before
+    assert runs(sqlite_url)[-1] == (history.head, "downgrade", False)
+
+
 def test_the_ini_sqlalchemy_url_wins_over_flowdb_settings(sqlite_url: str, tmp_path: Path) -> None:
     ini = write_ini(tmp_path, url=sqlite_url)
     other = f"sqlite:///{tmp_path / 'settings.db'}"
@@ -232,3 +258,59 @@ def test_alembic_upgrade_waits_for_the_lock_then_runs(sqlite_url: str, tmp_path:
         result.stderr
     )
     assert revision_of(sqlite_url) == load_history().head
+
+
+def test_flowdb_upgrade_refuses_while_an_alembic_upgrade_holds_the_lock(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """The other way round: a plain ``alembic upgrade`` holds the lock, flowdb names it.
+
+    The test keeps a write transaction open on the SQLite file, so the alembic run waits
+    for the database while it holds the migration lock; releasing it lets the run finish.
+    """
+    history = load_history()
+    ini = write_ini(tmp_path)
+    ok(alembic(ini, "upgrade", history.revisions[0].id, url=sqlite_url))
+    path = sqlite_path(sqlite_url)
+    assert path is not None
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    environment.update(
+        FLOWDB_HOME=str(tmp_path / "flowdb-home"),
+        FLOWDB_DATABASE_URL=sqlite_url,
+        FLOWDB_MIGRATION_LOCK_TIMEOUT="120",
+    )
+    running = subprocess.Popen(
+        [ALEMBIC, "-c", str(ini), "upgrade", "head"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        database = Database.from_url(sqlite_url)
+        deadline = time.monotonic() + RUN_TIMEOUT
+        holder = database.migration_running()
+        while holder is None and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            holder = database.migration_running()
+        assert holder is not None and holder.pid == running.pid
+        assert holder.command == "alembic-upgrade"
+
+        refused = flowdb(
+            sqlite_url,
+            "database",
+            "upgrade",
+            "-y",
+            home=tmp_path,
+            env={"FLOWDB_MIGRATION_LOCK_TIMEOUT": "1"},
+        )
+        assert refused.returncode == 6, refused.stderr
+        assert f"held by flowdb alembic-upgrade (pid {running.pid} " in refused.stderr
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        _out, err = running.communicate(timeout=RUN_TIMEOUT)
+    assert running.returncode == 0, err[-3000:]
+    assert revision_of(sqlite_url) == history.head
