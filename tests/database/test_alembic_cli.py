@@ -212,6 +212,22 @@ def test_a_failed_alembic_downgrade_is_one_line_recorded_and_rolled_back(
     assert runs(sqlite_url)[-1] == (history.head, "downgrade", False)
 
 
+def test_alembic_current_and_check_never_create_a_missing_sqlite_file(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    ini = write_ini(tmp_path)
+    path = sqlite_path(sqlite_url)
+    assert path is not None
+
+    assert ok(alembic(ini, "current", url=sqlite_url)).strip() == ""
+    checked = alembic(ini, "check", url=sqlite_url)
+
+    assert checked.returncode != 0
+    assert "FAILED: " in checked.stdout and "does not exist yet" in checked.stdout
+    assert "Traceback" not in checked.stderr
+    assert not path.exists()
+
+
 def test_the_ini_sqlalchemy_url_wins_over_flowdb_settings(sqlite_url: str, tmp_path: Path) -> None:
     ini = write_ini(tmp_path, url=sqlite_url)
     other = f"sqlite:///{tmp_path / 'settings.db'}"
@@ -246,17 +262,33 @@ def test_alembic_upgrade_refuses_while_flowdb_holds_the_migration_lock(
 
 def test_alembic_upgrade_waits_for_the_lock_then_runs(sqlite_url: str, tmp_path: Path) -> None:
     ini = write_ini(tmp_path)
-    hold = 3.0
-    with lock_holder(sqlite_url, seconds=hold) as holder:
-        result = alembic(
-            ini, "upgrade", "head", url=sqlite_url, env={"FLOWDB_MIGRATION_LOCK_TIMEOUT": "120"}
-        )
-        # The upgrade could only finish after the holder let go: it has exited by now.
-        assert holder.poll() is not None
-    ok(result)
-    assert f"Waiting for the migration lock held by flowdb upgrade (pid {holder.pid}" in (
-        result.stderr
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    environment.update(
+        FLOWDB_HOME=str(tmp_path / "flowdb-home"),
+        FLOWDB_DATABASE_URL=sqlite_url,
+        FLOWDB_MIGRATION_LOCK_TIMEOUT="120",
     )
+    with lock_holder(sqlite_url) as holder:
+        running = subprocess.Popen(
+            [ALEMBIC, "-c", str(ini), "upgrade", "head"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        assert running.stderr is not None
+        seen: list[str] = []
+        for line in running.stderr:  # ends at the latest when the run gives up (120 s)
+            seen.append(line)
+            if "Waiting for the migration lock" in line:
+                break
+        # Still waiting, with nothing applied, while the holder holds the lock.
+        assert running.poll() is None, "".join(seen)
+        assert f"held by flowdb upgrade (pid {holder.pid} " in seen[-1]
+        assert revision_of(sqlite_url) is None
+    # The holder is gone (killed): the waiting run takes the lock and finishes.
+    _out, err = running.communicate(timeout=RUN_TIMEOUT)
+    assert running.returncode == 0, err[-3000:]
     assert revision_of(sqlite_url) == load_history().head
 
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowdb.errors import FlowdbError, UsageError
+from flowdb.errors import FlowdbError, SchemaNotAtHeadError, UsageError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -190,15 +190,19 @@ class PlainRun:
         return self.command in MOVING or (self.command is None and self.revision is not None)
 
     @contextmanager
-    def online(self) -> Iterator[None]:
-        """Hold the migration lock around a run that moves the database; check and record it."""
+    def online(self) -> Iterator[bool]:
+        """Hold the migration lock around a run that moves the database; check and record it.
+
+        Yields whether to run: a read (``current``) of a database that does not exist yet
+        is base without creating it (as ``flowdb database current`` reads).
+        """
         from flowdb.database import journal
         from flowdb.database.commands import check_applied_files, record_failure, record_stamp
         from flowdb.database.impact import check_name_clashes
 
         if not self.moves:
             with alembic_errors(), self.database.errors():
-                yield
+                yield self._readable()
             return
         with (
             alembic_errors(),
@@ -212,7 +216,7 @@ class PlainRun:
 
                 stamp_target(self.database.history, self.revision)
             if self.command not in ("upgrade", "downgrade"):
-                yield
+                yield True
                 if self.command == "stamp":
                     record_stamp(self.database, self.database.status().current)
                 return
@@ -224,11 +228,23 @@ class PlainRun:
             self.config.attributes["target"] = plan.target
             started, at = time.perf_counter(), journal.now()
             try:
-                yield
+                yield True
             except Exception as exc:
                 if not plan.is_empty:
                     record_failure(self.database, plan, at, time.perf_counter() - started, exc)
                 raise
+
+    def _readable(self) -> bool:
+        """Whether a read-only run should connect: ``current`` and ``check`` create nothing."""
+        if self.command not in ("current", "check") or self.database.dialect.exists():
+            return True
+        if self.command == "current":
+            return False  # nothing applied: Alembic prints nothing for base
+        raise SchemaNotAtHeadError(
+            f"{self.database.describe()[:1].upper()}{self.database.describe()[1:]} does not "
+            "exist yet, so every table of the models is missing; run 'alembic upgrade head' "
+            "(or 'flowdb database upgrade') to create it."
+        )
 
     def _plan(self, current: str | None) -> Plan:
         from flowdb.database import planning

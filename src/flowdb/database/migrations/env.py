@@ -98,8 +98,9 @@ def run_migrations_online() -> None:
     Run by Alembic's own CLI, the run is guarded as flowdb's commands are (``interop``):
     the migration lock is held around anything that moves the database.
     """
-    with plain.online() if plain is not None else nullcontext():
-        _run_online()
+    with plain.online() if plain is not None else nullcontext(True) as run:
+        if run:
+            _run_online()
 
 
 def _run_online() -> None:
