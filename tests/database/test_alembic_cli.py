@@ -17,7 +17,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from flowdb.database.history import load_history
+from flowdb.database.migrations import restartable
 from flowdb.database.runner import main_options
+from flowdb.database.status import DOWNGRADE_PHASE, PROGRESS_TABLE
 from flowdb.database.target import Database
 from tests.cli.helpers import flowdb
 from tests.dbtools import (
@@ -25,6 +27,7 @@ from tests.dbtools import (
     in_progress,
     lock_holder,
     revision_of,
+    schema_snapshot,
     sqlite_path,
     sync_engine,
     table_names,
@@ -231,6 +234,37 @@ def test_alembic_current_and_check_never_create_a_missing_sqlite_file(
     assert "FAILED: " in checked.stdout and "does not exist yet" in checked.stdout
     assert "Traceback" not in checked.stderr
     assert not path.exists()
+
+
+def test_alembic_refuses_to_move_a_database_left_part_way(sqlite_url: str, tmp_path: Path) -> None:
+    """A killed run's mark (as MariaDB's restartable DDL and online migrations leave it)."""
+    history = load_history()
+    at, next_one = history.revisions[3].id, history.revisions[4].id
+    ini = write_ini(tmp_path)
+    ok(alembic(ini, "upgrade", at, url=sqlite_url))
+
+    def mark(revision: str, phase: str) -> None:
+        engine = sync_engine(sqlite_url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.text(restartable.CREATE_PROGRESS))
+                connection.execute(sa.text(f"DELETE FROM {PROGRESS_TABLE}"))
+                restartable.mark(connection, revision, phase)
+        finally:
+            engine.dispose()
+
+    for revision, phase, command in (
+        (at, DOWNGRADE_PHASE, ["upgrade", "head"]),
+        (next_one, "backfill", ["downgrade", "-1"]),
+    ):
+        mark(revision, phase)
+        before = schema_snapshot(sqlite_url)
+        result = alembic(ini, *command, url=sqlite_url)
+        assert result.returncode != 0
+        assert "part way through" in result.stdout and "nothing was changed" in result.stdout
+        assert "Traceback" not in result.stderr
+        assert revision_of(sqlite_url) == at
+        assert schema_snapshot(sqlite_url) == before
 
 
 def test_the_ini_sqlalchemy_url_wins_over_flowdb_settings(sqlite_url: str, tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ module for a ``PlainRun``. It:
 * around an online run that moves the database (upgrade, downgrade, stamp) holds flowdb's
   migration lock, so a plain ``alembic upgrade`` and a ``flowdb database upgrade`` never
   run at once, refuses a database flowdb cannot work with, and plans the run the way
-  flowdb would (unknown revisions, name clashes and changed revision files are refused
-  before anything is written);
+  flowdb would (unknown revisions, a migration left part way, name clashes and changed
+  revision files are refused before anything is written; a killed fresh install is
+  dropped before the replay);
 * records the run in flowdb's run record as flowdb does: each step with its file's hash,
   a failure apart, a stamp with the revisions it declares applied;
 * turns flowdb's one-line errors into Alembic's ``CommandError``, which the ``alembic``
@@ -29,13 +30,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowdb.errors import FlowdbError, SchemaNotAtHeadError, UsageError
+from flowdb.errors import (
+    FlowdbError,
+    MigrationInProgressError,
+    SchemaNotAtHeadError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
     from flowdb.database.events import Direction
     from flowdb.database.planning import Plan
+    from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
 #: The commands that move the database; they run under the migration lock.
@@ -197,7 +204,12 @@ class PlainRun:
         is base without creating it (as ``flowdb database current`` reads).
         """
         from flowdb.database import journal
-        from flowdb.database.commands import check_applied_files, record_failure, record_stamp
+        from flowdb.database.commands import (
+            check_applied_files,
+            record_failure,
+            record_stamp,
+            undo_interrupted_install,
+        )
         from flowdb.database.impact import check_name_clashes
 
         if not self.moves:
@@ -220,6 +232,9 @@ class PlainRun:
                 if self.command == "stamp":
                     record_stamp(self.database, self.database.status().current)
                 return
+            self._refuse_part_way(status)
+            if self.command == "upgrade":
+                status = undo_interrupted_install(self.database, status)
             plan = self._plan(status.current)
             if self.command == "upgrade":
                 check_name_clashes(self.database, plan, status)
@@ -233,6 +248,27 @@ class PlainRun:
                 if not plan.is_empty:
                     record_failure(self.database, plan, at, time.perf_counter() - started, exc)
                 raise
+
+    def _refuse_part_way(self, status: SchemaStatus) -> None:
+        """Refuse to move a database where a killed run left a migration part way through.
+
+        A downgrade part way must be finished by downgrading; any other migration part
+        way, by upgrading (its finished phases cannot be reverted on their own).
+        """
+        reverting = status.downgrade_part_way
+        where = self.database.describe()
+        if self.command == "upgrade" and reverting is not None:
+            raise MigrationInProgressError(
+                f"A downgrade is part way through reverting {reverting} on {where}; nothing "
+                "was changed. Finish it with 'alembic downgrade' to the revision it was going "
+                "to (or 'flowdb database downgrade'), then upgrade."
+            )
+        if self.command == "downgrade" and status.in_progress and reverting is None:
+            raise MigrationInProgressError(
+                f"Migration {status.describe_progress()} is part way through on {where}; "
+                "nothing was changed. Finish it with 'alembic upgrade head' (or 'flowdb "
+                "database upgrade') before downgrading."
+            )
 
     def _readable(self) -> bool:
         """Whether a read-only run should connect: ``current`` and ``check`` create nothing."""
