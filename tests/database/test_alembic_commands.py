@@ -435,6 +435,61 @@ def test_stamp_with_an_unknown_revision_raises_and_changes_nothing(configured: s
     assert schema_snapshot(configured) == before
 
 
+def test_stamp_takes_a_list_or_tuple_of_revisions_as_alembic_does(configured: str) -> None:
+    history = load_history()
+    middle = history.revisions[3].id
+
+    alembic_stamp(["head"])
+    assert version_rows(configured) == [history.head]
+
+    alembic_stamp((middle[:6],))
+    assert version_rows(configured) == [middle]
+
+    # Items naming the same revision are one revision: the history has a single branch.
+    alembic_stamp(["head", "heads", str(history.head)])
+    assert version_rows(configured) == [history.head]
+
+    alembic_stamp(("base",))
+    assert version_rows(configured) == []
+
+
+@pytest.mark.parametrize(
+    "revisions",
+    [
+        [],
+        (),
+        ["head", "base"],
+        ["head", "deadbeef0000"],
+        ("base", 7),
+    ],
+)
+def test_stamp_refuses_a_list_that_cannot_apply_and_changes_nothing(
+    configured: str, revisions: list[Any] | tuple[Any, ...]
+) -> None:
+    history = load_history()
+    middle = history.revisions[2].id
+    alembic_upgrade(middle)
+    before = schema_snapshot(configured)
+
+    with pytest.raises(UnknownRevisionError) as raised:
+        alembic_stamp(revisions)
+
+    assert revision_of(configured) == middle
+    assert schema_snapshot(configured) == before
+    assert "\n" not in str(raised.value)
+
+
+def test_stamp_of_two_revisions_names_both_and_the_single_branch(configured: str) -> None:
+    history = load_history()
+    first, middle = history.revisions[0].id, history.revisions[3].id
+
+    with pytest.raises(UnknownRevisionError, match="single branch") as raised:
+        alembic_stamp([first, middle[:8]])
+
+    assert first in str(raised.value) and middle in str(raised.value)
+    assert_database_is_empty(configured)
+
+
 # --- concurrency -----------------------------------------------------------------------
 
 

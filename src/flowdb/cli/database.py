@@ -525,3 +525,25 @@ def manifest() -> None:
 
     path = write_manifest(load_history())
     stdout_console().print(f"Wrote {escape(str(path))}")
+
+
+@database_app.command("alembic-ini")
+def alembic_ini(
+    path: str = typer.Argument(
+        "alembic.ini", metavar="[PATH]", help="Where to write it (a folder gets alembic.ini)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write an ini for Alembic's own CLI: alembic -c PATH current | upgrade head | check ...
+
+    The ini points Alembic at flowdb's migration history; the database is
+    FLOWDB_DATABASE_URL unless you set sqlalchemy.url in it. Runs that change the schema
+    take flowdb's migration lock and are recorded as flowdb's own are.
+    """
+    from pathlib import Path
+
+    from flowdb.database.interop import write_ini
+
+    written = write_ini(Path(path), force=force)
+    stdout_console().print(f"Wrote {escape(str(written))}")
+    _say(f"Use it with: alembic -c {escape(str(written))} current")

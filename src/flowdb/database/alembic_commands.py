@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from flowdb.database import commands
+from flowdb.database import commands, planning
 from flowdb.database.history import MIGRATIONS_FOLDER
 from flowdb.database.target import Database
 
@@ -120,11 +120,15 @@ def alembic_revision(message: str | None = None, autogenerate: bool = False, **k
 
 
 @with_alembic_lock
-def alembic_stamp(revision: str) -> None:
+def alembic_stamp(revision: str | list[str] | tuple[str, ...]) -> None:
     """Record ``revision`` as the database's revision without running any migration.
 
     Args:
         revision: a revision id (or a unique prefix of 4+ characters), ``"head"`` or
-            ``"base"``.
+            ``"base"``; or, as Alembic's stamp takes, a list or tuple of them. flowdb's
+            history has one branch, so the items must all name the same revision
+            (each is validated); items naming different revisions are refused with
+            ``UnknownRevisionError`` and nothing is written.
     """
-    commands.stamp(Database.from_settings(), revision)
+    database = Database.from_settings()
+    commands.stamp(database, planning.stamp_target(database.history, revision))

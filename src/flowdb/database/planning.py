@@ -199,3 +199,31 @@ def plan_range(history: History, direction: Direction, revision: str) -> Plan:
             "(e.g. head:base)."
         )
     return Plan(direction, start, end, tuple(reversed(history.revisions[high:low])))
+
+
+def stamp_target(history: History, revisions: object) -> str:
+    """The one revision a stamp of ``revisions`` records: a name, or a list or tuple of names.
+
+    Alembic's stamp takes a list to stamp several branch heads at once. flowdb's history
+    is one line with one head, so a database stands at exactly one revision: every item
+    is validated, items that name the same revision (``["head", "<head id>"]``) collapse
+    into it, and items naming different revisions are refused, since no database can be
+    at two revisions of one line. Returns a revision id or ``"base"``.
+    """
+    if not isinstance(revisions, list | tuple):
+        return check_argument(revisions)
+    if not revisions:
+        raise UnknownRevisionError(
+            "The list of revisions to stamp is empty; give one revision such as 'head'."
+        )
+    named: dict[str | None, str] = {}
+    for item in revisions:
+        named.setdefault(resolve(history, check_argument(item)), str(item).strip())
+    if len(named) > 1:
+        listed = ", ".join(f"{text!r} ({target or 'base'})" for target, text in named.items())
+        raise UnknownRevisionError(
+            f"Cannot stamp {listed} together: flowdb's migration history has a single branch, "
+            "so a database is at one revision; stamp one of them."
+        )
+    (target,) = named
+    return target or "base"

@@ -29,6 +29,21 @@ FILE_TEMPLATE = "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s"
 logger = logging.getLogger("flowdb.migrations")
 
 
+def main_options() -> dict[str, str]:
+    """The ``[alembic]`` options of flowdb's history, as an ini file writes them.
+
+    One list for the runner's ``Config`` and the ini of ``flowdb database alembic-ini``,
+    so Alembic's own CLI sees the history exactly as flowdb does.
+    """
+    from flowdb.database import history
+
+    return {
+        "script_location": str(history.MIGRATIONS_FOLDER),
+        "file_template": FILE_TEMPLATE,
+        "truncate_slug_length": "60",
+    }
+
+
 def alembic_config(
     database: Database, *, output: TextIO | None = None, report_steps: bool = True
 ) -> Config:
@@ -39,13 +54,10 @@ def alembic_config(
     """
     from alembic.config import Config
 
-    from flowdb.database import history
-
     stream = output if output is not None else sys.stdout
     config = Config(output_buffer=stream, stdout=stream)
-    config.set_main_option("script_location", str(history.MIGRATIONS_FOLDER))
-    config.set_main_option("file_template", FILE_TEMPLATE)
-    config.set_main_option("truncate_slug_length", "60")
+    for name, value in main_options().items():
+        config.set_main_option(name, value)
     config.attributes["database"] = database
     config.attributes["on_step"] = StepReporter(database) if report_steps else None
     return config

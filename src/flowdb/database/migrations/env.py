@@ -1,7 +1,7 @@
 """Alembic environment for flowdb: runs the migrations online or prints their SQL offline.
 
 flowdb's runner (``flowdb.database.runner``) puts what this script needs into
-``config.attributes``:
+``config.attributes``; run by Alembic's own CLI instead, ``interop.PlainRun`` builds it:
 
 * ``database``: the ``Database`` being migrated (URL, settings, dialect);
 * ``on_step``: optionally, a callback told about each applied migration;
@@ -14,6 +14,7 @@ database at the last revision that committed, with exactly that revision's schem
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from alembic import context
@@ -21,7 +22,14 @@ from alembic import context
 from flowdb.database.schema_check import include_in_comparison
 
 config = context.config
-database = config.attributes["database"]
+plain: Any = None
+if "database" in config.attributes and not config.attributes.get("flowdb_plain_run"):
+    database = config.attributes["database"]
+else:  # run by Alembic's own CLI (an ini from `flowdb database alembic-ini`), not flowdb's runner
+    from flowdb.database.interop import PlainRun
+
+    plain = PlainRun.start(config, context)
+    database = plain.database
 on_step = config.attributes.get("on_step")
 
 
@@ -85,7 +93,17 @@ def _restartable_options(connection: Any) -> dict[str, Any]:
 
 
 def run_migrations_online() -> None:
-    """Run the migrations on a fresh connection of flowdb's migration engine."""
+    """Run the migrations on a fresh connection of flowdb's migration engine.
+
+    Run by Alembic's own CLI, the run is guarded as flowdb's commands are (``interop``):
+    the migration lock is held around anything that moves the database.
+    """
+    with plain.online() if plain is not None else nullcontext(True) as run:
+        if run:
+            _run_online()
+
+
+def _run_online() -> None:
     engine = database.engine("flowdb-migrate")
     try:
         with engine.connect() as connection:
@@ -109,6 +127,12 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    run_migrations_offline()
+    if plain is not None:
+        from flowdb.database.interop import alembic_errors
+
+        with alembic_errors():
+            run_migrations_offline()
+    else:
+        run_migrations_offline()
 else:
     run_migrations_online()
