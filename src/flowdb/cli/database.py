@@ -305,9 +305,11 @@ def current(as_json: bool = _JSON) -> None:
     """Show the database's revision and whether it is at head."""
     from flowdb.database import journal
     from flowdb.database.commands import ACCEPT_CHANGED_FLAG
+    from flowdb.database.partway import part_way
 
     database = _database()
     status = database.status()
+    stuck = part_way(status, database.history)
     runs = journal.read_runs(database, status) if status.known else []
     changed = journal.changed_revisions(runs, database.history, status.current) if runs else []
     if as_json:
@@ -318,9 +320,10 @@ def current(as_json: bool = _JSON) -> None:
                 "revision": status.current,
                 "head": status.head,
                 "owner": status.owner,
-                "at_head": status.at_head,
+                "at_head": status.at_head and stuck is None,
                 "pending": status.pending,
                 "in_progress": [list(item) for item in status.in_progress],
+                "way_out": None if stuck is None else stuck.way_out(),
                 "changed_revisions": changed,
                 **(_applied_info(applied.get(status.current or "")) if status.current else {}),
             }
@@ -342,20 +345,15 @@ def current(as_json: bool = _JSON) -> None:
         )
     elif status.owner == "foreign":
         out.print("Status: not a flowdb database")
+    elif stuck is not None:
+        out.print(f"Status: {escape(stuck.describe())}")
     elif status.at_head:
         out.print("Status: at head")
     else:
         out.print(f"Status: {status.pending} migration(s) pending; run 'flowdb database upgrade'")
-    if status.downgrade_part_way is not None:
-        out.print(
-            f"Part way: a downgrade reverting {status.downgrade_part_way}; run 'flowdb "
-            "database downgrade' again to finish it (upgrade refuses until then)"
-        )
-    elif status.in_progress:
-        out.print(
-            f"Part way: {escape(status.describe_progress())}; 'flowdb database upgrade' "
-            "continues it"
-        )
+    if stuck is not None:
+        out.print(f"Part way: {escape(status.describe_progress())}")
+        out.print(f"Way out: {escape(stuck.way_out())}")
     for revision in changed:
         out.print(
             f"Changed: the file of revision {revision} differs from the one applied; "
