@@ -165,6 +165,46 @@ def ahead_of_this_flowdb(scene: Scene) -> None:
     set_revision(scene.url, "f00dfeedbeef")
 
 
+SPLIT = "4e2b6f8c1a97"  # task_run.task_key split at its first ':' (an online data migration)
+BEFORE_SPLIT = "3d1a5e7b9f86"
+
+
+def split_part_way(scene: Scene) -> None:
+    """The split killed part way: the revision before it, and its row in the progress table."""
+    from flowdb.database.migrations.restartable import CREATE_PROGRESS
+
+    at(BEFORE_SPLIT)(scene)
+    scene.execute(
+        CREATE_PROGRESS,
+        "INSERT INTO flowdb_migration_progress (revision, phase, rows_done, updated) "
+        f"VALUES ('{SPLIT}', 'backfill', 1000, '2026-12-01T00:00:00+00:00')",
+    )
+
+
+def stamped_past_a_part_way_split(scene: Scene) -> None:
+    """What a bare stamp over a killed split left: the version row at head, the split part way."""
+    split_part_way(scene)
+    set_revision(scene.url, HEAD)
+
+
+def task_keys_that_collide_once_split(scene: Scene) -> None:
+    """Task keys ``k`` and ``k:`` in one flow run: valid before the split, equal after it."""
+    at(BEFORE_SPLIT)(scene)
+    flow, run = uuid.uuid4().hex, uuid.uuid4().hex
+    scene.execute(
+        f"INSERT INTO flow (id, name) VALUES ('{flow}', 'etl')",
+        "INSERT INTO flow_run (id, flow_id, name, expected_start_time) "
+        f"VALUES ('{run}', '{flow}', 'r', '2026-01-01 00:00:00')",
+        *(
+            f"INSERT INTO task_run (id, flow_run_id, task_key, name) "
+            f"VALUES ('{uuid.uuid4().hex}', '{run}', '{key}', 't')"
+            for key in ("k", "k:", "other:1")
+        ),
+    )
+
+
+ALL_DIALECTS = ("sqlite", "postgresql", "mariadb")
+
 # --- the table -----------------------------------------------------------------------------
 
 
@@ -406,6 +446,44 @@ EDGES = [
         ExitCode.USAGE,
         ("loud", "--log-level"),
         dialects=("sqlite",),
+    ),
+]
+
+
+EDGES += [
+    # A migration left part way: every command that cannot go on says what to run.
+    Edge(
+        "stamp over a part-way migration",
+        ("database", "stamp", "-y", "head"),
+        ExitCode.REFUSED,
+        ("Cannot stamp", "part way", "'flowdb database upgrade'", f"downgrade -r {BEFORE_SPLIT}"),
+        split_part_way,
+        dialects=ALL_DIALECTS,
+    ),
+    Edge(
+        "downgrade over a part-way migration",
+        ("database", "downgrade", "-y"),
+        ExitCode.REFUSED,
+        ("part way", f"upgrade -r {SPLIT}", f"downgrade -r {BEFORE_SPLIT}"),
+        split_part_way,
+        dialects=ALL_DIALECTS,
+    ),
+    Edge(
+        "upgrade over a stamp past a part-way migration",
+        ("database", "upgrade", "-y"),
+        ExitCode.REFUSED,
+        ("part way", f"stamp {BEFORE_SPLIT}", "then 'flowdb database upgrade'"),
+        stamped_past_a_part_way_split,
+        dialects=ALL_DIALECTS,
+    ),
+    # Data a data migration cannot convert: refused before anything changes, rows named.
+    Edge(
+        "task keys that collide once split",
+        ("database", "upgrade", "-y"),
+        ExitCode.REFUSED,
+        (SPLIT, "cannot convert 2 row(s)", "task_key 'k'", "task_key 'k:'", "Rename", "SELECT"),
+        task_keys_that_collide_once_split,
+        dialects=ALL_DIALECTS,
     ),
 ]
 

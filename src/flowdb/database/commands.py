@@ -7,7 +7,8 @@ it shows is the plan it runs. The steps under the lock:
 1. read the status and refuse a database this flowdb cannot work with (newer, or
    another application's, unless ``take_over`` where the command allows it);
 2. plan (``planning``): resolve the revision argument against the history;
-3. check the plan against the database (name clashes before the first step);
+3. check the plan against the database (name clashes before the first step, data a
+   migration cannot convert: ``preconditions``);
 4. ask: ``approve(plan, status)`` may show the plan (and what it destroys) and say
    no, which ends the command with nothing changed;
 5. run the plan (``runner``): one transaction per migration.
@@ -64,6 +65,7 @@ def migrate(
     (``ChangedRevisionError``) unless ``accept_changed``, which records the new files.
     """
     from flowdb.database.impact import check_name_clashes
+    from flowdb.database.preconditions import check_plan
     from flowdb.database.runner import run_plan
 
     planning.check_name(database.history, revision, allow_range=False)
@@ -89,6 +91,7 @@ def migrate(
             check_name_clashes(database, plan, status)
             if direction == "upgrade":
                 check_applied_files(database, status, accept=accept_changed)
+                check_plan(database, plan, status)  # data a migration cannot convert
         if approve is not None and not approve(plan, status):
             raise Declined(plan)
         if snapshot is not None:
