@@ -276,12 +276,17 @@ def describe_plan(database: Database, plan: Plan, status: SchemaStatus) -> list[
     verb = "applies" if plan.direction == "upgrade" else "reverts"
     lines += [f"  {verb} {step.id}  {step.title}" for step in plan.steps]
     if plan.direction == "downgrade":
-        losses = downgrade_losses(database, plan, status)
+        drops = downgrade_losses(database, plan, status)
+        losses = [drop for drop in drops if drop.lost]
+        moves = [drop for drop in drops if not drop.lost]
         if losses:
             lines.append("flowdb: data that will be lost:")
             lines += [f"  {loss.revision}: {loss.describe()}" for loss in losses]
         else:
             lines.append("flowdb: no rows or values are lost.")
+        if moves:
+            lines.append("flowdb: data that moves back (not lost):")
+            lines += [f"  {move.revision}: {move.describe()}" for move in moves]
     return lines
 
 
