@@ -120,7 +120,7 @@ def split_task_keys(
         named = sorted((str(task_key), _uuid(row_id)) for row_id, task_key in rows)
         pair = " and ".join(f"task run {row} (task_key {key!r})" for key, row in named)
         examples.append(f"flow run {_uuid(flow_run_id)}: {pair}")
-    more = f"; and {len(groups) - EXAMPLES} more flow run key(s)" if len(groups) > EXAMPLES else ""
+    more = f"; and {len(groups) - EXAMPLES:,} more group(s)" if len(groups) > EXAMPLES else ""
     b_position = dialect.text_position(":", "b.task_key")
     find = (
         "SELECT a.flow_run_id, a.id, a.task_key, b.id, b.task_key FROM task_run a JOIN "
@@ -131,8 +131,9 @@ def split_task_keys(
     return Blocked(
         rows=sum(int(group[3]) for group in groups),
         examples=(
-            f"in {len(groups):,} flow run(s), task keys become the same (task_key, "
-            f"dynamic_key) once split at the first ':', e.g. {'; '.join(examples)}{more}"
+            f"{len(groups):,} group(s) of task runs in {len({str(g[0]) for g in groups}):,} "
+            "flow run(s) would get the same (task_key, dynamic_key) once split at the first "
+            f"':', e.g. {'; '.join(examples)}{more}"
         ),
         fix=(
             "Rename (or delete) one task run of each pair so that no key 'k' sits beside "
