@@ -602,3 +602,33 @@ def test_a_rerun_downgrade_joins_each_task_key_once(
     assert rows == {"t": "t:1", "a": "a", "b": "b:x:y"}
     assert in_progress(mariadb_url) == ()
     raw.engine.dispose()
+
+
+def test_mariadb_refuses_task_keys_its_unique_key_would_find_equal(
+    mariadb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB compares the new unique key under utf8mb4_general_ci: ``K`` and ``k:`` (distinct
+    before the split) would collide in it, so the check compares keys as that key will."""
+    from flowdb.errors import UnconvertibleDataError
+
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", mariadb_url)
+    raw = Raw(mariadb_url)
+    try:
+        upgrade_to_revision_before(SPLIT)
+        run_id = uuid.uuid4()
+        raw.insert(
+            "flow_run",
+            {"id": run_id, "flow_id": seed_flow(raw), "name": "r", "expected_start_time": T0},
+        )
+        raw.insert(
+            "task_run",
+            *[
+                {"id": uuid.uuid4(), "flow_run_id": run_id, "task_key": key, "name": key}
+                for key in ("K", "k:", "other")
+            ],
+        )
+        with pytest.raises(UnconvertibleDataError, match=r"task_key 'K'\) and .*task_key 'k:'"):
+            alembic_upgrade()
+        assert revision_of(mariadb_url) == BACKFILL
+    finally:
+        raw.engine.dispose()
