@@ -76,7 +76,10 @@ class PartWay:
                 "want it back"
             )
         if self.kind == "fresh install":
-            return "run 'flowdb database upgrade' to finish it (or drop it and start again)"
+            return (
+                "run 'flowdb database upgrade' to finish it (or, where it cannot resume, to drop "
+                "it and install again: a fresh install holds no data yet)"
+            )
         return (
             f"run 'flowdb database upgrade' to finish it; to undo it instead, finish it with "
             f"'flowdb database upgrade -r {self.revision}', then revert it with "
