@@ -25,7 +25,7 @@ class ExitCode(IntEnum):
     NOT_WRITABLE = 4  # permission denied, read-only file or transaction
     DISK_FULL = 5  # no space left on the device
     BUSY = 6  # the migration lock or the database stayed locked past the timeout
-    REFUSED = 7  # the database's state forbids it: newer, foreign, clashing, not at head
+    REFUSED = 7  # the database's state forbids it: newer, foreign, clashing, not at head, data
     MIGRATION_FAILED = 8  # a statement was rejected; the migration was rolled back
     CORRUPT = 9  # a damaged database file or a broken migration history
     HISTORY_CHANGED = 10  # a revision file differs from the one applied (or from the manifest)
@@ -132,6 +132,12 @@ class ForeignDatabaseError(FlowdbError):
 
 class MigrationInProgressError(FlowdbError):
     """A migration is part way through; only the direction that started it may go on."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class UnconvertibleDataError(FlowdbError):
+    """Rows a data migration cannot convert; found before it changed anything."""
 
     exit_code = ExitCode.REFUSED
 

@@ -165,6 +165,46 @@ def ahead_of_this_flowdb(scene: Scene) -> None:
     set_revision(scene.url, "f00dfeedbeef")
 
 
+SPLIT = "4e2b6f8c1a97"  # task_run.task_key split at its first ':' (an online data migration)
+BEFORE_SPLIT = "3d1a5e7b9f86"
+
+
+def split_part_way(scene: Scene) -> None:
+    """The split killed part way: the revision before it, and its row in the progress table."""
+    from flowdb.database.migrations.restartable import CREATE_PROGRESS
+
+    at(BEFORE_SPLIT)(scene)
+    scene.execute(
+        CREATE_PROGRESS,
+        "INSERT INTO flowdb_migration_progress (revision, phase, rows_done, updated) "
+        f"VALUES ('{SPLIT}', 'backfill', 1000, '2026-12-01T00:00:00+00:00')",
+    )
+
+
+def stamped_past_a_part_way_split(scene: Scene) -> None:
+    """What a bare stamp over a killed split left: the version row at head, the split part way."""
+    split_part_way(scene)
+    set_revision(scene.url, HEAD)
+
+
+def task_keys_that_collide_once_split(scene: Scene) -> None:
+    """Task keys ``k`` and ``k:`` in one flow run: valid before the split, equal after it."""
+    at(BEFORE_SPLIT)(scene)
+    flow, run = uuid.uuid4().hex, uuid.uuid4().hex
+    scene.execute(
+        f"INSERT INTO flow (id, name) VALUES ('{flow}', 'etl')",
+        "INSERT INTO flow_run (id, flow_id, name, expected_start_time) "
+        f"VALUES ('{run}', '{flow}', 'r', '2026-01-01 00:00:00')",
+        *(
+            f"INSERT INTO task_run (id, flow_run_id, task_key, name) "
+            f"VALUES ('{uuid.uuid4().hex}', '{run}', '{key}', 't')"
+            for key in ("k", "k:", "other:1")
+        ),
+    )
+
+
+ALL_DIALECTS = ("sqlite", "postgresql", "mariadb")
+
 # --- the table -----------------------------------------------------------------------------
 
 
@@ -410,6 +450,44 @@ EDGES = [
 ]
 
 
+EDGES += [
+    # A migration left part way: every command that cannot go on says what to run.
+    Edge(
+        "stamp over a part-way migration",
+        ("database", "stamp", "-y", "head"),
+        ExitCode.REFUSED,
+        ("Cannot stamp", "part way", "'flowdb database upgrade'", f"downgrade -r {BEFORE_SPLIT}"),
+        split_part_way,
+        dialects=ALL_DIALECTS,
+    ),
+    Edge(
+        "downgrade over a part-way migration",
+        ("database", "downgrade", "-y"),
+        ExitCode.REFUSED,
+        ("part way", f"upgrade -r {SPLIT}", f"downgrade -r {BEFORE_SPLIT}"),
+        split_part_way,
+        dialects=ALL_DIALECTS,
+    ),
+    Edge(
+        "upgrade over a stamp past a part-way migration",
+        ("database", "upgrade", "-y"),
+        ExitCode.REFUSED,
+        ("part way", f"stamp {BEFORE_SPLIT}", "then 'flowdb database upgrade'"),
+        stamped_past_a_part_way_split,
+        dialects=ALL_DIALECTS,
+    ),
+    # Data a data migration cannot convert: refused before anything changes, rows named.
+    Edge(
+        "task keys that collide once split",
+        ("database", "upgrade", "-y"),
+        ExitCode.REFUSED,
+        (SPLIT, "cannot convert 2 row(s)", "task_key 'k'", "task_key 'k:'", "Rename", "SELECT"),
+        task_keys_that_collide_once_split,
+        dialects=ALL_DIALECTS,
+    ),
+]
+
+
 def latin1_default_charset(scene: Scene) -> None:
     """A MariaDB database created with another default character set than utf8mb4."""
     name = sa.make_url(scene.url).database
@@ -559,6 +637,87 @@ def test_reset_lists_the_rows_it_drops(database_url: str, tmp_path: Path) -> Non
     result = ok(scene.run("database", "reset", "-y"))
     assert "drops table flow_run (10 rows)" in result.stdout
     assert "drops table flow_run_state (20 rows)" in result.stdout
+
+
+def seed_moved_data(scene: Scene, task_runs: int) -> None:
+    """At head: ``task_runs`` task runs with dynamic keys; 3 schedules of 2 deployments."""
+    flow, run = uuid.uuid4().hex, uuid.uuid4().hex
+    deployments = [uuid.uuid4().hex, uuid.uuid4().hex]
+    schedules = [(deployments[0], "2026-01-01"), (deployments[0], "2026-01-02")]
+    schedules.append((deployments[1], "2026-01-01"))
+    scene.execute(
+        f"INSERT INTO flow (id, name) VALUES ('{flow}', 'etl')",
+        "INSERT INTO flow_run (id, flow_id, name, expected_start_time) "
+        f"VALUES ('{run}', '{flow}', 'r', '2026-01-01 00:00:00')",
+        *(
+            "INSERT INTO task_run (id, flow_run_id, task_key, dynamic_key, name) "
+            f"VALUES ('{uuid.uuid4().hex}', '{run}', 't', '{n}', 't')"
+            for n in range(task_runs)
+        ),
+        *(
+            f"INSERT INTO deployment (id, flow_id, name) VALUES ('{d}', '{flow}', 'd{n}')"
+            for n, d in enumerate(deployments)
+        ),
+        *(
+            "INSERT INTO deployment_schedule (id, deployment_id, schedule, created) "
+            f"VALUES ('{uuid.uuid4().hex}', '{d}', '{{\"interval\": 60}}', '{day} 00:00:00')"
+            for d, day in schedules
+        ),
+    )
+
+
+def test_a_downgrade_plan_labels_each_drop_and_shows_what_moves_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The plan is printed even when the command refuses (no terminal, no -y); it names the
+    revision of each drop, and data the downgrade carries back is moved, not lost."""
+    scene = Scene(database_url, tmp_path, tmp_path / "home")
+    at(HEAD)(scene)
+    seed_moved_data(scene, task_runs=12)
+
+    to_base = scene.run("database", "downgrade", "-r", "base")  # no terminal, no -y
+    assert_one_line_error(to_base, "--yes")
+    assert f"{IDS[0]}: drops table flow (1 row)" in to_base.stdout
+    assert f"{IDS[0]}: drops table flow_run (1 row)" in to_base.stdout
+    assert f"{IDS[1]}: drops table task_run (12 rows)" in to_base.stdout
+    # Moved into tables this plan drops as well: lost after all.
+    assert "move back" not in to_base.stdout
+
+    refused = scene.run("database", "downgrade", "-r", BEFORE_SPLIT)
+    assert_one_line_error(refused, "--yes")
+    assert current_revision(database_url) == HEAD
+    out = refused.stdout.splitlines()
+    lost_at = out.index("data that will be lost:")
+    moved_at = out.index("data that moves back (not lost):")
+    schedules = next(i for i, line in enumerate(out) if "drops table deployment_schedule" in line)
+    assert lost_at < schedules < moved_at
+    assert out[schedules].strip() == (
+        "7b5e9c2f4d3a: drops table deployment_schedule (3 rows): 2 move back into "
+        "deployment.schedule (each deployment's oldest schedule), 1 lost"
+    )
+    dynamic = next(i for i, line in enumerate(out) if "drops column task_run.dynamic_key" in line)
+    assert dynamic > moved_at
+    assert (
+        out[dynamic]
+        .strip()
+        .startswith(
+            f"{SPLIT}: drops column task_run.dynamic_key (12 non-null values): all move back "
+            "into task_run.task_key"
+        )
+    )
+
+    ok(scene.run("database", "downgrade", "-y", "-r", BEFORE_SPLIT))
+    engine = sync_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            keys = connection.execute(sa.text("SELECT task_key FROM task_run")).scalars().all()
+            kept = connection.execute(
+                sa.text("SELECT count(*) FROM deployment WHERE schedule IS NOT NULL")
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert sorted(keys) == sorted(f"t:{n}" for n in range(12))  # what the plan said moved
+    assert kept == 2
 
 
 def test_a_foreign_tables_data_survives_every_refusal(database_url: str, tmp_path: Path) -> None:

@@ -309,6 +309,80 @@ def test_split_task_key(raw: Raw, batch_size: int) -> None:
         )
 
 
+def test_split_task_key_refuses_keys_that_collide_before_changing_anything(
+    raw: Raw, configured: str
+) -> None:
+    """``k`` and ``k:`` in one flow run were distinct keys and become the same (k, '').
+
+    The upgrade refuses before anything changes (exit 7), naming the rows and how many,
+    the same way on every dialect and every time; once renamed, it converts them."""
+    from flowdb.database.status import PROGRESS_TABLE
+    from flowdb.errors import ExitCode, UnconvertibleDataError
+    from tests.cli.helpers import fingerprint
+
+    def data_checksums(url: str) -> tuple[str, list[tuple[str, str]]]:
+        """The schema, the row counts and every task key (each dialect's fingerprint)."""
+        rows = raw.rows("SELECT id, task_key FROM task_run")
+        return fingerprint(url), sorted((str(uid(r["id"])), r["task_key"]) for r in rows)
+
+    url = configured
+    upgrade_to_revision_before(SPLIT)
+    flow_id = seed_flow(raw)
+    runs = sorted([uuid.uuid4(), uuid.uuid4()], key=lambda run: run.hex)
+    raw.insert(
+        "flow_run",
+        *[
+            {"id": run, "flow_id": flow_id, "name": f"run-{n}", "expected_start_time": T0}
+            for n, run in enumerate(runs)
+        ],
+    )
+    keys = [(0, "k"), (0, "k:"), (0, "x"), (0, "x:"), (0, "y:1"), (1, "k"), (1, "k:1")]
+    tasks = {(run, key): uuid.uuid4() for run, key in keys}
+    raw.insert(
+        "task_run",
+        *[
+            {"id": task, "flow_run_id": runs[run], "task_key": key, "name": key}
+            for (run, key), task in tasks.items()
+        ],
+    )
+    before = data_checksums(url)
+
+    messages = []
+    for _ in range(2):  # a rerun meets the same data and gives the same answer
+        with pytest.raises(UnconvertibleDataError) as refused:
+            alembic_upgrade()
+        assert refused.value.exit_code == ExitCode.REFUSED
+        messages.append(str(refused.value))
+        assert revision_of(url) == BACKFILL
+        assert "dynamic_key" not in raw.columns("task_run")
+        assert PROGRESS_TABLE not in raw.tables()
+        assert data_checksums(url) == before
+    assert messages[0] == messages[1]
+    named = "; ".join(
+        f"flow run {runs[0]}: task run {tasks[(0, key)]} (task_key {key!r}) and "
+        f"task run {tasks[(0, key + ':')]} (task_key {key + ':'!r})"
+        for key in ("k", "x")
+    )
+    assert "cannot convert 4 row(s) of " in messages[0]
+    assert "2 group(s) of task runs in 1 flow run(s) would get the same" in messages[0]
+    assert f"e.g. {named}; nothing was changed." in messages[0]
+    assert "Rename (or delete) one task run of each pair" in messages[0]
+
+    for key in ("k:", "x:"):
+        raw.execute(
+            "UPDATE task_run SET task_key = :new WHERE id = :id",
+            new=f"{key}renamed",
+            id=tasks[(0, key)],
+        )
+    alembic_upgrade(SPLIT)
+    rows = by_id(raw.rows("SELECT id, task_key, dynamic_key FROM task_run"))
+    assert (rows[tasks[(0, "k:")]]["task_key"], rows[tasks[(0, "k:")]]["dynamic_key"]) == (
+        "k",
+        "renamed",
+    )
+    assert (rows[tasks[(0, "k")]]["task_key"], rows[tasks[(0, "k")]]["dynamic_key"]) == ("k", "")
+
+
 # --- 5f3c7a9d2b18: flow run states into flow_run_state ---------------------------------
 
 
@@ -528,3 +602,33 @@ def test_a_rerun_downgrade_joins_each_task_key_once(
     assert rows == {"t": "t:1", "a": "a", "b": "b:x:y"}
     assert in_progress(mariadb_url) == ()
     raw.engine.dispose()
+
+
+def test_mariadb_refuses_task_keys_its_unique_key_would_find_equal(
+    mariadb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB compares the new unique key under utf8mb4_general_ci: ``K`` and ``k:`` (distinct
+    before the split) would collide in it, so the check compares keys as that key will."""
+    from flowdb.errors import UnconvertibleDataError
+
+    monkeypatch.setenv("FLOWDB_DATABASE_URL", mariadb_url)
+    raw = Raw(mariadb_url)
+    try:
+        upgrade_to_revision_before(SPLIT)
+        run_id = uuid.uuid4()
+        raw.insert(
+            "flow_run",
+            {"id": run_id, "flow_id": seed_flow(raw), "name": "r", "expected_start_time": T0},
+        )
+        raw.insert(
+            "task_run",
+            *[
+                {"id": uuid.uuid4(), "flow_run_id": run_id, "task_key": key, "name": key}
+                for key in ("K", "k:", "other")
+            ],
+        )
+        with pytest.raises(UnconvertibleDataError, match=r"task_key 'K'\) and .*task_key 'k:'"):
+            alembic_upgrade()
+        assert revision_of(mariadb_url) == BACKFILL
+    finally:
+        raw.engine.dispose()

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
+    #: Prints what a plan does, through the given printer (``_show`` or ``_say``).
+    Show = Callable[[Plan, SchemaStatus, Callable[[str], None]], None]
+
 database_app = typer.Typer(
     help="Create, upgrade, downgrade and inspect the database.\n\n"
     "Every command works on the database named by FLOWDB_DATABASE_URL (default: the "
@@ -72,15 +75,22 @@ def _show(text: str) -> None:
 def _approval(
     report: MigrationReport,
     yes: bool,
-    show: Callable[[Plan, SchemaStatus], None],
+    show: Show,
     question: Callable[[Plan], str],
+    emit: Callable[[str], None] | None = None,
 ) -> Approval:
-    """An ``approve`` callback: print what the plan does, then ask (or take ``-y``)."""
+    """An ``approve`` callback: print what the plan does (``emit``, default stdout), then ask.
+
+    Without a terminal and without ``-y`` the plan is still printed, on stdout, before
+    the refusal: a CI job's log then shows what the command would have done.
+    """
 
     def approve(plan: Plan, status: SchemaStatus) -> bool:
-        confirm_or_refuse("", yes or sys.stdin.isatty())  # no terminal, no -y: refuse first
         with report.paused():
-            show(plan, status)
+            if not (yes or sys.stdin.isatty()):
+                show(plan, status, _show)
+                confirm_or_refuse("", False)  # no terminal, no -y: refuse
+            show(plan, status, emit or _show)
             return confirm_or_refuse(question(plan), yes)
 
     return approve
@@ -98,10 +108,9 @@ def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: boo
     database = _database()
     verb = "Upgrading" if direction == "upgrade" else "Downgrading"
 
-    def show(plan: Plan, status: SchemaStatus) -> None:
+    def show(plan: Plan, status: SchemaStatus, emit: Callable[[str], None]) -> None:
         if direction == "upgrade" and yes:
             return
-        emit = _show if direction == "downgrade" else _say
         emit(f"Database: {escape(database.location())}")
         for line in commands.describe_plan(database, plan, status):
             emit(escape(line.removeprefix("flowdb: ")))
@@ -116,7 +125,9 @@ def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: boo
                 database,
                 direction,
                 revision,
-                approve=_approval(report, yes, show, question),
+                approve=_approval(
+                    report, yes, show, question, _show if direction == "downgrade" else _say
+                ),
                 accept_changed=accept_changed,
             )
         except commands.Declined:
@@ -223,8 +234,8 @@ def stamp(
 
     database = _database()
 
-    def show(plan: Plan, status: SchemaStatus) -> None:
-        _show(
+    def show(plan: Plan, status: SchemaStatus, emit: Callable[[str], None]) -> None:
+        emit(
             f"Stamp records {plan.target or 'base'} as the revision of "
             f"{escape(database.location())} (now {status.current or 'base'}); no migration runs."
         )
@@ -255,14 +266,14 @@ def reset(yes: bool = _YES, take_over: bool = _TAKE_OVER) -> None:
 
     database = _database()
 
-    def show(plan: Plan, status: SchemaStatus) -> None:
-        _show(f"Database: {escape(database.location())}")
+    def show(plan: Plan, status: SchemaStatus, emit: Callable[[str], None]) -> None:
+        emit(f"Database: {escape(database.location())}")
         losses = table_losses(database, flowdb_table_names(), status)
-        _show("Reset drops every flowdb table, then creates the schema at head:")
+        emit("Reset drops every flowdb table, then creates the schema at head:")
         for loss in losses:
-            _show(f"  {escape(loss.describe())}")
+            emit(f"  {escape(loss.describe())}")
         if not losses:
-            _show("  no rows are lost (the flowdb tables are empty)")
+            emit("  no rows are lost (the flowdb tables are empty)")
 
     def question(plan: Plan) -> str:
         return f"Drop ALL flowdb data in {escape(database.describe())} and recreate the schema?"
@@ -305,9 +316,11 @@ def current(as_json: bool = _JSON) -> None:
     """Show the database's revision and whether it is at head."""
     from flowdb.database import journal
     from flowdb.database.commands import ACCEPT_CHANGED_FLAG
+    from flowdb.database.partway import part_way
 
     database = _database()
     status = database.status()
+    stuck = part_way(status, database.history)
     runs = journal.read_runs(database, status) if status.known else []
     changed = journal.changed_revisions(runs, database.history, status.current) if runs else []
     if as_json:
@@ -318,9 +331,10 @@ def current(as_json: bool = _JSON) -> None:
                 "revision": status.current,
                 "head": status.head,
                 "owner": status.owner,
-                "at_head": status.at_head,
+                "at_head": status.at_head and stuck is None,
                 "pending": status.pending,
                 "in_progress": [list(item) for item in status.in_progress],
+                "way_out": None if stuck is None else stuck.way_out(),
                 "changed_revisions": changed,
                 **(_applied_info(applied.get(status.current or "")) if status.current else {}),
             }
@@ -342,20 +356,15 @@ def current(as_json: bool = _JSON) -> None:
         )
     elif status.owner == "foreign":
         out.print("Status: not a flowdb database")
+    elif stuck is not None:
+        out.print(f"Status: {escape(stuck.describe())}")
     elif status.at_head:
         out.print("Status: at head")
     else:
         out.print(f"Status: {status.pending} migration(s) pending; run 'flowdb database upgrade'")
-    if status.downgrade_part_way is not None:
-        out.print(
-            f"Part way: a downgrade reverting {status.downgrade_part_way}; run 'flowdb "
-            "database downgrade' again to finish it (upgrade refuses until then)"
-        )
-    elif status.in_progress:
-        out.print(
-            f"Part way: {escape(status.describe_progress())}; 'flowdb database upgrade' "
-            "continues it"
-        )
+    if stuck is not None:
+        out.print(f"Part way: {escape(status.describe_progress())}")
+        out.print(f"Way out: {escape(stuck.way_out())}")
     for revision in changed:
         out.print(
             f"Changed: the file of revision {revision} differs from the one applied; "

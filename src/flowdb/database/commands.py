@@ -7,7 +7,8 @@ it shows is the plan it runs. The steps under the lock:
 1. read the status and refuse a database this flowdb cannot work with (newer, or
    another application's, unless ``take_over`` where the command allows it);
 2. plan (``planning``): resolve the revision argument against the history;
-3. check the plan against the database (name clashes before the first step);
+3. check the plan against the database (name clashes before the first step, data a
+   migration cannot convert: ``preconditions``);
 4. ask: ``approve(plan, status)`` may show the plan (and what it destroys) and say
    no, which ends the command with nothing changed;
 5. run the plan (``runner``): one transaction per migration.
@@ -64,6 +65,7 @@ def migrate(
     (``ChangedRevisionError``) unless ``accept_changed``, which records the new files.
     """
     from flowdb.database.impact import check_name_clashes
+    from flowdb.database.preconditions import check_plan
     from flowdb.database.runner import run_plan
 
     planning.check_name(database.history, revision, allow_range=False)
@@ -77,19 +79,7 @@ def migrate(
     with database.errors(), database.lock(direction):
         status = database.status()
         status.require_known(database)
-        reverting = status.downgrade_part_way
-        if direction == "upgrade" and reverting is not None:
-            raise MigrationInProgressError(
-                f"A downgrade is part way through reverting {reverting} on "
-                f"{database.describe()}; nothing was changed. Run 'flowdb database "
-                "downgrade' again to finish it (what it dropped is gone), then upgrade."
-            )
-        if direction == "downgrade" and status.in_progress and reverting is None:
-            raise MigrationInProgressError(
-                f"Migration {status.describe_progress()} is part way through on "
-                f"{database.describe()}; run 'flowdb database upgrade' to finish it first "
-                "(its finished phases cannot be reverted on their own)."
-            )
+        check_part_way(database, status, direction)
         plan = planning.plan(database.history, direction, status.current, revision)
         if plan.is_empty:
             logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
@@ -101,6 +91,7 @@ def migrate(
             check_name_clashes(database, plan, status)
             if direction == "upgrade":
                 check_applied_files(database, status, accept=accept_changed)
+                check_plan(database, plan, status)  # data a migration cannot convert
         if approve is not None and not approve(plan, status):
             raise Declined(plan)
         if snapshot is not None:
@@ -115,6 +106,29 @@ def migrate(
             record_failure(database, plan, at, time.perf_counter() - started, exc)
             raise
         return plan
+
+
+def check_part_way(database: Database, status: SchemaStatus, direction: Direction) -> None:
+    """Refuse a direction that cannot go on from a migration left part way through.
+
+    An upgrade finishes a part-way upgrade; a downgrade finishes a part-way downgrade.
+    The other direction, and either over a version row stamped after the migration
+    stopped, would run on a schema the record does not describe: refused, naming the
+    commands that resolve it (``partway.PartWay.way_out``).
+    """
+    from flowdb.database.partway import part_way
+
+    found = part_way(status, database.history)
+    if found is None:
+        return
+    goes_on = found.kind == "downgrade" if direction == "downgrade" else found.kind != "downgrade"
+    if goes_on and not found.mismatched:
+        return
+    raise MigrationInProgressError(
+        f"{found.describe()[:1].upper()}{found.describe()[1:]} on {database.describe()}, "
+        f"so {direction} cannot start; nothing was changed: "
+        f"{found.way_out()}."
+    )
 
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
@@ -262,12 +276,17 @@ def describe_plan(database: Database, plan: Plan, status: SchemaStatus) -> list[
     verb = "applies" if plan.direction == "upgrade" else "reverts"
     lines += [f"  {verb} {step.id}  {step.title}" for step in plan.steps]
     if plan.direction == "downgrade":
-        losses = downgrade_losses(database, plan, status)
+        drops = downgrade_losses(database, plan, status)
+        losses = [drop for drop in drops if drop.lost]
+        moves = [drop for drop in drops if not drop.lost]
         if losses:
             lines.append("flowdb: data that will be lost:")
             lines += [f"  {loss.revision}: {loss.describe()}" for loss in losses]
         else:
             lines.append("flowdb: no rows or values are lost.")
+        if moves:
+            lines.append("flowdb: data that moves back (not lost):")
+            lines += [f"  {move.revision}: {move.describe()}" for move in moves]
     return lines
 
 
@@ -291,12 +310,31 @@ def stamp(
         status = database.status()
         status.require_known(database, take_over=take_over)
         current = status.current if status.known else None
+        check_stamp_over_part_way(database, status, target)
         plan = planning.Plan("upgrade", current, target, ())
         if approve is not None and not approve(plan, status):
             raise Declined(plan)
         run_stamp(database, target)
         record_stamp(database, target)
     return target
+
+
+def check_stamp_over_part_way(database: Database, status: SchemaStatus, target: str | None) -> None:
+    """Refuse a stamp that would record a revision a part-way migration's schema does not have.
+
+    The one stamp allowed is the revision the part-way upgrade started from: it puts a
+    version row that was moved after the kill back where the schema is.
+    """
+    from flowdb.database.partway import part_way
+
+    found = part_way(status, database.history)
+    if found is None or found.allows_stamp(target):
+        return
+    raise MigrationInProgressError(
+        f"Cannot stamp {target or 'base'}: {found.describe()} on {database.describe()}, so "
+        f"its schema is between two revisions; nothing was changed: "
+        f"{found.way_out()}."
+    )
 
 
 def record_stamp(database: Database, target: str | None) -> None:

@@ -5,23 +5,29 @@ A downgrade's losses are read from the SQL its migrations render for PostgreSQL,
 renderings copy tables instead), then counted in the live database: rows of each
 dropped table, non-null values of each dropped column. Only what exists now is counted;
 a column a downgrade first re-creates and later drops again holds nothing of today's.
+What a downgrade copies back elsewhere before a drop (``moves``) is shown as moved, not
+lost.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from flowdb.database.moves import move_of
 from flowdb.errors import ForeignDatabaseError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from flowdb.database.planning import Plan
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
-_RUNNING = re.compile(r"^-- Running (?:upgrade|downgrade) \S* -> (?P<revision>\S+)$", re.M)
+# The target is empty for the step that goes to base ("-- Running downgrade a3f1... -> ").
+_RUNNING = re.compile(r"^-- Running (?:upgrade|downgrade) (?P<left>\S*) -> (?P<right>\S*)$", re.M)
 _DROP_TABLE = re.compile(r'^DROP TABLE (?:IF EXISTS )?"?(?P<table>\w+)"?', re.M | re.I)
 _DROP_COLUMN = re.compile(
     r'^ALTER TABLE "?(?P<table>\w+)"? DROP COLUMN (?:IF EXISTS )?"?(?P<column>\w+)"?', re.M | re.I
@@ -31,20 +37,38 @@ _RENDER_FOR = "postgresql+psycopg://render-only/flowdb"
 
 @dataclass(frozen=True)
 class Loss:
-    """Data a plan destroys: a whole table (``column`` is ``None``) or one column."""
+    """A table (``column`` is ``None``) or column a plan drops, and what of it moves elsewhere.
+
+    ``rows`` counts everything in it now; ``moved`` of them the downgrade copies back
+    ``into`` another place first (``moves``); the rest is lost.
+    """
 
     revision: str
     table: str
     column: str | None
     rows: int
+    moved: int = 0
+    into: str = ""
+    which: str = ""
+
+    @property
+    def lost(self) -> int:
+        """The rows (values) that are gone after the plan."""
+        return self.rows - self.moved
 
     def describe(self) -> str:
-        """``drops table flow_run_state (250 rows)`` or ``drops column log.name (12 values)``."""
+        """``drops table flow_run_state (250 rows)``, with what moves back where if anything."""
         if self.column is None:
-            return f"drops table {self.table} ({self.rows:,} row{'s' if self.rows != 1 else ''})"
+            what = f"drops table {self.table} ({_count(self.rows, 'row')})"
+        else:
+            values = _count(self.rows, "non-null value")
+            what = f"drops column {self.table}.{self.column} ({values})"
+        if not self.moved:
+            return what
+        if not self.lost:
+            return f"{what}: all move back into {self.into} ({self.which}); nothing is lost"
         return (
-            f"drops column {self.table}.{self.column} "
-            f"({self.rows:,} non-null value{'s' if self.rows != 1 else ''})"
+            f"{what}: {self.moved:,} move back into {self.into} ({self.which}), {self.lost:,} lost"
         )
 
 
@@ -61,12 +85,12 @@ def downgrade_losses(database: Database, plan: Plan, status: SchemaStatus) -> li
     drops = _drops_by_revision(buffer.getvalue())
     if not drops:
         return []
-    return _count(database, drops, status.tables)
+    return _measure(database, drops, status.tables)
 
 
 def table_losses(database: Database, tables: list[str], status: SchemaStatus) -> list[Loss]:
     """Losses of dropping whole ``tables`` (``reset``), counted where they exist."""
-    return _count(database, [("", table, None) for table in tables], status.tables)
+    return _measure(database, [("", table, None) for table in tables], status.tables)
 
 
 def check_name_clashes(database: Database, plan: Plan, status: SchemaStatus) -> None:
@@ -94,14 +118,17 @@ def _drops_by_revision(sql: str) -> list[tuple[str, str, str | None]]:
     for index, mark in enumerate(marks):
         end = marks[index + 1].start() if index + 1 < len(marks) else len(sql)
         chunk = sql[mark.end() : end]
-        # The revision a downgrade step reverts is the one it leaves (left of "->").
-        reverted = mark.group(0).split()[3]
+        reverted = mark["left"]  # the revision a downgrade step reverts is the one it leaves
         drops += [(reverted, m["table"], None) for m in _DROP_TABLE.finditer(chunk)]
         drops += [(reverted, m["table"], m["column"]) for m in _DROP_COLUMN.finditer(chunk)]
     return drops
 
 
-def _count(
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'s' if number != 1 else ''}"
+
+
+def _measure(
     database: Database, drops: list[tuple[str, str, str | None]], existing: frozenset[str]
 ) -> list[Loss]:
     import sqlalchemy as sa
@@ -110,6 +137,8 @@ def _count(
     seen: set[tuple[str, str | None]] = set()
     if not any(table in existing for _, table, _ in drops):
         return losses  # nothing to count (and no connection that could create a file)
+    # Data moved back into a table the same plan drops later is lost with it.
+    dropped = {table for _, table, column in drops if column is None}
     engine = database.engine("flowdb-plan")
     try:
         with database.errors(), engine.connect() as connection:
@@ -126,8 +155,25 @@ def _count(
                 seen.add((table, column))
                 rows = database.dialect.count_rows(connection, table, column)
                 if rows:
-                    losses.append(Loss(revision, table, column, rows))
+                    loss = Loss(revision, table, column, rows)
+                    losses.append(_with_move(connection, loss, dropped))
             connection.rollback()
     finally:
         engine.dispose()
     return losses
+
+
+def _with_move(connection: Connection, loss: Loss, dropped: set[str]) -> Loss:
+    """``loss`` with what its revision's downgrade moves back (``moves``) counted.
+
+    Nothing survives a move into a table in ``dropped`` (the plan drops it later).
+    """
+    import sqlalchemy as sa
+
+    move = move_of(loss.revision, loss.table, loss.column)
+    if move is None or move.into.partition(".")[0] in dropped:
+        return loss
+    moved = loss.rows
+    if move.count_sql is not None:
+        moved = min(int(connection.execute(sa.text(move.count_sql)).scalar() or 0), loss.rows)
+    return replace(loss, moved=moved, into=move.into, which=move.which)

@@ -31,7 +31,7 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     database = database or Database.from_settings()
     status = database.status()
     status.require_known(database)
-    if status.at_head:
+    if status.at_head and not status.in_progress:
         return status
     if not migrate:
         from flowdb.database.waiting import wait_for_head

@@ -65,9 +65,19 @@ def wait_for_head(
             raise failure(
                 f"{database.describe()[:1].upper()}{database.describe()[1:]} is at "
                 f"{status.current or 'base'}, {status.pending} migration(s) behind head "
-                f"{status.head}, after waiting {timeout:g} s; {hint}."
+                f"{status.head}, after waiting {timeout:g} s; {_hint(database, status, hint)}."
             )
         time.sleep(min(poll, max(deadline - time.monotonic(), 0.0)))
+
+
+def _hint(database: Database, status: SchemaStatus, hint: str) -> str:
+    """``hint``, or for a migration left part way through, the commands that resolve it."""
+    from flowdb.database.partway import part_way
+
+    stuck = part_way(status, database.history)
+    if stuck is None:
+        return hint
+    return f"{stuck.describe()}: {stuck.way_out()}"
 
 
 def _bounded(database: Database, seconds: float) -> Database:

@@ -11,7 +11,8 @@ an upgrade, an outage made by the probe itself. So a replica is ready when:
 - it is behind head while a migration runs (someone holds the migration lock), and every
   table and column this code's models use is already there (the expand phase is done).
 
-Otherwise the answer says why, and what to run.
+Otherwise the answer says why, and what to run: for a migration left part way through,
+the commands that finish or undo it (``partway``), never ``reset``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from flowdb.database import journal
 from flowdb.database.orm_models import Base
+from flowdb.database.partway import part_way
 from flowdb.database.status import SchemaStatus
 from flowdb.database.target import Database
 
@@ -37,8 +39,18 @@ class Verdict:
 def judge(database: Database) -> Verdict:
     """Read the database's state and decide readiness (blocking: run it in a thread)."""
     status = database.status()
+    stuck = part_way(status, database.history)
+    if stuck is not None and stuck.mismatched:
+        detail = f"The schema is not at any revision: {stuck.way_out()}."
+        return Verdict(False, status.current, status.head, detail)
     if status.at_head:
         missing = missing_columns(database)
+        if missing and stuck is not None:
+            detail = (
+                f"The database is at head {status.head} but {stuck.describe()} and {missing} "
+                f"is missing: {stuck.way_out()}."
+            )
+            return Verdict(False, status.current, status.head, detail)
         if missing:
             detail = (
                 f"The database is stamped at head {status.head} but {missing} is missing; "
@@ -54,6 +66,9 @@ def judge(database: Database) -> Verdict:
     where = status.current or "base (no schema)"
     behind = f"The database is at revision {where}, not at head {status.head}"
     holder = database.migration_running()
+    if holder is None and stuck is not None:
+        detail = f"{behind}, and {stuck.describe()}: {stuck.way_out()}."
+        return Verdict(False, status.current, status.head, detail)
     if holder is None:
         return Verdict(
             False, status.current, status.head, f"{behind}; run 'flowdb database upgrade -y'."
