@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 from flowdb.errors import (
     FlowdbError,
-    MigrationInProgressError,
     SchemaNotAtHeadError,
     UsageError,
 )
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
 
     from flowdb.database.events import Direction
     from flowdb.database.planning import Plan
-    from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
 #: The commands that move the database; they run under the migration lock.
@@ -206,11 +204,13 @@ class PlainRun:
         from flowdb.database import journal
         from flowdb.database.commands import (
             check_applied_files,
+            check_part_way,
             record_failure,
             record_stamp,
             undo_interrupted_install,
         )
         from flowdb.database.impact import check_name_clashes
+        from flowdb.database.preconditions import check_plan
 
         if not self.moves:
             with alembic_errors(), self.database.errors():
@@ -232,13 +232,15 @@ class PlainRun:
                 if self.command == "stamp":
                     record_stamp(self.database, self.database.status().current)
                 return
-            self._refuse_part_way(status)
+            direction: Direction = "upgrade" if self.command == "upgrade" else "downgrade"
+            check_part_way(self.database, status, direction)
             if self.command == "upgrade":
                 status = undo_interrupted_install(self.database, status)
             plan = self._plan(status.current)
             if self.command == "upgrade":
                 check_name_clashes(self.database, plan, status)
                 check_applied_files(self.database, status, accept=False)
+                check_plan(self.database, plan, status)  # data a migration cannot convert
             self.config.attributes["direction"] = plan.direction  # for rerunnable DDL (MySQL)
             self.config.attributes["target"] = plan.target
             started, at = time.perf_counter(), journal.now()
@@ -248,27 +250,6 @@ class PlainRun:
                 if not plan.is_empty:
                     record_failure(self.database, plan, at, time.perf_counter() - started, exc)
                 raise
-
-    def _refuse_part_way(self, status: SchemaStatus) -> None:
-        """Refuse to move a database where a killed run left a migration part way through.
-
-        A downgrade part way must be finished by downgrading; any other migration part
-        way, by upgrading (its finished phases cannot be reverted on their own).
-        """
-        reverting = status.downgrade_part_way
-        where = self.database.describe()
-        if self.command == "upgrade" and reverting is not None:
-            raise MigrationInProgressError(
-                f"A downgrade is part way through reverting {reverting} on {where}; nothing "
-                "was changed. Finish it with 'alembic downgrade' to the revision it was going "
-                "to (or 'flowdb database downgrade'), then upgrade."
-            )
-        if self.command == "downgrade" and status.in_progress and reverting is None:
-            raise MigrationInProgressError(
-                f"Migration {status.describe_progress()} is part way through on {where}; "
-                "nothing was changed. Finish it with 'alembic upgrade head' (or 'flowdb "
-                "database upgrade') before downgrading."
-            )
 
     def _readable(self) -> bool:
         """Whether a read-only run should connect: ``current`` and ``check`` create nothing."""
