@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILENAME = "flowdb.db"
+DEFAULT_HOME = Path("~/.flowdb")
 #: Characters left as they are in the path of the default SQLite URL; ``%``, ``?`` and
 #: ``#`` (which SQLAlchemy would read as escapes, a query or a fragment) are encoded.
 _PATH_SAFE = "/ :@!$&'()*+,;=~[]"
@@ -25,8 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWDB_", extra="ignore")
 
     home: Path = Field(
-        default=Path("~/.flowdb"),
-        description="Folder for flowdb's own files, including the default SQLite database.",
+        default=DEFAULT_HOME,
+        description="Folder for flowdb's own files, including the default SQLite database; "
+        "empty means the default.",
     )
     database_url: str | None = Field(
         default=None,
@@ -98,6 +100,19 @@ class Settings(BaseSettings):
         default=False,
         description="Whether the destructive /api/admin/database routes are enabled.",
     )
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _empty_home_is_unset(cls, value: object) -> object:
+        """An empty ``FLOWDB_HOME`` means the default, as an unset one does.
+
+        ``FLOWDB_HOME=`` (a template or CI variable left blank) would otherwise be the
+        working directory, scattering a database and lock files wherever a command runs;
+        the XDG base-directory variables are read the same way.
+        """
+        if isinstance(value, str) and not value.strip():
+            return DEFAULT_HOME
+        return value
 
     @property
     def resolved_home(self) -> Path:

@@ -2,12 +2,14 @@
 
 * A non-ASCII password on MariaDB connects (migrations on PyMySQL, the API on aiomysql),
   and the run record names the database account, not the OS user.
+* An empty ``FLOWDB_HOME`` means the default folder, never the working directory.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -70,3 +72,24 @@ def test_a_non_ascii_mariadb_password_connects_and_the_record_names_the_account(
         created = api.post("/api/flows", json={"name": "ünïcode"})
         assert created.status_code == 201, created.text
         assert [flow["name"] for flow in api.get("/api/flows").json()] == ["ünïcode"]
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_flowdb_home_means_the_default_folder(tmp_path: Path, blank: str) -> None:
+    """``FLOWDB_HOME=`` reads as unset: the database goes to ~/.flowdb, not the working dir."""
+    user_home = tmp_path / "user"
+    work = tmp_path / "work"
+    user_home.mkdir()
+    work.mkdir()
+    result = flowdb(
+        None,
+        "database",
+        "upgrade",
+        "-y",
+        env={"FLOWDB_HOME": blank, "HOME": str(user_home)},
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(work.iterdir()) == []
+    database = user_home / ".flowdb" / "flowdb.db"
+    assert revision_of(f"sqlite:///{database}") == HEAD
