@@ -3,10 +3,12 @@
 * A non-ASCII password on MariaDB connects (migrations on PyMySQL, the API on aiomysql),
   and the run record names the database account, not the OS user.
 * An empty ``FLOWDB_HOME`` means the default folder, never the working directory.
+* SQLite files are in WAL mode from the first command that writes them.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,3 +95,61 @@ def test_an_empty_flowdb_home_means_the_default_folder(tmp_path: Path, blank: st
     assert list(work.iterdir()) == []
     database = user_home / ".flowdb" / "flowdb.db"
     assert revision_of(f"sqlite:///{database}") == HEAD
+
+
+def _journal_mode_in_header(path: Path) -> str:
+    """The file's journal mode from its header (bytes 18-19 are 2 in WAL mode), unopened."""
+    header = path.read_bytes()[:20]
+    return "wal" if header[18:20] == b"\x02\x02" else "rollback"
+
+
+def test_the_first_cli_command_puts_a_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
+    """Fresh install (sqlite3) and replay (SQLAlchemy) both leave WAL files, so that an
+    upgrade commits while a reader holds a transaction open, and the reader goes on."""
+    history = load_history()
+    installed = tmp_path / "installed.db"
+    result = flowdb(f"sqlite:///{installed}", "database", "upgrade", "-y")
+    assert result.returncode == 0, result.stderr
+    assert _journal_mode_in_header(installed) == "wal"
+
+    replayed = tmp_path / "replayed.db"
+    url = f"sqlite:///{replayed}"
+    first = history.revisions[0].id
+    result = flowdb(url, "database", "upgrade", "-y", "-r", first)
+    assert result.returncode == 0, result.stderr
+    assert _journal_mode_in_header(replayed) == "wal"
+    reader = sqlite3.connect(str(replayed), isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT version_num FROM alembic_version").fetchone() == (first,)
+        # In rollback-journal mode this upgrade could not commit while the read is open.
+        result = flowdb(
+            url, "database", "upgrade", "-y", env={"FLOWDB_MIGRATION_LOCK_TIMEOUT": "5"}
+        )
+        assert result.returncode == 0, result.stderr
+        assert reader.execute("SELECT version_num FROM alembic_version").fetchone() == (first,)
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    assert revision_of(url) == HEAD
+
+
+def test_reads_of_a_wal_file_do_not_wait_for_its_writer(tmp_path: Path) -> None:
+    """``current`` and ``upgrade --dry-run`` answer while another connection writes."""
+    path = tmp_path / "flowdb.db"
+    url = f"sqlite:///{path}"
+    first = load_history().revisions[0].id
+    assert flowdb(url, "database", "upgrade", "-y", "-r", first).returncode == 0
+    writer = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE alembic_version SET version_num = version_num")
+        env = {"FLOWDB_MIGRATION_LOCK_TIMEOUT": "1"}
+        for args in (("current",), ("upgrade", "--dry-run")):
+            result = flowdb(url, "database", *args, env=env)
+            assert result.returncode == 0, result.stderr
+            assert "Waiting" not in result.stderr
+            assert first in result.stdout
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
