@@ -79,12 +79,14 @@ class Settings(BaseSettings):
         "the idle time of common client pools (httpx, requests, aiohttp), so a client never "
         "reuses a connection the server is closing.",
     )
-    database_pool_mode: Literal["session", "transaction"] = Field(
-        default="session",
-        description="How PostgreSQL connections reach the server: 'session' (directly, or "
-        "through a pooler in session mode) or 'transaction' (through PgBouncer or another "
-        "pooler in transaction mode: no session state, no prepared statements, the "
-        "migration lock held in a transaction).",
+    database_pool_mode: Literal["auto", "session", "transaction"] = Field(
+        default="auto",
+        description="How PostgreSQL connections reach the server: 'auto' (detected: the "
+        "server session of a client connection changes between transactions behind a "
+        "transaction pooler), or forced: 'session' (directly, or through a pooler in "
+        "session mode) or 'transaction' (through PgBouncer or another pooler in "
+        "transaction mode: no session state, no prepared statements, the migration lock "
+        "held in a transaction).",
     )
     migrate_on_start: bool = Field(
         default=True,

@@ -4,6 +4,8 @@
   and the run record names the database account, not the OS user.
 * An empty ``FLOWDB_HOME`` means the default folder, never the working directory.
 * SQLite files are in WAL mode from the first command that writes them.
+* A transaction pooler (PgBouncer) in front of PostgreSQL is detected, not configured.
+* A schema chosen in a PostgreSQL URL holds for migrations, reads, the lock and the API.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 from flowdb.database.history import load_history
+from flowdb.database.target import Database
 from tests.cli.helpers import flowdb
-from tests.dbtools import MARIADB_ADMIN_URL, revision_of, sync_engine
+from tests.dbtools import MARIADB_ADMIN_URL, revision_of, sync_engine, upgrades_at_once
 
 HEAD = load_history().head
 
@@ -153,3 +156,131 @@ def test_reads_of_a_wal_file_do_not_wait_for_its_writer(tmp_path: Path) -> None:
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+# --- PostgreSQL: the pooler detected ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_behind_pgbouncer_in_transaction_mode_8_racing_processes_all_succeed_unconfigured(
+    postgres_url: str, pgbouncer_port: int
+) -> None:
+    """``FLOWDB_DATABASE_POOL_MODE`` left at ``auto``: the pooler is detected, exactly one
+    process migrates under the transaction-level lock, the seven others find it done."""
+    from tests.pgbouncer import through
+
+    url = through(pgbouncer_port, postgres_url)
+    assert Database.from_url(url).dialect.transaction_pooling  # type: ignore[attr-defined]
+    assert not Database.from_url(postgres_url).dialect.transaction_pooling  # type: ignore[attr-defined]
+    results = upgrades_at_once(url, 8)
+    assert [code for code, _, _ in results] == [0] * 8, results
+    outputs = [out + err for _, out, err in results]
+    assert sum("↑" in output for output in outputs) == 1, outputs
+    assert sum("Nothing to upgrade" in output for output in outputs) == 7, outputs
+    assert revision_of(postgres_url) == HEAD
+
+
+def test_a_session_pooler_is_not_taken_for_a_transaction_pooler(postgres_url: str) -> None:
+    from tests.dbtools import ADMIN_URL
+    from tests.pgbouncer import running_pgbouncer, through
+
+    with running_pgbouncer(ADMIN_URL, pool_mode="session", ignored="options") as port:
+        url = through(port, postgres_url)
+        assert not Database.from_url(url).dialect.transaction_pooling  # type: ignore[attr-defined]
+        result = flowdb(url, "database", "upgrade", "-y")
+        assert result.returncode == 0, result.stderr
+    assert revision_of(postgres_url) == HEAD
+
+
+# --- PostgreSQL: a schema in the URL ------------------------------------------------------
+
+
+def _in_schema(url: str, schema: str) -> str:
+    """``url`` with libpq's options choosing ``schema`` (as users write it, percent-encoded)."""
+    return f"{url}?options=-csearch_path%3D{schema}"
+
+
+def _tables_by_schema(url: str) -> dict[str, set[str]]:
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT schemaname, tablename FROM pg_tables "
+                    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    found: dict[str, set[str]] = {}
+    for schema, table in rows:
+        found.setdefault(str(schema), set()).add(str(table))
+    return found
+
+
+def test_two_tenant_schemas_in_one_database_are_migrated_and_served_apart(
+    postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tenant_a: a fresh install, directly; tenant_b: a replay through PgBouncer (options
+    set per transaction there), while tenant_a's lock is held; nothing lands in public."""
+    from fastapi.testclient import TestClient
+
+    from flowdb.database import fresh
+    from flowdb.server.app import create_app
+    from tests.dbtools import lock_holder
+    from tests.pgbouncer import through
+
+    engine = sync_engine(postgres_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b"))
+    finally:
+        engine.dispose()
+    url_a = _in_schema(postgres_url, "tenant_a")
+    url_b = _in_schema(through(pgbouncer_port, postgres_url), "tenant_b")
+    result = flowdb(url_a, "database", "upgrade", "-y")
+    assert result.returncode == 0, result.stderr
+    first = load_history().revisions[0].id
+    with lock_holder(url_a):  # each schema has a lock of its own
+        env = {"FLOWDB_MIGRATION_LOCK_TIMEOUT": "5"}
+        result = flowdb(url_b, "database", "upgrade", "-y", "-r", first, env=env)
+        assert result.returncode == 0, result.stderr
+        result = flowdb(url_b, "database", "upgrade", "-y", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "↑" in result.stdout + result.stderr
+    tables = _tables_by_schema(postgres_url)
+    assert "public" not in tables, tables
+    assert tables["tenant_a"] == tables["tenant_b"]
+    assert {"alembic_version", "flowdb_migration_run", "flow"} <= tables["tenant_a"]
+    assert revision_of(url_a) == revision_of(url_b) == HEAD
+    for url in (url_a, url_b):
+        check = flowdb(url, "database", "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        history = flowdb(url, "database", "history")
+        assert history.returncode == 0 and first in history.stdout, history.stderr
+    # The snapshot's parts read the schema of the URL: catalogue and pg_dump.
+    direct_b = _in_schema(postgres_url, "tenant_b")
+    assert fresh.catalogue(Database.from_url(url_a)) == fresh.catalogue(Database.from_url(direct_b))
+    dumped = "\n".join(Database.from_url(url_a).dialect.dump_schema(frozenset()))
+    assert "CREATE TABLE flow " in dumped and "tenant_a." not in dumped
+    # The API serves each tenant from its own schema.
+    names = {}
+    for url, name in ((url_a, "in-a"), (url_b, "in-b")):
+        monkeypatch.setenv("FLOWDB_DATABASE_URL", url)
+        with TestClient(create_app(), raise_server_exceptions=False) as api:
+            assert api.get("/api/ready").json()["status"] == "ready"
+            assert api.post("/api/flows", json={"name": name}).status_code == 201
+            names[url] = [flow["name"] for flow in api.get("/api/flows").json()]
+    assert names == {url_a: ["in-a"], url_b: ["in-b"]}
+
+
+def test_a_search_path_naming_no_existing_schema_is_refused_in_one_line(
+    postgres_url: str,
+) -> None:
+    url = _in_schema(postgres_url, "no_such_schema")
+    result = flowdb(url, "database", "upgrade", "-y")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: No schema of the search_path"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert "public" not in _tables_by_schema(postgres_url)
