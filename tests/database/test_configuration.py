@@ -284,3 +284,24 @@ def test_a_search_path_naming_no_existing_schema_is_refused_in_one_line(
     assert last.startswith("Error: No schema of the search_path"), result.stderr
     assert "Traceback" not in result.stderr
     assert "public" not in _tables_by_schema(postgres_url)
+
+
+def test_the_run_record_names_the_database_user(database_url: str) -> None:
+    """The role (PostgreSQL), the account (MariaDB), the OS user (SQLite, which has none)."""
+    import getpass
+
+    result = flowdb(database_url, "database", "upgrade", "-y")
+    assert result.returncode == 0, result.stderr
+    engine = sync_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            recorded = set(
+                connection.execute(sa.text("SELECT db_user FROM flowdb_migration_run")).scalars()
+            )
+            if engine.dialect.name == "sqlite":
+                expected = getpass.getuser()
+            else:
+                expected = connection.execute(sa.text("SELECT CURRENT_USER")).scalar()
+    finally:
+        engine.dispose()
+    assert recorded == {expected}
