@@ -717,10 +717,12 @@ def _quoted(value: str) -> str:
 
 def _options_text(settings: dict[str, str]) -> str:
     """libpq's ``options`` for ``settings``: ``-c name=value`` each, spaces escaped."""
-    return " ".join(
-        f"-c {name}={value.replace(chr(92), chr(92) * 2).replace(' ', chr(92) + ' ')}"
-        for name, value in settings.items()
-    )
+    backslash = "\\"
+
+    def escaped(value: str) -> str:
+        return value.replace(backslash, backslash * 2).replace(" ", backslash + " ")
+
+    return " ".join(f"-c {name}={escaped(value)}" for name, value in settings.items())
 
 
 def _psycopg_query(url: DatabaseUrl, shown: str) -> dict[str, Any]:
