@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILENAME = "flowdb.db"
+DEFAULT_HOME = Path("~/.flowdb")
 #: Characters left as they are in the path of the default SQLite URL; ``%``, ``?`` and
 #: ``#`` (which SQLAlchemy would read as escapes, a query or a fragment) are encoded.
 _PATH_SAFE = "/ :@!$&'()*+,;=~[]"
@@ -62,8 +63,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWDB_", extra="ignore")
 
     home: Path = Field(
-        default=Path("~/.flowdb"),
-        description="Folder for flowdb's own files, including the default SQLite database.",
+        default=DEFAULT_HOME,
+        description="Folder for flowdb's own files, including the default SQLite database; "
+        "empty means the default.",
     )
     database_url: str | None = Field(
         default=None,
@@ -114,12 +116,14 @@ class Settings(BaseSettings):
         "the idle time of common client pools (httpx, requests, aiohttp), so a client never "
         "reuses a connection the server is closing.",
     )
-    database_pool_mode: Literal["session", "transaction"] = Field(
-        default="session",
-        description="How PostgreSQL connections reach the server: 'session' (directly, or "
-        "through a pooler in session mode) or 'transaction' (through PgBouncer or another "
-        "pooler in transaction mode: no session state, no prepared statements, the "
-        "migration lock held in a transaction).",
+    database_pool_mode: Literal["auto", "session", "transaction"] = Field(
+        default="auto",
+        description="How PostgreSQL connections reach the server: 'auto' (detected: the "
+        "server session of a client connection changes between transactions behind a "
+        "transaction pooler), or forced: 'session' (directly, or through a pooler in "
+        "session mode) or 'transaction' (through PgBouncer or another pooler in "
+        "transaction mode: no session state, no prepared statements, the migration lock "
+        "held in a transaction).",
     )
     migrate_on_start: bool = Field(
         default=True,
@@ -165,6 +169,19 @@ class Settings(BaseSettings):
         if self.server_api_auth is None:
             return None
         return parse_api_auth(self.server_api_auth.get_secret_value())
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _empty_home_is_unset(cls, value: object) -> object:
+        """An empty ``FLOWDB_HOME`` means the default, as an unset one does.
+
+        ``FLOWDB_HOME=`` (a template or CI variable left blank) would otherwise be the
+        working directory, scattering a database and lock files wherever a command runs;
+        the XDG base-directory variables are read the same way.
+        """
+        if isinstance(value, str) and not value.strip():
+            return DEFAULT_HOME
+        return value
 
     @property
     def resolved_home(self) -> Path:

@@ -121,6 +121,11 @@ def fingerprint(url: str) -> str:
         path = sqlite_file(url)
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
         sides = [s for s in SQLITE_SIDE_FILES if path.with_name(path.name + s).exists()]
+        wal = path.with_name(path.name + "-wal")
+        if not wal.exists() or wal.stat().st_size == 0:
+            # A read-only connection to a WAL file leaves an empty log and its index
+            # behind (it may not remove them): nothing in them, nothing changed.
+            sides = [s for s in sides if s not in ("-wal", "-shm")]
         return f"{digest} {sides}"
     if sa.make_url(url).get_backend_name() in ("mysql", "mariadb"):
         return _mysql_fingerprint(url)

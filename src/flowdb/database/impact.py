@@ -133,6 +133,8 @@ def _measure(
 ) -> list[Loss]:
     import sqlalchemy as sa
 
+    from flowdb.database.dialects.base import READS_ONLY
+
     losses: list[Loss] = []
     seen: set[tuple[str, str | None]] = set()
     if not any(table in existing for _, table, _ in drops):
@@ -142,6 +144,7 @@ def _measure(
     engine = database.engine("flowdb-plan")
     try:
         with database.errors(), engine.connect() as connection:
+            connection.execution_options(**{READS_ONLY: True})
             columns: dict[str, set[str]] = {}
             for revision, table, column in drops:
                 if table not in existing or (table, column) in seen or (table, None) in seen:

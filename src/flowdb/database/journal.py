@@ -202,10 +202,13 @@ def read_runs(database: Database, status: SchemaStatus) -> list[dict[str, Any]]:
         return []
     import sqlalchemy as sa
 
+    from flowdb.database.dialects.base import READS_ONLY
+
     table = run_table()
     engine = database.engine("flowdb-journal")
     try:
         with database.errors(), engine.connect() as connection:
+            connection.execution_options(**{READS_ONLY: True})
             rows = connection.execute(sa.select(table).order_by(table.c.id)).mappings().all()
             connection.rollback()
     finally:

@@ -18,11 +18,13 @@ def schema_differences(database: Database) -> list[str]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from flowdb.database.dialects.base import READS_ONLY
     from flowdb.database.orm_models import Base
 
     engine = database.engine("flowdb-check")
     try:
         with database.errors(), engine.connect() as connection:
+            connection.execution_options(**{READS_ONLY: True})
             context = MigrationContext.configure(
                 connection,
                 opts={"compare_type": True, "include_object": include_in_comparison},

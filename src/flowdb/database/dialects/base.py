@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from flowdb.errors import FlowdbError
     from flowdb.settings import Settings
 
+#: The execution option of a connection that only reads: the dialect may begin its
+#: transactions without taking a write lock (SQLite: deferred, so a WAL reader never
+#: waits for the writer). Set it with ``connection.execution_options(**{READS_ONLY: True})``.
+READS_ONLY = "flowdb_reads_only"
+
 
 @dataclass(frozen=True)
 class Catalog:

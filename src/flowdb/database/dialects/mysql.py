@@ -71,13 +71,27 @@ class MysqlDialect(Dialect):
     def sync_url(self) -> Any:
         """PyMySQL, utf8mb4."""
         query = {**self.url.url.query, "charset": "utf8mb4"}
-        return self.url.url.set(drivername=self.sync_driver, query=query)
+        return self._driver_password(self.url.url.set(drivername=self.sync_driver, query=query))
 
     @property
     def async_url(self) -> Any:
         """aiomysql, utf8mb4."""
         query = {**self.url.url.query, "charset": "utf8mb4"}
-        return self.url.url.set(drivername=self.async_driver, query=query)
+        return self._driver_password(self.url.url.set(drivername=self.async_driver, query=query))
+
+    @staticmethod
+    def _driver_password(url: Any) -> Any:
+        """``url`` with a non-ASCII password in the form PyMySQL and aiomysql send right.
+
+        Both drivers encode a text password as latin-1, while the server compares it
+        with the UTF-8 bytes it was set from (utf8mb4 clients): a correct non-ASCII
+        password would be refused as wrong. Its UTF-8 bytes read as latin-1 are sent as
+        those bytes.
+        """
+        password = url.password
+        if password is None or password.isascii():
+            return url
+        return url.set(password=password.encode("utf-8").decode("latin-1"))
 
     def create_sync_engine(self, application_name: str) -> Engine:
         """PyMySQL, unpooled, UTC sessions, a connect timeout, the DDL lock wait bounded."""
@@ -336,6 +350,10 @@ class MysqlDialect(Dialect):
         return found is not None
 
     # --- snapshots (flowdb.database.fresh; the work is in mysql_catalogue) --------------------
+
+    def current_user_sql(self) -> str:
+        """The account the server authenticated (``user@host``), not this OS user."""
+        return "CURRENT_USER()"
 
     def run_script(self, statements: list[str]) -> None:
         """Run ``statements`` in order on one connection, foreign key checks off.

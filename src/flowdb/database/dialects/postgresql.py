@@ -9,16 +9,23 @@
   connection's ``application_name``, where waiters read it from ``pg_stat_activity``
   (of this database only: advisory locks are per database). A holder that dies loses
   its session and with it the lock.
-* Behind PgBouncer (or another pooler) in transaction pooling mode
-  (``FLOWDB_DATABASE_POOL_MODE=transaction``) a client's statements may run on a
-  different server connection in each transaction, so nothing may live in a session:
+* Behind PgBouncer (or another pooler) in transaction pooling mode (detected:
+  ``detect_transaction_pooler``, or forced with ``FLOWDB_DATABASE_POOL_MODE``) a
+  client's statements may run on a different server connection in each transaction,
+  so nothing may live in a session:
   the migration lock is the same key taken with ``pg_try_advisory_xact_lock`` in a
   transaction kept open for the whole command (the pooler pins one server connection
   to it; a holder that dies takes its server connection, and the lock, with it); the
-  timeouts are ``SET LOCAL`` at the start of each transaction instead of startup
-  options (which PgBouncer refuses); psycopg never prepares statements and asyncpg's
+  timeouts (and the URL's own ``options``) are set locally at the start of each
+  transaction instead of startup options (which PgBouncer refuses); psycopg never
+  prepares statements and asyncpg's
   statement caches are off, with unique names for the statements it must prepare.
   Locks of both modes exclude each other, so direct and pooled commands mix safely.
+* A schema chosen in the URL (``options=-csearch_path=tenant_a``) holds everywhere:
+  flowdb's own startup options are added to the URL's, never put in their place, and
+  the migration lock is per schema (the key's high half is a hash of the current
+  schema; ``public`` keeps the historic key), so tenants in one database migrate
+  independently.
 * The server: asyncpg with the API's own statement timeout
   (``FLOWDB_SERVER_QUERY_TIMEOUT``). URL parameters are translated for each driver:
   libpq's (``sslmode``, ``connect_timeout``, ``application_name``, ``options``) for
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
 
     from flowdb.database.locking import LockHolder, Waiter
     from flowdb.database.urls import DatabaseUrl
+    from flowdb.settings import Settings
 
 #: The advisory lock key: ASCII "flow", below 2**31 so pg_locks shows it in ``objid``.
 ADVISORY_LOCK_KEY = 0x666C6F77
@@ -107,10 +115,42 @@ class PostgresDialect(Dialect):
         _psycopg_query(url, shown)
         _asyncpg_connect_args(url, shown, build_ssl=False)
 
+    def __init__(self, url: DatabaseUrl, settings: Settings) -> None:
+        super().__init__(url, settings)
+        self._pooled: bool | None = None
+
     @property
     def transaction_pooling(self) -> bool:
-        """Whether connections go through a pooler in transaction mode (no session state)."""
-        return self.settings.database_pool_mode == "transaction"
+        """Whether connections go through a pooler in transaction mode (no session state).
+
+        ``FLOWDB_DATABASE_POOL_MODE`` forces the answer; ``auto`` (the default) asks the
+        server once for this ``Database`` (``detect_transaction_pooler``).
+        """
+        mode = self.settings.database_pool_mode
+        if mode != "auto":
+            return mode == "transaction"
+        if self._pooled is None:
+            self._pooled = detect_transaction_pooler(self._url_without_options())
+            if self._pooled:
+                logger.debug(
+                    "%s is reached through a pooler in transaction mode: the migration lock "
+                    "is held in a transaction, settings are set per transaction",
+                    self.url.redacted(),
+                )
+        return self._pooled
+
+    def _url_without_options(self) -> Any:
+        """``sync_url`` without libpq's ``options``: startup options travel separately."""
+        query = {k: v for k, v in self.sync_url.query.items() if k != "options"}
+        return self.sync_url.set(query=query)
+
+    def url_settings(self) -> dict[str, str]:
+        """The server settings the URL's ``options`` parameter asks for (``-c name=value``)."""
+        options = self.url.url.query.get("options")
+        if not options:
+            return {}
+        text = options if isinstance(options, str) else " ".join(options)
+        return _options_settings(text, self.url.redacted())
 
     # --- engines ------------------------------------------------------------------------
 
@@ -148,18 +188,22 @@ class PostgresDialect(Dialect):
         # Every statement waits at most this long for a lock (a waiting ACCESS EXCLUSIVE
         # request would queue every later query on its table); the runner retries.
         lock_ms = round(self.settings.migration_ddl_lock_timeout * 1000)
-        settings = f"-c statement_timeout={timeout_ms} -c lock_timeout={lock_ms}"
+        own = {"statement_timeout": str(timeout_ms), "lock_timeout": str(lock_ms)}
+        # The URL's settings (a search_path) and flowdb's, flowdb's last so that they win.
+        settings = {**self.url_settings(), **own}
         connect_args: dict[str, Any] = {"application_name": application_name[:63]}
         if self.transaction_pooling:
             # Server-side prepared statements belong to one server connection.
             connect_args["prepare_threshold"] = None
         else:
-            connect_args["options"] = settings
+            connect_args["options"] = _options_text(settings)
         if "connect_timeout" not in self.sync_url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-        engine = create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(
+            self._url_without_options(), poolclass=NullPool, connect_args=connect_args
+        )
         if self.transaction_pooling:
-            _set_local_on_begin(engine, {"statement_timeout": timeout_ms, "lock_timeout": lock_ms})
+            _set_local_on_begin(engine, settings)
         return engine
 
     def create_async_engine(self, *, write: bool) -> AsyncEngine:
@@ -173,6 +217,7 @@ class PostgresDialect(Dialect):
             "statement_timeout": str(timeout_ms),
             **connect_args.pop("server_settings", {}),
         }
+        local_settings = {k: v for k, v in server_settings.items() if k != "application_name"}
         if self.transaction_pooling:
             # PgBouncer forwards application_name only; statements are never cached on
             # a server connection another client may get next.
@@ -189,7 +234,7 @@ class PostgresDialect(Dialect):
             json_serializer=dumps_keeping_floats,
         )
         if self.transaction_pooling:
-            _set_local_on_begin(engine.sync_engine, {"statement_timeout": timeout_ms})
+            _set_local_on_begin(engine.sync_engine, local_settings)
         return engine
 
     # --- reading without writing ----------------------------------------------------------
@@ -246,21 +291,22 @@ class PostgresDialect(Dialect):
         try:
             with engine.connect() as raw_connection:
                 connection = raw_connection.execution_options(isolation_level="AUTOCOMMIT")
-                while not self._try_session_lock(connection):
-                    waiter.still_waiting(_holder(connection))
+                key = lock_key(connection)
+                while not self._try_session_lock(connection, key):
+                    waiter.still_waiting(_holder(connection, key))
                     time.sleep(min(POLL_SECONDS, waiter.remaining()))
                 try:
                     yield
                 finally:
                     released = connection.execute(
-                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
+                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key}
                     ).scalar()
                     if not released:
                         logger.warning(_RELEASE_HINT, self.url.redacted())
         finally:
             engine.dispose()
 
-    def _try_session_lock(self, connection: Connection) -> bool:
+    def _try_session_lock(self, connection: Connection, key: int) -> bool:
         """``pg_try_advisory_lock``, refusing a server session that holds the lock already.
 
         A new session never does, directly or behind a session pooler (which resets
@@ -273,16 +319,14 @@ class PostgresDialect(Dialect):
 
         query = sa.text(
             "WITH before AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM pg_locks "
-            "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = 0 "
-            "AND objid = :key AND objsubid = 1) AS held) "
+            "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND classid = :classid "
+            "AND objid = :objid AND objsubid = 1) AS held) "
             "SELECT held, pg_try_advisory_lock(:key) FROM before"
         )
-        held, taken = connection.execute(query, {"key": ADVISORY_LOCK_KEY}).one()
+        held, taken = connection.execute(query, {"key": key, **_key_halves(key)}).one()
         if held:
             if taken:  # undo the re-entrant count this call added
-                connection.execute(
-                    sa.text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
-                )
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
             raise ConfigurationError(_POOLED_HINT % self.url.redacted())
         return bool(taken)
 
@@ -332,7 +376,8 @@ class PostgresDialect(Dialect):
             return ConfigurationError(
                 f"A pooler in front of {where} refused a startup parameter ({text}); behind "
                 "PgBouncer in transaction pooling set FLOWDB_DATABASE_POOL_MODE=transaction "
-                "(in session pooling, add the parameter to its ignore_startup_parameters)."
+                "(or auto, which detects it); in session pooling, add the parameter to its "
+                "ignore_startup_parameters."
             )
         missing_database = 'database "' in lowered and "does not exist" in lowered
         if missing_database or any(marker in lowered for marker in connection_markers):
@@ -357,6 +402,11 @@ class PostgresDialect(Dialect):
                 f"A table of {where} stayed locked by another session ({text}); the step was "
                 "rolled back. Find the session in pg_stat_activity, let it finish, and run the "
                 "command again."
+            )
+        if "no schema has been selected to create in" in lowered:
+            return ConfigurationError(
+                f"No schema of the search_path of {where} exists ({text}); create the schema "
+                "(CREATE SCHEMA ...) or fix the options parameter of FLOWDB_DATABASE_URL."
             )
         if "read-only transaction" in lowered:
             return DatabaseReadOnlyError(
@@ -499,14 +549,15 @@ def _transaction_lock(engine: Engine, waiter: Waiter) -> Iterator[None]:
 
     try_lock = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
     with engine.connect() as connection:
+        key = lock_key(connection)
         while True:
-            if connection.execute(try_lock, {"key": ADVISORY_LOCK_KEY}).scalar():
+            if connection.execute(try_lock, {"key": key}).scalar():
                 # Last, so that the open portal is a utility statement's, holding no
                 # snapshot (else concurrent index builds would wait for this transaction);
                 # and the transaction stays idle between the migrations' statements.
                 connection.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
                 break
-            holder = _holder(connection)
+            holder = _holder(connection, key)
             connection.rollback()
             waiter.still_waiting(holder)
             time.sleep(min(POLL_SECONDS, waiter.remaining()))
@@ -516,15 +567,21 @@ def _transaction_lock(engine: Engine, waiter: Waiter) -> Iterator[None]:
             connection.rollback()
 
 
-def _set_local_on_begin(engine: Engine, settings: dict[str, int]) -> None:
-    """Apply ``settings`` with ``SET LOCAL`` as each transaction of ``engine`` begins.
+def _set_local_on_begin(engine: Engine, settings: dict[str, str]) -> None:
+    """Apply ``settings`` locally (``set_config(..., true)``) as each transaction begins.
 
     Behind a transaction pooler a session ``SET`` (or a startup option) would stay on a
-    server connection that other clients get next; ``SET LOCAL`` ends with the transaction.
+    server connection that other clients get next; a local setting ends with the
+    transaction. ``set_config`` takes each value as text, as a startup option does (a
+    list such as ``search_path=a,b`` included).
     """
     from sqlalchemy import event
 
-    statement = "; ".join(f"SET LOCAL {name} = {value}" for name, value in settings.items())
+    if not settings:
+        return
+    statement = "SELECT " + ", ".join(
+        f"set_config({_quoted(name)}, {_quoted(value)}, true)" for name, value in settings.items()
+    )
 
     @event.listens_for(engine, "begin")
     def _set_local(connection: Connection) -> None:
@@ -533,8 +590,7 @@ def _set_local_on_begin(engine: Engine, settings: dict[str, int]) -> None:
             return  # an autocommit block: no transaction to hold SET LOCAL
         cursor = dbapi_connection.cursor()
         try:
-            for part in statement.split("; "):
-                cursor.execute(part)
+            cursor.execute(statement)
         finally:
             cursor.close()
 
@@ -557,21 +613,22 @@ def _read_catalog_once(connection: Connection) -> Catalog:
     return Catalog.read_rows(connection, tables)
 
 
-def _holder(connection: Connection) -> LockHolder | None:
-    """The session holding flowdb's advisory lock in this database, if any."""
+def _holder(connection: Connection, key: int | None = None) -> LockHolder | None:
+    """The session holding flowdb's advisory lock (``key``: of the current schema), if any."""
     import sqlalchemy as sa
 
     from flowdb.database.locking import LockHolder, now_text
 
+    key = lock_key(connection) if key is None else key
     row = connection.execute(
         sa.text(
             "SELECT a.application_name, a.pid, a.client_addr, a.backend_start "
             "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 "
-            "AND l.objid = :key AND l.objsubid = 1 "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :classid "
+            "AND l.objid = :objid AND l.objsubid = 1 "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
-        {"key": ADVISORY_LOCK_KEY},
+        _key_halves(key),
     ).first()
     if row is None:
         return None
@@ -586,6 +643,86 @@ def _holder(connection: Connection) -> LockHolder | None:
         host=fields.get("host", str(client_addr or "local socket")),
         since=since,
     )
+
+
+def lock_key(connection: Connection) -> int:
+    """The advisory lock key of the connection's current schema.
+
+    ``public`` (or no schema) keeps flowdb's historic key, so that older flowdb
+    versions and this one exclude each other there; another schema puts a hash of its
+    name in the key's high half, so that each tenant schema of one database has a lock
+    of its own.
+    """
+    import zlib
+
+    import sqlalchemy as sa
+
+    schema = connection.execute(sa.text("SELECT current_schema()")).scalar()
+    if schema is None or schema == "public":
+        return ADVISORY_LOCK_KEY
+    high = zlib.crc32(str(schema).encode("utf-8")) & 0x7FFFFFFF or 1
+    return (high << 32) | ADVISORY_LOCK_KEY
+
+
+def _key_halves(key: int) -> dict[str, int]:
+    """How ``pg_locks`` shows a bigint advisory key: ``classid`` high, ``objid`` low."""
+    return {"classid": key >> 32, "objid": key & 0xFFFFFFFF}
+
+
+def detect_transaction_pooler(url: Any) -> bool:
+    """Whether a pooler in transaction mode stands between flowdb and the server at ``url``.
+
+    Two client connections: the first asks for its server session (``pg_backend_pid``),
+    the second opens a transaction and asks, then the first asks again while that
+    transaction is open. Reached directly or through a session pooler, each client keeps
+    its own server session: the two differ and the first's never changes. A transaction
+    pooler hands the session the first just released to the second (the same pid), or
+    moves the first to another session (its pid changes). No startup options are sent
+    (PgBouncer refuses them). A failure answers ``False``: the real connection reports it.
+    """
+    import psycopg
+
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    options: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": None,
+        "application_name": "flowdb-probe",
+    }
+    if "connect_timeout" not in url.query:
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+
+    def pid(connection: psycopg.Connection[Any]) -> Any:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+        return row[0] if row else None
+
+    try:
+        with (
+            psycopg.connect(conninfo, **options) as first,
+            psycopg.connect(conninfo, **options) as second,
+        ):
+            for _ in range(2):
+                before = pid(first)
+                with second.transaction():
+                    if pid(second) == before or pid(first) != before:
+                        return True
+    except psycopg.Error as exc:
+        logger.debug("Could not look for a transaction pooler: %s", exc)
+    return False
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _options_text(settings: dict[str, str]) -> str:
+    """libpq's ``options`` for ``settings``: ``-c name=value`` each, spaces escaped."""
+    backslash = "\\"
+
+    def escaped(value: str) -> str:
+        return value.replace(backslash, backslash * 2).replace(" ", backslash + " ")
+
+    return " ".join(f"-c {name}={escaped(value)}" for name, value in settings.items())
 
 
 def _psycopg_query(url: DatabaseUrl, shown: str) -> dict[str, Any]:

@@ -60,6 +60,16 @@ def catalogue(connection: Connection, skip_rows: frozenset[str]) -> dict[str, An
     def rows(query: str, **params: Any) -> list[Any]:
         return list(connection.execute(sa.text(query), params).all())
 
+    # PostgreSQL names the schema in index definitions; a catalogue is schema-neutral
+    # (like the dump), so that a database in a tenant schema compares equal.
+    schema = str(connection.execute(sa.text("SELECT current_schema()")).scalar())
+    qualifiers = (f"{schema}.", '"' + schema.replace('"', '""') + '".')
+
+    def neutral(definition: str) -> str:
+        for qualifier in qualifiers:
+            definition = definition.replace(f" {qualifier}", " ")
+        return definition
+
     namespace = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
     tables: dict[str, Any] = {}
     for oid, name in rows(
@@ -86,7 +96,7 @@ def catalogue(connection: Connection, skip_rows: frozenset[str]) -> dict[str, An
             )
         )
         indexes = sorted(
-            f"{n}: {definition}"
+            f"{n}: {neutral(definition)}"
             for n, definition in rows(
                 "SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x "
                 "JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = :oid",

@@ -10,6 +10,10 @@
 * The migration lock: an OS file lock (``fcntl`` via ``filelock``) on a file beside the
   database, released by the kernel when the holder dies. The holder writes who it is
   into a second file beside it for waiters to read.
+* WAL mode from the first transaction that writes the file (``use_wal``), so that a
+  migration and the API's readers and writer never starve each other; transactions
+  that only read (execution option ``READS_ONLY``) begin deferred and never wait for
+  the writer.
 * The server: WAL (readers never block the writer), a busy timeout, foreign keys on,
   and ``BEGIN IMMEDIATE`` for writes so that two writers never both read and then fail
   to upgrade their locks; reads use plain deferred transactions on their own engine.
@@ -26,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flowdb.database.dialects.base import Catalog, Dialect
+from flowdb.database.dialects.base import READS_ONLY, Catalog, Dialect
 from flowdb.database.status import PROGRESS_TABLE
 from flowdb.errors import (
     ConfigurationError,
@@ -52,6 +56,8 @@ SERVER_BUSY_TIMEOUT_MS = 30_000
 _READ_POLL_SECONDS = 0.2
 _NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "fuse.sshfs", "9p", "afs"}
 _VERSION_TABLE = "alembic_version"
+#: How long switching a file to WAL mode waits for other connections to let go of it.
+_WAL_SWITCH_WAIT_MS = 2_000
 
 
 class SqliteDialect(Dialect):
@@ -135,12 +141,19 @@ class SqliteDialect(Dialect):
             connect_args={"timeout": self.settings.migration_lock_timeout},
         )
 
+        busy_ms = round(self.settings.migration_lock_timeout * 1000)
+
         @event.listens_for(engine, "connect")
         def _take_over_transactions(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(connection: Any) -> None:
+            if connection.get_execution_options().get(READS_ONLY):
+                # A WAL reader never waits for the writer; IMMEDIATE would queue behind it.
+                connection.exec_driver_sql("BEGIN")
+                return
+            use_wal(connection.connection.dbapi_connection, busy_ms)
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -197,7 +210,8 @@ class SqliteDialect(Dialect):
         # committed revision, so reading then is both allowed and necessary; mode=rw
         # never creates a file.
         hot_journal = path.with_name(f"{path.name}-journal")
-        mode = "rw" if hot_journal.exists() and hot_journal.stat().st_size > 0 else "ro"
+        hot = hot_journal.exists() and hot_journal.stat().st_size > 0
+        mode = "rw" if hot else read_mode(path)
         connection = sqlite3.connect(
             f"{path.as_uri()}?mode={mode}", uri=True, timeout=_READ_POLL_SECONDS
         )
@@ -408,6 +422,42 @@ class SqliteDialect(Dialect):
 
         assert self.path is not None
         return sqlite_catalogue.catalogue(self.path, skip_rows)
+
+
+def use_wal(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Put the database file in WAL mode (it stays so), from the first connection that writes.
+
+    Online migrations depend on it: in the rollback-journal mode a new file starts in,
+    one open reader keeps a migration (or an API write) from committing, and a migration
+    keeps every reader out while it commits; in WAL mode readers and the one writer do
+    not wait for each other. Switching needs the file to itself for a moment: when other
+    connections keep it busy (a file an older flowdb made), it stays as it is this time
+    and the next command tries again. A read-only file is left as it is as well (the
+    write that follows reports it).
+    """
+    mode = connection.execute("PRAGMA journal_mode").fetchone()
+    if mode is not None and str(mode[0]).lower() == "wal":
+        return
+    connection.execute(f"PRAGMA busy_timeout = {min(busy_timeout_ms, _WAL_SWITCH_WAIT_MS)}")
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError as exc:
+        logger.debug("The SQLite database stays in its journal mode for now: %s", exc)
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+
+
+def read_mode(path: Path) -> str:
+    """The ``mode`` in which to open ``path`` only to read it: ``rw`` when this user may write.
+
+    A read-only connection to a WAL file cannot remove the ``-wal`` and ``-shm`` files
+    when it closes, and leaves them behind; a read-write connection that only reads
+    changes nothing in the file and, closing last, tidies them away.
+    """
+    import os
+
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    return "rw" if writable else "ro"
 
 
 def file_path(url: DatabaseUrl) -> Path | None:

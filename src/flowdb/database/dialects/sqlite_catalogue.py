@@ -19,8 +19,10 @@ _CONSTRAINT_START = re.compile(r"^(CONSTRAINT|PRIMARY\s+KEY|FOREIGN\s+KEY|UNIQUE
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the file."""
-    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    """A connection to the file that only reads (``sqlite.read_mode``: no stray WAL files)."""
+    from flowdb.database.dialects.sqlite import read_mode
+
+    return sqlite3.connect(f"{path.as_uri()}?mode={read_mode(path)}", uri=True)
 
 
 def literal(value: object) -> str:
@@ -131,8 +133,11 @@ def catalogue(path: Path, skip_rows: frozenset[str]) -> dict[str, Any]:
 
 def run_script(path: Path, statements: list[str], timeout: float) -> None:
     """Run ``statements`` in one ``BEGIN IMMEDIATE`` transaction with sqlite3 (no SQLAlchemy)."""
+    from flowdb.database.dialects.sqlite import use_wal
+
     connection = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
     try:
+        use_wal(connection, round(timeout * 1000))
         connection.execute("BEGIN IMMEDIATE")
         try:
             for statement in statements:

@@ -158,6 +158,7 @@ class OnlineMigration:
         # The phase is recorded in the current transaction, which the build's
         # autocommit block commits: a concurrent build cannot run inside one.
         self._enter(f"index {name}")
+        schema = self._schema_prefix()
         if not self.offline:
             valid = (
                 op.get_bind()
@@ -174,8 +175,8 @@ class OnlineMigration:
             if valid:
                 return
         with self.context.autocommit_block():
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-            op.execute(f"CREATE {kind} CONCURRENTLY {name} ON {table} ({column_list})")
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}{name}")
+            op.execute(f"CREATE {kind} CONCURRENTLY {name} ON {schema}{table} ({column_list})")
 
     def drop_index(self, name: str) -> None:
         """Drop an index without blocking the table where the dialect can (``CONCURRENTLY``)."""
@@ -184,8 +185,22 @@ class OnlineMigration:
             op.execute(dialect().drop_index_if_exists(name))
             return
         self._enter(f"drop index {name}")
+        schema = self._schema_prefix()
         with self.context.autocommit_block():
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}{name}")
+
+    def _schema_prefix(self) -> str:
+        """``"schema".`` of the migration's current schema, read in its transaction.
+
+        Statements outside a transaction (concurrent index builds) name it: behind a
+        transaction pooler the URL's search_path is set per transaction only, so such a
+        statement would otherwise look for the table in the server session's default
+        schema. Offline (rendered SQL), names stay as written.
+        """
+        if self.offline:
+            return ""
+        schema = op.get_bind().execute(sa.text("SELECT current_schema()")).scalar()
+        return "" if schema is None else '"' + str(schema).replace('"', '""') + '".'
 
     def prove_not_null(self, table: str, column: str) -> None:
         """Make ``SET NOT NULL`` scan-free: a NOT VALID check, then its validation.
