@@ -1,0 +1,144 @@
+"""Readers of where the database stands never fail because a migration runs meanwhile.
+
+Another process downgrades the last revision (an online data migration, which creates
+and drops flowdb's progress table) and upgrades it again, over and over, while threads
+read the database's status, the readiness verdict and wait for head in a loop. Every
+read must succeed and show a real revision, or that revision part way through.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from flowdb.database.history import load_history
+from flowdb.database.target import Database
+from flowdb.database.waiting import wait_for_head
+from flowdb.server.readiness import judge
+
+#: How long the migrations go on (at least two cycles each way).
+MIGRATING_SECONDS = 4.0
+MIN_CYCLES = 2
+
+
+@contextmanager
+def migrating(url: str) -> Iterator[subprocess.Popen[str]]:
+    """A process going from head one revision down and up again until the block ends."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.database.migration_cycler",
+            str(MIGRATING_SECONDS),
+            str(MIN_CYCLES),
+        ],
+        env={**os.environ, "FLOWDB_DATABASE_URL": url},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "at head", process.stderr
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def read_while_migrating(
+    url: str, readers: dict[str, Callable[[Database], str]], threads_each: int
+) -> tuple[Counter[str], list[str], str]:
+    """Run each reader in ``threads_each`` threads until the migrations end.
+
+    Returns what the reads saw (counted), every failure, and the cycler's last line.
+    """
+    seen: Counter[str] = Counter()
+    failures: list[str] = []
+    guard = threading.Lock()
+    done = threading.Event()
+
+    def loop(read: Callable[[Database], str], name: str) -> None:
+        database = Database.from_url(url)
+        while not done.is_set():
+            try:
+                result = read(database)
+            except Exception as exc:  # every failure is the finding
+                with guard:
+                    failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            else:
+                with guard:
+                    seen[f"{name} {result}"] += 1
+
+    with migrating(url) as process:
+        workers = [
+            threading.Thread(target=loop, args=(read, name), daemon=True)
+            for name, read in readers.items()
+            for _ in range(threads_each)
+        ]
+        for worker in workers:
+            worker.start()
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        out, err = process.communicate(timeout=240)
+        done.set()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert process.returncode == 0, err
+    return seen, failures, out.strip()
+
+
+def status_read(database: Database) -> str:
+    """The revision read, or ``REVISION part way`` while a migration is part way through."""
+    status = database.status()
+    assert status.owner == "flowdb", status
+    assert status.current is not None and database.history.knows(status.current), status
+    if status.in_progress:
+        return f"{status.in_progress[0][0]} part way"
+    return status.current
+
+
+def readiness_read(database: Database) -> str:
+    """The readiness verdict's revision (ready or not, it must be answered)."""
+    verdict = judge(database)
+    assert verdict.current is not None and database.history.knows(verdict.current), verdict
+    return verdict.current
+
+
+def wait_read(database: Database) -> str:
+    """``wait_for_head``, which must end at head."""
+    status = wait_for_head(database, timeout=120, poll=0.05)
+    return str(status.current)
+
+
+def test_status_reads_never_fail_during_upgrades_and_downgrades(database_url: str) -> None:
+    started = time.monotonic()
+    seen, failures, last = read_while_migrating(
+        database_url,
+        {"status": status_read, "ready": readiness_read, "wait": wait_read},
+        threads_each=2,
+    )
+    history = load_history()
+    previous = history.revisions[-2].id
+    reads = sum(seen.values())
+    print(f"{reads} reads in {time.monotonic() - started:.1f} s, {last}: {dict(seen)}")
+
+    failed = f"{len(failures)} of {reads + len(failures)} reads failed: {failures[:5]}"
+    assert failures == [], failed
+    assert int(last.split()[1]) >= MIN_CYCLES
+    assert reads >= 100, seen
+    # The reads did overlap the migrations: they saw both revisions.
+    assert seen[f"status {history.head}"] and seen[f"status {previous}"], seen
+    assert set(seen) <= {
+        f"{name} {revision}"
+        for name in ("status", "ready", "wait")
+        for revision in (history.head, previous, f"{history.head} part way")
+    }, seen
