@@ -4,6 +4,8 @@ Another process downgrades the last revision (an online data migration, which cr
 and drops flowdb's progress table) and upgrades it again, over and over, while threads
 read the database's status, the readiness verdict and wait for head in a loop. Every
 read must succeed and show a real revision, or that revision part way through.
+``flowdb database check`` waits for a running migration and then compares, or says
+that one runs (exit 6) when it runs past the lock timeout.
 """
 
 from __future__ import annotations
@@ -20,23 +22,32 @@ from contextlib import contextmanager
 from flowdb.database.history import load_history
 from flowdb.database.target import Database
 from flowdb.database.waiting import wait_for_head
+from flowdb.errors import ExitCode
 from flowdb.server.readiness import judge
+from tests.cli.helpers import flowdb, ok
+from tests.dbtools import holder_description, lock_holder
 
-#: How long the migrations go on (at least two cycles each way).
+#: How long the readers read while migrations go on (at least two cycles each way).
 MIGRATING_SECONDS = 4.0
 MIN_CYCLES = 2
+#: When the migrating process stops by itself (a test that failed to stop it).
+MOST_SECONDS = 180
 
 
 @contextmanager
-def migrating(url: str) -> Iterator[subprocess.Popen[str]]:
-    """A process going from head one revision down and up again until the block ends."""
+def migrating(url: str) -> Iterator[Callable[[], str]]:
+    """A process going from head one revision down and up again while the block runs.
+
+    The block starts it with ``go``; the function it gets stops the migrations after
+    the current cycle and returns the process's last line (``cycles N``).
+    """
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tests.database.migration_cycler",
-            str(MIGRATING_SECONDS),
             str(MIN_CYCLES),
+            str(MOST_SECONDS),
         ],
         env={**os.environ, "FLOWDB_DATABASE_URL": url},
         stdin=subprocess.PIPE,
@@ -44,10 +55,21 @@ def migrating(url: str) -> Iterator[subprocess.Popen[str]]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def stop() -> str:
+        assert process.stdin is not None
+        process.stdin.write("stop\n")
+        process.stdin.flush()
+        out, err = process.communicate(timeout=MOST_SECONDS + 60)
+        assert process.returncode == 0, err
+        return out.strip()
+
     try:
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stdin is not None
         assert process.stdout.readline().strip() == "at head", process.stderr
-        yield process
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        yield stop
     finally:
         process.kill()
         process.wait()
@@ -77,23 +99,20 @@ def read_while_migrating(
                 with guard:
                     seen[f"{name} {result}"] += 1
 
-    with migrating(url) as process:
-        workers = [
-            threading.Thread(target=loop, args=(read, name), daemon=True)
-            for name, read in readers.items()
-            for _ in range(threads_each)
-        ]
+    workers = [
+        threading.Thread(target=loop, args=(read, name), daemon=True)
+        for name, read in readers.items()
+        for _ in range(threads_each)
+    ]
+    with migrating(url) as stop:
         for worker in workers:
             worker.start()
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
-        out, err = process.communicate(timeout=240)
+        time.sleep(MIGRATING_SECONDS)
+        last = stop()
         done.set()
         for worker in workers:
             worker.join(timeout=60)
-        assert process.returncode == 0, err
-    return seen, failures, out.strip()
+    return seen, failures, last
 
 
 def status_read(database: Database) -> str:
@@ -142,3 +161,56 @@ def test_status_reads_never_fail_during_upgrades_and_downgrades(database_url: st
         for name in ("status", "ready", "wait")
         for revision in (history.head, previous, f"{history.head} part way")
     }, seen
+
+
+def test_check_during_migrations_waits_for_them_and_compares(database_url: str) -> None:
+    environment = {**os.environ, "FLOWDB_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "flowdb", "database", "check"]
+    with migrating(database_url) as stop:
+        checks = []
+        for _ in range(3):
+            checks.append(
+                subprocess.Popen(
+                    command,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            time.sleep(0.3)
+        # Each one meets a migration (the cycles hold the lock but for instants) and says
+        # so, before anything else; then the migrations stop, at head.
+        first_lines = [check.stderr.readline() for check in checks if check.stderr]
+        stop()
+        outputs = [check.communicate(timeout=240) for check in checks]
+
+    for line in first_lines:
+        assert line.startswith("Waiting for the end of the running migration held by"), line
+    for check, (out, err) in zip(checks, outputs, strict=True):
+        assert check.returncode == 0, out + err
+        assert "matches the models" in out, out + err
+        assert "Traceback" not in err
+
+
+def test_check_says_a_migration_runs_past_the_lock_timeout(database_url: str) -> None:
+    ok(flowdb(database_url, "database", "upgrade", "-y"))
+    with lock_holder(database_url) as holder:
+        started = time.monotonic()
+        result = flowdb(
+            database_url, "database", "check", env={"FLOWDB_MIGRATION_LOCK_TIMEOUT": "1"}
+        )
+        waited = time.monotonic() - started
+        holder_text = holder_description(database_url, holder)
+
+    assert result.returncode == ExitCode.BUSY, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    for words in ("A migration is running", holder_text, "FLOWDB_MIGRATION_LOCK_TIMEOUT"):
+        assert words in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+    assert "rolled back" not in result.stderr
+    assert 1 <= waited < 60
+    # Once it has ended, check compares.
+    assert "matches the models" in ok(flowdb(database_url, "database", "check")).stdout
