@@ -49,9 +49,15 @@ def settled_differences(
         except Exception:
             if not _overtaken(database, before):
                 raise  # a failure of its own, not a migration's doing
-            continue
-        if not _overtaken(database, before):
-            return differences
+        else:
+            if not _overtaken(database, before):
+                return differences
+        if waiter.waited() >= waiter.timeout:  # migrated without flowdb's lock, on and on
+            raise MigrationLockTimeoutError(
+                f"The schema of {database.describe()} kept changing while check compared it, "
+                f"for {waiter.timeout:g} s (FLOWDB_MIGRATION_LOCK_TIMEOUT); run check again "
+                "once the migrations have ended."
+            )
 
 
 def _state(database: Database, status: SchemaStatus) -> tuple[object, ...]:

@@ -140,7 +140,10 @@ class Dialect(ABC):
         """The version rows and table names; never creates or changes anything.
 
         Waits for a database that another connection holds locked, through ``waiter``,
-        which reports the holder and gives up at the lock timeout.
+        which reports the holder and gives up at the lock timeout. Reads the rows in one
+        snapshot where the dialect has one; a table that a migration dropped after it was
+        listed raises what ``table_vanished`` recognises, and the caller reads again
+        (``Database.status``, through ``rereading``).
         """
 
     def table_vanished(self, exc: BaseException) -> bool:
