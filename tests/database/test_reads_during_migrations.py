@@ -3,7 +3,8 @@
 Another process downgrades the last revision (an online data migration, which creates
 and drops flowdb's progress table) and upgrades it again, over and over, while threads
 read the database's status, the readiness verdict, wait for head (as ``flowdb database
-wait`` does) and start as a replica that does not migrate, in a loop. Every
+wait`` does) and start as a replica that does not migrate, and another process reads
+the status, in a loop. Every
 read must succeed and show a real revision, or that revision part way through.
 ``flowdb database check`` waits for a running migration and then compares, or says
 that one runs (exit 6) when it runs past the lock timeout.
@@ -105,13 +106,35 @@ def read_while_migrating(
         threading.Thread(target=loop, args=(read, name), daemon=True) for name, read in readers
     ]
     with migrating(url) as stop:
-        for worker in workers:
-            worker.start()
-        time.sleep(MIGRATING_SECONDS)
-        last = stop()
-        done.set()
-        for worker in workers:
-            worker.join(timeout=60)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.database.status_reader"],
+            env={**os.environ, "FLOWDB_DATABASE_URL": url},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for worker in workers:
+                worker.start()
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+            time.sleep(MIGRATING_SECONDS)
+            last = stop()
+            done.set()
+            for worker in workers:
+                worker.join(timeout=60)
+            out, _ = process.communicate("stop\n", timeout=60)
+        finally:
+            process.kill()
+            process.wait()
+    # The process's reads: "ok COUNT OWNER REVISION[ part way]" and "failed ..." lines.
+    for line in out.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "failed":
+            failures.append(f"process: {rest}")
+        else:
+            count, owner, result = rest.split(" ", 2)
+            assert owner == "flowdb", line
+            seen[f"process {result}"] += int(count)
     return seen, failures, last
 
 
@@ -164,7 +187,7 @@ def test_status_reads_never_fail_during_upgrades_and_downgrades(database_url: st
     assert seen[f"status {history.head}"] and seen[f"status {previous}"], seen
     assert set(seen) <= {
         f"{name} {revision}"
-        for name in ("status", "ready", "wait", "start")
+        for name in ("status", "ready", "wait", "start", "process")
         for revision in (history.head, previous, f"{history.head} part way")
     }, seen
 
