@@ -475,12 +475,17 @@ def check() -> None:
         )
         raise typer.Exit(1)
     from flowdb.database.commands import ACCEPT_CHANGED_FLAG, changed_files
+    from flowdb.database.schema_check import settled_differences
 
-    differences = [
-        f"revision {revision}: its file differs from the one applied "
-        f"(upgrade refuses until it is restored or accepted with {ACCEPT_CHANGED_FLAG})"
-        for revision in changed_files(database, status)
-    ] + schema_differences(database)
+    def compare(settled: SchemaStatus) -> list[str]:
+        return [
+            f"revision {revision}: its file differs from the one applied "
+            f"(upgrade refuses until it is restored or accepted with {ACCEPT_CHANGED_FLAG})"
+            for revision in changed_files(database, settled)
+        ] + schema_differences(database)
+
+    # Waits for a running migration, then compares a schema no migration is changing.
+    differences = settled_differences(database, compare)
     if not differences:
         out.print("The database schema matches the models.")
         return

@@ -7,10 +7,85 @@ other applications sharing the database are left out (``include_in_comparison``)
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flowdb.errors import FlowdbError, MigrationLockTimeoutError
+
 if TYPE_CHECKING:
+    from flowdb.database.locking import LockHolder
+    from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
+
+
+def settled_differences(
+    database: Database, compare: Callable[[SchemaStatus], list[str]]
+) -> list[str]:
+    """``compare(status)`` run while no migration runs, after waiting for one that does.
+
+    Comparing a schema that a migration is changing reports its half-changed tables as
+    differences, or fails when a table it reflected is dropped. So, as ``upgrade`` waits
+    for the migration lock, ``check`` waits for the running migration to end (naming
+    it, for at most ``FLOWDB_MIGRATION_LOCK_TIMEOUT``), then compares; a comparison that
+    a migration overtook (one started meanwhile, or the revision moved) is done again.
+    It never takes the lock itself: a check writes nothing and holds up no migration.
+    """
+    from flowdb.database.locking import POLL_SECONDS, Waiter
+
+    waiter = Waiter(database, what="the end of the running migration")
+    while True:
+        holder = database.migration_running()
+        if holder is not None:
+            if waiter.waited() >= waiter.timeout:
+                raise _still_running(database, holder, waiter.timeout)
+            waiter.still_waiting(holder)
+            time.sleep(min(POLL_SECONDS, waiter.remaining()))
+            continue
+        status = database.status()
+        before = _state(database, status)
+        try:
+            differences = compare(status)
+        except Exception:
+            if not _overtaken(database, before):
+                raise  # a failure of its own, not a migration's doing
+        else:
+            if not _overtaken(database, before):
+                return differences
+        if waiter.waited() >= waiter.timeout:  # migrated without flowdb's lock, on and on
+            raise MigrationLockTimeoutError(
+                f"The schema of {database.describe()} kept changing while check compared it, "
+                f"for {waiter.timeout:g} s (FLOWDB_MIGRATION_LOCK_TIMEOUT); run check again "
+                "once the migrations have ended."
+            )
+
+
+def _state(database: Database, status: SchemaStatus) -> tuple[object, ...]:
+    """What changes with every migration step: the revision, progress, the last run row.
+
+    The run row tells a whole migration there and back (down one, up again) that
+    happened in between from none.
+    """
+    from flowdb.database import journal
+
+    runs = journal.read_runs(database, status)
+    return (status.current, status.in_progress, runs[-1]["id"] if runs else None)
+
+
+def _overtaken(database: Database, before: tuple[object, ...]) -> bool:
+    """Whether a migration runs now, or ran since the state ``before`` was read."""
+    if database.migration_running() is not None:
+        return True
+    return _state(database, database.status()) != before
+
+
+def _still_running(database: Database, holder: LockHolder, timeout: float) -> FlowdbError:
+    where = database.describe()
+    return MigrationLockTimeoutError(
+        f"A migration is running on {where}: {holder.describe()}; check compares the schema "
+        f"once it ends and waited {timeout:g} s (FLOWDB_MIGRATION_LOCK_TIMEOUT) for it; run "
+        "check again when it has ended, or raise the timeout."
+    )
 
 
 def schema_differences(database: Database) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -70,12 +70,18 @@ class Database:
         return self.dialect.location()
 
     def status(self) -> SchemaStatus:
-        """Where the database stands; reads, never writes, never blocks past the timeout."""
+        """Where the database stands; reads, never writes, never blocks past the timeout.
+
+        A read that a running migration overtakes (a listed table dropped before it was
+        read) starts again (``rereading``), so it never fails because of the migration.
+        """
         from flowdb.database.locking import Waiter
+        from flowdb.database.rereading import reread
         from flowdb.database.status import status_from_catalog
 
+        waiter = Waiter(self, what="the database")
         with self.errors():
-            catalog = self.dialect.read_catalog(Waiter(self, what="the database"))
+            catalog = reread(self, lambda: self.dialect.read_catalog(waiter))
         return status_from_catalog(catalog, self.history)
 
     def migration_running(self) -> LockHolder | None:
@@ -91,13 +97,18 @@ class Database:
         """
         import sqlalchemy as sa
 
-        with self.errors():
+        from flowdb.database.rereading import reread
+
+        def read() -> dict[tuple[str | None, str], list[Any]]:
             engine = self.engine("flowdb-status")
             try:
                 with engine.connect() as connection:
-                    found = sa.inspect(connection).get_multi_columns()
+                    return dict(sa.inspect(connection).get_multi_columns())
             finally:
                 engine.dispose()
+
+        with self.errors():
+            found = reread(self, read, what="its columns")
         return {
             table: frozenset(column["name"] for column in columns)
             for (_schema, table), columns in found.items()

@@ -145,8 +145,24 @@ class Dialect(ABC):
         """The version rows and table names; never creates or changes anything.
 
         Waits for a database that another connection holds locked, through ``waiter``,
-        which reports the holder and gives up at the lock timeout.
+        which reports the holder and gives up at the lock timeout. Reads the rows in one
+        snapshot where the dialect has one; a table that a migration dropped after it was
+        listed raises what ``table_vanished`` recognises, and the caller reads again
+        (``Database.status``, through ``rereading``).
         """
+
+    def table_vanished(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says a table listed moments ago is gone or changed (``rereading``).
+
+        A migration may drop or rebuild a table between a reader listing it and reading
+        it; the read then starts again. SQLAlchemy's reflection says so with
+        ``NoSuchTableError`` on every dialect; each dialect adds its driver's errors.
+        """
+        import sys
+
+        # Not imported yet means not raised by it: SQLite's reads use sqlite3 alone.
+        errors: Any = sys.modules.get("sqlalchemy.exc")
+        return errors is not None and isinstance(exc, errors.NoSuchTableError)
 
     # --- the migration lock ---------------------------------------------------------------
 

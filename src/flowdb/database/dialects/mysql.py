@@ -44,9 +44,8 @@ CONNECT_TIMEOUT_SECONDS = 10
 MINIMUM_MARIADB = (10, 6)
 MINIMUM_MYSQL = (8, 0)
 _LOCK_PREFIX = "flowdb-migrations:"
-_NO_SUCH_TABLE = 1146
-#: Reads of the catalog before a table that keeps vanishing while it is read is an error.
-_CATALOG_ATTEMPTS = 5
+#: A table listed and then read is gone (1146), or was changed after the snapshot (1412).
+_VANISHED = frozenset({1146, 1412})
 
 
 class MysqlDialect(Dialect):
@@ -164,25 +163,25 @@ class MysqlDialect(Dialect):
     def read_catalog(self, waiter: Waiter) -> Catalog:
         """Version rows and the base tables of the database, from ``information_schema``.
 
-        Views are not tables (as on PostgreSQL and SQLite). DDL commits by itself here, so
-        a table listed may be gone by the time it is read (a migration drops
-        ``flowdb_migration_progress`` when it finishes): the catalog is then read again.
+        Views are not tables (as on PostgreSQL and SQLite). The rows are read in one
+        REPEATABLE READ transaction (one snapshot), but the listing is not part of it and
+        DDL commits by itself here: a table listed may be gone by the time it is read (a
+        migration drops ``flowdb_migration_progress`` when it finishes), or changed since
+        the snapshot; the read then starts again (``table_vanished``).
         """
-        import sqlalchemy as sa
-
         engine = self.create_sync_engine("flowdb-status")
         try:
-            with engine.connect() as connection:
-                for _ in range(_CATALOG_ATTEMPTS - 1):
-                    try:
-                        return _read_catalog_once(connection)
-                    except sa.exc.DBAPIError as exc:
-                        if _error_code(exc) != _NO_SUCH_TABLE:
-                            raise
-                        connection.rollback()
-                return _read_catalog_once(connection)
+            with engine.connect() as plain:
+                connection = plain.execution_options(isolation_level="REPEATABLE READ")
+                catalog = _read_catalog_once(connection)
+                connection.rollback()
+                return catalog
         finally:
             engine.dispose()
+
+    def table_vanished(self, exc: BaseException) -> bool:
+        """No such table (1146), or a table changed since this transaction's snapshot (1412)."""
+        return super().table_vanished(exc) or _error_code(exc) in _VANISHED
 
     # --- the migration lock ---------------------------------------------------------------
 

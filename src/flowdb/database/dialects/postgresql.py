@@ -80,6 +80,8 @@ CONNECT_TIMEOUT_SECONDS = 10
 _APPLICATION_PREFIX = "flowdb-lock"
 #: How long one read of the catalog waits for a table lock before asking who holds it.
 _READ_LOCK_TIMEOUT_MS = 500
+#: SQLSTATE of a relation that does not exist (``undefined_table``).
+_UNDEFINED_TABLE = "42P01"
 _SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 #: URL parameters asyncpg understands as they are.
 _ASYNCPG_NATIVE = {"ssl", "timeout", "command_timeout", "statement_cache_size"}
@@ -240,13 +242,22 @@ class PostgresDialect(Dialect):
     # --- reading without writing ----------------------------------------------------------
 
     def read_catalog(self, waiter: Waiter) -> Catalog:
-        """Version rows and the tables of the current schema; waits out a DDL's table lock."""
+        """Version rows and the tables of the current schema; waits out a DDL's table lock.
+
+        One read-only REPEATABLE READ transaction, so the progress and version rows are
+        one snapshot (a migration's commit changes both at once). Table names are looked
+        up outside that snapshot, though: a table a migration drops after the listing is
+        "undefined" when read, and the read starts again (``table_vanished``).
+        """
         import sqlalchemy as sa
         from sqlalchemy.exc import OperationalError
 
         engine = self.create_sync_engine("flowdb-status", statement_timeout=0)
         try:
-            with engine.connect() as connection:
+            with engine.connect() as plain:
+                connection = plain.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
                 while True:
                     try:
                         # In the read's own transaction: no session state (poolers).
@@ -263,6 +274,15 @@ class PostgresDialect(Dialect):
                         )
         finally:
             engine.dispose()
+
+    def table_vanished(self, exc: BaseException) -> bool:
+        """``undefined_table`` (42P01), or a relation dropped while its lock was awaited."""
+        source = getattr(exc, "orig", None) or exc
+        return (
+            super().table_vanished(exc)
+            or getattr(source, "sqlstate", None) == _UNDEFINED_TABLE
+            or "could not open relation with OID" in str(source)
+        )
 
     # --- the migration lock ---------------------------------------------------------------
 

@@ -203,6 +203,15 @@ class SqliteDialect(Dialect):
                     raise
                 waiter.still_waiting(self._holder(), other="another connection writing the file")
 
+    def table_vanished(self, exc: BaseException) -> bool:
+        """``no such table`` from sqlite3 (directly or through SQLAlchemy), or reflection's."""
+        source = getattr(exc, "orig", None) or exc
+        text = str(source)
+        return super().table_vanished(exc) or (
+            isinstance(source, sqlite3.OperationalError)
+            and ("no such table" in text or "database schema has changed" in text)
+        )
+
     def _read_catalog_once(self, path: Path) -> Catalog:
         # A process killed inside a migration leaves a "hot" rollback journal beside the
         # file; the first reader must roll it back, which a read-only connection cannot
@@ -216,6 +225,9 @@ class SqliteDialect(Dialect):
             f"{path.as_uri()}?mode={mode}", uri=True, timeout=_READ_POLL_SECONDS
         )
         try:
+            # One read transaction: the listing and the rows are one snapshot of the file
+            # (a migration's commit waits for it, or, in WAL mode, does not change it).
+            connection.execute("BEGIN")
             tables = frozenset(
                 row[0]
                 for row in connection.execute(
