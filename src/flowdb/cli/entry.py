@@ -1,0 +1,27 @@
+"""The ``flowdb`` console script: signals handled first, then the CLI imported and run.
+
+Importing Typer, Rich and the commands takes a noticeable part of a second; a Ctrl-C
+or SIGTERM in that time must end in the same one line and exit code as later ones, so
+this module imports nothing but the signal handling (``flowdb.interrupts``) before it
+installs it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flowdb import interrupts
+from flowdb.errors import Interrupted
+
+
+def main() -> None:
+    """Install the signal handlers, then run the CLI (``flowdb.cli.root.main``)."""
+    interrupts.install()
+    try:
+        from flowdb.cli.root import main as run
+
+        run()  # exits; its edge reports any interrupt once it is running
+    except Interrupted as interrupt:  # while the CLI was still being imported
+        line, code = interrupts.settle(interrupt.args[0])
+        print(line, file=sys.stderr)
+        sys.exit(code)
