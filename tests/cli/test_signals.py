@@ -171,6 +171,7 @@ def test_a_signal_at_any_moment_of_an_upgrade_ends_in_one_true_line(
         assert revision in IDS, f"the database is at {revision!r} after {trial}"
         if trial.returncode == 0:
             assert revision == HEAD
+    print(f"{dialect}-{item}: {landed} of {PER_ITEM} signals landed before the end")
     assert landed > 0, "no signal landed before the upgrade finished"
 
 

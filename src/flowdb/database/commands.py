@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from flowdb.database.planning import Plan
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
+    from flowdb.errors import FlowdbError
 
 logger = logging.getLogger("flowdb.migrations")
 
@@ -113,7 +114,10 @@ def migrate(
             run_plan(database, plan)
         except Exception as exc:
             record_failure(database, plan, at, time.perf_counter() - started, exc)
-            raise
+            placed = with_position(database, plan, exc)
+            if placed is None:
+                raise
+            raise placed from exc
         return plan
 
 
@@ -190,6 +194,45 @@ def check_applied_files(database: Database, status: SchemaStatus, *, accept: boo
         ],
     )
     logger.warning("Accepted the changed file(s) of %s", ", ".join(changed))
+
+
+def with_position(database: Database, plan: Plan, exc: Exception) -> FlowdbError | None:
+    """``exc`` as a disk-full or not-writable error that says where the database stands.
+
+    Such an error can strike after some migrations (or a data migration's phases) have
+    committed, so "nothing was changed" would be untrue; the line says what committed.
+    Other errors (``None``) keep their own words.
+    """
+    from flowdb.database.failures import translate
+    from flowdb.errors import DatabaseReadOnlyError, DiskFullError
+
+    translated = translate(exc, database)
+    if not isinstance(translated, DiskFullError | DatabaseReadOnlyError):
+        return None
+    return type(translated)(f"{str(translated).rstrip('.')}. {stands(database, plan)}")
+
+
+def stands(database: Database, plan: Plan) -> str:
+    """One sentence: how many of ``plan``'s steps committed and where the database is now."""
+    from flowdb.errors import FlowdbError
+
+    try:
+        status = database.status()
+    except FlowdbError:
+        return "Where the database stands could not be read; see 'flowdb database current'."
+    steps = [step.id for step in plan.steps]
+    current = status.current
+    if plan.direction == "upgrade":
+        done = steps.index(current) + 1 if current in steps else 0
+    else:  # reverting steps[i] leaves the database at steps[i + 1] (or the target)
+        done = steps.index(current) if current in steps else len(steps)
+    part_way = status.describe_progress()
+    return (
+        f"{done} of the {len(steps)} migration(s) of this {plan.direction} committed; the "
+        f"database is at {current or 'base'}"
+        + (f", with {part_way} kept for the next run" if part_way else "")
+        + "."
+    )
 
 
 def record_failure(database: Database, plan: Plan, at: str, elapsed: float, exc: Exception) -> None:
