@@ -272,6 +272,13 @@ EDGES = [
         ("log", "c5d8e3f2a9b1", "nothing was changed"),
         a_foreign_table_named_like_a_later_one,
     ),
+    Edge(
+        "a dry run of an upgrade that would clash",
+        ("database", "upgrade", "--dry-run"),
+        ExitCode.REFUSED,
+        ("log", "c5d8e3f2a9b1", "nothing was changed"),
+        a_foreign_table_named_like_a_later_one,
+    ),
     # A damaged SQLite file: one line from every command that reads it.
     *[
         Edge(

@@ -284,6 +284,8 @@ def preview(database: Database, direction: Direction, revision: str) -> None:
     status.require_known(database)
     plan = planning.plan(database.history, direction, status.current, text)
     snapshot = fresh_snapshot(database, plan, status)
+    if snapshot is None:
+        refuse_like_the_run(database, plan, status)
     if snapshot is not None:
         import sys
 
@@ -293,6 +295,20 @@ def preview(database: Database, direction: Direction, revision: str) -> None:
         sys.stdout.flush()
         return
     print_sql(database, plan, header=describe_plan(database, plan, status))
+
+
+def refuse_like_the_run(database: Database, plan: Plan, status: SchemaStatus) -> None:
+    """Refuse a preview where the real run would refuse before its first step (name clashes).
+
+    A dry run that printed SQL and exited 0 would promise a run that cannot happen. An
+    interrupted fresh install is not a clash: the real run drops it before replaying.
+    """
+    from flowdb.database import fresh
+    from flowdb.database.impact import check_name_clashes
+
+    if plan.direction == "upgrade" and fresh.interrupted(status):
+        return
+    check_name_clashes(database, plan, status)
 
 
 def describe_plan(database: Database, plan: Plan, status: SchemaStatus) -> list[str]:
