@@ -84,3 +84,100 @@ def test_a_full_disk_part_way_through_a_replay_says_what_committed(tmp_path: Pat
         if int(position["done"]) > 0:
             part_way.append(kilobytes)
     assert part_way, "the disk never filled after a migration committed"
+
+
+# --- a fresh install that replays says why ---------------------------------------------------
+
+HEAD = IDS[-1]
+EXTRA = f'''"""Change nothing: a revision only this test's history has."""
+
+revision: str = "7e57fee10001"
+down_revision: str | None = "{HEAD}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def copied_history(tmp_path: Path) -> Path:
+    """A copy of the migrations folder (this test's history); returns the folder."""
+    from flowdb.database import history
+
+    copy = tmp_path / "migrations"
+    shutil.copytree(history.MIGRATIONS_FOLDER, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def replay_line(stderr: str) -> str:
+    """The one line that says why the history is replayed."""
+    lines = [line for line in stderr.splitlines() if line.startswith("Replaying the history")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_a_fresh_install_with_a_newer_history_than_the_snapshot_says_why_it_replays(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from tests.cli.helpers import flowdb, ok
+
+    migrations = copied_history(tmp_path)
+    (migrations / "versions" / "2026_12_31_7e57fee10001_nothing.py").write_text(EXTRA)
+
+    result = ok(flowdb(sqlite_url, "database", "upgrade", "-y", migrations=migrations))
+
+    line = replay_line(result.stderr)
+    assert "sqlite.sql" in line and HEAD in line and "7e57fee10001" in line, line
+    assert "flowdb database snapshot" in line
+    assert "Installed the head schema" not in result.stderr
+
+
+def test_a_fresh_install_with_edited_revision_files_says_why_it_replays(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from tests.cli.helpers import flowdb, ok
+
+    migrations = copied_history(tmp_path)
+    edited = next((migrations / "versions").glob(f"*_{IDS[2]}_*.py"))
+    edited.write_text(edited.read_text() + "\n# edited after the snapshot was made\n")
+
+    result = ok(flowdb(sqlite_url, "database", "upgrade", "-y", migrations=migrations))
+
+    line = replay_line(result.stderr)
+    assert "revision files differ" in line and "sqlite.sql" in line, line
+
+
+def test_a_fresh_install_to_a_revision_before_head_says_why_it_replays(sqlite_url: str) -> None:
+    from tests.cli.helpers import flowdb, ok
+
+    result = ok(flowdb(sqlite_url, "database", "upgrade", "-y", "-r", IDS[3]))
+
+    line = replay_line(result.stderr)
+    assert f"goes to {IDS[3]}" in line and HEAD in line, line
+
+
+def test_a_fresh_install_on_a_mysql_url_says_there_is_no_snapshot(mariadb_url: str) -> None:
+    from tests.cli.helpers import flowdb, ok
+
+    url = mariadb_url.replace("mariadb+pymysql://", "mysql+pymysql://", 1)
+    assert url.startswith("mysql+pymysql://"), url
+
+    result = ok(flowdb(url, "database", "upgrade", "-y"))
+
+    line = replay_line(result.stderr)
+    assert "no snapshot for MySQL (mysql.sql)" in line, line
+
+
+def test_a_fresh_install_from_the_snapshot_says_nothing_of_a_replay(sqlite_url: str) -> None:
+    from tests.cli.helpers import flowdb, ok
+
+    result = ok(flowdb(sqlite_url, "database", "upgrade", "-y"))
+
+    assert "Installed the head schema" in result.stderr
+    assert "Replaying" not in result.stderr

@@ -123,18 +123,27 @@ def migrate(
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
     """The snapshot that can install ``plan`` at once: an empty database going to head."""
-    from flowdb.database.fresh import resumes, usable_snapshot
+    from flowdb.database.fresh import resumes, usable_snapshot, why_not_usable
 
     empty = status.owner == "empty" and status.current is None and not status.in_progress
-    if (
-        plan.direction != "upgrade"
-        or not (empty or resumes(database, status))
-        or plan.target is None
-        or plan.target != database.history.head
-    ):
+    if plan.direction != "upgrade" or not (empty or resumes(database, status)) or plan.is_empty:
         return None
+    if plan.target != database.history.head:
+        if empty:
+            replaying(
+                f"the snapshot installs the head ({database.history.head}) only, and "
+                f"this upgrade goes to {plan.target or 'base'}"
+            )
+        return None
+    snapshot = usable_snapshot(database)
+    if snapshot is None and empty:
+        replaying(why_not_usable(database))
+    return snapshot
 
-    return usable_snapshot(database)
+
+def replaying(reason: str) -> None:
+    """Say in one line why an empty database gets the history replayed, not the snapshot."""
+    logger.info("Replaying the history instead of installing the snapshot: %s.", reason)
 
 
 def undo_interrupted_install(database: Database, status: SchemaStatus) -> SchemaStatus:
