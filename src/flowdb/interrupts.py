@@ -11,32 +11,37 @@ keeps quiet about it and sends the signal to the main thread again a moment late
 ``check`` (called at every migration's transaction boundary and when a command
 returns) raises any signal that was recorded but never reached the edge.
 
-A leaf module: it imports only ``flowdb.errors`` and the standard library, so the
-entry point can install it while the interpreter is still starting.
+A leaf module that imports only built-in modules (``_signal``, not ``signal``, which
+pulls in ``enum``; ``flowdb.errors`` only once the handlers are in place), so the
+entry point installs the handlers within milliseconds of the interpreter's start.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
-
-from flowdb.errors import ExitCode, Interrupted
+import time
 
 # Not ``typing.TYPE_CHECKING``: importing typing would double this module's start-up cost,
 # and start-up is the window in which a signal would still kill the process.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal as _signal  # the same functions, with type stubs
     from types import FrameType
     from typing import Any
+else:
+    import _signal
 
-#: The signals handled, with the word that starts their line and their exit code.
-SIGNALS: dict[int, tuple[str, ExitCode]] = {
-    signal.SIGINT: ("Interrupted", ExitCode.INTERRUPTED),
-    signal.SIGTERM: ("Terminated", ExitCode.TERMINATED),
+#: The signals handled, with the word that starts their line and their exit code
+#: (``errors.ExitCode.INTERRUPTED`` and ``TERMINATED``; a test keeps them equal).
+SIGNALS: dict[int, tuple[str, int]] = {
+    _signal.SIGINT: ("Interrupted", 130),
+    _signal.SIGTERM: ("Terminated", 143),
 }
 NOTHING_CHANGED = "nothing was changed"
 #: How long a swallowed signal waits before it is sent again (seconds).
 RESEND_DELAY = 0.05
+#: A signal this soon after the last raise is a copy of it, not a second request.
+REPEAT_AFTER = 1.0
 
 
 class _State:
@@ -47,6 +52,7 @@ class _State:
     settled: bool = False  # the edge has reported it: later signals are only recorded
     leaves: str = NOTHING_CHANGED  # what an interrupt from now on leaves behind
     installed: bool = False
+    raised_at: float = 0.0  # when ``Interrupted`` was last raised (monotonic seconds)
 
 
 def install() -> None:
@@ -55,28 +61,45 @@ def install() -> None:
         return
     _State.installed = True
     for signum in SIGNALS:
-        signal.signal(signum, _handle)
+        _signal.signal(signum, _handle)
     default_hook = sys.unraisablehook
 
     def unraisable(info: Any) -> None:
-        if isinstance(info.exc_value, Interrupted | KeyboardInterrupt) and _State.pending:
+        if is_interrupt(info.exc_value) and _State.pending:
             _State.swallowed = True
             _resend_soon(_State.pending)
             return
         default_hook(info)
 
     sys.unraisablehook = unraisable
+    import flowdb.errors  # noqa: F401  (``Interrupted`` for the handler, now it is safe)
+
+
+def is_interrupt(error: BaseException | None) -> bool:
+    """Whether ``error`` is what a signal raises (``Interrupted``, or ``KeyboardInterrupt``)."""
+    return isinstance(error, KeyboardInterrupt) or type(error).__name__ == "Interrupted"
+
+
+def _exception(signum: int) -> BaseException:
+    """``errors.Interrupted(signum)``; ``KeyboardInterrupt`` while errors is still importing."""
+    errors = sys.modules.get("flowdb.errors")
+    interrupted = getattr(errors, "Interrupted", None)
+    return interrupted(signum) if interrupted is not None else KeyboardInterrupt(signum)
 
 
 def _handle(signum: int, _frame: FrameType | None) -> None:
     if _State.settled:
         return
+    now = time.monotonic()
     if _State.pending is None:
         _State.pending = signum
-    elif not _State.swallowed:
-        return  # the first one is on its way out already; do not interrupt its cleanup
+    elif not _State.swallowed and now - _State.raised_at < REPEAT_AFTER:
+        return  # the same keypress twice (or a forwarded copy): let the cleanup run
+    # Otherwise: sent again after a finaliser swallowed it, or a later Ctrl-C while the
+    # first one's exception was dropped somewhere (or its cleanup hangs): raise again.
     _State.swallowed = False
-    raise Interrupted(_State.pending)
+    _State.raised_at = now
+    raise _exception(_State.pending)
 
 
 def _resend_soon(signum: int) -> None:
@@ -92,7 +115,7 @@ def _resend_soon(signum: int) -> None:
 
     def resend() -> None:
         if _State.swallowed and not _State.settled:
-            signal.pthread_kill(main, signum)
+            _signal.pthread_kill(main, signum)
 
     timer = threading.Timer(RESEND_DELAY, resend)
     timer.daemon = True
@@ -106,7 +129,7 @@ def check() -> None:
     signal whose exception something swallowed still stops the work at the next step.
     """
     if _State.pending is not None and not _State.settled:
-        raise Interrupted(_State.pending)
+        raise _exception(_State.pending)
 
 
 def pending() -> int | None:
@@ -126,8 +149,8 @@ def settle(signum: int) -> tuple[str, int]:
     """
     close()
     _State.pending = _State.pending or signum
-    word, code = SIGNALS.get(signum, SIGNALS[signal.SIGINT])
-    return f"{word}; {_State.leaves}.", int(code)
+    word, code = SIGNALS.get(signum, SIGNALS[_signal.SIGINT])
+    return f"{word}; {_State.leaves}.", code
 
 
 def close() -> None:
@@ -138,4 +161,4 @@ def close() -> None:
     """
     _State.settled = True
     if _State.installed:
-        signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, set(SIGNALS))

@@ -285,3 +285,13 @@ def test_a_signal_a_finaliser_swallowed_is_sent_again_and_wakes_a_blocking_call(
     assert result.stdout.startswith(f"raised {int(signal.SIGINT)} after"), result
     assert float(result.stdout.split()[-2]) < 20, result.stdout  # not the 30 s sleep
     assert result.stderr == "", result.stderr  # no "Exception ignored in ..."
+
+
+def test_the_signal_exit_codes_are_the_exit_code_table_s() -> None:
+    from flowdb.errors import ExitCode
+    from flowdb.interrupts import SIGNALS
+
+    assert SIGNALS == {
+        signal.SIGINT: ("Interrupted", ExitCode.INTERRUPTED),
+        signal.SIGTERM: ("Terminated", ExitCode.TERMINATED),
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 from flowdb import interrupts
-from flowdb.errors import Interrupted
 
 
 def main() -> None:
@@ -21,7 +20,10 @@ def main() -> None:
         from flowdb.cli.root import main as run
 
         run()  # exits; its edge reports any interrupt once it is running
-    except Interrupted as interrupt:  # while the CLI was still being imported
-        line, code = interrupts.settle(interrupt.args[0])
+    except BaseException as error:  # while the CLI was still being imported
+        signum = interrupts.pending()
+        if not interrupts.is_interrupt(error) or signum is None:
+            raise
+        line, code = interrupts.settle(signum)
         print(line, file=sys.stderr)
         sys.exit(code)
