@@ -72,19 +72,28 @@ def install() -> None:
         default_hook(info)
 
     sys.unraisablehook = unraisable
-    import flowdb.errors  # noqa: F401  (``Interrupted`` for the handler, now it is safe)
+
+
+class EarlyInterrupt(BaseException):
+    """What a signal raises before ``flowdb.errors`` (and its ``Interrupted``) is imported.
+
+    Not ``KeyboardInterrupt``: the interpreter remembers one that escaped an import and
+    then exits with 130 even for SIGTERM, whatever exit code the CLI chose.
+    """
 
 
 def is_interrupt(error: BaseException | None) -> bool:
-    """Whether ``error`` is what a signal raises (``Interrupted``, or ``KeyboardInterrupt``)."""
-    return isinstance(error, KeyboardInterrupt) or type(error).__name__ == "Interrupted"
+    """Whether ``error`` is what a signal raises (``Interrupted``, or an earlier kind)."""
+    return isinstance(error, KeyboardInterrupt | EarlyInterrupt) or (
+        type(error).__name__ == "Interrupted"
+    )
 
 
 def _exception(signum: int) -> BaseException:
-    """``errors.Interrupted(signum)``; ``KeyboardInterrupt`` while errors is still importing."""
+    """``errors.Interrupted(signum)``; ``EarlyInterrupt`` while errors is still importing."""
     errors = sys.modules.get("flowdb.errors")
     interrupted = getattr(errors, "Interrupted", None)
-    return interrupted(signum) if interrupted is not None else KeyboardInterrupt(signum)
+    return interrupted(signum) if interrupted is not None else EarlyInterrupt(signum)
 
 
 def _handle(signum: int, _frame: FrameType | None) -> None:

@@ -15,14 +15,16 @@ from flowdb import interrupts
 
 def main() -> None:
     """Install the signal handlers, then run the CLI (``flowdb.cli.root.main``)."""
-    interrupts.install()
     try:
+        interrupts.install()  # a signal from here on ends in the except below, or later
         from flowdb.cli.root import main as run
 
         run()  # exits; its edge reports any interrupt once it is running
     except BaseException as error:  # while the CLI was still being imported
         signum = interrupts.pending()
-        if not interrupts.is_interrupt(error) or signum is None:
+        # Whatever the signal's exception became (an import wraps some in RuntimeError),
+        # a signal received is what ended the command; SystemExit is the CLI's own end.
+        if isinstance(error, SystemExit) or signum is None:
             raise
         line, code = interrupts.settle(signum)
         print(line, file=sys.stderr)

@@ -128,7 +128,7 @@ def _interrupt_in(error: BaseException) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, Interrupted | KeyboardInterrupt):
+        if interrupts.is_interrupt(current):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
