@@ -1,5 +1,5 @@
 """``python -m flowdb``: the same as the ``flowdb`` command."""
 
-from flowdb.cli.root import main
+from flowdb.cli.entry import main
 
 main()

@@ -312,6 +312,13 @@ EDGES = [
         ("log", "c5d8e3f2a9b1", "nothing was changed"),
         a_foreign_table_named_like_a_later_one,
     ),
+    Edge(
+        "a dry run of an upgrade that would clash",
+        ("database", "upgrade", "--dry-run"),
+        ExitCode.REFUSED,
+        ("log", "c5d8e3f2a9b1", "nothing was changed"),
+        a_foreign_table_named_like_a_later_one,
+    ),
     # A damaged SQLite file: one line from every command that reads it.
     *[
         Edge(
@@ -509,6 +516,31 @@ EDGES += [
         ExitCode.UNREACHABLE,
         ("unknown database",),
         url="mariadb://root@127.0.0.1:3306/flowdb_no_such_database",
+        dialects=("mariadb",),
+    ),
+    # A port that is no port is a usage error, found before connecting, on every dialect.
+    Edge(
+        "PostgreSQL port out of range",
+        ("database", "upgrade", "-y"),
+        ExitCode.USAGE,
+        ("'99999'", "port number", "FLOWDB_DATABASE_URL"),
+        url=f"postgresql+psycopg://postgres:{SECRET}@127.0.0.1:99999/flowdb",
+        dialects=("postgresql",),
+    ),
+    Edge(
+        "MariaDB port out of range",
+        ("database", "upgrade", "-y"),
+        ExitCode.USAGE,
+        ("'99999'", "port number", "FLOWDB_DATABASE_URL"),
+        url=f"mariadb://root:{SECRET}@127.0.0.1:99999/mysql",
+        dialects=("mariadb",),
+    ),
+    Edge(
+        "a port that is not a number",
+        ("database", "current"),
+        ExitCode.USAGE,
+        ("'33o6'", "port number"),
+        url=f"mariadb://root:{SECRET}@127.0.0.1:33o6/mysql",
         dialects=("mariadb",),
     ),
     Edge(
@@ -856,6 +888,8 @@ def test_a_busy_sqlite_file_is_waited_for_visibly_and_within_the_timeout(
     assert "Waiting for the database held by another connection" in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "FLOWDB_MIGRATION_LOCK_TIMEOUT" in errors[0], result.stderr
+    # What was waited for is the database itself, locked by the other connection.
+    assert f"waiting for the database at {sqlite_file(sqlite_url)}, locked by" in errors[0]
     assert "Traceback" not in result.stderr
     assert waited < 30  # the timeout was honoured (SQLite's own wait would be minutes)
     assert sqlite3.connect(sqlite_file(sqlite_url)).execute("SELECT 1").fetchone() == (1,)

@@ -134,3 +134,50 @@ def test_a_fresh_sqlite_install_imports_neither_alembic_nor_sqlalchemy(tmp_path:
     }
     assert "sqlite3" in imported
     assert not imported & {"alembic", "sqlalchemy"}, sorted(imported & {"alembic", "sqlalchemy"})
+
+
+#: Runs the console script's ``main`` with ``--version``, noting which SIGTERM handler is
+#: in place when the first heavy-ish package (Typer) starts importing.
+ENTRY_PROBE = """
+import importlib.abc, json, signal, sys
+
+seen = {}
+
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer" and "typer" not in seen:
+            seen["typer"] = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+sys.argv = ["flowdb", "--version"]
+from flowdb.cli.entry import main
+
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(seen))
+"""
+
+
+def test_the_console_script_handles_signals_before_it_imports_the_cli() -> None:
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["flowdb"] == "flowdb.cli.entry:main"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    result = subprocess.run(
+        [sys.executable, "-c", ENTRY_PROBE],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"typer": True}, result.stdout

@@ -267,7 +267,8 @@ def test_a_database_that_is_not_utf8mb4_is_refused_saying_what_is_needed() -> No
     ("version", "problem"),
     [
         ("10.11.19-MariaDB-0+deb12u1", ""),
-        ("10.6.1-MariaDB", ""),
+        ("10.7.1-MariaDB", ""),
+        ("10.6.17-MariaDB", "MariaDB 10.6.17-MariaDB"),  # no native uuid type before 10.7
         ("10.5.22-MariaDB", "MariaDB 10.5.22-MariaDB"),
         ("8.0.36", ""),
         ("5.7.44-log", "MySQL 5.7.44-log"),

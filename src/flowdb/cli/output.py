@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from rich.status import Status
 
 _LOGGERS = ("flowdb.migrations", "flowdb.migrations.lock")
-#: What a Ctrl-C or SIGTERM leaves behind at this point of the command (``interrupted``).
-_AFTER_INTERRUPT = {"now": "nothing was changed"}
 MIGRATION_INTERRUPTED = (
     "the database stays at the last migration that completed (see 'flowdb database current')"
 )
@@ -27,12 +25,9 @@ MIGRATION_INTERRUPTED = (
 
 def interrupted_leaves(outcome: str) -> None:
     """Say what an interrupt from now on leaves behind (for the CLI's last line)."""
-    _AFTER_INTERRUPT["now"] = outcome
+    from flowdb.interrupts import leaves
 
-
-def interrupted(what: str) -> str:
-    """The one line for an interrupt: ``Interrupted; <what it leaves behind>.``."""
-    return f"{what}; {_AFTER_INTERRUPT['now']}."
+    leaves(outcome)
 
 
 def escape(text: str) -> str:

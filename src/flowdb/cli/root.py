@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import signal
 import sys
-from types import FrameType
 from typing import Any
 
 import typer
 
-from flowdb import __version__
+from flowdb import __version__, interrupts
 from flowdb.cli.database import database_app
-from flowdb.cli.output import interrupted
 from flowdb.cli.server import server_app
 from flowdb.errors import ExitCode, FlowdbError, Interrupted, one_line_message
 
@@ -38,8 +36,6 @@ app = typer.Typer(
 )
 app.add_typer(database_app, name="database")
 app.add_typer(server_app, name="server")
-
-_SIGNAL_EXIT = {signal.SIGINT: ExitCode.INTERRUPTED, signal.SIGTERM: ExitCode.TERMINATED}
 
 
 def _version_callback(value: bool) -> None:
@@ -57,31 +53,38 @@ def _root(
     """The database of a workflow-orchestration API: create it, migrate it, serve it."""
 
 
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    # Raised where the program is, like KeyboardInterrupt, so that every transaction
-    # rolls back and every lock is released on the way out; Typer does not swallow it.
-    raise Interrupted(signum)
-
-
 def main() -> None:
-    """Run the CLI, turning every failure into one line and its exit code."""
-    signal.signal(signal.SIGINT, _raise_interrupted)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    """Run the CLI, turning every failure into one line and its exit code.
+
+    The signal handlers are normally installed already (``flowdb.cli.entry``); a signal
+    whose exception something swallowed is still reported when the command returns.
+    """
+    interrupts.install()
     try:
         code = app(standalone_mode=False)
+        interrupts.check()
+        interrupts.close()
     except BaseException as error:
         sys.exit(_report(error))
     sys.exit(code if isinstance(code, int) else 0)
 
 
 def _report(error: BaseException) -> int:
-    """Print ``error`` as one line on stderr and return the exit code; re-raise bugs."""
+    """Print ``error`` as one line on stderr and return the exit code; re-raise bugs.
+
+    A signal received on the way wins over whatever error it caused (a broken
+    connection, a failed cleanup): the user stopped the command, and that is said.
+    """
+    interrupts.close()  # from here on a signal cannot change what is printed
     interrupt = _interrupt_in(error)
-    if interrupt is not None:
-        signum = interrupt.args[0] if isinstance(interrupt, Interrupted) else signal.SIGINT
-        what = "Interrupted" if signum == signal.SIGINT else "Terminated"
-        print(interrupted(what), file=sys.stderr)
-        return int(_SIGNAL_EXIT.get(signum, ExitCode.INTERRUPTED))
+    if interrupt is not None or interrupts.pending() is not None:
+        if isinstance(interrupt, Interrupted):
+            signum = int(interrupt.args[0])
+        else:
+            signum = interrupts.pending() or signal.SIGINT
+        line, code = interrupts.settle(signum)
+        print(line, file=sys.stderr)
+        return code
     if isinstance(error, SystemExit):
         raise error
     if isinstance(error, FlowdbError):
@@ -125,7 +128,7 @@ def _interrupt_in(error: BaseException) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, Interrupted | KeyboardInterrupt):
+        if interrupts.is_interrupt(current):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__

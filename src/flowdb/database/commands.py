@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from flowdb.database.planning import Plan
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
+    from flowdb.errors import FlowdbError
 
 logger = logging.getLogger("flowdb.migrations")
 
@@ -104,7 +105,10 @@ def migrate(
             run_plan(database, plan)
         except Exception as exc:
             record_failure(database, plan, at, time.perf_counter() - started, exc)
-            raise
+            placed = with_position(database, plan, exc)
+            if placed is None:
+                raise
+            raise placed from exc
         return plan
 
 
@@ -133,18 +137,27 @@ def check_part_way(database: Database, status: SchemaStatus, direction: Directio
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
     """The snapshot that can install ``plan`` at once: an empty database going to head."""
-    from flowdb.database.fresh import resumes, usable_snapshot
+    from flowdb.database.fresh import resumes, usable_snapshot, why_not_usable
 
     empty = status.owner == "empty" and status.current is None and not status.in_progress
-    if (
-        plan.direction != "upgrade"
-        or not (empty or resumes(database, status))
-        or plan.target is None
-        or plan.target != database.history.head
-    ):
+    if plan.direction != "upgrade" or not (empty or resumes(database, status)) or plan.is_empty:
         return None
+    if plan.target != database.history.head:
+        if empty:
+            replaying(
+                f"the snapshot installs the head ({database.history.head}) only, and "
+                f"this upgrade goes to {plan.target or 'base'}"
+            )
+        return None
+    snapshot = usable_snapshot(database)
+    if snapshot is None and empty:
+        replaying(why_not_usable(database))
+    return snapshot
 
-    return usable_snapshot(database)
+
+def replaying(reason: str) -> None:
+    """Say in one line why an empty database gets the history replayed, not the snapshot."""
+    logger.info("Replaying the history instead of installing the snapshot: %s.", reason)
 
 
 def undo_interrupted_install(database: Database, status: SchemaStatus) -> SchemaStatus:
@@ -206,6 +219,45 @@ def check_applied_files(database: Database, status: SchemaStatus, *, accept: boo
     logger.warning("Accepted the changed file(s) of %s", ", ".join(changed))
 
 
+def with_position(database: Database, plan: Plan, exc: Exception) -> FlowdbError | None:
+    """``exc`` as a disk-full or not-writable error that says where the database stands.
+
+    Such an error can strike after some migrations (or a data migration's phases) have
+    committed, so "nothing was changed" would be untrue; the line says what committed.
+    Other errors (``None``) keep their own words.
+    """
+    from flowdb.database.failures import translate
+    from flowdb.errors import DatabaseReadOnlyError, DiskFullError
+
+    translated = translate(exc, database)
+    if not isinstance(translated, DiskFullError | DatabaseReadOnlyError):
+        return None
+    return type(translated)(f"{str(translated).rstrip('.')}. {stands(database, plan)}")
+
+
+def stands(database: Database, plan: Plan) -> str:
+    """One sentence: how many of ``plan``'s steps committed and where the database is now."""
+    from flowdb.errors import FlowdbError
+
+    try:
+        status = database.status()
+    except FlowdbError:
+        return "Where the database stands could not be read; see 'flowdb database current'."
+    steps = [step.id for step in plan.steps]
+    current = status.current
+    if plan.direction == "upgrade":
+        done = steps.index(current) + 1 if current in steps else 0
+    else:  # reverting steps[i] leaves the database at steps[i + 1] (or the target)
+        done = steps.index(current) if current in steps else len(steps)
+    part_way = status.describe_progress()
+    return (
+        f"{done} of the {len(steps)} migration(s) of this {plan.direction} committed; the "
+        f"database is at {current or 'base'}"
+        + (f", with {part_way} kept for the next run" if part_way else "")
+        + "."
+    )
+
+
 def record_failure(database: Database, plan: Plan, at: str, elapsed: float, exc: Exception) -> None:
     """Record the step that failed (the one after where the database stayed), apart."""
     from flowdb.errors import FlowdbError, one_line_message
@@ -255,6 +307,8 @@ def preview(database: Database, direction: Direction, revision: str) -> None:
     status.require_known(database)
     plan = planning.plan(database.history, direction, status.current, text)
     snapshot = fresh_snapshot(database, plan, status)
+    if snapshot is None:
+        refuse_like_the_run(database, plan, status)
     if snapshot is not None:
         import sys
 
@@ -264,6 +318,20 @@ def preview(database: Database, direction: Direction, revision: str) -> None:
         sys.stdout.flush()
         return
     print_sql(database, plan, header=describe_plan(database, plan, status))
+
+
+def refuse_like_the_run(database: Database, plan: Plan, status: SchemaStatus) -> None:
+    """Refuse a preview where the real run would refuse before its first step (name clashes).
+
+    A dry run that printed SQL and exited 0 would promise a run that cannot happen. An
+    interrupted fresh install is not a clash: the real run drops it before replaying.
+    """
+    from flowdb.database import fresh
+    from flowdb.database.impact import check_name_clashes
+
+    if plan.direction == "upgrade" and fresh.interrupted(status):
+        return
+    check_name_clashes(database, plan, status)
 
 
 def describe_plan(database: Database, plan: Plan, status: SchemaStatus) -> list[str]:

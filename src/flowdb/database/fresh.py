@@ -99,6 +99,23 @@ def usable_snapshot(database: Database) -> Snapshot | None:
     return snapshot
 
 
+def why_not_usable(database: Database) -> str:
+    """Why the dialect's snapshot cannot install this history's head (for the replay's line)."""
+    path = snapshot_path(database)
+    snapshot = read_snapshot(path)
+    if snapshot is None:
+        return f"flowdb has no snapshot for {database.dialect.label} ({path.name})"
+    if snapshot.head != database.history.head:
+        return (
+            f"the snapshot {path.name} installs {snapshot.head or 'no named head'}, but the "
+            f"history's head is {database.history.head}; regenerate it with `{REGENERATE}`"
+        )
+    return (
+        f"the revision files differ from those the snapshot {path.name} was made from; "
+        f"regenerate it with `{REGENERATE}`"
+    )
+
+
 def install_statements(database: Database, snapshot: Snapshot, runs: bool = True) -> list[str]:
     """The whole fresh install: the snapshot, the version row and (``runs``) the run record.
 

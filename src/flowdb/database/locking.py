@@ -124,10 +124,16 @@ class Waiter:
                 if self.what == "the migration lock"
                 else DatabaseBusyError
             )
+            where = self.database.describe()
+            # "the database" is the database itself: no "the database of the database at X".
+            waited_for = (
+                f"{where}, locked by"
+                if self.what == "the database"
+                else f"{self.what} of {where}, held by"
+            )
             raise error(
-                f"Timed out after {self.timeout:g} s waiting for {self.what} of "
-                f"{self.database.describe()}, held by {described}; wait for it to finish "
-                "or raise FLOWDB_MIGRATION_LOCK_TIMEOUT."
+                f"Timed out after {self.timeout:g} s waiting for {waited_for} {described}; "
+                "wait for it to finish or raise FLOWDB_MIGRATION_LOCK_TIMEOUT."
             )
         now = time.monotonic()
         if self.last_report is None or now - self.last_report >= REPORT_EVERY_SECONDS:

@@ -97,13 +97,19 @@ def parse_database_url(raw: str) -> DatabaseUrl:
 
         try:
             drivername = parsed.url.drivername
-        except (ArgumentError, ValueError):
+        except (ArgumentError, ValueError) as error:
+            # The only int() of a parse: SQLAlchemy's of the port (never of a password).
+            port = re.fullmatch(r"invalid literal for int\(\) with base 10: '(.*)'", str(error))
+            if port is not None:
+                raise bad_port(raw, port[1]) from None
             if text.count("@") > 1:
                 raise unencoded_at(raw) from None
             raise ConfigurationError(
                 f"Database URL {redact(raw)!r} is malformed; set FLOWDB_DATABASE_URL to a URL "
                 "such as sqlite:////path/to/flowdb.db or postgresql+psycopg://user@host/dbname."
             ) from None
+        if parsed.url.port is not None and not 1 <= parsed.url.port <= 65535:
+            raise bad_port(raw, str(parsed.url.port))
     backend, _, driver = drivername.partition("+")
     dialect = dialect_class(backend)
     if dialect is None or driver not in dialect.drivers:
@@ -113,6 +119,18 @@ def parse_database_url(raw: str) -> DatabaseUrl:
         )
     dialect.validate_url(parsed, redact(raw))
     return parsed
+
+
+def bad_port(raw: str, port: str) -> ConfigurationError:
+    """The error for a port that is not a number from 1 to 65535 (checked before connecting).
+
+    SQLAlchemy reads any number as a port; the driver would then fail in ways that look
+    like a broken migration (PostgreSQL) or an unreachable server (MariaDB).
+    """
+    return ConfigurationError(
+        f"Database URL {redact(raw)!r} has the port {port!r}, which is not a port number "
+        "(1 to 65535); fix the port in FLOWDB_DATABASE_URL."
+    )
 
 
 def unencoded_at(raw: str) -> ConfigurationError:

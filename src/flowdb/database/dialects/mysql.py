@@ -1,11 +1,11 @@
-"""MariaDB 10.6+ and MySQL 8: for operators whose database server is one of them.
+"""MariaDB 10.7+ and MySQL 8: for operators whose database server is one of them.
 
 * Connections: PyMySQL for migrations and one-off commands, aiomysql for the API
   server; always ``utf8mb4``, UTC as the session time zone (flowdb stores UTC without a
   zone on these servers, as on SQLite), a connect timeout so that an unreachable server
   fails fast. URLs ``mysql://``, ``mariadb://`` and their ``+pymysql``/``+aiomysql``
   forms name the same dialect; the password is never shown.
-* Before migrating, the server must be new enough (MariaDB 10.6, MySQL 8.0) and the
+* Before migrating, the server must be new enough (MariaDB 10.7, MySQL 8.0) and the
   database's default character set must be ``utf8mb4``: each is one line saying what
   is needed.
 * The migration lock: ``GET_LOCK`` on a name derived from the database's name, polled
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT_SECONDS = 10
 #: Oldest servers flowdb supports: (major, minor).
-MINIMUM_MARIADB = (10, 6)
+#: 10.7 brought the native ``uuid`` column type that flowdb's MariaDB schema uses.
+MINIMUM_MARIADB = (10, 7)
 MINIMUM_MYSQL = (8, 0)
 _LOCK_PREFIX = "flowdb-migrations:"
 #: A table listed and then read is gone (1146), or was changed after the snapshot (1412).
@@ -120,7 +121,7 @@ class MysqlDialect(Dialect):
         )
 
     def check_migratable(self) -> None:
-        """Refuse a server older than MariaDB 10.6 / MySQL 8.0, or a non-utf8mb4 database."""
+        """Refuse a server older than MariaDB 10.7 / MySQL 8.0, or a non-utf8mb4 database."""
         import sqlalchemy as sa
 
         engine = self.create_sync_engine("flowdb-check")
@@ -387,7 +388,7 @@ class MysqlDialect(Dialect):
 
 
 class MariadbDialect(MysqlDialect):
-    """MariaDB 10.6 or newer (``mariadb://`` URLs)."""
+    """MariaDB 10.7 or newer (``mariadb://`` URLs)."""
 
     name: ClassVar[str] = "mariadb"
     label: ClassVar[str] = "MariaDB"

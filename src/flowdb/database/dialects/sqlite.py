@@ -390,7 +390,7 @@ class SqliteDialect(Dialect):
         if "database or disk is full" in lowered:
             return DiskFullError(
                 f"The disk holding the SQLite database {where} is full; free space on it and "
-                "run the command again (nothing was changed)."
+                "run the command again."
             )
         return None
 

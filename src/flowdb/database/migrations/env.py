@@ -92,6 +92,20 @@ def _restartable_options(connection: Any) -> dict[str, Any]:
     return {"flowdb_config": config, "on_version_apply": on_version_apply}
 
 
+def _stop_between_transactions(connection: Any) -> None:
+    """Before each transaction of the migrations begins, stop if a signal was received.
+
+    Each migration (and each batch of a data migration) begins its own transaction, so
+    a Ctrl-C whose exception a finaliser swallowed still ends the run at the next step,
+    with every finished step committed.
+    """
+    import sqlalchemy as sa
+
+    from flowdb import interrupts
+
+    sa.event.listen(connection, "begin", lambda _connection: interrupts.check())
+
+
 def run_migrations_online() -> None:
     """Run the migrations on a fresh connection of flowdb's migration engine.
 
@@ -107,6 +121,7 @@ def _run_online() -> None:
     engine = database.engine("flowdb-migrate")
     try:
         with engine.connect() as connection:
+            _stop_between_transactions(connection)
             context.configure(
                 connection=connection,
                 **{

@@ -1,0 +1,31 @@
+"""The ``flowdb`` console script: signals handled first, then the CLI imported and run.
+
+Importing Typer, Rich and the commands takes a noticeable part of a second; a Ctrl-C
+or SIGTERM in that time must end in the same one line and exit code as later ones, so
+this module imports nothing but the signal handling (``flowdb.interrupts``) before it
+installs it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flowdb import interrupts
+
+
+def main() -> None:
+    """Install the signal handlers, then run the CLI (``flowdb.cli.root.main``)."""
+    try:
+        interrupts.install()  # a signal from here on ends in the except below, or later
+        from flowdb.cli.root import main as run
+
+        run()  # exits; its edge reports any interrupt once it is running
+    except BaseException as error:  # while the CLI was still being imported
+        signum = interrupts.pending()
+        # Whatever the signal's exception became (an import wraps some in RuntimeError),
+        # a signal received is what ended the command; SystemExit is the CLI's own end.
+        if isinstance(error, SystemExit) or signum is None:
+            raise
+        line, code = interrupts.settle(signum)
+        print(line, file=sys.stderr)
+        sys.exit(code)

@@ -1,0 +1,297 @@
+"""Ctrl-C and SIGTERM at any moment of a real ``flowdb database upgrade -y``: one line, never lost.
+
+Each trial starts ``python -m flowdb database upgrade -y`` on a database a few revisions
+in, waits until the process handles SIGTERM (``/proc/PID/status``: before that the
+interpreter itself is still starting, and no Python code can run), then sends SIGINT or
+SIGTERM after a delay spread over the whole run: the imports of the first second, the
+lock, the migrations, and after the end. Every trial must end with exactly one line of
+its kind as the last line on stderr, exit 130 / 143, no traceback, and the database at a
+revision of the history; or, when the signal came after the upgrade finished, exit 0
+having said so. 40 trials per dialect, in items of 5 so that xdist spreads them.
+
+The swallowed-signal cases reproduce what a driver's finaliser does to a Ctrl-C (the
+exception raised inside ``__del__`` is ignored by Python) with a finaliser of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from flowdb.database.history import load_history
+from tests.dbtools import DIALECTS
+
+IDS = [revision.id for revision in load_history().revisions]
+HEAD = IDS[-1]
+START = IDS[1]  # two tables in: the upgrade replays the rest of the history
+TRIALS = 40
+PER_ITEM = 5
+#: How long after the handlers are in place the signals are spread (imports, lock, the
+#: migrations, the end): a MariaDB replay takes seconds, a SQLite one a fraction of one.
+SPAN = {"sqlite": 1.5, "postgresql": 2.5, "mariadb": 5.0}
+LINES = {
+    signal.SIGINT: ("Interrupted; ", 130),
+    signal.SIGTERM: ("Terminated; ", 143),
+}
+OUTCOMES = (
+    "nothing was changed.",
+    "the database stays at the last migration that completed (see 'flowdb database current').",
+)
+
+
+def flowdb_env(url: str, home: Path) -> dict[str, str]:
+    """The environment of a child ``flowdb`` on ``url``, without the caller's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    env.update(FLOWDB_DATABASE_URL=url, FLOWDB_HOME=str(home))
+    return env
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (Python does not, by default)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@dataclass
+class Trial:
+    """One run of ``upgrade -y`` signalled ``delay`` seconds after its handlers were set."""
+
+    signum: int
+    delay: float
+    returncode: int = 0
+    stderr: str = ""
+    stdout: str = ""
+    signalled_at: float = 0.0
+    finished_at: float = 0.0
+    lines: list[str] = field(default_factory=list)
+
+    def run(self, url: str, home: Path) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+            env=flowdb_env(url, home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not handles_sigterm(process.pid) and process.poll() is None:
+                assert time.monotonic() < deadline, "the handlers were never installed"
+                time.sleep(0.002)
+            time.sleep(self.delay)
+            self.signalled_at = time.monotonic()
+            process.send_signal(self.signum)
+            self.stdout, self.stderr = process.communicate(timeout=120)
+            self.finished_at = time.monotonic()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        self.returncode = process.returncode
+        self.lines = [line for line in self.stderr.splitlines() if line.strip()]
+
+    def check(self) -> bool:
+        """Assert one of the two true endings; return whether the signal landed."""
+        context = f"{signal.Signals(self.signum).name} after {self.delay:.2f} s:\n{self.stderr}"
+        assert "Traceback" not in self.stderr + self.stdout, context
+        assert "Exception ignored" not in self.stderr, context
+        assert not any(line.startswith("Error:") for line in self.lines), context
+        if self.returncode == 0:
+            # Too late: the upgrade had finished, and said so, before the signal came.
+            assert self.lines and self.lines[-1].startswith("Upgrade finished"), context
+            assert self.finished_at - self.signalled_at < 10, f"went on after it: {context}"
+            return False
+        start, code = LINES[self.signum]
+        assert self.returncode == code, f"exit {self.returncode}; {context}"
+        ours = [line for line in self.lines if line.startswith(("Interrupted;", "Terminated;"))]
+        assert len(ours) == 1 and self.lines[-1] == ours[0], context
+        assert ours[0].removeprefix(start) in OUTCOMES, context
+        return True
+
+
+def back_to_start(url: str) -> None:
+    """Put the database back at ``START``, finishing a migration a signal left part way."""
+    from flowdb.database import commands
+    from flowdb.database.target import Database
+
+    database = Database.from_url(url)
+    status = database.status()
+    if status.in_progress:
+        commands.migrate(database, "upgrade", "head")
+        status = database.status()
+    if status.current is None:
+        commands.migrate(database, "upgrade", START, use_snapshot=False)
+    elif status.current != START:
+        commands.migrate(database, "downgrade", START)
+
+
+def trial_params() -> list[object]:
+    """Items of ``PER_ITEM`` trials per dialect; each item's delays span the whole run."""
+    items = TRIALS // PER_ITEM
+    return [
+        pytest.param(dialect, item, id=f"{dialect}-{item}")
+        for dialect in DIALECTS
+        for item in range(items)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("dialect", "item"), trial_params())
+def test_a_signal_at_any_moment_of_an_upgrade_ends_in_one_true_line(
+    dialect: str, item: int, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from tests.dbtools import revision_of
+
+    fixture = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mariadb_url"}
+    url = str(request.getfixturevalue(fixture[dialect]))
+    items = TRIALS // PER_ITEM
+    landed = 0
+    for number in range(PER_ITEM):
+        index = item + number * items  # this item's trials are spread over the span
+        trial = Trial(
+            signum=signal.SIGINT if index % 2 == 0 else signal.SIGTERM,
+            delay=SPAN[dialect] * (index + 0.5) / TRIALS,
+        )
+        back_to_start(url)
+        trial.run(url, tmp_path / "home")
+        landed += trial.check()
+        revision = revision_of(url)
+        assert revision in IDS, f"the database is at {revision!r} after {trial}"
+        if trial.returncode == 0:
+            assert revision == HEAD
+    print(f"{dialect}-{item}: {landed} of {PER_ITEM} signals landed before the end")
+    assert landed > 0, "no signal landed before the upgrade finished"
+
+
+# --- signals that something swallowed -------------------------------------------------------
+
+#: A finaliser that receives the signal (``kind``: "finaliser") or a handler that catches
+#: and drops it (``kind``: "except"), attached to the first migration step's report: what
+#: a driver's ``__del__`` or a careless ``except BaseException`` does to a Ctrl-C.
+SWALLOWER = """
+import logging, os, signal, sys, time
+
+kind, signum = sys.argv[1], int(sys.argv[2])
+
+
+def receive_signal() -> None:
+    os.kill(os.getpid(), signum)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # the handler runs in here
+        pass
+
+
+class Finaliser:
+    def __del__(self) -> None:
+        receive_signal()
+
+
+class Swallow(logging.Handler):
+    done = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if Swallow.done or not record.getMessage().startswith("Applied"):
+            return
+        Swallow.done = True
+        if kind == "finaliser":
+            Finaliser()  # collected at once: the signal arrives inside __del__
+        else:
+            try:
+                receive_signal()
+            except BaseException:
+                pass
+
+
+logging.getLogger("flowdb.migrations").addHandler(Swallow())
+sys.argv = ["flowdb", "database", "upgrade", "-y"]
+from flowdb.cli.entry import main
+
+main()
+"""
+
+
+@pytest.mark.parametrize("kind", ["finaliser", "except"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_swallowed_signal_still_stops_the_upgrade_at_the_next_step(
+    database_url: str, tmp_path: Path, kind: str, signum: int
+) -> None:
+    from flowdb.database import commands
+    from flowdb.database.target import Database
+    from tests.dbtools import revision_of
+
+    commands.migrate(Database.from_url(database_url), "upgrade", START, use_snapshot=False)
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWER, kind, str(int(signum))],
+        env=flowdb_env(database_url, tmp_path / "home"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    trial = Trial(signum=signum, delay=0.0, returncode=result.returncode, stderr=result.stderr)
+    trial.lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0, f"the signal was lost:\n{result.stderr}"
+    assert trial.check()
+    steps = [line for line in trial.lines if line.lstrip().startswith("↑")]
+    assert len(steps) <= 2, f"went on after the signal:\n{result.stderr}"
+    assert revision_of(database_url) in IDS[1 : 1 + len(steps) + 1]
+
+
+RESENT = """
+import os, signal, sys, time
+from flowdb import interrupts
+from flowdb.errors import Interrupted
+
+interrupts.install()
+
+
+class Finaliser:
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            pass
+
+
+started = time.monotonic()
+try:
+    Finaliser()
+    time.sleep(30)  # a blocking call: the signal sent again must wake it
+    print("lost")
+except Interrupted as interrupt:
+    print(f"raised {interrupt.args[0]} after {time.monotonic() - started:.1f} s")
+"""
+
+
+def test_a_signal_a_finaliser_swallowed_is_sent_again_and_wakes_a_blocking_call() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", RESENT], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert result.stdout.startswith(f"raised {int(signal.SIGINT)} after"), result
+    assert float(result.stdout.split()[-2]) < 20, result.stdout  # not the 30 s sleep
+    assert result.stderr == "", result.stderr  # no "Exception ignored in ..."
+
+
+def test_the_signal_exit_codes_are_the_exit_code_table_s() -> None:
+    from flowdb.errors import ExitCode
+    from flowdb.interrupts import SIGNALS
+
+    assert SIGNALS == {
+        signal.SIGINT: ("Interrupted", ExitCode.INTERRUPTED),
+        signal.SIGTERM: ("Terminated", ExitCode.TERMINATED),
+    }
