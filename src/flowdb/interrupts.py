@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM: caught from the first instant, never lost, told in one line.
+"""Ctrl-C and SIGTERM: caught from flowdb's first line, never lost, told in one line.
 
 The ``flowdb`` entry point (``flowdb.cli.entry``) calls ``install`` before it imports
 anything heavy. From then on a signal is *recorded* and raised as ``Interrupted`` where
