@@ -24,16 +24,16 @@ MARIADB_ADMIN_URL = os.environ.get(
 )
 
 
-def plain_engine(url: str, **options: Any) -> sa.Engine:
+def plain_engine(url: str, connect_args: dict[str, Any] | None = None, **options: Any) -> sa.Engine:
     """An engine for the tests' own statements on ``url``: no pool, no TLS to MariaDB.
 
     PyMySQL tries TLS by default and builds a TLS context for each connection (about
     0.1 s under load); the test servers are local, so the tests' own connections skip it.
     """
-    connect_args: dict[str, Any] = {}
+    arguments = dict(connect_args or {})
     if sa.make_url(url).get_backend_name() in ("mysql", "mariadb"):
-        connect_args["ssl_disabled"] = True
-    return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args, **options)
+        arguments["ssl_disabled"] = True
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=arguments, **options)
 
 
 def _run_on_server(admin_url: str, statement: str, server: str | None = None) -> None:
@@ -429,7 +429,9 @@ def reset_postgres_database(url: str) -> None:
     name = sa.make_url(url).database
     assert name is not None
     admin = plain_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    engine = plain_engine(url)
+    # A test may have set a database-wide timeout (ALTER DATABASE ... SET): not for this.
+    untimed = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+    engine = plain_engine(url, connect_args={"options": untimed})
     try:
         with admin.connect() as connection:
             _terminate_other_sessions(connection, name)
@@ -494,9 +496,11 @@ def reset_mariadb_database(url: str) -> str:
                     "    WHERE routine_schema = :name)"
                     " + (SELECT count(*) FROM information_schema.events "
                     "    WHERE event_schema = :name)"
-                    " + (SELECT count(*) FROM information_schema.schemata WHERE schema_name = :name"
-                    "    AND default_character_set_name = 'utf8mb4'"
-                    "    AND default_collation_name = @@collation_server) - 1"
+                    " + ((SELECT count(*) FROM information_schema.schemata s "
+                    "     JOIN information_schema.collations c"
+                    "     ON c.collation_name = s.default_collation_name"
+                    "     WHERE s.schema_name = :name AND c.character_set_name = 'utf8mb4'"
+                    "     AND c.is_default = 'Yes') = 0)"
                 ),
                 {"name": name},
             ).scalar()
