@@ -1,12 +1,13 @@
 """Shared fixtures: real databases, one per test.
 
 * ``sqlite_url``: a SQLite file in the test's temporary folder.
-* ``postgres_url``: a new database on the local PostgreSQL server, dropped afterwards.
+* ``postgres_url``: an empty database on the local PostgreSQL server, the test's alone
+  (the test process's own database, emptied before each test: see ``WorkerDatabase``).
 * ``database_url``: each of SQLite, PostgreSQL and MariaDB in turn (parametrised).
-* ``mariadb_url``: a new utf8mb4 database on the local MariaDB server (root@127.0.0.1:3306,
-  override with ``FLOWDB_TEST_MARIADB_URL``), dropped afterwards.
-* ``pgbouncer_url``: a new PostgreSQL database reached through a real PgBouncer in
-  transaction pooling mode (started once per session), with
+* ``mariadb_url``: an empty utf8mb4 database on the local MariaDB server (root@127.0.0.1:3306,
+  override with ``FLOWDB_TEST_MARIADB_URL``), the test's alone, emptied the same way.
+* ``pgbouncer_url``: a new PostgreSQL database (created and dropped) reached through a
+  real PgBouncer in transaction pooling mode (started once per session), with
   ``FLOWDB_DATABASE_POOL_MODE=transaction`` set.
 * ``configured``: points flowdb's settings (``FLOWDB_*``) at ``database_url``.
 * ``api``: a started REST API (test client) on ``configured``.
@@ -24,7 +25,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.dbtools import DIALECTS, create_postgres_database, drop_postgres_database
+from tests.dbtools import (
+    DIALECTS,
+    WorkerDatabase,
+    create_postgres_database,
+    drop_postgres_database,
+    reset_postgres_database,
+)
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
@@ -45,26 +52,50 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'flowdb.db'}"
 
 
+@pytest.fixture(scope="session")
+def _worker_postgres() -> Iterator[WorkerDatabase]:
+    """This test process's own PostgreSQL database, dropped at the end of the session."""
+    worker = WorkerDatabase(
+        create_postgres_database, drop_postgres_database, reset_postgres_database
+    )
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
+@pytest.fixture(scope="session")
+def _worker_mariadb() -> Iterator[WorkerDatabase]:
+    """This test process's own MariaDB database, dropped at the end of the session."""
+    from tests.dbtools import create_mariadb_database, drop_mariadb_database, reset_mariadb_database
+
+    worker = WorkerDatabase(create_mariadb_database, drop_mariadb_database, reset_mariadb_database)
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+def postgres_url(_worker_postgres: WorkerDatabase) -> str:
+    """URL of an empty PostgreSQL database that only this test uses."""
+    return _worker_postgres.fresh()
+
+
+@pytest.fixture
+def mariadb_url(_worker_mariadb: WorkerDatabase) -> str:
+    """URL of an empty utf8mb4 database on the local MariaDB server that only this test uses."""
+    return _worker_mariadb.fresh()
+
+
+@pytest.fixture
+def _own_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database created for this test and dropped after it."""
     url = create_postgres_database()
     try:
         yield url
     finally:
         drop_postgres_database(url)
-
-
-@pytest.fixture
-def mariadb_url() -> Iterator[str]:
-    """URL of a fresh, empty utf8mb4 database on the local MariaDB server, dropped afterwards."""
-    from tests.dbtools import create_mariadb_database, drop_mariadb_database
-
-    url = create_mariadb_database()
-    try:
-        yield url
-    finally:
-        drop_mariadb_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -78,12 +109,18 @@ def pgbouncer_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def pgbouncer_url(postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``postgres_url`` through PgBouncer (transaction pooling), flowdb told so."""
+def pgbouncer_url(
+    _own_postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A new PostgreSQL database through PgBouncer (transaction pooling), flowdb told so.
+
+    A database of its own, not the worker's: PgBouncer keeps server connections to a
+    database between tests, which a reset would end under it.
+    """
     from tests.pgbouncer import through
 
     monkeypatch.setenv("FLOWDB_DATABASE_POOL_MODE", "transaction")
-    return through(pgbouncer_port, postgres_url)
+    return through(pgbouncer_port, _own_postgres_url)
 
 
 @pytest.fixture(params=DIALECTS)
@@ -112,3 +149,19 @@ def api(configured: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient
     monkeypatch.setenv("FLOWDB_SERVER_ADMIN_ROUTES", "true")
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the ``exhaustive`` items unless ``-m`` names that marker.
+
+    They are the crash chains' kill points beyond the deterministic sample CI runs
+    (``pytest -m exhaustive -n 2`` runs them all).
+    """
+    if "exhaustive" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("exhaustive") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(
+            items=[item for item in items if item.get_closest_marker("exhaustive")]
+        )
+        items[:] = kept

@@ -8,7 +8,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,24 @@ MARIADB_ADMIN_URL = os.environ.get(
 )
 
 
+def plain_engine(url: str, connect_args: dict[str, Any] | None = None, **options: Any) -> sa.Engine:
+    """An engine for the tests' own statements on ``url``: no pool, no TLS to MariaDB.
+
+    PyMySQL tries TLS by default and builds a TLS context for each connection (about
+    0.1 s under load); the test servers are local, so the tests' own connections skip it.
+    """
+    arguments = dict(connect_args or {})
+    if sa.make_url(url).get_backend_name() in ("mysql", "mariadb"):
+        arguments["ssl_disabled"] = True
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=arguments, **options)
+
+
 def _run_on_server(admin_url: str, statement: str, server: str | None = None) -> None:
     """Run ``statement`` on a test server with its admin URL, outside any transaction.
 
     With ``server`` (its name), an unreachable server fails the test saying it is required.
     """
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    admin = plain_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(sa.text(statement))
@@ -74,7 +86,7 @@ def sync_engine(url: str) -> sa.Engine:
     """A plain engine for test assertions (sync drivers, no flowdb behaviour)."""
     from flowdb.database.target import Database
 
-    return sa.create_engine(Database.from_url(url).dialect.sync_url, poolclass=sa.pool.NullPool)
+    return plain_engine(Database.from_url(url).dialect.sync_url)
 
 
 def revision_of(url: str) -> str | None:
@@ -95,7 +107,8 @@ def table_names(url: str) -> set[str]:
     """The names of the tables in the database at ``url``."""
     engine = sync_engine(url)
     try:
-        return set(sa.inspect(engine).get_table_names())
+        with engine.connect() as connection:
+            return set(sa.inspect(connection).get_table_names())
     finally:
         engine.dispose()
 
@@ -120,45 +133,50 @@ def schema_snapshot(url: str) -> dict[str, Any]:
     and the revisions stamped in ``alembic_version``. Two databases with equal snapshots
     have the same schema, at the same revision, for every purpose flowdb has.
     """
+    # One connection for the whole reflection: with NullPool every inspector call would
+    # connect again (PyMySQL builds a TLS context per connection: 0.1 s each, 100+ calls).
     engine = sync_engine(url)
     try:
-        inspector = sa.inspect(engine)
-        tables: dict[str, Any] = {}
-        for table in sorted(inspector.get_table_names()):
-            tables[table] = {
-                "columns": [
-                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
-                    for c in inspector.get_columns(table)
-                ],
-                "primary_key": inspector.get_pk_constraint(table),
-                "foreign_keys": sorted(
-                    (repr(fk) for fk in inspector.get_foreign_keys(table)), key=str
-                ),
-                "indexes": sorted(
-                    (i["name"], tuple(i["column_names"]), i["unique"])
-                    for i in inspector.get_indexes(table)
-                ),
-                "unique": sorted(
-                    (u["name"], tuple(u["column_names"]))
-                    for u in inspector.get_unique_constraints(table)
-                ),
-                "checks": sorted(
-                    (str(c["name"]), c["sqltext"]) for c in inspector.get_check_constraints(table)
-                ),
-            }
-        snapshot: dict[str, Any] = {"tables": tables}
-        if "alembic_version" in tables:
-            with engine.connect() as connection:
-                query = sa.text("SELECT version_num FROM alembic_version")
-                snapshot["versions"] = sorted(connection.execute(query).scalars())
-        if engine.dialect.name == "postgresql":
-            snapshot["enums"] = sorted(
-                (e["name"], tuple(e["labels"]))
-                for e in inspector.get_enums()  # type: ignore[attr-defined]
-            )
-        return snapshot
+        with engine.connect() as connection:
+            return _schema_snapshot(connection)
     finally:
         engine.dispose()
+
+
+def _schema_snapshot(connection: sa.Connection) -> dict[str, Any]:
+    """``schema_snapshot`` on an open connection."""
+    inspector = sa.inspect(connection)
+    tables: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        tables[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                for c in inspector.get_columns(table)
+            ],
+            "primary_key": inspector.get_pk_constraint(table),
+            "foreign_keys": sorted((repr(fk) for fk in inspector.get_foreign_keys(table)), key=str),
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), i["unique"])
+                for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+            "checks": sorted(
+                (str(c["name"]), c["sqltext"]) for c in inspector.get_check_constraints(table)
+            ),
+        }
+    snapshot: dict[str, Any] = {"tables": tables}
+    if "alembic_version" in tables:
+        query = sa.text("SELECT version_num FROM alembic_version")
+        snapshot["versions"] = sorted(connection.execute(query).scalars())
+    if connection.dialect.name == "postgresql":
+        snapshot["enums"] = sorted(
+            (e["name"], tuple(e["labels"]))
+            for e in inspector.get_enums()  # type: ignore[attr-defined]
+        )
+    return snapshot
 
 
 def run_in_threads_at_once(action: Callable[[], object], count: int) -> list[BaseException]:
@@ -366,3 +384,162 @@ def upgrades_at_once(url: str, count: int, **env: str) -> list[tuple[int, str, s
     ]
     outputs = [process.communicate(timeout=300) for process in processes]
     return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs, strict=True)]
+
+
+#: Schemas every PostgreSQL database has; anything else a test made is dropped by a reset.
+_PG_SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
+
+#: Anything a test may have left in a PostgreSQL database: a non-zero count means a reset.
+_PG_LEFTOVERS = f"""
+SELECT
+  (SELECT count(*) FROM pg_namespace
+     WHERE nspname NOT IN {_PG_SYSTEM_SCHEMAS} AND nspname NOT LIKE 'pg_temp_%'
+       AND nspname NOT LIKE 'pg_toast_temp_%' AND nspname <> 'public')
+  + (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace)
+  + (SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace)
+  + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace)
+  + (SELECT count(*) FROM pg_db_role_setting
+       WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()))
+  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'public'
+       AND (nspowner <> 'pg_database_owner'::regrole
+            OR nspacl::text <> '{{pg_database_owner=UC/pg_database_owner,=U/pg_database_owner}}'))
+  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'public') - 1
+"""
+
+
+def _terminate_other_sessions(connection: sa.Connection, name: str) -> None:
+    """End every other session on database ``name`` (leftovers of the previous test)."""
+    connection.execute(
+        sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = :name AND pid <> pg_backend_pid()"
+        ),
+        {"name": name},
+    )
+
+
+def reset_postgres_database(url: str) -> None:
+    """Make the database at ``url`` as empty as a new one, in milliseconds when possible.
+
+    Other sessions on it are ended (as ``DROP DATABASE ... WITH (FORCE)`` did); when a
+    test left anything (a schema, a table, a type, a function, a database or role
+    setting, a changed ``public`` schema), every schema but the system ones is dropped
+    and ``public`` made again as PostgreSQL makes it. Raises when the database is gone.
+    """
+    name = sa.make_url(url).database
+    assert name is not None
+    admin = plain_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # A test may have set a database-wide timeout (ALTER DATABASE ... SET): not for this.
+    untimed = "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+    engine = plain_engine(url, connect_args={"options": untimed})
+    try:
+        with admin.connect() as connection:
+            _terminate_other_sessions(connection, name)
+        with engine.connect() as connection:
+            if not connection.execute(sa.text(_PG_LEFTOVERS)).scalar():
+                return
+            schemas = connection.execute(
+                sa.text(
+                    "SELECT nspname FROM pg_namespace "
+                    f"WHERE nspname NOT IN {_PG_SYSTEM_SCHEMAS} AND nspname NOT LIKE 'pg_%'"
+                )
+            ).scalars()
+            statements = [f'DROP SCHEMA "{schema}" CASCADE' for schema in schemas]
+            statements += [
+                "CREATE SCHEMA public AUTHORIZATION pg_database_owner",
+                "GRANT USAGE ON SCHEMA public TO PUBLIC",
+                "COMMENT ON SCHEMA public IS 'standard public schema'",
+                f'ALTER DATABASE "{name}" RESET ALL',
+            ]
+            roles = connection.execute(
+                sa.text(
+                    "SELECT r.rolname FROM pg_db_role_setting s JOIN pg_roles r "
+                    "ON r.oid = s.setrole WHERE s.setdatabase = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
+            ).scalars()
+            statements += [f'ALTER ROLE "{role}" IN DATABASE "{name}" RESET ALL' for role in roles]
+            for statement in statements:
+                connection.execute(sa.text(statement))
+            connection.commit()
+            assert not connection.execute(sa.text(_PG_LEFTOVERS)).scalar(), "reset incomplete"
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def reset_mariadb_database(url: str) -> str:
+    """An empty utf8mb4 database under the name of ``url``; returns its URL.
+
+    Other connections using it are killed; a database that holds anything (a table, a
+    view, a routine, an event) or has another character set is dropped and made again,
+    which on MariaDB costs little more than dropping its tables one by one.
+    """
+    name = sa.make_url(url).database
+    admin = plain_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            for (session,) in connection.execute(
+                sa.text(
+                    "SELECT id FROM information_schema.processlist "
+                    "WHERE db = :name AND id <> CONNECTION_ID()"
+                ),
+                {"name": name},
+            ):
+                with suppress(sa.exc.OperationalError, sa.exc.InternalError):  # ended already
+                    connection.execute(sa.text(f"KILL {int(session)}"))
+            leftovers = connection.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM information_schema.tables "
+                    "        WHERE table_schema = :name)"
+                    " + (SELECT count(*) FROM information_schema.routines "
+                    "    WHERE routine_schema = :name)"
+                    " + (SELECT count(*) FROM information_schema.events "
+                    "    WHERE event_schema = :name)"
+                    " + ((SELECT count(*) FROM information_schema.schemata s "
+                    "     JOIN information_schema.collations c"
+                    "     ON c.collation_name = s.default_collation_name"
+                    "     WHERE s.schema_name = :name AND c.character_set_name = 'utf8mb4'"
+                    "     AND c.is_default = 'Yes') = 0)"
+                ),
+                {"name": name},
+            ).scalar()
+            if leftovers:
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+                connection.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    finally:
+        admin.dispose()
+    return url
+
+
+class WorkerDatabase:
+    """One database per test process (xdist worker), made empty again for each test.
+
+    Creating and dropping a database per test costs seconds under load; a reset costs
+    milliseconds when the test left nothing and a schema drop when it did. Whatever
+    goes wrong with a reset (the test dropped or broke the database) ends in a new
+    database, so each test still starts from an empty one of its own.
+    """
+
+    def __init__(
+        self, create: Callable[[], str], drop: Callable[[str], None], reset: Callable[[str], object]
+    ) -> None:
+        self._create, self._drop, self._reset = create, drop, reset
+        self.url: str | None = None
+
+    def fresh(self) -> str:
+        """The URL of the worker's database, empty."""
+        if self.url is not None:
+            try:
+                self._reset(self.url)
+                return self.url
+            except Exception:
+                self.close()
+        self.url = self._create()
+        return self.url
+
+    def close(self) -> None:
+        """Drop the worker's database (the end of the session, or a failed reset)."""
+        if self.url is not None:
+            url, self.url = self.url, None
+            self._drop(url)

@@ -1,6 +1,6 @@
 """Bad input through the real CLI: one ``Error:`` line naming problem and fix, nothing written.
 
-Every case runs ``python -m flowdb`` in a subprocess without a terminal and checks that
+Every case runs ``flowdb`` (its ``main()``) without a terminal and checks that
 
 * it exits non-zero with exactly one line on stderr, ``Error: ...``, holding the key
   words of the problem and of the fix, and no traceback anywhere;

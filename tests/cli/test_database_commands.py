@@ -1,4 +1,4 @@
-"""``flowdb database ...`` as operators run it: a real subprocess, no terminal, real databases.
+"""``flowdb database ...`` as operators run it: its ``main()``, no terminal, real databases.
 
 Each test runs on a fresh SQLite file and on a fresh PostgreSQL database (``database_url``).
 What the commands print is checked against what the database then holds, read with a

@@ -1,7 +1,8 @@
 """The README's promises at the edges, in one table: each row one real CLI run that must fail well.
 
-Every row of ``EDGES`` runs ``python -m flowdb`` in a subprocess without a terminal,
-against a database its ``setup`` prepared, and checks what README.md promises:
+Every row of ``EDGES`` runs ``flowdb`` without a terminal (through its ``main()``, in the
+test's process: ``tests.cli.helpers.flowdb``), against a database its ``setup``
+prepared, and checks what README.md promises:
 
 * the exit code of its kind (README: "Exit codes");
 * exactly one ``Error:`` line on stderr holding the row's key words, no traceback;

@@ -6,7 +6,9 @@ Writing statements: everything a migration sends that is not a read (SELECT, SHO
 with ``KILL_AFTER_DDL_ONLY=1`` only DDL statements count. With ``KILL_AFTER_NEW_DDL``
 naming a file, N is ignored: the process dies after the first DDL statement not listed
 in that file, which it adds to the file first (a chain of runs then dies once after
-each distinct DDL statement of the history). With ``KILL_AFTER_REPLAY=1`` an empty
+each distinct DDL statement of the history); ``KILL_AFTER_RECORD_ONLY=1`` adds them to
+the file without dying (a run that brings a chain to its starting revision). With
+``KILL_AFTER_REPLAY=1`` an empty
 database gets the history replayed, not the fresh install from the snapshot.
 """
 
@@ -27,6 +29,7 @@ def main() -> None:
     limit = int(sys.argv[1])
     only_ddl = os.environ.get("KILL_AFTER_DDL_ONLY") == "1"
     new_ddl_file = os.environ.get("KILL_AFTER_NEW_DDL")
+    record_only = os.environ.get("KILL_AFTER_RECORD_ONLY") == "1"
     done: set[str] = set()
     if new_ddl_file and os.path.exists(new_ddl_file):
         with open(new_ddl_file, encoding="utf-8") as handle:
@@ -43,6 +46,9 @@ def main() -> None:
             if word in DDL and text not in done:
                 with open(new_ddl_file, "a", encoding="utf-8") as handle:
                     handle.write(text + "\n")
+                if record_only:
+                    done.add(text)
+                    return
                 os.kill(os.getpid(), signal.SIGKILL)
             return
         seen += 1

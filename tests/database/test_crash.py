@@ -7,12 +7,21 @@ it, and it must be the next revision); the rows seeded before the upgrade must a
 still be there; and a second upgrade must reach head with exactly the schema and the
 data (row checksums) of an uninterrupted upgrade of the same database.
 
-* Random kills: 36 runs per dialect; a third start from an empty database, the rest
-  from a database at the third revision holding a few thousand rows, so that kills
-  also land inside the data migrations.
+* Random kills: 36 runs per dialect in blocks of ``RUNS_PER_BLOCK`` (one test item
+  each, seeded by dialect and block, so a failure replays); a third start from an
+  empty database, the rest from a database at the third revision holding a few
+  thousand rows, so that kills also land inside the data migrations. Within a block
+  the kill moments are drawn from evenly spaced strata of the pending steps (for the
+  seeded runs, of the steps between the first and the last report, so the block's
+  landings spread over the history however its seed falls).
 * Deterministic kills: one run per phase and per batch of every online migration,
   the process killing itself right after that point (inside the phase's transaction,
-  or right after a batch committed), found by an uninterrupted run's events.
+  or right after a batch committed), found by an uninterrupted run's events; blocks
+  of ``EVENTS_PER_BLOCK`` events per item, the last block running to the end.
+
+CI runs the blocks in ``RUN_SAMPLE`` and ``EVENT_SAMPLE``; ``pytest -m exhaustive``
+runs the others. The clean schemas and the seeded database are made once per dialect
+and test process (``prepared``).
 """
 
 from __future__ import annotations
@@ -49,6 +58,12 @@ from tests.dbtools import (
 )
 
 RUNS = 36
+RUNS_PER_BLOCK = 9
+EVENTS_PER_BLOCK = 4
+EVENT_BLOCKS = 8
+#: The blocks CI runs; ``-m exhaustive`` runs the others.
+RUN_SAMPLE = {0}
+EVENT_SAMPLE = {0, EVENT_BLOCKS - 1}
 SEEDED_AT = "c5d8e3f2a9b1"  # flow, flow_run, task_run and log exist from here on
 SEEDED_TABLES = ("flow", "flow_run", "task_run", "log")
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -148,15 +163,26 @@ def clean_snapshots(url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str | Non
     return snapshots
 
 
-def upgrade_and_kill(url: str, rng: random.Random, steps_pending: int) -> int:
+def upgrade_and_kill(
+    url: str,
+    rng: random.Random,
+    steps_pending: int,
+    stratum: tuple[int, int] = (0, 1),
+    interior: bool = False,
+) -> int:
     """Start ``flowdb database upgrade -y`` and SIGKILL it at a random moment.
 
     The moment is chosen as "after the k-th reported migration, plus a random few
-    milliseconds", with k uniform over the pending steps, so kills spread over the
-    whole history (and the start-up) rather than bunching where the process spends
-    most of its wall time. Returns how many migrations the process reported.
+    milliseconds", with k uniform over the pending steps of ``stratum`` (the i-th of
+    n equal parts of them; ``interior``: of 1 to ``steps_pending - 1``), so kills
+    spread over the whole history (and the start-up) rather than bunching where the
+    process spends most of its wall time. Returns how many migrations it reported.
     """
-    kill_after = rng.randrange(steps_pending + 1)
+    part, parts = stratum
+    first, count = (1, steps_pending - 1) if interior else (0, steps_pending + 1)
+    low = first + part * count // parts
+    high = max(low + 1, first + (part + 1) * count // parts)
+    kill_after = rng.randrange(low, high)
     process = subprocess.Popen(
         [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
         env={**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"},
@@ -226,13 +252,53 @@ class Databases:
             self.drop(url)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture
 def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
     made = Databases(request.param, tmp_path)
     try:
         yield made
     finally:
         made.drop_all()
+
+
+class Prepared:
+    """What every block of a dialect compares with, made once per test process."""
+
+    def __init__(self, clean: dict[str | None, Any], seeded: str, seeded_ids: Any) -> None:
+        self.clean, self.seeded, self.seeded_ids = clean, seeded, seeded_ids
+
+
+class Preparer(dict[str, Prepared]):
+    """``Prepared`` per dialect, made on first use (``prepared[dialect]``)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.factory = factory
+        self.holders: list[Databases] = []
+
+    def __missing__(self, dialect: str) -> Prepared:
+        folder = self.factory.mktemp(f"crash-{dialect}")
+        holder = Databases(dialect, folder)
+        self.holders.append(holder)
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setenv("FLOWDB_HOME", str(folder / "flowdb-home"))
+            clean = clean_snapshots(holder.new_empty(), monkeypatch)
+            seeded = holder.new_empty()
+            with configured_for(seeded, monkeypatch):
+                alembic_upgrade(SEEDED_AT)
+        self[dialect] = Prepared(clean, seeded, seed(seeded))
+        return self[dialect]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Preparer]:
+    """The clean schemas and the seeded database of each dialect, dropped at the end."""
+    preparer = Preparer(tmp_path_factory)
+    try:
+        yield preparer
+    finally:
+        for holder in preparer.holders:
+            holder.drop_all()
 
 
 @contextmanager
@@ -245,7 +311,10 @@ def configured_for(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def uninterrupted_checksums(
     databases: Databases, seeded: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
-    """The data of the seeded database upgraded to head without interruption."""
+    """The data of the seeded database upgraded to head without interruption.
+
+    Made by each item (under its own settings, such as the batch size), on a copy.
+    """
     url = databases.copy_of(seeded)
     with configured_for(url, monkeypatch):
         alembic_upgrade()
@@ -267,27 +336,39 @@ def assert_consistent_after_kill(
     assert [entry[0] for entry in part_way] == [following], f"{where}: {part_way}"
 
 
+def _blocks(count: int, sample: set[int]) -> list[Any]:
+    return [
+        pytest.param(n, marks=() if n in sample else pytest.mark.exhaustive) for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize("databases", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("block", _blocks(RUNS // RUNS_PER_BLOCK, RUN_SAMPLE))
 def test_killed_upgrade_leaves_a_known_revision_and_loses_nothing(
-    databases: Databases, monkeypatch: pytest.MonkeyPatch
+    block: int,
+    databases: Databases,
+    prepared: Preparer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     history = load_history()
-    rng = random.Random(int.from_bytes(os.urandom(4)))
-    clean = clean_snapshots(databases.new_empty(), monkeypatch)
-
-    seeded = databases.new_empty()
-    with configured_for(seeded, monkeypatch):
-        alembic_upgrade(SEEDED_AT)
-    seeded_ids = seed(seeded)
+    rng = random.Random(f"{databases.dialect}-{block}")
+    setup = prepared[databases.dialect]
+    clean, seeded, seeded_ids = setup.clean, setup.seeded, setup.seeded_ids
     uninterrupted = uninterrupted_checksums(databases, seeded, monkeypatch)
 
     known = {item.id for item in history.revisions}
     landed: list[str | None] = []
-    for run in range(RUNS):
+    for run in range(block * RUNS_PER_BLOCK, (block + 1) * RUNS_PER_BLOCK):
         from_base = run % 3 == 0
         url = databases.new_empty() if from_base else databases.copy_of(seeded)
         start = None if from_base else SEEDED_AT
         pending = len(history.revisions) - history.position(start)
-        upgrade_and_kill(url, rng, pending)
+        same_start = [r for r in range(block * RUNS_PER_BLOCK, run) if (r % 3 == 0) == from_base]
+        per_start = sum(
+            (r % 3 == 0) == from_base
+            for r in range(block * RUNS_PER_BLOCK, (block + 1) * RUNS_PER_BLOCK)
+        )
+        upgrade_and_kill(url, rng, pending, (len(same_start), per_start), not from_base)
 
         revision = revision_of(url)
         landed.append(revision)
@@ -330,20 +411,23 @@ alembic_upgrade()
 """
 
 
+@pytest.mark.parametrize("databases", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("block", _blocks(EVENT_BLOCKS, EVENT_SAMPLE))
 def test_a_kill_in_every_phase_and_after_every_batch_resumes_to_the_same_result(
-    databases: Databases, monkeypatch: pytest.MonkeyPatch
+    block: int,
+    databases: Databases,
+    prepared: Preparer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     history = load_history()
     monkeypatch.setenv("FLOWDB_MIGRATION_BATCH_SIZE", "600")  # 1,500 runs: three batches
-    clean = clean_snapshots(databases.new_empty(), monkeypatch)
-    seeded = databases.new_empty()
-    with configured_for(seeded, monkeypatch):
-        alembic_upgrade(SEEDED_AT)
-    seeded_ids = seed(seeded)
+    setup = prepared[databases.dialect]
+    clean, seeded, seeded_ids = setup.clean, setup.seeded, setup.seeded_ids
     uninterrupted = uninterrupted_checksums(databases, seeded, monkeypatch)
 
-    events = 0
-    while True:
+    last_block = block == EVENT_BLOCKS - 1
+    events = block * EVENTS_PER_BLOCK
+    while last_block or events < (block + 1) * EVENTS_PER_BLOCK:
         events += 1
         url = databases.copy_of(seeded)
         env = {**os.environ, "FLOWDB_DATABASE_URL": url, "KILL_AT_EVENT": str(events)}
@@ -352,6 +436,7 @@ def test_a_kill_in_every_phase_and_after_every_batch_resumes_to_the_same_result(
         )
         if child.returncode == 0:  # fewer events than that: every point was covered
             databases.drop(url)
+            assert last_block, f"only {events - 1} events: fewer than the blocks expect"
             break
         assert child.returncode == -signal.SIGKILL, child.stderr
         revision = revision_of(url)
@@ -364,4 +449,5 @@ def test_a_kill_in_every_phase_and_after_every_batch_resumes_to_the_same_result(
         assert schema_snapshot(url) == clean[history.head], f"event {events}: schema differs"
         assert data_checksums(url) == uninterrupted, f"event {events}: data differs"
         databases.drop(url)
-    assert events > 20, f"only {events - 1} phase and batch events were found"
+    if last_block:
+        assert events > 20, f"only {events - 1} phase and batch events were found"

@@ -9,18 +9,26 @@ upgrade (and no progress record left).
   no earlier run of the chain was killed after. A rerun skips what is done, so the
   chain kills once after every distinct DDL statement of the whole history, in order
   (an idempotent statement that every run repeats, such as creating the progress
-  table if it is missing, is killed after once).
+  table if it is missing, is killed after once). The chain is cut into stretches of
+  revisions (``CHAIN_STRETCHES``), one test item each, so they spread over xdist
+  workers: an item upgrades without kills to the revision before its stretch, noting
+  every DDL statement on the way (the statements the chain before it was killed
+  after), then runs the chain up to its stretch's last revision. CI runs the first
+  and the last stretch; ``-m exhaustive`` runs them all.
 * Random: upgrades from empty killed after a random writing statement (DDL, data or
   bookkeeping), each then completed by a plain upgrade.
 
 Both replay the history (an empty database would otherwise get the fresh install).
 A downgrade from head to base is killed the same way, once after each of its distinct
 DDL statements: each revision it reverts is marked first, ``upgrade`` refuses while
-one is marked, and running the downgrade again finishes it.
+one is marked, and running the downgrade again finishes it (in stretches of reverted
+revisions, ``DOWN_STRETCHES``, as the upgrade chain).
 The fresh install from the snapshot is killed after each of its writing statements in
 turn: the database is then empty, or marked as a fresh install part way through, or at
 head; the next upgrade (from the snapshot, or every other time a replay, as a flowdb
-without that snapshot would do) ends with the schema of a replayed history.
+without that snapshot would do) ends with the schema of a replayed history. Its kill
+points are cut into blocks of ``FRESH_BLOCK`` (one item each; CI runs the first and
+the last block, ``-m exhaustive`` all).
 """
 
 from __future__ import annotations
@@ -56,11 +64,13 @@ def killed_upgrade(
     new_ddl_file: str = "",
     replay: bool = True,
     command: tuple[str, ...] = ("upgrade", "-y"),
+    record_only: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``flowdb database upgrade -y``, SIGKILLed after its ``after``-th counted statement.
 
     ``replay``: an empty database gets the history replayed, not the snapshot.
     ``command``: another ``flowdb database`` command to run instead.
+    ``record_only``: note new DDL statements in ``new_ddl_file`` without dying.
     """
     env = {
         **os.environ,
@@ -68,6 +78,7 @@ def killed_upgrade(
         "KILL_AFTER_DDL_ONLY": "1" if ddl_only else "",
         "KILL_AFTER_NEW_DDL": new_ddl_file,
         "KILL_AFTER_REPLAY": "1" if replay else "",
+        "KILL_AFTER_RECORD_ONLY": "1" if record_only else "",
     }
     return subprocess.run(
         [
@@ -110,14 +121,52 @@ def assert_part_way_or_at_a_revision(url: str) -> None:
     assert {revision for revision, _, _ in in_progress(url)} <= {following}
 
 
+#: The chain's stretches: (index of the first revision, index of the last), in order.
+CHAIN_STRETCHES = [(0, 2), (3, 5), (6, 8), (9, 11), (12, len(IDS) - 1)]
+#: The stretches CI runs; the others are ``exhaustive``.
+CHAIN_SAMPLE = {0, len(CHAIN_STRETCHES) - 1}
+
+
+def test_the_chain_stretches_cover_the_history() -> None:
+    covered = [i for first, last in CHAIN_STRETCHES for i in range(first, last + 1)]
+    assert covered == list(range(len(IDS)))
+
+
+@pytest.mark.parametrize(
+    "stretch",
+    [
+        pytest.param(n, marks=() if n in CHAIN_SAMPLE else pytest.mark.exhaustive)
+        for n in range(len(CHAIN_STRETCHES))
+    ],
+)
 def test_a_kill_after_every_ddl_statement_of_the_history(
-    mariadb_url: str, clean_head: dict[str, object], tmp_path: Path
+    stretch: int, mariadb_url: str, clean_head: dict[str, object], tmp_path: Path
 ) -> None:
+    first, last = CHAIN_STRETCHES[stretch]
+    target = IDS[last]
     killed_after = tmp_path / "killed-after.txt"
+    if first > 0:  # where the chain before this stretch left the database, without kills
+        before = killed_upgrade(
+            mariadb_url,
+            0,
+            ddl_only=True,
+            new_ddl_file=str(killed_after),
+            command=("upgrade", "-y", "-r", IDS[first - 1]),
+            record_only=True,
+        )
+        assert before.returncode == 0, before.stderr
+        assert revision_of(mariadb_url) == IDS[first - 1]
+    noted = len(killed_after.read_text().splitlines()) if killed_after.exists() else 0
     kills = 0
     part_way_seen = 0
     while True:
-        result = killed_upgrade(mariadb_url, 0, ddl_only=True, new_ddl_file=str(killed_after))
+        result = killed_upgrade(
+            mariadb_url,
+            0,
+            ddl_only=True,
+            new_ddl_file=str(killed_after),
+            command=("upgrade", "-y", "-r", target),
+        )
         if result.returncode == 0:
             break
         assert result.returncode == -signal.SIGKILL, result.stderr
@@ -125,11 +174,40 @@ def test_a_kill_after_every_ddl_statement_of_the_history(
         assert_part_way_or_at_a_revision(mariadb_url)
         part_way_seen += bool(in_progress(mariadb_url))
         assert kills < 500, "the chain does not advance"
-    assert revision_of(mariadb_url) == HISTORY.head
-    assert schema_snapshot(mariadb_url) == clean_head
-    # 65 distinct DDL statements in the history today (125 DDL statements run in all).
-    assert kills == len(killed_after.read_text().splitlines()) >= 60
+    assert revision_of(mariadb_url) == target
+    assert in_progress(mariadb_url) == ()
+    if target == HISTORY.head:
+        assert schema_snapshot(mariadb_url) == clean_head
+    else:
+        assert schema_snapshot(mariadb_url) == clean_schema_at(target)
+    # Each run of the chain was killed after a new DDL statement, and the stretch has some.
+    assert kills == len(killed_after.read_text().splitlines()) - noted > 0
     assert part_way_seen > 0
+
+
+def test_the_chain_kills_after_every_distinct_ddl_statement_of_the_history(
+    mariadb_url: str, tmp_path: Path
+) -> None:
+    # The stretches' kills add up to the DDL statements one replay notes: 65 distinct
+    # ones in the history today (125 DDL statements run in all).
+    noted = tmp_path / "noted.txt"
+    result = killed_upgrade(
+        mariadb_url, 0, ddl_only=True, new_ddl_file=str(noted), record_only=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert revision_of(mariadb_url) == HISTORY.head
+    assert len(noted.read_text().splitlines()) >= 60
+
+
+def clean_schema_at(revision: str) -> dict[str, object]:
+    """The schema of an uninterrupted replay from empty to ``revision``."""
+    url = create_mariadb_database()
+    try:
+        result = killed_upgrade(url, 0, ddl_only=True, command=("upgrade", "-y", "-r", revision))
+        assert result.returncode == 0, result.stderr
+        return schema_snapshot(url)
+    finally:
+        drop_mariadb_database(url)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -146,20 +224,42 @@ def test_random_kills_then_upgrade(
     assert schema_snapshot(mariadb_url) == clean_head
 
 
-def test_a_kill_after_every_statement_of_the_fresh_install(clean_head: dict[str, object]) -> None:
-    from flowdb.database import fresh
-    from tests.dbtools import table_names
+#: Kill points of the fresh install per test item; the last block takes the rest.
+FRESH_BLOCK = 4
+FRESH_BLOCKS = 6
 
+
+@pytest.fixture(scope="module")
+def fresh_install_writes() -> int:
+    """How many writing statements the fresh install from the snapshot sends."""
     url = create_mariadb_database()
     try:
         counted = killed_upgrade(url, 0, ddl_only=False, replay=False)
         assert counted.returncode == 0, counted.stderr
-        writes = int(counted.stderr.strip().splitlines()[-1].removeprefix("writes="))
+        return int(counted.stderr.strip().splitlines()[-1].removeprefix("writes="))
     finally:
         drop_mariadb_database(url)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        pytest.param(n, marks=() if n in (0, FRESH_BLOCKS - 1) else pytest.mark.exhaustive)
+        for n in range(FRESH_BLOCKS)
+    ],
+)
+def test_a_kill_after_every_statement_of_the_fresh_install(
+    block: int, fresh_install_writes: int, clean_head: dict[str, object]
+) -> None:
+    from flowdb.database import fresh
+    from tests.dbtools import table_names
+
+    writes = fresh_install_writes
     assert writes >= len(clean_head["tables"])  # type: ignore[arg-type]
-    marked = 0
-    for point in range(1, writes + 1):
+    assert writes > FRESH_BLOCK * (FRESH_BLOCKS - 1), "fewer writes than blocks: lower FRESH_*"
+    first = block * FRESH_BLOCK + 1
+    last = writes if block == FRESH_BLOCKS - 1 else first + FRESH_BLOCK - 1
+    for point in range(first, last + 1):
         url = create_mariadb_database()
         try:
             result = killed_upgrade(url, point, ddl_only=False, replay=False)
@@ -167,9 +267,11 @@ def test_a_kill_after_every_statement_of_the_fresh_install(clean_head: dict[str,
             current, progress = revision_of(url), in_progress(url)
             if current is None and progress:
                 assert progress == ((HISTORY.head, fresh.PHASE, 0),), point
-                marked += 1
             else:
                 assert (current, progress) in ((None, ()), (HISTORY.head, ())), point
+                # Every kill between the mark and the last commit leaves the mark: at most
+                # the first and the last few statements leave none (8 in all, as before).
+                assert point <= 8 or point > writes - 8, (point, current)
             # Every other one is completed by a replay: an install whose snapshot is gone
             # (another flowdb version) is dropped first, then the history is replayed.
             upgrade(url, replay=point % 2 == 0)
@@ -178,18 +280,52 @@ def test_a_kill_after_every_statement_of_the_fresh_install(clean_head: dict[str,
             assert "flowdb_migration_progress" not in table_names(url), point
         finally:
             drop_mariadb_database(url)
-    assert marked >= writes - 8  # every kill between the mark and the last commit
 
 
-def test_a_kill_after_every_ddl_statement_of_a_downgrade(mariadb_url: str, tmp_path: Path) -> None:
+#: The downgrade chain's stretches: revisions reverted, from index ``top`` down to
+#: ``bottom`` (both included), in the order a downgrade to base reverts them.
+DOWN_STRETCHES = [(len(IDS) - 1, 11), (10, 7), (6, 3), (2, 0)]
+#: The stretches CI runs (the newest revisions); ``-m exhaustive`` runs the others.
+DOWN_SAMPLE = {0}
+
+
+def test_the_downgrade_stretches_cover_the_history() -> None:
+    covered = [i for top, bottom in DOWN_STRETCHES for i in range(top, bottom - 1, -1)]
+    assert covered == list(range(len(IDS) - 1, -1, -1))
+
+
+@pytest.mark.parametrize(
+    "stretch",
+    [
+        pytest.param(n, marks=() if n in DOWN_SAMPLE else pytest.mark.exhaustive)
+        for n in range(len(DOWN_STRETCHES))
+    ],
+)
+def test_a_kill_after_every_ddl_statement_of_a_downgrade(
+    stretch: int, mariadb_url: str, tmp_path: Path
+) -> None:
     from flowdb.database.status import DOWNGRADE_PHASE
     from flowdb.errors import ExitCode
     from tests.dbtools import table_names
 
+    top, bottom = DOWN_STRETCHES[stretch]
+    target = IDS[bottom - 1] if bottom > 0 else "base"
     upgrade(mariadb_url)
     killed_after = tmp_path / "killed-after.txt"
+    if top < len(IDS) - 1:  # where the chain before this stretch left it, without kills
+        before = killed_upgrade(
+            mariadb_url,
+            0,
+            ddl_only=True,
+            new_ddl_file=str(killed_after),
+            command=("downgrade", "-y", "-r", IDS[top]),
+            record_only=True,
+        )
+        assert before.returncode == 0, before.stderr
+        assert revision_of(mariadb_url) == IDS[top]
+    noted = len(killed_after.read_text().splitlines()) if killed_after.exists() else 0
     kills = refused = 0
-    down = ("downgrade", "-y", "-r", "base")
+    down = ("downgrade", "-y", "-r", target)
     while True:
         result = killed_upgrade(
             mariadb_url, 0, ddl_only=True, new_ddl_file=str(killed_after), command=down
@@ -207,8 +343,30 @@ def test_a_kill_after_every_ddl_statement_of_a_downgrade(mariadb_url: str, tmp_p
             assert f"part way through reverting {current}" in again.stderr
             refused += 1
         assert kills < 500, "the chain does not advance"
-    assert revision_of(mariadb_url) is None
     assert in_progress(mariadb_url) == ()
-    assert table_names(mariadb_url) <= {"alembic_version", "flowdb_migration_run"}
-    assert kills == len(killed_after.read_text().splitlines()) >= 20
+    if bottom == 0:
+        assert revision_of(mariadb_url) is None
+        assert table_names(mariadb_url) <= {"alembic_version", "flowdb_migration_run"}
+    else:
+        assert revision_of(mariadb_url) == target
+    assert kills == len(killed_after.read_text().splitlines()) - noted > 0
     assert refused > 0
+
+
+def test_a_downgrade_to_base_runs_at_least_20_distinct_ddl_statements(
+    mariadb_url: str, tmp_path: Path
+) -> None:
+    # The stretches' kills add up to the DDL statements one downgrade to base notes.
+    upgrade(mariadb_url)
+    noted = tmp_path / "noted.txt"
+    result = killed_upgrade(
+        mariadb_url,
+        0,
+        ddl_only=True,
+        new_ddl_file=str(noted),
+        command=("downgrade", "-y", "-r", "base"),
+        record_only=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert revision_of(mariadb_url) is None
+    assert len(noted.read_text().splitlines()) >= 20
