@@ -101,8 +101,7 @@ def migrate(
             check_name_clashes(database, plan, status)
             if direction == "upgrade":
                 check_applied_files(database, status, accept=accept_changed)
-        if approve is not None and not approve(plan, status):
-            raise Declined(plan)
+        go_ahead(database, plan, status, approve, direction)
         if snapshot is not None:
             from flowdb.database.fresh import install
 
@@ -115,6 +114,27 @@ def migrate(
             record_failure(database, plan, at, time.perf_counter() - started, exc)
             raise
         return plan
+
+
+def go_ahead(
+    database: Database,
+    plan: Plan,
+    status: SchemaStatus,
+    approve: Approval | None,
+    command: str,
+) -> None:
+    """Ask ``approve`` about ``plan``, then back the database up: the last thing before a change.
+
+    Every command that changes the schema (upgrade, downgrade, stamp, drop and reset)
+    calls this once, under the migration lock, so a declined plan writes nothing and an
+    approved one is backed up (``backup.before_change``; on SQLite) before its first
+    change. A backup that cannot be written raises and nothing is changed.
+    """
+    from flowdb.database.backup import before_change
+
+    if approve is not None and not approve(plan, status):
+        raise Declined(plan)
+    before_change(database, status, command)
 
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
@@ -268,6 +288,9 @@ def describe_plan(database: Database, plan: Plan, status: SchemaStatus) -> list[
             lines += [f"  {loss.revision}: {loss.describe()}" for loss in losses]
         else:
             lines.append("flowdb: no rows or values are lost.")
+        dump = database.dialect.dump_command()
+        if dump is not None:
+            lines.append(f"flowdb: back it up first (flowdb does not): {dump}")
     return lines
 
 
@@ -292,8 +315,7 @@ def stamp(
         status.require_known(database, take_over=take_over)
         current = status.current if status.known else None
         plan = planning.Plan("upgrade", current, target, ())
-        if approve is not None and not approve(plan, status):
-            raise Declined(plan)
+        go_ahead(database, plan, status, approve, "stamp")
         run_stamp(database, target)
         record_stamp(database, target)
     return target
