@@ -17,6 +17,7 @@ the old database or the restored one, never a mix.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import logging
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from flowdb.errors import (
     CorruptDatabaseError,
+    DatabaseBusyError,
     DatabaseNewerThanCodeError,
     DatabaseReadOnlyError,
     DiskFullError,
@@ -77,7 +79,15 @@ def before_change(
     if not backups_enabled(database) or is_empty(status):
         return None
     path = take_backup(database, status.current, spare=spare)
-    logger.info("Backed up %s to %s before %s", database.location(), path, command)
+    from flowdb.database.events import BackupWritten
+
+    logger.info(
+        "Backed up %s to %s before %s",
+        database.location(),
+        path,
+        command,
+        extra={"event": BackupWritten(str(path))},
+    )
     return path
 
 
@@ -105,7 +115,9 @@ def take_backup(database: Database, revision: str | None, *, spare: Path | None 
         copy_database(source, partial, database.settings.migration_lock_timeout)
         os.replace(partial, target)
     except (OSError, sqlite3.Error) as exc:
-        partial.unlink(missing_ok=True)
+        for leftover in ("", "-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):  # (the folder itself may be what is wrong)
+                partial.with_name(partial.name + leftover).unlink(missing_ok=True)
         raise _backup_error(exc, folder, source) from None
     prune(database, spare=spare)
     return target
@@ -185,6 +197,16 @@ def _backup_error(exc: BaseException, folder: Path, source: Path) -> FlowdbError
         return DiskFullError(
             f"{what}: no space left; free space there or point FLOWDB_BACKUP_DIR elsewhere "
             "(nothing was changed)."
+        )
+    if "malformed" in text or "not a database" in text:
+        return CorruptDatabaseError(
+            f"{what}: the database is damaged ({exc}); nothing was changed. Restore it from "
+            "a backup ('flowdb database restore') before changing it."
+        )
+    if "locked" in text or "busy" in text:
+        return DatabaseBusyError(
+            f"{what}: another connection kept the database locked; nothing was changed. "
+            "Run the command again when it is done (FLOWDB_MIGRATION_LOCK_TIMEOUT bounds the wait)."
         )
     reason = getattr(exc, "strerror", None) or str(exc)
     return DatabaseReadOnlyError(
