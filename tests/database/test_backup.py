@@ -298,3 +298,31 @@ def test_a_server_downgrade_plan_names_its_dump_command(
     with_password = Database.from_url(url.replace("@127.0.0.1", ":s3cret@127.0.0.1"))
     command = with_password.dialect.dump_command()
     assert command is not None and "s3cret" not in command and name in command
+
+
+def test_a_connection_open_during_a_restore_sees_the_restored_database(
+    seeded: str, home: Path
+) -> None:
+    """A server's connection (WAL, kept open) reads the backup's rows after the restore."""
+    database = Database.from_url(seeded)
+    path = database.dialect.backup_file()
+    assert path is not None
+    before = revision_of(seeded)
+    commands.migrate(database, "upgrade", "head")
+    server = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert server.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        server.execute("DELETE FROM flow_run")
+        assert server.execute("SELECT version_num FROM alembic_version").fetchone()[0] == (
+            database.history.head
+        )
+
+        backup.restore(Database.from_url(seeded), None, lambda p: True)
+
+        assert server.execute("SELECT version_num FROM alembic_version").fetchone()[0] == before
+        assert server.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 50
+        assert server.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert server.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        server.close()
+    assert counts(path) == {"flow": 1, "flow_run": 50}
