@@ -5,7 +5,7 @@ Options:
   --tiny          smallest sizes and 2 runs: the smoke test the suite runs
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online, states, fresh)
+                  online, states, fresh, backup)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -31,10 +31,12 @@ ALL_CASES = (
     "online",
     "states",
     "fresh",
+    "backup",
 )
 
 
 def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch], list[Row]]]]:
+    from bench.backup import bench_backup
     from bench.concurrency import bench_concurrency
     from bench.data_migrations import bench_data_migrations
     from bench.dry_run import bench_dry_run
@@ -78,6 +80,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "fresh": (
             "9. Fresh installs from the snapshot",
             lambda s: bench_fresh_install(s, repeat, 20 if args.tiny else EXTRA),
+        ),
+        "backup": (
+            "10. SQLite backup before a change",
+            lambda s: bench_backup(s, repeat, 2_000 if args.tiny else 200_000),
         ),
     }
 

@@ -152,6 +152,19 @@ class Settings(BaseSettings):
         "refused with 413 before it is read into memory.",
     )
 
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Folder for the SQLite backups taken before a command changes the "
+        "schema (and before a restore); default: backups in the home folder.",
+    )
+    backup_keep: int = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description="How many backups of each SQLite database to keep (older flowdb backups "
+        "of it are deleted); 0 turns backups off.",
+    )
+
     @field_validator("server_api_auth", mode="before")
     @classmethod
     def _api_auth_form(cls, value: object) -> object:

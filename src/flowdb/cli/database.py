@@ -288,6 +288,49 @@ def reset(yes: bool = _YES, take_over: bool = _TAKE_OVER) -> None:
             raise typer.Exit(1) from None
 
 
+@database_app.command()
+def restore(
+    file: str | None = typer.Argument(
+        None,
+        metavar="[FILE]",
+        help="The backup to restore (default: the newest backup of this database).",
+    ),
+    yes: bool = _YES,
+) -> None:
+    """Put a SQLite backup back (default: the newest); the current database is backed up first.
+
+    The file is checked (integrity, flowdb's, a revision this flowdb knows), then what
+    is replaced is shown: the revision and row counts now and in the backup.
+    """
+    from pathlib import Path
+
+    from flowdb.database import commands
+    from flowdb.database.backup import RestorePlan
+    from flowdb.database.backup import restore as restore_backup
+
+    database = _database()
+
+    def approve(plan: RestorePlan) -> bool:
+        confirm_or_refuse("", yes or sys.stdin.isatty())  # no terminal, no -y: refuse first
+        with report.paused():
+            _show(f"Database: {escape(database.location())}")
+            _show(f"  now:    {escape(plan.current.describe())}")
+            _show(f"  backup: {escape(plan.backup.describe())}  ({escape(str(plan.source))})")
+            return confirm_or_refuse("Replace the database with the backup?", yes)
+
+    with migration_report(f"Restoring {escape(database.location())}", show_steps=False) as report:
+        try:
+            restored = restore_backup(database, Path(file) if file else None, approve)
+        except commands.Declined:
+            _say("Cancelled; nothing was changed.")
+            raise typer.Exit(1) from None
+    undo = f"; to undo: flowdb database restore {restored.undo}" if restored.undo else ""
+    _say(
+        f"Restored {escape(database.location())} from {escape(str(restored.source))} "
+        f"(at {restored.revision or 'base'}){escape(undo)}."
+    )
+
+
 _JSON = typer.Option(False, "--json", help="Print JSON on stdout (for scripts).")
 
 

@@ -65,10 +65,19 @@ class MigrationReport(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Show one record: a step line, the spinner's progress, a warning or a message."""
-        from flowdb.database.events import LockWait, PhaseStarted, Progress, StepDone
+        from flowdb.database.events import (
+            BackupWritten,
+            LockWait,
+            PhaseStarted,
+            Progress,
+            StepDone,
+        )
 
         event: Any = getattr(record, "event", None)
-        if isinstance(event, StepDone):
+        if isinstance(event, BackupWritten):
+            # On stdout with the plan: stderr keeps progress and at most one error line.
+            stdout_console().print(escape(record.getMessage()))
+        elif isinstance(event, StepDone):
             if not self.show_steps:
                 return
             mark = "[green]↑[/]" if event.direction == "upgrade" else "[yellow]↓[/]"

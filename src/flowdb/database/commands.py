@@ -93,8 +93,7 @@ def migrate(
             if direction == "upgrade":
                 check_applied_files(database, status, accept=accept_changed)
                 check_plan(database, plan, status)  # data a migration cannot convert
-        if approve is not None and not approve(plan, status):
-            raise Declined(plan)
+        go_ahead(database, plan, status, approve, direction)
         if snapshot is not None:
             from flowdb.database.fresh import install
 
@@ -133,6 +132,27 @@ def check_part_way(database: Database, status: SchemaStatus, direction: Directio
         f"so {direction} cannot start; nothing was changed: "
         f"{found.way_out()}."
     )
+
+
+def go_ahead(
+    database: Database,
+    plan: Plan,
+    status: SchemaStatus,
+    approve: Approval | None,
+    command: str,
+) -> None:
+    """Ask ``approve`` about ``plan``, then back the database up: the last thing before a change.
+
+    Every command that changes the schema (upgrade, downgrade, stamp, drop and reset)
+    calls this once, under the migration lock, so a declined plan writes nothing and an
+    approved one is backed up (``backup.before_change``; on SQLite) before its first
+    change. A backup that cannot be written raises and nothing is changed.
+    """
+    from flowdb.database.backup import before_change
+
+    if approve is not None and not approve(plan, status):
+        raise Declined(plan)
+    before_change(database, status, command)
 
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
@@ -355,6 +375,9 @@ def describe_plan(database: Database, plan: Plan, status: SchemaStatus) -> list[
         if moves:
             lines.append("flowdb: data that moves back (not lost):")
             lines += [f"  {move.revision}: {move.describe()}" for move in moves]
+        dump = database.dialect.dump_command()
+        if dump is not None:
+            lines.append(f"flowdb: back it up first (flowdb does not): {dump}")
     return lines
 
 
@@ -380,8 +403,7 @@ def stamp(
         current = status.current if status.known else None
         check_stamp_over_part_way(database, status, target)
         plan = planning.Plan("upgrade", current, target, ())
-        if approve is not None and not approve(plan, status):
-            raise Declined(plan)
+        go_ahead(database, plan, status, approve, "stamp")
         run_stamp(database, target)
         record_stamp(database, target)
     return target

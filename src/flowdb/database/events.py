@@ -46,4 +46,11 @@ class LockWait:
     waited: float
 
 
-Event = StepDone | Progress | PhaseStarted | LockWait
+@dataclass(frozen=True)
+class BackupWritten:
+    """A copy of the database was written before a change (``database.backup``)."""
+
+    path: str
+
+
+Event = StepDone | Progress | PhaseStarted | LockWait | BackupWritten

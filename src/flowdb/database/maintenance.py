@@ -59,7 +59,7 @@ def drop_database(
     approve: Approval | None = None,
 ) -> None:
     """Drop every flowdb table (and enum type) and leave the database empty, at base."""
-    from flowdb.database.commands import Declined
+    from flowdb.database.commands import go_ahead
     from flowdb.database.planning import Plan
     from flowdb.database.target import Database
 
@@ -69,8 +69,7 @@ def drop_database(
         status = database.status()
         status.require_known(database, take_over=take_over)
         plan = Plan("downgrade", status.current, None, ())
-        if approve is not None and not approve(plan, status):
-            raise Declined(plan)
+        go_ahead(database, plan, status, approve, "drop")
         drop_flowdb_objects(database)
         logger.info("Dropped all flowdb tables")
 

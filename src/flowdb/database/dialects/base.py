@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sqlalchemy.engine import URL, Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -184,6 +186,18 @@ class Dialect(ABC):
     def clear_statements(self, tables: list[str]) -> list[str]:
         """SQL that deletes every row of ``tables`` (children first), keeping the schema."""
 
+    def backup_file(self) -> Path | None:
+        """The file flowdb copies before a change (``database.backup``); ``None``: no copies.
+
+        Only a file flowdb can copy consistently by itself has one (SQLite's); servers
+        are backed up with their own dump tools (``dump_command``).
+        """
+        return None
+
+    def dump_command(self) -> str | None:
+        """The command that dumps this database, for a downgrade plan (never a password)."""
+        return None
+
     def count_rows(self, connection: Connection, table: str, column: str | None = None) -> int:
         """Rows of ``table`` (with a non-null ``column`` when given); for loss reports."""
         import sqlalchemy as sa
@@ -310,3 +324,19 @@ def validate_server_url(url: DatabaseUrl, shown: str, example: str) -> None:
         raise ConfigurationError(
             f"Database URL {shown!r} names no database; add one after the host, e.g. {example}."
         )
+
+
+def dump_command_line(tool: str, url: DatabaseUrl, flags: dict[str, str], tail: list[str]) -> str:
+    """``tool`` with the URL's host, port and user (``flags`` names their options), then ``tail``.
+
+    For the line of a downgrade plan that says how to dump the database first: the
+    password is never part of it (the tool asks, or reads its own password file).
+    """
+    import shlex
+
+    words = [tool]
+    for part, flag in flags.items():
+        value = getattr(url.url, part)
+        if value:
+            words += [flag, str(value)]
+    return shlex.join(words + tail)

@@ -22,7 +22,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flowdb.database.dialects.base import Catalog, Dialect, validate_server_url
+from flowdb.database.dialects.base import (
+    Catalog,
+    Dialect,
+    dump_command_line,
+    validate_server_url,
+)
 from flowdb.errors import (
     DatabaseBusyError,
     DatabaseReadOnlyError,
@@ -59,6 +64,8 @@ class MysqlDialect(Dialect):
     async_driver: ClassVar[str] = "mysql+aiomysql"
     stores_time_zones: ClassVar[bool] = False
     ddl_commits: ClassVar[bool] = True
+    #: The server's dump tool, named in a downgrade's plan.
+    dump_tool: ClassVar[str] = "mysqldump"
 
     @classmethod
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
@@ -223,6 +230,13 @@ class MysqlDialect(Dialect):
                 return _holder(connection, self.lock_name)
         finally:
             engine.dispose()
+
+    def dump_command(self) -> str | None:
+        """The server's dump tool, one consistent transaction, into ``<database>.sql``."""
+        name = str(self.url.url.database)
+        flags = {"host": "-h", "port": "-P", "username": "-u"}
+        tail = ["--single-transaction", "--routines", f"--result-file={name}.sql", name]
+        return dump_command_line(self.dump_tool, self.url, flags, tail)
 
     # --- maintenance ------------------------------------------------------------------------
 
@@ -393,6 +407,7 @@ class MariadbDialect(MysqlDialect):
     name: ClassVar[str] = "mariadb"
     label: ClassVar[str] = "MariaDB"
     sync_driver: ClassVar[str] = "mariadb+pymysql"
+    dump_tool: ClassVar[str] = "mariadb-dump"
     async_driver: ClassVar[str] = "mariadb+aiomysql"
 
 

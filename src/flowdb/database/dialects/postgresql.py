@@ -43,7 +43,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flowdb.database.dialects.base import Catalog, Dialect, validate_server_url
+from flowdb.database.dialects.base import (
+    Catalog,
+    Dialect,
+    dump_command_line,
+    validate_server_url,
+)
 from flowdb.errors import (
     ConfigurationError,
     DatabaseBusyError,
@@ -358,6 +363,12 @@ class PostgresDialect(Dialect):
                 return _holder(connection)
         finally:
             engine.dispose()
+
+    def dump_command(self) -> str | None:
+        """``pg_dump`` in its custom format (``pg_restore`` reads it) of this database."""
+        name = str(self.url.url.database)
+        flags = {"host": "-h", "port": "-p", "username": "-U"}
+        return dump_command_line("pg_dump", self.url, flags, ["-Fc", "-f", f"{name}.dump", name])
 
     # --- maintenance ------------------------------------------------------------------------
 

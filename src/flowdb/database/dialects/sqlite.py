@@ -351,6 +351,10 @@ class SqliteDialect(Dialect):
 
     # --- maintenance ------------------------------------------------------------------------
 
+    def backup_file(self) -> Path | None:
+        """The database file (memory databases are never backed up)."""
+        return self.path
+
     def drop_statements(self, tables: list[str], enum_types: tuple[str, ...]) -> list[str]:
         """``DROP TABLE IF EXISTS`` each table; SQLite has no enum types."""
         return [f'DROP TABLE IF EXISTS "{name}"' for name in tables]
