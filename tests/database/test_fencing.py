@@ -35,7 +35,7 @@ from flowdb.database.dialects.postgresql import ADVISORY_LOCK_KEY
 from flowdb.database.history import load_history
 from flowdb.database.journal import RUN_TABLE
 from flowdb.database.target import Database
-from flowdb.errors import ExitCode
+from flowdb.errors import ExitCode, MigrationLockLostError
 from tests.dbtools import (
     create_mariadb_database,
     create_postgres_database,
@@ -47,6 +47,7 @@ from tests.dbtools import (
     schema_snapshot,
     seed_flow_runs,
     sync_engine,
+    table_names,
 )
 
 TRIALS = 20
@@ -351,3 +352,23 @@ def test_a_finished_command_whose_lock_session_ended_still_succeeded(
     assert revision_of(seeded) == IDS[-1]
     assert "had ended before the lock was released" in caplog.text
     assert Database.from_url(seeded).migration_running() is None
+
+
+@pytest.mark.parametrize("fixture", ["postgres_url", "mariadb_url"])
+def test_a_fresh_install_after_the_lock_was_lost_writes_nothing(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """The snapshot's script is fenced too: it stops before its first statement."""
+    url = str(request.getfixturevalue(fixture))
+    database = Database.from_url(url)
+    with database.lock("upgrade"):
+        session = lock_session(url)
+        assert session is not None
+        end_session(url, session)
+        deadline = time.monotonic() + 30
+        while lock_session(url) == session:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(MigrationLockLostError, match="the database stays at base"):
+            migrate(database, "upgrade", "head")
+    assert table_names(url) == set()

@@ -306,12 +306,23 @@ class Dialect(ABC):
         return "'" + getpass.getuser().replace("'", "''") + "'"
 
     def run_script(self, statements: list[str]) -> None:
-        """Run ``statements`` in one transaction, all or nothing (a fresh install)."""
+        """Run ``statements`` in one transaction, all or nothing (a fresh install).
+
+        Fenced like a migration (``fence``): checked as it begins and, where DDL is
+        transactional, once more before it commits.
+        """
         engine = self.create_sync_engine("flowdb-fresh-install")
+        self.fence(engine)
         try:
             with engine.begin() as connection:
                 for statement in statements:
                     connection.exec_driver_sql(statement)
+                if not self.ddl_commits:
+                    self.check_lock(
+                        connection.connection.dbapi_connection,
+                        rolled_back=True,
+                        where="what it was before this script",
+                    )
         finally:
             engine.dispose()
 

@@ -323,17 +323,19 @@ class PostgresDialect(Dialect):
         """
         cursor = dbapi_connection.cursor()
         try:
-            if getattr(dbapi_connection, "autocommit", False):
-                if not self.transaction_pooling:
-                    cursor.execute("SELECT pg_advisory_lock(%s)", (FENCE_KEY,))
-                    self._session_fence = True
+            in_session = getattr(dbapi_connection, "autocommit", False)
+            if in_session and self.transaction_pooling:
                 return
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", (FENCE_KEY,))
+            kind = "" if in_session else "xact_"
+            cursor.execute(f"SELECT pg_try_advisory_{kind}lock(%s)", (FENCE_KEY,))
             if not cursor.fetchone()[0]:
                 # Held by the new holder if this command lost the lock: stop now rather
                 # than queue behind its steps; else a lost holder's step is ending.
                 self.check_lock(dbapi_connection)
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (FENCE_KEY,))
+                cursor.execute(f"SELECT pg_advisory_{kind}lock(%s)", (FENCE_KEY,))
+            if in_session:
+                self._session_fence = True
+                return
             if self._session_fence:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", (FENCE_KEY,))
                 self._session_fence = False
