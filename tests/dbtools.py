@@ -323,7 +323,7 @@ def holder_description(url: str, holder: subprocess.Popen[str]) -> str:
     finally:
         engine.dispose()
     assert int(str(client).rsplit(":", 1)[1]) in tcp_ports(holder.pid), client
-    return f"a flowdb command on server connection {connection_id} (client {client}, lock taken "
+    return f"server connection {connection_id} (client {client}, last statement "
 
 
 def lock_connection(url: str) -> int | None:

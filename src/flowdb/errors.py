@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     CORRUPT = 9  # a damaged database file or a broken migration history
     HISTORY_CHANGED = 10  # a revision file differs from the one applied (or from the manifest)
     UNSUPPORTED = 11  # the server is too old, or the database's character set is not utf8mb4
+    LOCK_LOST = 12  # the migration lock's server session ended; the command stopped between steps
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     TERMINATED = 143  # SIGTERM
 
@@ -104,6 +105,16 @@ class MigrationLockTimeoutError(FlowdbError):
     """Another process held the migration lock for longer than the wait timeout."""
 
     exit_code = ExitCode.BUSY
+
+
+class MigrationLockLostError(FlowdbError):
+    """The migration lock was lost while a command held it (its server session ended).
+
+    The command stopped before its next step (another command may hold the lock now);
+    the database stays at the last step that completed.
+    """
+
+    exit_code = ExitCode.LOCK_LOST
 
 
 class MigrationBlockedError(FlowdbError):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from flowdb.database import journal, planning
 from flowdb.database.events import Direction
-from flowdb.errors import MigrationInProgressError
+from flowdb.errors import MigrationInProgressError, MigrationLockLostError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -102,6 +102,8 @@ def migrate(
         started, at = time.perf_counter(), journal.now()
         try:
             run_plan(database, plan)
+        except MigrationLockLostError:
+            raise  # the lock's new holder owns the database now: write nothing more
         except Exception as exc:
             record_failure(database, plan, at, time.perf_counter() - started, exc)
             placed = with_position(database, plan, exc)

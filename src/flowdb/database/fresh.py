@@ -161,10 +161,15 @@ def install(database: Database, snapshot: Snapshot) -> float:
     """Create the head schema from ``snapshot``; the caller holds the lock. Returns seconds.
 
     A failure is recorded (in a transaction of its own) and raised; the database stays
-    empty.
+    empty. A lost lock is raised alone: the lock's new holder may be at work already.
     """
     from flowdb.database.dialects.base import first_line
-    from flowdb.errors import FlowdbError, MigrationFailedError, one_line_message
+    from flowdb.errors import (
+        FlowdbError,
+        MigrationFailedError,
+        MigrationLockLostError,
+        one_line_message,
+    )
 
     started = time.perf_counter()
     at = journal.now()
@@ -174,6 +179,8 @@ def install(database: Database, snapshot: Snapshot) -> float:
             with database.errors():
                 try:
                     database.dialect.run_script(install_statements(database, snapshot))
+                except MigrationLockLostError:
+                    raise  # the lock's new holder owns the database now: write nothing more
                 except Exception:
                     if database.dialect.ddl_commits and not undo(database):
                         undone = "stopped part way (the next upgrade completes it)"
@@ -186,6 +193,8 @@ def install(database: Database, snapshot: Snapshot) -> float:
                 f"{undone}; {database.describe()} is still empty. Regenerate the "
                 f"snapshot with `{REGENERATE}` if it was edited."
             ) from exc
+    except MigrationLockLostError:
+        raise
     except FlowdbError as exc:
         run = journal.started(
             snapshot.head,

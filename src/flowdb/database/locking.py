@@ -61,19 +61,22 @@ class LockHolder:
 
     @classmethod
     def server_connection(cls, connection: int, client: str, since: str) -> LockHolder:
-        """A holder known only by its server ``connection`` and ``client`` address."""
-        return cls(command="command", pid=None, host=client, since=since, connection=connection)
+        """A holder known only by its server ``connection`` and ``client`` address.
+
+        Nothing says what program it is, so it is not called a flowdb command.
+        """
+        return cls(command="", pid=None, host=client, since=since, connection=connection)
 
     def describe(self) -> str:
         """One phrase for messages: "flowdb upgrade (pid 12 on web-1, since 10:02:03 UTC)".
 
-        A holder known by its server connection: "a flowdb command on server connection
-        9583 (client 10.0.0.5:54321, lock taken 10:02:03 UTC)".
+        A holder known only by its server connection, named neutrally: "server
+        connection 9583 (client 10.0.0.5:54321, last statement 10:02:03 UTC)".
         """
         if self.pid is None:
             return (
-                f"a flowdb {self.command} on server connection {self.connection} "
-                f"(client {self.host}, lock taken {self.since})"
+                f"server connection {self.connection} "
+                f"(client {self.host}, last statement {self.since})"
             )
         return f"flowdb {self.command} (pid {self.pid} on {self.host}, since {self.since})"
 

@@ -12,11 +12,14 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowdb.database import journal
+from flowdb.database.dialects.base import first_line
 from flowdb.database.events import StepDone
-from flowdb.errors import MigrationBlockedError
+from flowdb.errors import DatabaseUnreachableError, FlowdbError, MigrationBlockedError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -81,7 +84,7 @@ def run_plan(database: Database, plan: Plan) -> None:
     config.attributes["target"] = plan.target
     run = command.upgrade if plan.direction == "upgrade" else command.downgrade
     retries = database.settings.migration_lock_retries
-    with database.errors():
+    with _connection_loss_says_where(database, plan, config), database.errors():
         for attempt in range(retries + 1):
             try:
                 run(config, plan.target or "base")
@@ -101,6 +104,39 @@ def run_plan(database: Database, plan: Plan) -> None:
                     retries + 1,
                 )
                 time.sleep(pause)
+
+
+@contextmanager
+def _connection_loss_says_where(database: Database, plan: Plan, config: Config) -> Iterator[None]:
+    """A migration connection that failed part way: say where the database stands.
+
+    The translated line would only say "cannot connect"; the revision that completed
+    last is read again on a new connection, or, when the server does not answer,
+    the last step this command saw complete is named as such.
+    """
+    try:
+        yield
+    except DatabaseUnreachableError as exc:
+        reporter = config.attributes.get("on_step")
+        try:
+            status = database.status()
+        except FlowdbError:
+            last = reporter.last_step if isinstance(reporter, StepReporter) else None
+            where = (
+                f"unknown: the server did not answer. The last step this command saw "
+                f"complete was {last or 'none'}; see 'flowdb database current' when it is back"
+            )
+        else:
+            part_way = status.describe_progress()
+            where = (status.current or "base") + (
+                f", with {part_way} kept for the next run" if part_way else ""
+            )
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        raise DatabaseUnreachableError(
+            f"The {plan.direction} of {database.describe()} lost its connection "
+            f"({first_line(cause)}); the database stays at {where}. Check that the server "
+            "is running and run the command again."
+        ) from exc
 
 
 def _blocked(database: Database, plan: Plan, attempts: int) -> MigrationBlockedError:
@@ -180,6 +216,8 @@ class StepReporter:
     def __init__(self, database: Database | None = None) -> None:
         self.database = database
         self.count = 0
+        #: The revision of the last step reported (applied, or reverted), if any.
+        self.last_step: str | None = None
         self.last = time.perf_counter()
         self.started_at = journal.now()
 
@@ -189,6 +227,7 @@ class StepReporter:
         elapsed, self.last = now - self.last, now
         self.count += 1
         revision = step.up_revision_id  # the revision applied, or the one reverted
+        self.last_step = revision
         title = (step.up_revision.doc or "").strip().splitlines()[0] if step.up_revision else ""
         event = StepDone(
             direction="upgrade" if step.is_upgrade else "downgrade",

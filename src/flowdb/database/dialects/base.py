@@ -93,6 +93,9 @@ class Dialect(ABC):
     def __init__(self, url: DatabaseUrl, settings: Settings) -> None:
         self.url = url
         self.settings = settings
+        #: The connection whose server session holds the migration lock, while this
+        #: dialect holds it there (``None``: not held, or a lock no session can lose).
+        self.lock_session: Connection | None = None
 
     @classmethod  # noqa: B027  (an optional hook)
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
@@ -176,6 +179,100 @@ class Dialect(ABC):
     def migration_running(self) -> LockHolder | None:
         """Who holds this database's migration lock now, if anyone (a quick look, no wait)."""
 
+    # --- fencing: a migration that lost its lock stops (ARCHITECTURE.md, "Fencing") --------
+
+    def fence(self, engine: Engine) -> None:
+        """Fence every transaction begun on ``engine`` (a migration's) by the migration lock.
+
+        As each transaction begins it takes the dialect's fence (``take_fence``), then
+        checks that the lock session still holds the lock (``check_lock``): a command
+        that lost its lock stops before its transaction runs anything. Nothing happens
+        without a lock session (SQLite's file lock is lost only with its process).
+        """
+        if self.lock_session is None:
+            return
+        from sqlalchemy import event
+
+        def begin(connection: Connection) -> None:
+            dbapi_connection = connection.connection.dbapi_connection
+            self.take_fence(dbapi_connection)
+            self.check_lock(dbapi_connection)
+
+        event.listen(engine, "begin", begin)
+
+    def take_fence(self, dbapi_connection: Any) -> None:  # noqa: B027  (optional hook)
+        """Take the fence on a migration connection whose transaction is beginning.
+
+        A dialect whose lock lives on a server session makes the fence something a new
+        holder waits for (``wait_for_fence``) before it reads the database, so that a
+        step of a holder that lost its lock can never overlap the new holder's work.
+        """
+
+    def lock_still_held(self) -> bool:
+        """Whether the lock session is alive and still holds the migration lock."""
+        return True
+
+    def check_lock(
+        self, dbapi_connection: Any, *, rolled_back: bool = False, where: str | None = None
+    ) -> None:
+        """Raise ``MigrationLockLostError`` when this command's migration lock is gone.
+
+        Called inside the fence, so the database read for the message (``where``,
+        unless given) is one no other command is changing. ``rolled_back`` says the
+        check stopped a step before its commit.
+        """
+        if self.lock_session is None or self.lock_still_held():
+            return
+        from flowdb.errors import MigrationLockLostError
+
+        position = where if where is not None else self.position_on(dbapi_connection)
+        stopped = (
+            "rolled back the step it was about to commit"
+            if rolled_back
+            else "stopped before its next step"
+        )
+        raise MigrationLockLostError(
+            f"The migration lock of {self.describe()} was lost while this command held it "
+            f"(its server session ended: killed, or its connection dropped); the command "
+            f"{stopped}, and the database stays at {position}. Another command may hold "
+            "the lock now: check with 'flowdb database current' and run the command again."
+        )
+
+    def position_on(self, dbapi_connection: Any) -> str:
+        """Where the database stands as ``dbapi_connection`` sees it: revision, part-way step.
+
+        For messages only: any failure to read says so rather than guessing.
+        """
+        from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
+
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                f"{self.schema_function} AND table_name IN ('{VERSION_TABLE}', "
+                f"'{PROGRESS_TABLE}')"
+            )
+            tables = {str(row[0]) for row in cursor.fetchall()}
+            versions: list[str] = []
+            if VERSION_TABLE in tables:
+                cursor.execute(f"SELECT version_num FROM {VERSION_TABLE}")
+                versions = [str(row[0]) for row in cursor.fetchall()]
+            part_way: list[str] = []
+            if PROGRESS_TABLE in tables:
+                cursor.execute(f"SELECT revision, phase FROM {PROGRESS_TABLE}")
+                part_way = [f"{row[0]} (phase {row[1]})" for row in cursor.fetchall()]
+        except Exception:
+            return "an unknown revision (see 'flowdb database current')"
+        finally:
+            cursor.close()
+        where = ", ".join(versions) or "base"
+        if part_way:
+            where += ", with " + ", ".join(part_way) + " part way through"
+        return where
+
+    #: SQL naming the schema (PostgreSQL) or database (MySQL) flowdb's tables live in.
+    schema_function: ClassVar[str] = "current_schema()"
+
     # --- maintenance ------------------------------------------------------------------------
 
     @abstractmethod
@@ -244,12 +341,23 @@ class Dialect(ABC):
         return "'" + getpass.getuser().replace("'", "''") + "'"
 
     def run_script(self, statements: list[str]) -> None:
-        """Run ``statements`` in one transaction, all or nothing (a fresh install)."""
+        """Run ``statements`` in one transaction, all or nothing (a fresh install).
+
+        Fenced like a migration (``fence``): checked as it begins and, where DDL is
+        transactional, once more before it commits.
+        """
         engine = self.create_sync_engine("flowdb-fresh-install")
+        self.fence(engine)
         try:
             with engine.begin() as connection:
                 for statement in statements:
                     connection.exec_driver_sql(statement)
+                if not self.ddl_commits:
+                    self.check_lock(
+                        connection.connection.dbapi_connection,
+                        rolled_back=True,
+                        where="what it was before this script",
+                    )
         finally:
             engine.dispose()
 

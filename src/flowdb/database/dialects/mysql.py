@@ -12,7 +12,15 @@
   with a zero wait until ``FLOWDB_MIGRATION_LOCK_TIMEOUT``; the server releases it when
   the holder's connection ends. Waiters find the holder with ``IS_USED_LOCK`` and name it
   from the process list: its connection id, its client's address and port, and when it
-  took the lock (its pid and command are not visible to other connections).
+  last sent a statement; a holder is called a flowdb command only when its connection
+  says so (``program_name``, visible where ``performance_schema`` is on).
+* Fencing: killing the lock's connection does not stop the migration's own connection.
+  That connection holds a second lock, the fence, for its whole run, and checks that the
+  lock's connection still holds the lock as each migration (and each batch of a data
+  migration) begins; a new holder waits until the fence is free before it reads the
+  database. DDL commits by itself here, so a holder that lost its lock may finish the
+  step it is in (its version row then commits, fenced), but it starts no other, and no
+  one else starts one before it has stopped.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ MINIMUM_MYSQL = (8, 0)
 _LOCK_PREFIX = "flowdb-migrations:"
 #: A table listed and then read is gone (1146), or was changed after the snapshot (1412).
 _VANISHED = frozenset({1146, 1412})
+_FENCE_PREFIX = "flowdb-fence:"
+#: The lock connection's ``program_name``: how a waiter knows the holder is flowdb.
+_PROGRAM_PREFIX = "flowdb-lock"
 
 
 class MysqlDialect(Dialect):
@@ -66,6 +77,7 @@ class MysqlDialect(Dialect):
     ddl_commits: ClassVar[bool] = True
     #: The server's dump tool, named in a downgrade's plan.
     dump_tool: ClassVar[str] = "mysqldump"
+    schema_function: ClassVar[str] = "DATABASE()"
 
     @classmethod
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
@@ -100,8 +112,11 @@ class MysqlDialect(Dialect):
             return url
         return url.set(password=password.encode("utf-8").decode("latin-1"))
 
-    def create_sync_engine(self, application_name: str) -> Engine:
-        """PyMySQL, unpooled, UTC sessions, a connect timeout, the DDL lock wait bounded."""
+    def create_sync_engine(self, application_name: str, program_name: str = "") -> Engine:
+        """PyMySQL, unpooled, UTC sessions, a connect timeout, the DDL lock wait bounded.
+
+        ``program_name`` is sent as the connection attribute of that name.
+        """
         from sqlalchemy import create_engine
         from sqlalchemy.pool import NullPool
 
@@ -112,6 +127,8 @@ class MysqlDialect(Dialect):
             "sql_mode = CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,ANSI_QUOTES')"
         )
         connect_args: dict[str, Any] = {"init_command": init}
+        if program_name:
+            connect_args["program_name"] = program_name
         if "connect_timeout" not in self.url.url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         return create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
@@ -198,14 +215,27 @@ class MysqlDialect(Dialect):
         """The ``GET_LOCK`` name: per database (locks are server-wide), at most 64 chars."""
         return (_LOCK_PREFIX + str(self.url.url.database))[:64]
 
+    @property
+    def fence_name(self) -> str:
+        """The fence's ``GET_LOCK`` name, held by the lock holder's migration connection."""
+        return (_FENCE_PREFIX + str(self.url.url.database))[:64]
+
     @contextmanager
     def migration_lock(self, command: str, waiter: Waiter) -> Iterator[None]:
-        """``GET_LOCK(name, 0)`` on its own connection, polled until the timeout."""
+        """``GET_LOCK(name, 0)`` on its own connection, polled until the timeout.
+
+        Then, before the block, waits until the fence is free: a migration connection
+        of a holder that lost the lock has stopped.
+        """
         import sqlalchemy as sa
 
-        from flowdb.database.locking import POLL_SECONDS
+        from flowdb.database.locking import POLL_SECONDS, me
 
-        engine = self.create_sync_engine("flowdb-lock")
+        holder = me(command)
+        engine = self.create_sync_engine(
+            "flowdb-lock",
+            program_name=f"{_PROGRAM_PREFIX} {command} pid={holder.pid} host={holder.host}",
+        )
         try:
             with engine.connect() as raw_connection:
                 connection = raw_connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -214,13 +244,87 @@ class MysqlDialect(Dialect):
                     waiter.still_waiting(_holder(connection, self.lock_name))
                     time.sleep(min(POLL_SECONDS, waiter.remaining()))
                 try:
+                    self._wait_for_fence(connection, waiter)
+                    self.lock_session = connection
                     yield
                 finally:
-                    connection.execute(
-                        sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name}
-                    )
+                    self.lock_session = None
+                    self._release(connection)
         finally:
             engine.dispose()
+
+    def _wait_for_fence(self, connection: Connection, waiter: Waiter) -> None:
+        """Wait until no connection holds the fence (a lost holder's migration stopped)."""
+        import sqlalchemy as sa
+
+        from flowdb.database.locking import POLL_SECONDS
+
+        query = sa.text("SELECT IS_USED_LOCK(:name)")
+        while (owner := connection.execute(query, {"name": self.fence_name}).scalar()) is not None:
+            waiter.still_waiting(
+                None,
+                other=f"a migration still running on server connection {owner} for a command "
+                "that lost the lock",
+            )
+            time.sleep(min(POLL_SECONDS, max(waiter.remaining(), 0.01)))
+
+    def _release(self, connection: Connection) -> None:
+        """``RELEASE_LOCK``; a connection that has ended already lost the lock with it."""
+        import logging
+
+        import sqlalchemy as sa
+
+        from flowdb.database.dialects.base import first_line
+
+        try:
+            connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.lock_name})
+        except sa.exc.SQLAlchemyError as exc:
+            logging.getLogger("flowdb.migrations.lock").warning(
+                "The migration lock's connection to %s had ended before the lock was released "
+                "(%s); the server released the lock with it.",
+                self.url.redacted(),
+                first_line(exc),
+            )
+
+    def take_fence(self, dbapi_connection: Any) -> None:
+        """The fence, once per migration connection, held until that connection closes.
+
+        Found held by another connection: a command that lost the lock is stopped here
+        (``check_lock``); otherwise that connection's holder is stopping, and is waited
+        for up to the lock timeout.
+        """
+        from flowdb.errors import MigrationLockTimeoutError
+
+        name = self.fence_name
+        cursor = dbapi_connection.cursor()
+        try:
+            take = "SELECT IF(IS_USED_LOCK(%s) <=> CONNECTION_ID(), 1, GET_LOCK(%s, %s))"
+            cursor.execute(take, (name, name, 0))
+            if cursor.fetchone()[0] == 1:
+                return
+            self.check_lock(dbapi_connection)
+            wait = max(1, round(self.settings.migration_lock_timeout))
+            cursor.execute(take, (name, name, wait))
+            if cursor.fetchone()[0] != 1:
+                raise MigrationLockTimeoutError(
+                    f"Timed out after {wait} s waiting for the migration fence of "
+                    f"{self.describe()} ({name!r}), held by a command that lost the lock; "
+                    "nothing was changed. Run the command again."
+                )
+        finally:
+            cursor.close()
+
+    def lock_still_held(self) -> bool:
+        """The lock's connection answers and is the one the server says holds the lock."""
+        import sqlalchemy as sa
+
+        if self.lock_session is None:
+            return False
+        query = sa.text("SELECT IS_USED_LOCK(:name) <=> CONNECTION_ID()")
+        try:
+            return bool(self.lock_session.execute(query, {"name": self.lock_name}).scalar())
+        except sa.exc.SQLAlchemyError:
+            return False
 
     def migration_running(self) -> LockHolder | None:
         """The connection holding flowdb's lock for this database, from the process list."""
@@ -449,10 +553,10 @@ def _read_catalog_once(connection: Connection) -> Catalog:
 def _holder(connection: Connection, name: str) -> LockHolder | None:
     """Who holds lock ``name``: its connection in the process list.
 
-    Only the server's side of the holder is visible (no ``application_name``;
-    ``performance_schema`` is off by default): its connection id, its client's
-    ``host:port``, and ``time``, the seconds since its last statement, which for flowdb's
-    lock connection is the ``GET_LOCK`` that took the lock.
+    The server shows its connection id, its client's ``host:port`` and ``time``, the
+    seconds since its last statement. It is named as a flowdb command only when its
+    connection says so: flowdb's lock connection sends ``program_name`` (with its command,
+    pid and host), which the server shows where ``performance_schema`` is on.
     """
     import datetime as dt
 
@@ -470,5 +574,34 @@ def _holder(connection: Connection, name: str) -> LockHolder | None:
     if row is None:
         return None
     connection_id, client, seconds = row
-    taken = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(seconds or 0))
-    return LockHolder.server_connection(int(connection_id), str(client or "?"), now_text(taken))
+    since = now_text(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=int(seconds or 0)))
+    program = _program_name(connection, int(connection_id))
+    words = program.split()
+    if words[:1] == [_PROGRAM_PREFIX] and len(words) > 1:
+        fields = dict(word.split("=", 1) for word in words[2:] if "=" in word)
+        if fields.get("pid", "").isdigit():
+            return LockHolder(
+                command=words[1],
+                pid=int(fields["pid"]),
+                host=fields.get("host", str(client or "?")),
+                since=since,
+                connection=int(connection_id),
+            )
+    return LockHolder.server_connection(int(connection_id), str(client or "?"), since)
+
+
+def _program_name(connection: Connection, connection_id: int) -> str:
+    """The ``program_name`` connection attribute of ``connection_id``; "" where not shown."""
+    import sqlalchemy as sa
+
+    try:
+        value = connection.execute(
+            sa.text(
+                "SELECT attr_value FROM performance_schema.session_connect_attrs "
+                "WHERE processlist_id = :id AND attr_name = 'program_name'"
+            ),
+            {"id": connection_id},
+        ).scalar()
+    except sa.exc.DBAPIError:  # no performance_schema, or no right to read it
+        return ""
+    return str(value or "")

@@ -26,6 +26,15 @@
   the migration lock is per schema (the key's high half is a hash of the current
   schema; ``public`` keeps the historic key), so tenants in one database migrate
   independently.
+* Fencing: the lock's session can end (killed, dropped) while the command's migration
+  connection, another session, goes on. So every migration transaction first takes a
+  second advisory key, the fence, as a transaction lock, then checks that the lock
+  session still holds the lock (and checks again before a migration commits); a new
+  holder waits until no one holds the fence before it reads the database. A step in
+  flight when the old holder's session died therefore ends (committed or rolled back)
+  before the new holder looks, and the old holder's next transaction finds the lock
+  gone and stops (``MigrationLockLostError``). Concurrent index builds, which run
+  outside a transaction, hold the fence as a session lock until the next transaction.
 * The server: asyncpg with the API's own statement timeout
   (``FLOWDB_SERVER_QUERY_TIMEOUT``). URL parameters are translated for each driver:
   libpq's (``sslmode``, ``connect_timeout``, ``application_name``, ``options``) for
@@ -47,6 +56,7 @@ from flowdb.database.dialects.base import (
     Catalog,
     Dialect,
     dump_command_line,
+    first_line,
     validate_server_url,
 )
 from flowdb.errors import (
@@ -69,6 +79,13 @@ if TYPE_CHECKING:
 
 #: The advisory lock key: ASCII "flow", below 2**31 so pg_locks shows it in ``objid``.
 ADVISORY_LOCK_KEY = 0x666C6F77
+#: The fence key (ASCII "fenc"): held by each migration transaction of the lock's holder.
+FENCE_KEY = 0x66656E63
+#: Whether this session holds the advisory key ``:key`` (granted, in this database).
+_HOLDS_KEY = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND pid = pg_backend_pid() AND classid = :classid AND objid = :objid AND objsubid = 1)"
+)
 #: One line for a session lock that does not hold: a transaction pooler in between.
 _POOLED_HINT = (
     "The migration lock does not hold on %s: its server session changes between "
@@ -112,6 +129,11 @@ class PostgresDialect(Dialect):
     sync_driver: ClassVar[str] = "postgresql+psycopg"
     async_driver: ClassVar[str] = "postgresql+asyncpg"
     native_enums: ClassVar[bool] = True
+    #: Whether this command's migration connection holds the fence as a session lock.
+    _session_fence: bool = False
+    #: The lock's and the fence's keys while the lock is held (per schema).
+    _lock_key: int = ADVISORY_LOCK_KEY
+    _fence_key: int = FENCE_KEY
     concurrent_indexes: ClassVar[bool] = True
     deferred_validation: ClassVar[bool] = True
 
@@ -298,7 +320,6 @@ class PostgresDialect(Dialect):
         Behind a transaction pooler: the transaction-level lock of the same key, in a
         transaction held open for the block (``_transaction_lock``).
         """
-        import sqlalchemy as sa
 
         from flowdb.database.locking import POLL_SECONDS, me
 
@@ -308,7 +329,10 @@ class PostgresDialect(Dialect):
         )
         if self.transaction_pooling:
             try:
-                with _transaction_lock(engine, waiter):
+                with (
+                    _transaction_lock(engine, waiter) as connection,
+                    self._holding(connection, waiter),
+                ):
                     yield
             finally:
                 engine.dispose()
@@ -321,15 +345,109 @@ class PostgresDialect(Dialect):
                     waiter.still_waiting(_holder(connection, key))
                     time.sleep(min(POLL_SECONDS, waiter.remaining()))
                 try:
-                    yield
+                    with self._holding(connection, waiter):
+                        yield
                 finally:
-                    released = connection.execute(
-                        sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key}
-                    ).scalar()
-                    if not released:
-                        logger.warning(_RELEASE_HINT, self.url.redacted())
+                    self._release(connection, key)
         finally:
             engine.dispose()
+
+    @contextmanager
+    def _holding(self, connection: Connection, waiter: Waiter) -> Iterator[None]:
+        """The block under a lock just taken: fenced, after any step of a lost holder ended.
+
+        The lock and its fence are per schema (``lock_key``, ``fence_key``), as tenants
+        in one database migrate independently.
+        """
+        self._lock_key = lock_key(connection)
+        self._fence_key = fence_key(self._lock_key)
+        _wait_for_fence(connection, waiter, self._fence_key)
+        self._settle(connection)
+        self.lock_session = connection
+        try:
+            yield
+        finally:
+            self.lock_session = None
+
+    def _release(self, connection: Connection, key: int) -> None:
+        """Unlock; a session that has ended already lost the lock with it, which is no error.
+
+        The command's work was fenced by the lock until its last step, so a finished
+        command whose lock session ended afterwards still finished (it is not exit 3).
+        """
+        import sqlalchemy as sa
+
+        try:
+            released = connection.execute(
+                sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key}
+            ).scalar()
+        except sa.exc.SQLAlchemyError as exc:
+            logger.warning(
+                "The migration lock's session on %s had ended before the lock was released "
+                "(%s); the server released the lock with it.",
+                self.url.redacted(),
+                first_line(exc),
+            )
+            return
+        if not released:
+            logger.warning(_RELEASE_HINT, self.url.redacted())
+
+    def take_fence(self, dbapi_connection: Any) -> None:
+        """The fence key as a transaction lock; as a session lock outside a transaction.
+
+        Found held by another session, the lock is checked first (a command that lost
+        it stops instead of waiting). A concurrent index build runs in autocommit, where
+        a transaction lock would end with its statement: the session lock taken then is
+        given back as the next transaction begins (holding the transaction lock by
+        then). Behind a transaction pooler a session lock would stay on a pooled
+        connection: there only transactions are fenced.
+        """
+        cursor = dbapi_connection.cursor()
+        try:
+            in_session = getattr(dbapi_connection, "autocommit", False)
+            if in_session and self.transaction_pooling:
+                return
+            kind = "" if in_session else "xact_"
+            cursor.execute(f"SELECT pg_try_advisory_{kind}lock(%s)", (self._fence_key,))
+            if not cursor.fetchone()[0]:
+                # Held by the new holder if this command lost the lock: stop now rather
+                # than queue behind its steps; else a lost holder's step is ending.
+                self.check_lock(dbapi_connection)
+                cursor.execute(f"SELECT pg_advisory_{kind}lock(%s)", (self._fence_key,))
+            if in_session:
+                self._session_fence = True
+                return
+            if self._session_fence:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", (self._fence_key,))
+                self._session_fence = False
+        finally:
+            cursor.close()
+
+    def lock_still_held(self) -> bool:
+        """The lock session answers, and holds flowdb's advisory lock (either mode)."""
+        import sqlalchemy as sa
+
+        if self.lock_session is None:
+            return False
+        try:
+            held = self.lock_session.execute(
+                sa.text(_HOLDS_KEY), _key_halves(self._lock_key)
+            ).scalar()
+        except sa.exc.SQLAlchemyError:
+            return False
+        self._settle(self.lock_session)
+        return bool(held)
+
+    def _settle(self, connection: Connection) -> None:
+        """Behind a transaction pooler: end the lock's open transaction on a utility statement.
+
+        As ``_transaction_lock`` does after taking the lock: a query's portal left last
+        could hold a snapshot, which concurrent index builds would wait for.
+        """
+        import sqlalchemy as sa
+
+        if self.transaction_pooling:
+            connection.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = 0"))
 
     def _try_session_lock(self, connection: Connection, key: int) -> bool:
         """``pg_try_advisory_lock``, refusing a server session that holds the lock already.
@@ -565,7 +683,7 @@ def dumps_keeping_floats(document: Any) -> str:
 
 
 @contextmanager
-def _transaction_lock(engine: Engine, waiter: Waiter) -> Iterator[None]:
+def _transaction_lock(engine: Engine, waiter: Waiter) -> Iterator[Connection]:
     """Hold flowdb's advisory lock as a transaction lock, in a transaction kept open.
 
     A pooler in transaction mode gives the open transaction one server connection until
@@ -593,9 +711,35 @@ def _transaction_lock(engine: Engine, waiter: Waiter) -> Iterator[None]:
             waiter.still_waiting(holder)
             time.sleep(min(POLL_SECONDS, waiter.remaining()))
         try:
-            yield
+            yield connection
         finally:
             connection.rollback()
+
+
+def _wait_for_fence(connection: Connection, waiter: Waiter, key: int) -> None:
+    """Wait until no session holds the fence: a step of a holder that lost the lock ended.
+
+    A holder whose lock session died may still be inside a step on its migration
+    connection; that step holds the fence until it commits or rolls back, and the
+    holder's next transaction finds the lock gone. Only then is the database read.
+    """
+    import sqlalchemy as sa
+
+    from flowdb.database.locking import POLL_SECONDS
+
+    query = sa.text(
+        "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.classid = :classid AND l.objid = :objid AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.pid <> pg_backend_pid()"
+    )
+    while (pid := connection.execute(query, _key_halves(key)).scalar()) is not None:
+        waiter.still_waiting(
+            None,
+            other=f"a migration step still running in server session {pid} for a command "
+            "that lost the lock",
+        )
+        time.sleep(min(POLL_SECONDS, max(waiter.remaining(), 0.01)))
 
 
 def _set_local_on_begin(engine: Engine, settings: dict[str, str]) -> None:
@@ -693,6 +837,11 @@ def lock_key(connection: Connection) -> int:
         return ADVISORY_LOCK_KEY
     high = zlib.crc32(str(schema).encode("utf-8")) & 0x7FFFFFFF or 1
     return (high << 32) | ADVISORY_LOCK_KEY
+
+
+def fence_key(key: int) -> int:
+    """The fence's key for the lock ``key``: the same schema half, the fence's own low half."""
+    return (key & ~0xFFFFFFFF) | FENCE_KEY
 
 
 def _key_halves(key: int) -> dict[str, int]:

@@ -10,6 +10,12 @@ flowdb's runner (``flowdb.database.runner``) puts what this script needs into
 Every migration runs in its own transaction (``transaction_per_migration``), together
 with its ``alembic_version`` update, so a process killed at any moment leaves the
 database at the last revision that committed, with exactly that revision's schema.
+
+Every transaction on the migration connection is fenced by the migration lock
+(``Dialect.fence``): it takes the fence and checks that the lock is still held as it
+begins, and (where DDL is transactional) once more before the migration commits, so a
+command whose lock session ended stops between steps and a new holder never overlaps
+it (ARCHITECTURE.md, "Fencing").
 """
 
 from __future__ import annotations
@@ -106,6 +112,30 @@ def _stop_between_transactions(connection: Any) -> None:
     sa.event.listen(connection, "begin", lambda _connection: interrupts.check())
 
 
+def _fenced_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Check the lock before a migration commits, where that commit is its whole work.
+
+    Where DDL commits by itself the migration's work is done by then; its version row
+    commits (the fence keeps everyone else out) and the next migration's start stops.
+    """
+    if database.dialect.ddl_commits:
+        return options
+    then = options.get("on_version_apply")
+
+    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        if step.is_upgrade:
+            before = step.down_revision_ids[0] if step.down_revision_ids else None
+        else:
+            before = step.up_revision_id
+        database.dialect.check_lock(
+            ctx.connection.connection.dbapi_connection, rolled_back=True, where=before or "base"
+        )
+        if then is not None:
+            then(ctx=ctx, step=step, heads=heads, run_args=run_args)
+
+    return {**options, "on_version_apply": on_version_apply}
+
+
 def run_migrations_online() -> None:
     """Run the migrations on a fresh connection of flowdb's migration engine.
 
@@ -119,15 +149,18 @@ def run_migrations_online() -> None:
 
 def _run_online() -> None:
     engine = database.engine("flowdb-migrate")
+    database.dialect.fence(engine)
     try:
         with engine.connect() as connection:
             _stop_between_transactions(connection)
             context.configure(
                 connection=connection,
-                **{
-                    **_common_options(database.dialect.render_as_batch),
-                    **_restartable_options(connection),
-                },
+                **_fenced_options(
+                    {
+                        **_common_options(database.dialect.render_as_batch),
+                        **_restartable_options(connection),
+                    }
+                ),
             )
             with context.begin_transaction():
                 if database.dialect.ddl_commits and config.attributes.get("direction") == (

@@ -1,0 +1,374 @@
+"""Fencing: the migration lock's server session ended in the middle of a replay.
+
+A tester ending only the lock's session (``pg_terminate_backend`` of the backend that
+holds flowdb's advisory lock; on MariaDB ``KILL`` of the connection ``IS_USED_LOCK``
+names) must never let two commands apply migrations at once. Each trial upgrades a
+database holding a few thousand runs from its third revision to head, ends the first
+command's lock session at a random moment (after a random number of reported steps,
+plus a few milliseconds) and starts a second upgrade at once. Then:
+
+* the first command finished (exit 0) or stopped with exit 12 (``LOCK_LOST``) in one
+  ``Error:`` line saying where the database stays; the second one finished;
+* the run record holds each pending revision applied exactly once, in history order,
+  with no failure, and the first command's rows all before the second's (one applier
+  at a time);
+* the database is at head with the schema of an uninterrupted upgrade, every seeded
+  run still there, and a rerun has nothing to do.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flowdb.database.alembic_commands import alembic_upgrade
+from flowdb.database.commands import migrate
+from flowdb.database.dialects.postgresql import ADVISORY_LOCK_KEY
+from flowdb.database.history import load_history
+from flowdb.database.journal import RUN_TABLE
+from flowdb.database.target import Database
+from flowdb.errors import ExitCode, MigrationLockLostError
+from tests.dbtools import (
+    create_mariadb_database,
+    create_postgres_database,
+    drop_mariadb_database,
+    drop_postgres_database,
+    in_progress,
+    lock_connection,
+    revision_of,
+    schema_snapshot,
+    seed_flow_runs,
+    sync_engine,
+    table_names,
+)
+
+TRIALS = 20
+IDS = [revision.id for revision in load_history().revisions]
+SEEDED_AT = IDS[2]
+PENDING = IDS[3:]
+RUNS = 3000
+
+DATABASES: dict[str, tuple[Callable[[], str], Callable[[str], None]]] = {
+    "postgresql": (create_postgres_database, drop_postgres_database),
+    "mariadb": (create_mariadb_database, drop_mariadb_database),
+}
+
+
+def lock_session(url: str) -> int | None:
+    """The server's id of the session holding flowdb's migration lock, if anyone holds it."""
+    if url.startswith("postgresql"):
+        engine = sync_engine(url)
+        try:
+            with engine.connect() as connection:
+                pid = connection.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND classid = 0 AND objid = :key AND objsubid = 1 AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ),
+                    {"key": ADVISORY_LOCK_KEY},
+                ).scalar()
+        finally:
+            engine.dispose()
+        return None if pid is None else int(pid)
+    try:
+        return lock_connection(url)
+    except AssertionError:  # nobody holds it (yet, or any more)
+        return None
+
+
+def end_session(url: str, session: int) -> None:
+    """End server session ``session`` the way an operator would; gone already is fine."""
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            if url.startswith("postgresql"):
+                connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": session})
+            else:
+                try:
+                    connection.execute(sa.text(f"KILL {int(session)}"))
+                except sa.exc.DBAPIError as exc:
+                    assert "Unknown thread id" in str(exc), exc
+    finally:
+        engine.dispose()
+
+
+def start_upgrade(url: str) -> subprocess.Popen[str]:
+    """``flowdb database upgrade -y`` on ``url``, reading its stderr line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+        env={**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def end_lock_session_midway(url: str, process: subprocess.Popen[str], rng: random.Random) -> str:
+    """Read ``process``'s steps, then end its lock session at a random moment.
+
+    Returns the stderr read so far. The moment: after k reported steps (k uniform over
+    the pending ones), plus up to 50 ms; a process that finished first is let be.
+    """
+    assert process.stderr is not None
+    kill_after = rng.randrange(len(PENDING) + 1)
+    lines: list[str] = []
+    while sum("↑" in line for line in lines) < kill_after:
+        line = process.stderr.readline()
+        if not line:
+            return "".join(lines)
+        lines.append(line)
+    time.sleep(rng.uniform(0, 0.05))
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        session = lock_session(url)
+        if session is not None:
+            end_session(url, session)
+            break
+        time.sleep(0.02)
+    return "".join(lines)
+
+
+def applied_rows(url: str) -> list[tuple[str, int, bool]]:
+    """The run record's upgrade rows in the order they were written: revision, pid, success."""
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    f"SELECT revision, pid, success FROM {RUN_TABLE} "
+                    "WHERE direction = 'upgrade' ORDER BY id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return [(str(revision), int(pid), bool(success)) for revision, pid, success in rows]
+
+
+def run_count(url: str) -> int:
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(sa.text("SELECT count(*) FROM flow_run")).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def clean_heads() -> Iterator[dict[str, dict[str, Any]]]:
+    """Per dialect, made on first use: the schema of an uninterrupted upgrade from SEEDED_AT."""
+    made: dict[str, dict[str, Any]] = {}
+    yield made
+
+
+def clean_head(dialect: str, made: dict[str, dict[str, Any]], monkeypatch: Any) -> dict[str, Any]:
+    if dialect not in made:
+        create, drop = DATABASES[dialect]
+        url = create()
+        try:
+            monkeypatch.setenv("FLOWDB_DATABASE_URL", url)
+            alembic_upgrade(SEEDED_AT)
+            alembic_upgrade("head")
+            made[dialect] = schema_snapshot(url)
+        finally:
+            drop(url)
+    return made[dialect]
+
+
+@pytest.fixture
+def seeded(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A database of the trial's dialect at SEEDED_AT holding RUNS flow runs."""
+    create, drop = DATABASES[request.param]
+    url = create()
+    try:
+        monkeypatch.setenv("FLOWDB_DATABASE_URL", url)
+        alembic_upgrade(SEEDED_AT)
+        seed_flow_runs(url, RUNS)
+        yield url
+    finally:
+        drop(url)
+
+
+@pytest.mark.parametrize(
+    ("seeded", "trial"),
+    [
+        pytest.param(dialect, trial, id=f"{dialect}-{trial}")
+        for dialect in DATABASES
+        for trial in range(TRIALS)
+    ],
+    indirect=["seeded"],
+)
+@pytest.mark.slow  # one trial takes 15-35 s on a loaded machine
+def test_a_command_that_lost_its_lock_never_overlaps_the_next_holder(
+    seeded: str,
+    trial: int,
+    clean_heads: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = seeded
+    dialect = "postgresql" if url.startswith("postgresql") else "mariadb"
+    rng = random.Random(f"{dialect}-{trial}")
+    first = start_upgrade(url)
+    try:
+        early = end_lock_session_midway(url, first, rng)
+        second = start_upgrade(url)
+        try:
+            _, err2 = second.communicate(timeout=300)
+        finally:
+            second.kill()
+        _, err1 = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    err1 = early + err1
+    print(f"first command: exit {first.returncode}; {err1.strip().splitlines()[-1:]}")
+
+    assert first.returncode in (ExitCode.OK, ExitCode.LOCK_LOST), err1
+    assert "Traceback" not in err1 + err2
+    if first.returncode == ExitCode.LOCK_LOST:
+        errors = [line for line in err1.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1, err1
+        assert "migration lock" in errors[0] and "was lost" in errors[0], errors[0]
+        assert "the database stays at " in errors[0], errors[0]
+    assert second.returncode == ExitCode.OK, err2
+    assert "Error:" not in err2
+
+    rows = [row for row in applied_rows(url) if row[0] in PENDING]  # not the setup's
+    assert all(success for _, _, success in rows), rows
+    assert [revision for revision, _, _ in rows] == PENDING, rows
+    pids = [pid for _, pid, _ in rows]
+    # One applier at a time: the first command's steps, then the second's, never mixed.
+    assert pids == sorted(pids, key=lambda pid: pid != first.pid), rows
+    assert set(pids) <= {first.pid, second.pid}, rows
+
+    assert revision_of(url) == IDS[-1]
+    assert in_progress(url) == ()
+    assert run_count(url) == RUNS
+    assert schema_snapshot(url) == clean_head(dialect, clean_heads, monkeypatch)
+    assert migrate(Database.from_url(url), "upgrade", "head").is_empty
+
+
+def migration_session(url: str) -> int | None:
+    """The server's id of the session running the migrations (not the lock's), if any."""
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            if url.startswith("postgresql"):
+                found = connection.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                        "'flowdb-migrate' AND datname = current_database()"
+                    )
+                ).scalar()
+            else:
+                fence = Database.from_url(url).dialect.fence_name  # type: ignore[attr-defined]
+                found = connection.execute(
+                    sa.text("SELECT IS_USED_LOCK(:name)"), {"name": fence}
+                ).scalar()
+    finally:
+        engine.dispose()
+    return None if found is None else int(found)
+
+
+def end_after_first_step(url: str, session_of: Callable[[str], int | None]) -> tuple[int, str]:
+    """Upgrade ``url``; end the session ``session_of`` finds once one step is reported.
+
+    Returns the exit code and the Error line (the process must fail with one).
+    """
+    process = start_upgrade(url)
+    assert process.stderr is not None
+    try:
+        lines = []
+        while not any("↑" in line for line in lines):
+            line = process.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        deadline = time.monotonic() + 30
+        while (session := session_of(url)) is None:
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            time.sleep(0.01)
+        end_session(url, session)
+        _, rest = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    output = "".join(lines) + rest
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output
+    return process.returncode, errors[0]
+
+
+@pytest.mark.parametrize("seeded", list(DATABASES), indirect=True)
+def test_a_lost_lock_stops_the_command_and_says_where_the_database_stays(seeded: str) -> None:
+    """Exit 12 after the first step; the named revision is where the database is, untouched."""
+    code, error = end_after_first_step(seeded, lock_session)
+    assert code == ExitCode.LOCK_LOST, error
+    assert "was lost" in error
+    current = revision_of(seeded)
+    assert current in PENDING[:-1]
+    assert f"the database stays at {current}" in error
+    for revision, phase, _ in in_progress(seeded):  # MariaDB: a migration part way
+        assert f"with {revision} (phase {phase}) part way through" in error
+    # Nobody else ran: the record holds only steps this command finished, and no failure.
+    rows = [row for row in applied_rows(seeded) if row[0] in PENDING]
+    assert [revision for revision, _, _ in rows] == PENDING[: PENDING.index(current) + 1]
+    assert all(success for _, _, success in rows)
+
+
+@pytest.mark.parametrize("seeded", list(DATABASES), indirect=True)
+def test_a_lost_migration_connection_says_where_the_database_stays(seeded: str) -> None:
+    """Not "cannot connect": the revision the database stays at, read again."""
+    code, error = end_after_first_step(seeded, migration_session)
+    assert code == ExitCode.UNREACHABLE, error
+    assert "lost its connection" in error
+    current = revision_of(seeded)
+    assert current in PENDING[:-1]
+    assert f"the database stays at {current}" in error
+
+
+@pytest.mark.parametrize("seeded", list(DATABASES), indirect=True)
+def test_a_finished_command_whose_lock_session_ended_still_succeeded(
+    seeded: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock session ends after the last step: no error; the release is only logged."""
+    database = Database.from_url(seeded)
+    with database.lock("upgrade"):
+        migrate(database, "upgrade", "head")
+        session = lock_session(seeded)
+        assert session is not None
+        end_session(seeded, session)
+        deadline = time.monotonic() + 30
+        while lock_session(seeded) == session:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert revision_of(seeded) == IDS[-1]
+    assert "had ended before the lock was released" in caplog.text
+    assert Database.from_url(seeded).migration_running() is None
+
+
+@pytest.mark.parametrize("fixture", ["postgres_url", "mariadb_url"])
+def test_a_fresh_install_after_the_lock_was_lost_writes_nothing(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """The snapshot's script is fenced too: it stops before its first statement."""
+    url = str(request.getfixturevalue(fixture))
+    database = Database.from_url(url)
+    with database.lock("upgrade"):
+        session = lock_session(url)
+        assert session is not None
+        end_session(url, session)
+        deadline = time.monotonic() + 30
+        while lock_session(url) == session:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(MigrationLockLostError, match="the database stays at base"):
+            migrate(database, "upgrade", "head")
+    assert table_names(url) == set()
