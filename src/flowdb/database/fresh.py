@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowdb.database import journal
+from flowdb.database import bookkeeping, journal
 from flowdb.database.events import StepDone
 from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: Tables the snapshot creates ``IF NOT EXISTS`` and without rows: they may exist already
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
-BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE})
+BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE, bookkeeping.VERSION_TABLE})
 REGENERATE = "flowdb database snapshot"
 #: The progress phase of a fresh install that a rerun completes (``Dialect.ddl_commits``).
 PHASE = "fresh install"
@@ -117,9 +117,11 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
+    # The snapshot's run record has the newest shape (an older one was upgraded first).
+    statements += bookkeeping.version_statements()
     if not database.dialect.ddl_commits:
         return statements
-    from flowdb.database.migrations.restartable import CREATE_PROGRESS
+    from flowdb.database.bookkeeping import CREATE_PROGRESS
 
     forget = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = '{snapshot.head}'"
     mark = (
