@@ -11,11 +11,13 @@ user ran it, and whether it succeeded (else the one-line error). Like Flyway's
   caught (``changed_revisions``) before an upgrade builds on it.
 
 The table is flowdb's own bookkeeping, not part of the schema the history builds: it
-is created on first use (``IF NOT EXISTS``, inside the step's transaction), survives
-downgrades, is left out of ``check``'s comparison with the models, and is never taken
-for another application's table. A successful step writes its row in its own
-transaction, so the row exists exactly when the step committed; a failed step's row is
-written afterwards in a transaction of its own, since the step's was rolled back.
+is defined in ``bookkeeping``, created on first use or brought to its newest shape
+(``bookkeeping.upgrade``, inside the step's transaction), read as it is (an older
+shape's missing columns as ``None``), survives downgrades, is left out of ``check``'s
+comparison with the models, and is never taken for another application's table. A
+successful step writes its row in its own transaction, so the row exists exactly when
+the step committed; a failed step's row is written afterwards in a transaction of its
+own, since the step's was rolled back.
 """
 
 from __future__ import annotations
