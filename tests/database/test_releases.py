@@ -232,16 +232,16 @@ def test_a_declared_amendment_is_accepted_and_an_undeclared_change_refused(
 
 
 def test_a_first_shape_run_record_is_read_without_writing_and_upgraded(
-    sqlite_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
     """A run record without step 2's columns: current/history/check cope, upgrade adds them."""
-    env = {**os.environ, "FLOWDB_DATABASE_URL": sqlite_url, "FLOWDB_HOME": str(tmp_path / "h")}
+    env = {**os.environ, "FLOWDB_DATABASE_URL": database_url, "FLOWDB_HOME": str(tmp_path / "h")}
 
     def flowdb(*args: str) -> subprocess.CompletedProcess[str]:
         return _run(sys.executable, ["-m", "flowdb", "database", *args], env)
 
     assert flowdb("upgrade", "-y").returncode == 0
-    engine = sync_engine(sqlite_url)
+    engine = sync_engine(database_url)
     try:
         with engine.begin() as connection:  # back to the shape of a build before step 2
             connection.exec_driver_sql(f"DROP TABLE {bookkeeping.VERSION_TABLE}")
