@@ -109,7 +109,14 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     """
     from flowdb.database.fingerprints import file_hash
 
-    statements = [*snapshot.statements, f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')"]
+    # The snapshot's run record has the newest shape (an older one was upgraded first);
+    # its version's CREATE comes with the other DDL, so that where DDL commits by itself
+    # the rows below still commit together at the end.
+    statements = [
+        *snapshot.statements,
+        *bookkeeping.version_statements(),
+        f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')",
+    ]
     if runs:
         at = journal.now()
         rows = [
@@ -117,8 +124,6 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
-    # The snapshot's run record has the newest shape (an older one was upgraded first).
-    statements += bookkeeping.version_statements()
     if not database.dialect.ddl_commits:
         return statements
     from flowdb.database.bookkeeping import CREATE_PROGRESS
