@@ -191,7 +191,11 @@ def test_stamp_records_a_revision_without_migrating(database_url: str, home: Pat
     assert steps(result.stderr) == []  # a stamp runs no migration, so reports none
     assert current_revision(database_url) == target
     # Alembic's version table, and flowdb's record of runs (which notes the stamp).
-    assert flowdb_tables(database_url) == {"alembic_version", "flowdb_migration_run"}
+    assert flowdb_tables(database_url) == {
+        "alembic_version",
+        "flowdb_migration_run",
+        "flowdb_bookkeeping_version",
+    }
     current = ok(flowdb(database_url, "database", "current", home=home))
     assert f"Revision: {target}" in current.stdout
 

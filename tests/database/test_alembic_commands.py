@@ -404,7 +404,11 @@ def test_stamp_head_writes_only_the_version_and_stamp_base_clears_it(configured:
     alembic_stamp("head")
 
     # The version, and the record of the stamp in flowdb's record of runs.
-    assert table_names(configured) == {"alembic_version", "flowdb_migration_run"}
+    assert table_names(configured) == {
+        "alembic_version",
+        "flowdb_migration_run",
+        "flowdb_bookkeeping_version",
+    }
     assert version_rows(configured) == [history.head]
     assert other_objects(configured) == set()
 
@@ -416,7 +420,11 @@ def test_stamp_head_writes_only_the_version_and_stamp_base_clears_it(configured:
 
     assert version_rows(configured) == []
     assert revision_of(configured) is None
-    assert table_names(configured) == {"alembic_version", "flowdb_migration_run"}
+    assert table_names(configured) == {
+        "alembic_version",
+        "flowdb_migration_run",
+        "flowdb_bookkeeping_version",
+    }
 
 
 def test_stamp_with_an_unknown_revision_raises_and_changes_nothing(configured: str) -> None:

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
+from flowdb.database.bookkeeping import TABLES as BOOKKEEPING_TABLES
 from flowdb.database.column_types import StateType
-from flowdb.database.journal import RUN_TABLE
 from flowdb.database.orm_models import (
     Artifact,
     Base,
@@ -121,8 +121,8 @@ def test_live_names_follow_the_naming_convention(configured: str) -> None:
     engine = sync_engine(configured)
     try:
         inspector = sa.inspect(engine)
-        # Alembic's version table and flowdb's record of runs are bookkeeping, not models.
-        live_tables = set(inspector.get_table_names()) - {"alembic_version", RUN_TABLE}
+        # Alembic's version table and flowdb's own tables are bookkeeping, not models.
+        live_tables = set(inspector.get_table_names()) - {"alembic_version", *BOOKKEEPING_TABLES}
         assert live_tables == set(Base.metadata.tables)
         for table in sorted(live_tables):
             live = convention_names(inspector, table)

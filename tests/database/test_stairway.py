@@ -31,7 +31,11 @@ def test_full_downgrade_removes_every_table(configured: str) -> None:
     assert "flow_run" in table_names(configured)
     alembic_downgrade("base")
     # Alembic's (empty) version table and flowdb's record of runs, which outlives downgrades.
-    assert table_names(configured) <= {"alembic_version", "flowdb_migration_run"}
+    assert table_names(configured) <= {
+        "alembic_version",
+        "flowdb_migration_run",
+        "flowdb_bookkeeping_version",
+    }
     assert revision_of(configured) is None
 
 

@@ -80,6 +80,7 @@ def migrate(
     with database.errors(), database.lock(direction):
         status = database.status()
         status.require_known(database)
+        upgrade_bookkeeping(database, status)
         check_part_way(database, status, direction)
         plan = planning.plan(database.history, direction, status.current, revision)
         if plan.is_empty:
@@ -155,6 +156,27 @@ def go_ahead(
     if approve is not None and not approve(plan, status):
         raise Declined(plan)
     before_change(database, status, command)
+
+
+def upgrade_bookkeeping(database: Database, status: SchemaStatus) -> None:
+    """Bring flowdb's own tables to their newest shape before anything writes them.
+
+    The caller holds the migration lock. Only a database that has the run record is
+    touched: without one, the run record is created in its newest shape when first
+    written (a fresh install, on SQLite, imports no SQLAlchemy).
+    """
+    if journal.RUN_TABLE not in status.tables:
+        return
+    from flowdb.database import bookkeeping
+
+    engine = database.engine("flowdb-journal")
+    try:
+        with engine.begin() as connection:
+            done = bookkeeping.upgrade(connection)
+    finally:
+        engine.dispose()
+    for step in done:
+        logger.info("Upgraded flowdb's own tables: step %d, %s", step.version, step.does)
 
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:

@@ -132,3 +132,56 @@ def manifest_problems(history: History) -> list[ManifestProblem]:
                 )
             )
     return problems
+
+
+AMENDMENTS_NAME = "amendments.toml"
+
+
+@dataclass(frozen=True)
+class Amendment:
+    """A declared change of a released revision file: its hash as released, now, and why."""
+
+    revision: str
+    old: str
+    new: str
+    why: str
+
+
+def amendments_path(history: History) -> Path:
+    """Where the history's declared amendments live: beside the manifest."""
+    return manifest_path(history).with_name(AMENDMENTS_NAME)
+
+
+def amendments(history: History) -> tuple[Amendment, ...]:
+    """The amendments the history declares (none when the file is absent)."""
+    return _read_amendments(amendments_path(history))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_amendments(path: Path) -> tuple[Amendment, ...]:
+    """Parsed once per process: the file ships with the package and never changes under it."""
+    import tomllib
+
+    if not path.exists():
+        return ()
+    entries = tomllib.loads(path.read_text(encoding="utf-8")).get("amendment", [])
+    return tuple(
+        Amendment(str(e["revision"]), str(e["old"]), str(e["new"]), str(e["why"])) for e in entries
+    )
+
+
+def declared(history: History, revision: str, applied: str, now: str) -> bool:
+    """Whether the history declares the change of ``revision``'s file from ``applied`` to ``now``.
+
+    Amendments chain: a file amended twice since a release reaches ``now`` through both.
+    """
+    steps: dict[str, set[str]] = {}
+    for amendment in amendments(history):
+        if amendment.revision == revision:
+            steps.setdefault(amendment.old, set()).add(amendment.new)
+    reached, frontier = {applied}, [applied]
+    while frontier:
+        for following in steps.get(frontier.pop(), set()) - reached:
+            reached.add(following)
+            frontier.append(following)
+    return now in reached and applied != now

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowdb.database import journal
+from flowdb.database import bookkeeping, journal
 from flowdb.database.events import StepDone
 from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: Tables the snapshot creates ``IF NOT EXISTS`` and without rows: they may exist already
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
-BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE})
+BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE, bookkeeping.VERSION_TABLE})
 REGENERATE = "flowdb database snapshot"
 #: The progress phase of a fresh install that a rerun completes (``Dialect.ddl_commits``).
 PHASE = "fresh install"
@@ -126,7 +126,14 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     """
     from flowdb.database.fingerprints import file_hash
 
-    statements = [*snapshot.statements, f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')"]
+    # The snapshot's run record has the newest shape (an older one was upgraded first);
+    # its version's CREATE comes with the other DDL, so that where DDL commits by itself
+    # the rows below still commit together at the end.
+    statements = [
+        *snapshot.statements,
+        *bookkeeping.version_statements(),
+        f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')",
+    ]
     if runs:
         at = journal.now()
         rows = [
@@ -136,7 +143,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
     if not database.dialect.ddl_commits:
         return statements
-    from flowdb.database.migrations.restartable import CREATE_PROGRESS
+    from flowdb.database.bookkeeping import CREATE_PROGRESS
 
     forget = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = '{snapshot.head}'"
     mark = (

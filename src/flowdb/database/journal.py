@@ -11,11 +11,13 @@ user ran it, and whether it succeeded (else the one-line error). Like Flyway's
   caught (``changed_revisions``) before an upgrade builds on it.
 
 The table is flowdb's own bookkeeping, not part of the schema the history builds: it
-is created on first use (``IF NOT EXISTS``, inside the step's transaction), survives
-downgrades, is left out of ``check``'s comparison with the models, and is never taken
-for another application's table. A successful step writes its row in its own
-transaction, so the row exists exactly when the step committed; a failed step's row is
-written afterwards in a transaction of its own, since the step's was rolled back.
+is defined in ``bookkeeping``, created on first use or brought to its newest shape
+(``bookkeeping.upgrade``, inside the step's transaction), read as it is (an older
+shape's missing columns as ``None``), survives downgrades, is left out of ``check``'s
+comparison with the models, and is never taken for another application's table. A
+successful step writes its row in its own transaction, so the row exists exactly when
+the step committed; a failed step's row is written afterwards in a transaction of its
+own, since the step's was rolled back.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowdb import __version__
+from flowdb.database import bookkeeping
+from flowdb.database.bookkeeping import RUN_TABLE as RUN_TABLE
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -37,7 +41,6 @@ if TYPE_CHECKING:
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
-RUN_TABLE = "flowdb_migration_run"
 #: Directions whose successful rows say "this file is the one applied".
 APPLYING = ("upgrade", "stamp", "fresh install", "accept")
 COLUMNS = (
@@ -61,41 +64,13 @@ _HOST = socket.gethostname()
 
 
 def run_table() -> Table:
-    """The table's definition (SQLAlchemy Core; built on demand, so importing stays cheap)."""
-    import sqlalchemy as sa
-
-    return sa.Table(
-        RUN_TABLE,
-        sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("revision", sa.String(32), nullable=False),
-        sa.Column("direction", sa.String(16), nullable=False),
-        sa.Column("started_at", sa.String(32), nullable=False),
-        sa.Column("duration_ms", sa.Integer, nullable=False),
-        sa.Column("flowdb_version", sa.String(32), nullable=False),
-        sa.Column("host", sa.String(255), nullable=False),
-        sa.Column("pid", sa.Integer, nullable=False),
-        sa.Column("db_user", sa.String(255), nullable=False),
-        sa.Column("success", sa.Boolean(create_constraint=False), nullable=False),
-        sa.Column("error", sa.Text, nullable=True),
-        sa.Column("file_hash", sa.String(64), nullable=True),
-        # What the revision's file declared, so that an older flowdb, which has no file
-        # for it, can tell whether it can keep serving (``server.readiness``).
-        sa.Column("down_revision", sa.String(32), nullable=True),
-        sa.Column("serves_previous_code", sa.Boolean(create_constraint=False), nullable=True),
-    )
+    """The run record's newest shape (defined once, in ``bookkeeping``)."""
+    return bookkeeping.run_table()
 
 
 def version_table() -> Table:
     """Alembic's version table as Alembic creates it (for the fresh install's script)."""
-    import sqlalchemy as sa
-
-    return sa.Table(
-        "alembic_version",
-        sa.MetaData(),
-        sa.Column("version_num", sa.String(32), nullable=False),
-        sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
-    )
+    return bookkeeping.alembic_version_table()
 
 
 @dataclass(frozen=True)
@@ -177,8 +152,12 @@ def insert_sql(runs: list[Run], user_sql: str) -> str:
 
 
 def record(connection: Connection, database: Database, runs: list[Run]) -> None:
-    """Write ``runs`` on ``connection``, in its transaction; create the table when missing."""
-    run_table().create(connection, checkfirst=True)
+    """Write ``runs`` on ``connection``, in its transaction.
+
+    flowdb's tables are created, or brought to their newest shape, first
+    (``bookkeeping.upgrade``; the caller holds the migration lock).
+    """
+    bookkeeping.upgrade(connection)
     if runs:
         connection.exec_driver_sql(insert_sql(runs, database.dialect.current_user_sql()))
 
@@ -197,7 +176,11 @@ def record_apart(database: Database, runs: list[Run]) -> None:
 
 
 def read_runs(database: Database, status: SchemaStatus) -> list[dict[str, Any]]:
-    """Every row of the record, oldest first (``[]`` when the table does not exist)."""
+    """Every row of the record, oldest first (``[]`` when the table does not exist).
+
+    Reads the columns the table has: one made by an earlier flowdb (an older shape,
+    ``bookkeeping``) is read as it is, its missing columns as ``None``, without writing.
+    """
     if RUN_TABLE not in status.tables:
         return []
     import sqlalchemy as sa
@@ -209,11 +192,15 @@ def read_runs(database: Database, status: SchemaStatus) -> list[dict[str, Any]]:
     try:
         with database.errors(), engine.connect() as connection:
             connection.execution_options(**{READS_ONLY: True})
-            rows = connection.execute(sa.select(table).order_by(table.c.id)).mappings().all()
+            present = {c["name"] for c in sa.inspect(connection).get_columns(RUN_TABLE)}
+            columns = [column for column in table.c if column.name in present]
+            query = sa.select(*columns).order_by(table.c.id)
+            rows = connection.execute(query).mappings().all()
             connection.rollback()
     finally:
         engine.dispose()
-    return [dict(row) for row in rows]
+    missing = dict.fromkeys(column.name for column in table.c if column.name not in present)
+    return [{**missing, **row} for row in rows]
 
 
 def applied_rows(
@@ -231,17 +218,21 @@ def applied_rows(
 def changed_revisions(
     runs: list[dict[str, Any]], history: History, current: str | None
 ) -> list[str]:
-    """Applied revisions whose file now differs from the one recorded when it was applied."""
-    from flowdb.database.fingerprints import file_hash
+    """Applied revisions whose file now differs from the one recorded when it was applied.
+
+    A difference the history declares (``fingerprints.declared``: an amendment of a
+    released file) is not a change.
+    """
+    from flowdb.database.fingerprints import declared, file_hash
 
     latest = applied_rows(runs, history, current)
-    return [
-        revision.id
-        for revision in history.revisions[: history.position(current)]
-        if revision.id in latest
-        and latest[revision.id]["file_hash"]
-        and latest[revision.id]["file_hash"] != file_hash(revision)
-    ]
+    changed = []
+    for revision in history.revisions[: history.position(current)]:
+        applied = latest[revision.id]["file_hash"] if revision.id in latest else None
+        now = file_hash(revision)
+        if applied and applied != now and not declared(history, revision.id, applied, now):
+            changed.append(revision.id)
+    return changed
 
 
 @dataclass(frozen=True)

@@ -135,17 +135,17 @@ def include_in_comparison(
 ) -> bool:
     """Compare flowdb's own tables only.
 
-    Alembic's version table, flowdb's record of migration runs (``journal``), and
+    Alembic's version table, flowdb's own tables (``bookkeeping``), and
     tables of other applications that share the database (in the database, but neither
     in the models nor ever created by flowdb's history),
     are neither reported by ``check`` nor dropped by ``revision --autogenerate``.
     """
+    from flowdb.database.bookkeeping import TABLES
     from flowdb.database.history import load_history
-    from flowdb.database.journal import RUN_TABLE
 
     if type_ != "table":
         return True
-    if name in ("alembic_version", RUN_TABLE):
+    if name == "alembic_version" or name in TABLES:
         return False
     foreign = reflected and compare_to is None and name not in load_history().all_tables
     return not foreign

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from flowdb.database import bookkeeping
 from flowdb.errors import DatabaseNewerThanCodeError, ForeignDatabaseError
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 VERSION_TABLE = "alembic_version"
 #: flowdb's own table of migrations that are part way through (``migrations/online.py``).
-PROGRESS_TABLE = "flowdb_migration_progress"
+PROGRESS_TABLE = bookkeeping.PROGRESS_TABLE
 #: The progress phase of a downgrade under way where DDL commits by itself (MySQL).
 DOWNGRADE_PHASE = "downgrade"
 #: The tables whose presence tells a newer flowdb's database from another application's.

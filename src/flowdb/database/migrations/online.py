@@ -38,6 +38,7 @@ import logging
 import sqlalchemy as sa
 from alembic import op
 
+from flowdb.database.bookkeeping import CREATE_PROGRESS, PROGRESS_TABLE
 from flowdb.database.events import PhaseStarted, Progress
 from flowdb.database.migrations.helpers import (
     add_column_if_missing,
@@ -45,18 +46,8 @@ from flowdb.database.migrations.helpers import (
     has_column,
     key_ranges,
 )
-from flowdb.database.status import PROGRESS_TABLE
 
 progress = logging.getLogger("flowdb.migrations")
-
-_CREATE_PROGRESS = (
-    f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} ("
-    "revision VARCHAR(32) NOT NULL PRIMARY KEY, "
-    "phase VARCHAR(64) NOT NULL, "
-    "rows_done BIGINT NOT NULL DEFAULT 0, "
-    "last_key VARCHAR(64), "
-    "updated VARCHAR(40) NOT NULL)"
-)
 
 
 class OnlineMigration:
@@ -73,7 +64,7 @@ class OnlineMigration:
         if self.offline:
             op.execute(f"-- {revision}: online migration, phase expand")
             return
-        op.execute(_CREATE_PROGRESS)
+        op.execute(CREATE_PROGRESS)
         row = (
             op.get_bind()
             .execute(

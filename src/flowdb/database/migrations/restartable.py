@@ -28,17 +28,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from flowdb.database.status import DOWNGRADE_PHASE, PROGRESS_TABLE, VERSION_TABLE
+from flowdb.database.bookkeeping import CREATE_PROGRESS, PROGRESS_TABLE
+from flowdb.database.status import DOWNGRADE_PHASE, VERSION_TABLE
 
 #: ``flowdb_migration_progress``, as ``migrations/online.py`` creates it.
-CREATE_PROGRESS = (
-    f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} ("
-    "revision VARCHAR(32) NOT NULL PRIMARY KEY, "
-    "phase VARCHAR(64) NOT NULL, "
-    "rows_done BIGINT NOT NULL DEFAULT 0, "
-    "last_key VARCHAR(64), "
-    "updated VARCHAR(40) NOT NULL)"
-)
 
 
 def install(backend: str) -> None:
