@@ -20,13 +20,24 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from flowdb import interrupts
+
 
 @contextlib.contextmanager
 def _process_state(environment: dict[str, str], cwd: Path | None) -> Iterator[None]:
-    """Swap in a child's environment, working folder and signal handlers; restore them."""
+    """Swap in a child's environment, working folder and signal handling; restore them.
+
+    ``main`` blocks SIGINT/SIGTERM once its outcome is said (``interrupts.close``), and a
+    blocked mask is inherited by every process the test starts afterwards, which would
+    then never see the signals a test sends: the mask and flowdb's process-wide signal
+    record are put back as they were.
+    """
     saved_environ = dict(os.environ)
     saved_cwd = os.getcwd()
     saved_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    saved_record = dict(vars(interrupts._State))
+    saved_hook = sys.unraisablehook
     saved_argv = sys.argv
     os.environ.clear()
     os.environ.update(environment)
@@ -40,6 +51,11 @@ def _process_state(environment: dict[str, str], cwd: Path | None) -> Iterator[No
         os.environ.update(saved_environ)
         for signum, handler in saved_handlers.items():
             signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+        for name, value in saved_record.items():
+            if not name.startswith("__"):
+                setattr(interrupts._State, name, value)
+        sys.unraisablehook = saved_hook
         sys.argv = saved_argv
 
 
