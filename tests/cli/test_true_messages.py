@@ -39,10 +39,15 @@ def upgrade_on_a_small_disk(prepared: Path, folder: Path, kilobytes: int) -> tup
     after = folder / f"after{kilobytes}.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
     env.update(FLOWDB_DATABASE_URL=f"sqlite:///{mount}/flowdb.db", FLOWDB_HOME=str(mount))
+    # The backup taken before the upgrade goes elsewhere: the migration fills this disk.
+    env.update(FLOWDB_BACKUP_DIR=str(folder / f"backups{kilobytes}"))
     script = (
         f"mount -t tmpfs -o size={kilobytes}k tmpfs {mount} && cp {prepared} {mount}/flowdb.db"
         f" && {sys.executable} -m flowdb database upgrade -y; code=$?;"
-        f" cp {mount}/flowdb.db {after}; exit $code"
+        # In WAL mode committed pages may still be in the -wal file: it comes along.
+        f" cp {mount}/flowdb.db {after};"
+        f" if [ -e {mount}/flowdb.db-wal ]; then cp {mount}/flowdb.db-wal {after}-wal; fi;"
+        " exit $code"
     )
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],
