@@ -95,6 +95,8 @@ def migrate(
                 check_applied_files(database, status, accept=accept_changed)
                 check_plan(database, plan, status)  # data a migration cannot convert
         go_ahead(database, plan, status, approve, direction)
+        if snapshot is None and use_snapshot and (reason := why_replay(database, plan, status)):
+            replaying(reason)
         if snapshot is not None:
             from flowdb.database.fresh import install
 
@@ -181,22 +183,37 @@ def upgrade_bookkeeping(database: Database, status: SchemaStatus) -> None:
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
     """The snapshot that can install ``plan`` at once: an empty database going to head."""
-    from flowdb.database.fresh import resumes, usable_snapshot, why_not_usable
+    from flowdb.database.fresh import resumes, usable_snapshot
 
-    empty = status.owner == "empty" and status.current is None and not status.in_progress
-    if plan.direction != "upgrade" or not (empty or resumes(database, status)) or plan.is_empty:
+    starts_empty = _empty(status) or resumes(database, status)
+    if plan.direction != "upgrade" or not starts_empty or plan.is_empty:
         return None
     if plan.target != database.history.head:
-        if empty:
-            replaying(
-                f"the snapshot installs the head ({database.history.head}) only, and "
-                f"this upgrade goes to {plan.target or 'base'}"
-            )
         return None
-    snapshot = usable_snapshot(database)
-    if snapshot is None and empty:
-        replaying(why_not_usable(database))
-    return snapshot
+    return usable_snapshot(database)
+
+
+def why_replay(database: Database, plan: Plan, status: SchemaStatus) -> str | None:
+    """Why an upgrade of an empty database replays the history (``fresh_snapshot`` gave none).
+
+    Said once the plan is approved, just before the replay starts, so a refusal stays
+    one line.
+    """
+    from flowdb.database.fresh import why_not_usable
+
+    if plan.direction != "upgrade" or not _empty(status) or plan.is_empty:
+        return None
+    if plan.target != database.history.head:
+        return (
+            f"the snapshot installs the head ({database.history.head}) only, and "
+            f"this upgrade goes to {plan.target or 'base'}"
+        )
+    return why_not_usable(database)
+
+
+def _empty(status: SchemaStatus) -> bool:
+    """Nothing of flowdb's there yet: no revision, no migration part way."""
+    return status.owner == "empty" and status.current is None and not status.in_progress
 
 
 def replaying(reason: str) -> None:
@@ -353,6 +370,8 @@ def preview(database: Database, direction: Direction, revision: str) -> None:
     snapshot = fresh_snapshot(database, plan, status)
     if snapshot is None:
         refuse_like_the_run(database, plan, status)
+        if reason := why_replay(database, plan, status):
+            replaying(reason)
     if snapshot is not None:
         import sys
 
