@@ -123,6 +123,12 @@ def pgbouncer_url(
     return through(pgbouncer_port, _own_postgres_url)
 
 
+@pytest.fixture
+def pgbouncer_direct_url(_own_postgres_url: str, pgbouncer_url: str) -> str:
+    """The database ``pgbouncer_url`` reaches, connected to directly (not pooled)."""
+    return _own_postgres_url
+
+
 @pytest.fixture(params=DIALECTS)
 def database_url(request: pytest.FixtureRequest) -> str:
     """A fresh, empty database: once on each dialect (SQLite, PostgreSQL, MariaDB)."""

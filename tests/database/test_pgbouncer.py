@@ -25,7 +25,7 @@ def _upgrade_processes(url: str, count: int) -> list[tuple[int, str]]:
 
 @pytest.mark.slow
 def test_8_processes_through_pgbouncer_exactly_one_migrates(
-    pgbouncer_url: str, postgres_url: str
+    pgbouncer_url: str, pgbouncer_direct_url: str
 ) -> None:
     results = _upgrade_processes(pgbouncer_url, 8)
     assert [code for code, _ in results] == [0] * 8, results
@@ -34,11 +34,11 @@ def test_8_processes_through_pgbouncer_exactly_one_migrates(
     assert len(migrators) == 1
     assert migrators[0].count("↑") == len(history.revisions)
     assert sum("Nothing to upgrade" in output for _, output in results) == 7
-    assert revision_of(postgres_url) == history.head
+    assert revision_of(pgbouncer_direct_url) == history.head
 
 
 def test_through_pgbouncer_the_schema_is_the_direct_one(
-    pgbouncer_url: str, postgres_url: str
+    pgbouncer_url: str, pgbouncer_direct_url: str
 ) -> None:
     from tests.dbtools import create_postgres_database, drop_postgres_database
 
@@ -48,7 +48,7 @@ def test_through_pgbouncer_the_schema_is_the_direct_one(
     try:
         [(code, output)] = _upgrade_processes_direct(direct)
         assert code == 0, output
-        assert schema_snapshot(postgres_url) == schema_snapshot(direct)
+        assert schema_snapshot(pgbouncer_direct_url) == schema_snapshot(direct)
     finally:
         drop_postgres_database(direct)
 
@@ -59,18 +59,18 @@ def _upgrade_processes_direct(url: str) -> list[tuple[int, str]]:
 
 
 def test_a_pooled_holder_is_named_and_excludes_a_direct_command(
-    pgbouncer_url: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    pgbouncer_url: str, pgbouncer_direct_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The transaction-level lock and the direct session lock are one lock."""
     from flowdb.errors import MigrationLockTimeoutError
 
     pooled = Database.from_url(pgbouncer_url)
     with pooled.lock("upgrade"):
-        holder = Database.from_url(postgres_url).migration_running()
+        holder = Database.from_url(pgbouncer_direct_url).migration_running()
         assert holder is not None and holder.pid == os.getpid()
         monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_TIMEOUT", "0.5")
         monkeypatch.setenv("FLOWDB_DATABASE_POOL_MODE", "session")
-        direct = Database.from_url(postgres_url)
+        direct = Database.from_url(pgbouncer_direct_url)
         # Another thread: the lock is re-entrant within this one.
         from tests.dbtools import run_in_threads_at_once
 
@@ -81,7 +81,7 @@ def test_a_pooled_holder_is_named_and_excludes_a_direct_command(
         errors = run_in_threads_at_once(take, 1)
         assert len(errors) == 1 and isinstance(errors[0], MigrationLockTimeoutError)
         assert "pid" in str(errors[0])
-    assert Database.from_url(postgres_url).migration_running() is None
+    assert Database.from_url(pgbouncer_direct_url).migration_running() is None
 
 
 def test_no_session_state_is_left_on_pooled_server_connections(pgbouncer_url: str) -> None:
