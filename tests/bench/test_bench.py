@@ -30,7 +30,7 @@ CASES = {
     "server": ("6. REST API throughput", 8),
     "online": ("7. Upgrading a busy database", 4),
     "states": ("8. Concurrent state changes", 0),
-    "fresh": ("9. Fresh installs from the snapshot", 3),
+    "fresh": ("9. Fresh installs from the snapshot", 12),
     "backup": ("10. SQLite backup before a change", 2),
 }
 
