@@ -1,8 +1,9 @@
 """``python -m bench``: run the benchmark cases, print their tables, write bench/results.md.
 
 Options:
-  --repeat N      runs per measurement (default 5)
-  --tiny          smallest sizes and 2 runs: the smoke test the suite runs
+  --repeat N      runs per measurement (default 5; 1 with --tiny)
+  --tiny          smallest sizes, fewest callers and 1 run: the smoke test the suite runs
+                  (it checks that every case runs and prints its table, not its numbers)
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
                   online, states, fresh, backup)
@@ -49,6 +50,8 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
 
     repeat = args.repeat
     sizes = (2_000,) if args.tiny else (250_000, 1_000_000) if args.scale else (20_000, 80_000)
+    # The crowd of case 4: enough callers to contend for the lock, fewer when tiny.
+    crowd = (2, 4) if args.tiny else (8, 32)
     online_sizes = (
         {"postgresql": 2_000, "sqlite": 2_000}
         if args.tiny
@@ -63,7 +66,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
             "3. Data migrations at scale",
             lambda s: bench_data_migrations(s, sizes, max(1, repeat // 2)),
         ),
-        "concurrency": ("4. Concurrent upgrades", lambda s: bench_concurrency(s, repeat)),
+        "concurrency": (
+            "4. Concurrent upgrades",
+            lambda s: bench_concurrency(s, repeat, *crowd),
+        ),
         "dryrun": ("5. Dry-run SQL for the whole history", lambda s: bench_dry_run(s, repeat)),
         "server": (
             "6. REST API throughput",
@@ -79,7 +85,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         ),
         "fresh": (
             "9. Fresh installs from the snapshot",
-            lambda s: bench_fresh_install(s, repeat, 20 if args.tiny else EXTRA),
+            lambda s: bench_fresh_install(s, repeat, 3 if args.tiny else EXTRA),
         ),
         "backup": (
             "10. SQLite backup before a change",
@@ -91,15 +97,15 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
 def main(argv: list[str] | None = None) -> int:
     """Run the selected cases and report them."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--scale", action="store_true")
     parser.add_argument("--cases", default=",".join(ALL_CASES))
     parser.add_argument("--output", type=Path, default=Path(__file__).with_name("results.md"))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    if args.tiny:
-        args.repeat = 2
+    if args.repeat is None:
+        args.repeat = 1 if args.tiny else 5
     chosen = [name.strip() for name in args.cases.split(",") if name.strip()]
     cases = _cases(args)
     unknown = [name for name in chosen if name not in cases]

@@ -36,15 +36,19 @@ def _processes(url: str, command: list[str], count: int) -> None:
         raise RuntimeError(f"{len(failed)} of {count} runs of {command} failed: {failed[0]}")
 
 
-def bench_concurrency(scratch: Scratch, repeat: int) -> list[Row]:
-    """Time 1 upgrade, 8 processes and 32 threads on a fresh database, per dialect."""
+def bench_concurrency(
+    scratch: Scratch, repeat: int, processes: int = 8, threads: int = 32
+) -> list[Row]:
+    """Time 1 upgrade, ``processes`` processes and ``threads`` threads, per dialect."""
     rows: list[Row] = []
     for dialect in ("sqlite", "postgresql", "mariadb"):
-        rows += _bench_dialect(scratch, dialect, repeat)
+        rows += _bench_dialect(scratch, dialect, repeat, processes, threads)
     return rows
 
 
-def _bench_dialect(scratch: Scratch, dialect: str, repeat: int) -> list[Row]:
+def _bench_dialect(
+    scratch: Scratch, dialect: str, repeat: int, processes: int, threads: int
+) -> list[Row]:
     new_url = partial(scratch.new_url, dialect)
     urls: dict[str, str] = {}
     names = ("single", "processes", "threads", "current")
@@ -59,11 +63,12 @@ def _bench_dialect(scratch: Scratch, dialect: str, repeat: int) -> list[Row]:
     timings = interleaved(
         {
             "single": lambda: run(UPGRADE, env=flowdb_env(urls["single"])),
-            "processes": lambda: _processes(urls["processes"], UPGRADE, 8),
+            "processes": lambda: _processes(urls["processes"], UPGRADE, processes),
             "threads": lambda: run(
-                [PYTHON, "-m", "bench.thread_upgrade", "32"], env=flowdb_env(urls["threads"])
+                [PYTHON, "-m", "bench.thread_upgrade", str(threads)],
+                env=flowdb_env(urls["threads"]),
             ),
-            "current": lambda: _processes(urls["current"], CURRENT, 8),
+            "current": lambda: _processes(urls["current"], CURRENT, processes),
         },
         repeat,
         setup=fresh,
@@ -72,13 +77,19 @@ def _bench_dialect(scratch: Scratch, dialect: str, repeat: int) -> list[Row]:
         scratch.drop(url)
     single = timings["single"]
     return [
-        Row(f"{dialect}: 8 processes", timings["processes"], "1 upgrade", single, target=1.5),
         Row(
-            f"{dialect}: 8 processes",
+            f"{dialect}: {processes} processes",
             timings["processes"],
-            "8 × `current` at head",
-            timings["current"],
-            note="the baseline is the cost of starting 8 flowdb processes on this machine",
+            "1 upgrade",
+            single,
+            target=1.5,
         ),
-        Row(f"{dialect}: 32 threads", timings["threads"], "1 upgrade", single, target=1.5),
+        Row(
+            f"{dialect}: {processes} processes",
+            timings["processes"],
+            f"{processes} × `current` at head",
+            timings["current"],
+            note=f"the baseline is the cost of starting {processes} flowdb processes here",
+        ),
+        Row(f"{dialect}: {threads} threads", timings["threads"], "1 upgrade", single, target=1.5),
     ]

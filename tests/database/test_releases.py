@@ -69,7 +69,9 @@ def release_python(commit: str) -> Path:
 
     The release is installed with ``pip install --no-deps`` from ``git archive``; its
     dependencies are this environment's (a ``.pth`` line), so no download is needed
-    and a rebuild takes seconds. Built under a file lock (parallel workers build once).
+    and a rebuild takes seconds. The virtualenv gets no pip of its own (``ensurepip``
+    cost more than the install): this environment's pip installs into it
+    (``pip --python``). Built under a file lock (parallel workers build once).
     """
     home = CACHE / commit
     python = home / "venv" / "bin" / "python"
@@ -83,7 +85,9 @@ def release_python(commit: str) -> Path:
         archive = _git("archive", commit)
         assert archive.returncode == 0, archive.stderr.decode()
         subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-        subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(home / "venv")], check=True
+        )
         site = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
             capture_output=True,
@@ -92,10 +96,8 @@ def release_python(commit: str) -> Path:
         ).stdout.strip()
         ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
         (Path(site) / "flowdb-test-deps.pth").write_text("\n".join(sorted(ours)) + "\n")
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(source)],
-            check=True,
-        )
+        pip = [sys.executable, "-m", "pip", "--python", str(python)]
+        subprocess.run([*pip, "install", "--quiet", "--no-deps", str(source)], check=True)
         (home / "ready").write_text(commit + "\n")
     return python
 
