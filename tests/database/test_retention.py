@@ -209,3 +209,21 @@ def test_a_clean_killed_part_way_is_continued_by_running_it_again(
         assert remaining(url, ids[kind]) == len(ids[kind])
 
 
+
+
+def test_a_new_sqlite_file_gives_the_freed_pages_back_after_a_clean(sqlite_url: str) -> None:
+    import sqlite3
+
+    from tests.cli.helpers import sqlite_file
+
+    url = _upgraded(sqlite_url)
+    seed(url, expired=300)
+    path = sqlite_file(url)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # INCREMENTAL
+        pages_before = connection.execute("PRAGMA page_count").fetchone()[0]
+    result = ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y"))
+    assert "free pages given back" in result.stdout
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA freelist_count").fetchone() == (0,)
+        assert connection.execute("PRAGMA page_count").fetchone()[0] < pages_before * 0.5

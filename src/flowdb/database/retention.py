@@ -209,8 +209,9 @@ def clean(
         if reclaim and progress.runs_done:
             try:
                 progress.space = reclaim_space(database, list(TABLES))
-            except sa.exc.DBAPIError as error:
-                progress.space = f"space not reclaimed now ({str(error.orig).splitlines()[0]})"
+            except sa.exc.SQLAlchemyError as error:  # the rows are deleted all the same
+                reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+                progress.space = f"space not reclaimed now ({reason})"
     return progress
 
 

@@ -126,9 +126,16 @@ def reclaim_space(database: Database, tables: list[str]) -> str:
                         "without auto_vacuum=INCREMENTAL; 'VACUUM' with the server stopped "
                         "shrinks it)"
                     )
-                connection.exec_driver_sql("PRAGMA incremental_vacuum").fetchall()
+                # Each step of the pragma frees one page, and Python's sqlite3 steps a
+                # statement without result columns only once: one call per free page.
+                raw = connection.connection.dbapi_connection
+                assert raw is not None
+                for _ in range(int(free)):
+                    raw.execute("PRAGMA incremental_vacuum")
                 connection.commit()
-                return f"{free:,} free pages given back to the file system"
+                left = connection.exec_driver_sql("PRAGMA freelist_count").scalar() or 0
+                connection.commit()
+                return f"{free - left:,} free pages given back to the file system"
         if name == "postgresql":
             with engine.connect() as connection:
                 autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
