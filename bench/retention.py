@@ -84,14 +84,13 @@ def simulate(
             with engine.begin() as connection:
                 _insert_day(connection, flow_id, day_start, runs_per_day, tasks, logs)
             started = time.perf_counter()
-            progress = clean(
-                database, day_start + dt.timedelta(days=1 - keep), batch_size=500
-            )
+            progress = clean(database, day_start + dt.timedelta(days=1 - keep), batch_size=500)
             seconds = time.perf_counter() - started
             with engine.connect() as connection:
                 kept = int(
-                    connection.execute(sa.select(sa.func.count()).select_from(_table("flow_run")))
-                    .scalar_one()
+                    connection.execute(
+                        sa.select(sa.func.count()).select_from(_table("flow_run"))
+                    ).scalar_one()
                 )
                 connection.commit()
             results.append(
@@ -133,32 +132,61 @@ def _insert_day(
         end = day_start + spacing * n
         start = end - dt.timedelta(minutes=5)
         rows["flow_run"].append(
-            {"id": run_id, "flow_id": flow_id, "name": f"run-{day_start:%j}-{n}",
-             "state_type": "COMPLETED", "state_name": "Completed",
-             "expected_start_time": start, "start_time": start, "end_time": end}
+            {
+                "id": run_id,
+                "flow_id": flow_id,
+                "name": f"run-{day_start:%j}-{n}",
+                "state_type": "COMPLETED",
+                "state_name": "Completed",
+                "expected_start_time": start,
+                "start_time": start,
+                "end_time": end,
+            }
         )
         for when, state in ((start, "RUNNING"), (end, "COMPLETED")):
             rows["flow_run_state"].append(
-                {"id": uuid.uuid4(), "flow_run_id": run_id, "type": state,
-                 "name": state.title(), "timestamp": when}
+                {
+                    "id": uuid.uuid4(),
+                    "flow_run_id": run_id,
+                    "type": state,
+                    "name": state.title(),
+                    "timestamp": when,
+                }
             )
         task_ids = [uuid.uuid4() for _ in range(tasks)]
         for k, task_id in enumerate(task_ids):
             rows["task_run"].append(
-                {"id": task_id, "flow_run_id": run_id, "task_key": f"task-{k}",
-                 "dynamic_key": "0", "name": f"task-{k}", "state_type": "COMPLETED",
-                 "start_time": start, "end_time": end}
+                {
+                    "id": task_id,
+                    "flow_run_id": run_id,
+                    "task_key": f"task-{k}",
+                    "dynamic_key": "0",
+                    "name": f"task-{k}",
+                    "state_type": "COMPLETED",
+                    "start_time": start,
+                    "end_time": end,
+                }
             )
             rows["task_run_state"].append(
-                {"id": uuid.uuid4(), "task_run_id": task_id, "type": "COMPLETED",
-                 "name": "Completed", "timestamp": end}
+                {
+                    "id": uuid.uuid4(),
+                    "task_run_id": task_id,
+                    "type": "COMPLETED",
+                    "name": "Completed",
+                    "timestamp": end,
+                }
             )
         for k in range(logs):
             rows["log"].append(
-                {"id": uuid.uuid4(), "flow_run_id": run_id,
-                 "task_run_id": task_ids[k % tasks] if tasks and k % 2 else None,
-                 "name": "bench", "level": 20, "timestamp": start + dt.timedelta(seconds=k),
-                 "message": f"line {k} of a run that does ordinary work " * 2}
+                {
+                    "id": uuid.uuid4(),
+                    "flow_run_id": run_id,
+                    "task_run_id": task_ids[k % tasks] if tasks and k % 2 else None,
+                    "name": "bench",
+                    "level": 20,
+                    "timestamp": start + dt.timedelta(seconds=k),
+                    "message": f"line {k} of a run that does ordinary work " * 2,
+                }
             )
     for name, values in rows.items():
         for first in range(0, len(values), 5_000):
@@ -190,9 +218,7 @@ def _size(database: Any, engine: sa.Engine) -> int:
 def _list_p95(engine: sa.Engine, samples: int = 40) -> float:
     """p95 in milliseconds of the API's flow run list query (routes/flow_runs.py)."""
     run = _table("flow_run")
-    query = (
-        sa.select(run).order_by(run.c.expected_start_time.desc(), run.c.id).limit(200)
-    )
+    query = sa.select(run).order_by(run.c.expected_start_time.desc(), run.c.id).limit(200)
     times = []
     with engine.connect() as connection:
         for _ in range(samples):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from bench.retention import PLATEAU_FACTOR, plateau_day, plateau_ratio, simulate
 
 

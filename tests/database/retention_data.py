@@ -26,7 +26,9 @@ TERMINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateTyp
 CHILD_TABLES = ("task_run", "task_run_state", "flow_run_state", "log")
 
 
-def seed(url: str, *, expired: int, recent: int = 3, active: int = 2, rescheduled: int = 2) -> dict[str, list[Any]]:
+def seed(
+    url: str, *, expired: int, recent: int = 3, active: int = 2, rescheduled: int = 2
+) -> dict[str, list[Any]]:
     """Write the runs (see the module docstring); return each kind's run ids."""
     now = dt.datetime.now(dt.UTC)
     old = now - dt.timedelta(days=10)
@@ -38,7 +40,9 @@ def seed(url: str, *, expired: int, recent: int = 3, active: int = 2, reschedule
     }
     t = Base.metadata.tables
     flow_id = uuid.uuid4()
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in ("flow_run", *CHILD_TABLES, "artifact")}
+    rows: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in ("flow_run", *CHILD_TABLES, "artifact")
+    }
     ids: dict[str, list[Any]] = {}
     for kind, (count, state, end) in kinds.items():
         ids[kind] = []
@@ -47,49 +51,100 @@ def seed(url: str, *, expired: int, recent: int = 3, active: int = 2, reschedule
             ids[kind].append(run_id)
             run_state = state or TERMINAL[n % len(TERMINAL)]
             rows["flow_run"].append(
-                {"id": run_id, "flow_id": flow_id, "name": f"{kind}-{n}", "state_type": run_state,
-                 "state_name": run_state.value.title(), "expected_start_time": old,
-                 "start_time": old, "end_time": end}
+                {
+                    "id": run_id,
+                    "flow_id": flow_id,
+                    "name": f"{kind}-{n}",
+                    "state_type": run_state,
+                    "state_name": run_state.value.title(),
+                    "expected_start_time": old,
+                    "start_time": old,
+                    "end_time": end,
+                }
             )
             for k in range(2):
                 rows["flow_run_state"].append(
-                    {"id": uuid.uuid4(), "flow_run_id": run_id, "type": run_state,
-                     "name": "s", "timestamp": old + dt.timedelta(seconds=k)}
+                    {
+                        "id": uuid.uuid4(),
+                        "flow_run_id": run_id,
+                        "type": run_state,
+                        "name": "s",
+                        "timestamp": old + dt.timedelta(seconds=k),
+                    }
                 )
                 rows["log"].append(
-                    {"id": uuid.uuid4(), "flow_run_id": run_id, "task_run_id": None, "name": "l",
-                     "level": 20, "message": "run line", "timestamp": old}
+                    {
+                        "id": uuid.uuid4(),
+                        "flow_run_id": run_id,
+                        "task_run_id": None,
+                        "name": "l",
+                        "level": 20,
+                        "message": "run line",
+                        "timestamp": old,
+                    }
                 )
             task_ids = []
             for k in range(2):
                 task_id = uuid.uuid4()
                 task_ids.append(task_id)
                 rows["task_run"].append(
-                    {"id": task_id, "flow_run_id": run_id, "task_key": f"t{k}", "dynamic_key": "0",
-                     "name": f"t{k}", "state_type": StateType.COMPLETED, "end_time": end}
+                    {
+                        "id": task_id,
+                        "flow_run_id": run_id,
+                        "task_key": f"t{k}",
+                        "dynamic_key": "0",
+                        "name": f"t{k}",
+                        "state_type": StateType.COMPLETED,
+                        "end_time": end,
+                    }
                 )
                 for j in range(2):
                     rows["task_run_state"].append(
-                        {"id": uuid.uuid4(), "task_run_id": task_id, "type": StateType.COMPLETED,
-                         "name": "s", "timestamp": old + dt.timedelta(seconds=j)}
+                        {
+                            "id": uuid.uuid4(),
+                            "task_run_id": task_id,
+                            "type": StateType.COMPLETED,
+                            "name": "s",
+                            "timestamp": old + dt.timedelta(seconds=j),
+                        }
                     )
                 # one line of the task run with its flow run, one with the task run only
                 rows["log"].append(
-                    {"id": uuid.uuid4(), "flow_run_id": run_id, "task_run_id": task_id,
-                     "name": "l", "level": 20, "message": "task line", "timestamp": old}
+                    {
+                        "id": uuid.uuid4(),
+                        "flow_run_id": run_id,
+                        "task_run_id": task_id,
+                        "name": "l",
+                        "level": 20,
+                        "message": "task line",
+                        "timestamp": old,
+                    }
                 )
                 rows["log"].append(
-                    {"id": uuid.uuid4(), "flow_run_id": None, "task_run_id": task_id,
-                     "name": "l", "level": 20, "message": "task only", "timestamp": old}
+                    {
+                        "id": uuid.uuid4(),
+                        "flow_run_id": None,
+                        "task_run_id": task_id,
+                        "name": "l",
+                        "level": 20,
+                        "message": "task only",
+                        "timestamp": old,
+                    }
                 )
             rows["artifact"].append(
-                {"id": uuid.uuid4(), "key": f"a-{kind}-{n}", "flow_run_id": run_id,
-                 "task_run_id": task_ids[0]}
+                {
+                    "id": uuid.uuid4(),
+                    "key": f"a-{kind}-{n}",
+                    "flow_run_id": run_id,
+                    "task_run_id": task_ids[0],
+                }
             )
     engine = sync_engine(url)
     try:
         with engine.begin() as connection:
-            connection.execute(sa.insert(t["flow"]), [{"id": flow_id, "name": f"f-{flow_id.hex[:8]}"}])
+            connection.execute(
+                sa.insert(t["flow"]), [{"id": flow_id, "name": f"f-{flow_id.hex[:8]}"}]
+            )
             for name in ("flow_run", *CHILD_TABLES, "artifact"):
                 for start in range(0, len(rows[name]), 2_000):
                     connection.execute(sa.insert(t[name]), rows[name][start : start + 2_000])
@@ -109,18 +164,23 @@ def counts(url: str) -> dict[str, int]:
         name: f"SELECT count(*) FROM {name}"
         for name in ("flow", "flow_run", *CHILD_TABLES, "artifact")
     }
+    orphan = "SELECT count(*) FROM {} WHERE {} NOT IN (SELECT id FROM {})"
     queries |= {
-        "orphan task_run": "SELECT count(*) FROM task_run WHERE flow_run_id NOT IN (SELECT id FROM flow_run)",
-        "orphan task_run_state": "SELECT count(*) FROM task_run_state WHERE task_run_id NOT IN (SELECT id FROM task_run)",
-        "orphan flow_run_state": "SELECT count(*) FROM flow_run_state WHERE flow_run_id NOT IN (SELECT id FROM flow_run)",
-        "orphan log": "SELECT count(*) FROM log WHERE (flow_run_id IS NULL AND task_run_id IS NULL) "
+        "orphan task_run": orphan.format("task_run", "flow_run_id", "flow_run"),
+        "orphan task_run_state": orphan.format("task_run_state", "task_run_id", "task_run"),
+        "orphan flow_run_state": orphan.format("flow_run_state", "flow_run_id", "flow_run"),
+        "orphan log": "SELECT count(*) FROM log "
+        "WHERE (flow_run_id IS NULL AND task_run_id IS NULL) "
         "OR flow_run_id NOT IN (SELECT id FROM flow_run) "
         "OR task_run_id NOT IN (SELECT id FROM task_run)",
         "linked artifact": "SELECT count(*) FROM artifact WHERE flow_run_id IS NOT NULL",
     }
     try:
         with engine.connect() as connection:
-            return {name: int(connection.execute(sa.text(q)).scalar() or 0) for name, q in queries.items()}
+            return {
+                name: int(connection.execute(sa.text(q)).scalar() or 0)
+                for name, q in queries.items()
+            }
     finally:
         engine.dispose()
 
@@ -134,7 +194,12 @@ def remaining(url: str, run_ids: list[Any]) -> int:
             found = 0
             for start in range(0, len(run_ids), 1_000):
                 chunk = run_ids[start : start + 1_000]
-                found += int(connection.execute(sa.select(sa.func.count()).where(run.c.id.in_(chunk))).scalar() or 0)
+                found += int(
+                    connection.execute(
+                        sa.select(sa.func.count()).where(run.c.id.in_(chunk))
+                    ).scalar()
+                    or 0
+                )
             return found
     finally:
         engine.dispose()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-
 import pytest
 import sqlalchemy as sa
 
@@ -42,8 +41,15 @@ def test_clean_deletes_expired_runs_with_their_children_and_nothing_else(
     ids = seed(url, expired=25)
     before = counts(url)
     result = ok(
-        flowdb(url, "database", "clean", "--older-than", "7d", "-y",
-               env={"FLOWDB_RETENTION_BATCH_SIZE": "10"})
+        flowdb(
+            url,
+            "database",
+            "clean",
+            "--older-than",
+            "7d",
+            "-y",
+            env={"FLOWDB_RETENTION_BATCH_SIZE": "10"},
+        )
     )
     after = counts(url)
     assert remaining(url, ids["expired"]) == 0
@@ -156,8 +162,17 @@ def test_a_run_another_transaction_is_changing_is_skipped(
                 sa.select(table.c.id).where(table.c.id == row_id).with_for_update(key_share=True)
             ).all()
             started = time.monotonic()
-            ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y",
-                      env={"FLOWDB_RETENTION_BATCH_SIZE": "3"}))
+            ok(
+                flowdb(
+                    url,
+                    "database",
+                    "clean",
+                    "--older-than",
+                    "7d",
+                    "-y",
+                    env={"FLOWDB_RETENTION_BATCH_SIZE": "3"},
+                )
+            )
             assert time.monotonic() - started < 30  # skipped, never waited for
             connection.rollback()
         assert remaining(url, ids["expired"]) == 1
@@ -207,8 +222,6 @@ def test_a_clean_killed_part_way_is_continued_by_running_it_again(
     assert remaining(url, ids["expired"]) == 0
     for kind in KEPT:
         assert remaining(url, ids[kind]) == len(ids[kind])
-
-
 
 
 def test_a_new_sqlite_file_gives_the_freed_pages_back_after_a_clean(sqlite_url: str) -> None:

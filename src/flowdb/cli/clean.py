@@ -47,15 +47,17 @@ def clean(
     skipping runs another transaction is changing; a clean stopped part way is
     continued by running it again. Refuses a database that is not at head.
     """
+    from flowdb.database.column_types import utcnow
     from flowdb.database.retention import (
         TABLES,
-        clean as run_clean,
         count_expired,
         parse_duration,
         require_cleanable,
     )
+    from flowdb.database.retention import (
+        clean as run_clean,
+    )
     from flowdb.database.target import Database
-    from flowdb.database.column_types import utcnow
 
     age = parse_duration(older_than)
     database = Database.from_settings()

@@ -248,13 +248,19 @@ def _delete_batch(connection: sa.Connection, run_ids: list[Any], progress: Clean
                 sa.update(artifact).where(column.in_(chunk)).values({column.key: None})
             ).rowcount
     for chunk in _chunks(task_ids):
-        deleted["log"] += connection.execute(sa.delete(log).where(log.c.task_run_id.in_(chunk))).rowcount
+        deleted["log"] += connection.execute(
+            sa.delete(log).where(log.c.task_run_id.in_(chunk))
+        ).rowcount
         state = t["task_run_state"]
         deleted["task_run_state"] += connection.execute(
             sa.delete(state).where(state.c.task_run_id.in_(chunk))
         ).rowcount
-        deleted["task_run"] += connection.execute(sa.delete(task).where(task.c.id.in_(chunk))).rowcount
-    deleted["log"] += connection.execute(sa.delete(log).where(log.c.flow_run_id.in_(run_ids))).rowcount
+        deleted["task_run"] += connection.execute(
+            sa.delete(task).where(task.c.id.in_(chunk))
+        ).rowcount
+    deleted["log"] += connection.execute(
+        sa.delete(log).where(log.c.flow_run_id.in_(run_ids))
+    ).rowcount
     state = t["flow_run_state"]
     deleted["flow_run_state"] += connection.execute(
         sa.delete(state).where(state.c.flow_run_id.in_(run_ids))
