@@ -240,3 +240,21 @@ def test_a_new_sqlite_file_gives_the_freed_pages_back_after_a_clean(sqlite_url: 
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA freelist_count").fetchone() == (0,)
         assert connection.execute("PRAGMA page_count").fetchone()[0] < pages_before * 0.5
+
+
+def test_through_a_transaction_pooler_the_cleaner_lock_holds_and_is_released(
+    pgbouncer_url: str,
+) -> None:
+    from flowdb.database.dialects.retention import cleaner_lock
+    from flowdb.database.target import Database
+
+    url = _upgraded(pgbouncer_url)
+    ids = seed(url, expired=4)
+    environment = {"FLOWDB_DATABASE_POOL_MODE": "transaction"}
+    with cleaner_lock(Database.from_url(url)) as held:
+        assert held
+        busy = flowdb(url, "database", "clean", "--older-than", "7d", "-y", env=environment)
+    assert busy.returncode == 6
+    ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y", env=environment))
+    ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y", env=environment))
+    assert remaining(url, ids["expired"]) == 0

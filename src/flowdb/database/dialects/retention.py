@@ -52,9 +52,24 @@ def _postgres_lock(database: Database) -> Iterator[bool]:
     from flowdb.database.dialects.postgresql import lock_key
 
     engine = database.engine("flowdb-clean-lock")
+    pooled = bool(getattr(database.dialect, "transaction_pooling", False))
     try:
         with engine.connect() as connection:
             key = (lock_key(connection) & ~0xFFFFFFFF) | CLEANER_KEY
+            if pooled:
+                # Behind a transaction pooler a session lock would stay with whichever
+                # server session ran it: hold a transaction lock, in a transaction kept
+                # open (so on one server session) until the clean ends.
+                held = bool(
+                    connection.execute(
+                        sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}
+                    ).scalar()
+                )
+                try:
+                    yield held
+                finally:
+                    connection.rollback()
+                return
             held = bool(
                 connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             )
