@@ -258,3 +258,39 @@ def test_through_a_transaction_pooler_the_cleaner_lock_holds_and_is_released(
     ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y", env=environment))
     ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y", env=environment))
     assert remaining(url, ids["expired"]) == 0
+
+
+def test_on_sqlite_a_run_being_changed_is_waited_for_and_then_judged_anew(
+    sqlite_url: str,
+) -> None:
+    """SQLite has one writer: the clean's batch waits for the API's write, then sees it."""
+    import sqlite3
+    import threading
+
+    from tests.cli.helpers import sqlite_file
+
+    url = _upgraded(sqlite_url)
+    ids = seed(url, expired=6)
+    busy = ids["expired"][2]
+    locked = threading.Event()
+
+    def api_write() -> None:  # a retry: FAILED -> SCHEDULED, as set_state would write it
+        connection = sqlite3.connect(sqlite_file(url), isolation_level=None, timeout=30)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute(
+                "UPDATE flow_run SET state_type = 'SCHEDULED' WHERE id = ?", (busy.hex,)
+            )
+            locked.set()
+            time.sleep(2)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=api_write)
+    writer.start()
+    assert locked.wait(10)
+    ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y"))
+    writer.join()
+    assert remaining(url, [busy]) == 1
+    assert remaining(url, ids["expired"]) == 1
