@@ -152,6 +152,29 @@ class Settings(BaseSettings):
         "refused with 413 before it is read into memory.",
     )
 
+    retention_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=5_000,
+        description="Flow runs per batch (and per short transaction) of 'flowdb database "
+        "clean' and the retention service; each batch also deletes their task runs, "
+        "states and logs.",
+    )
+    retention_days: float = Field(
+        default=0,
+        ge=0,
+        le=36_500,
+        description="With a value above 0, the API server deletes finished flow runs "
+        "older than this many days (with their task runs, states and logs) every "
+        "FLOWDB_RETENTION_INTERVAL seconds; 0 (the default) keeps everything.",
+    )
+    retention_interval: float = Field(
+        default=3600,
+        ge=1,
+        le=7 * 86_400,
+        description="Seconds between two rounds of the server's retention service.",
+    )
+
     backup_dir: Path | None = Field(
         default=None,
         description="Folder for the SQLite backups taken before a command changes the "

@@ -91,3 +91,38 @@ def test_the_cli_gate_fails_on_the_unsafe_revision(unsafe_history: Path, tmp_pat
     assert "0badbadbad01" in result.stdout
     assert "backfill-in-ddl-transaction" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_the_head_schema_has_an_index_for_every_foreign_key() -> None:
+    from flowdb.database.lint import foreign_keys_without_index
+
+    assert foreign_keys_without_index(HEAD) == []
+
+
+def test_a_foreign_key_without_a_covering_index_is_refused() -> None:
+    import sqlalchemy as sa
+
+    from flowdb.database.lint import foreign_keys_without_index
+
+    metadata = sa.MetaData()
+    sa.Table("parent", metadata, sa.Column("id", sa.Integer, primary_key=True))
+    sa.Table(
+        "child",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("other", sa.Integer),
+        sa.Column("parent_id", sa.Integer, sa.ForeignKey("parent.id")),
+        sa.Index("ix_child__other_parent_id", "other", "parent_id"),  # not leading: no cover
+    )
+    sa.Table(
+        "covered",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("parent_id", sa.Integer, sa.ForeignKey("parent.id")),
+        sa.Column("name", sa.String(10)),
+        sa.UniqueConstraint("parent_id", "name"),  # leading column: covers
+    )
+    findings = foreign_keys_without_index(HEAD, metadata)
+    assert [(f.rule, f.message.split(" ")[0]) for f in findings] == [
+        ("fk-without-index", "child.parent_id")
+    ]

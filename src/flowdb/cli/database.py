@@ -604,3 +604,13 @@ def alembic_ini(
     written = write_ini(Path(path), force=force)
     stdout_console().print(f"Wrote {escape(str(written))}")
     _say(f"Use it with: alembic -c {escape(str(written))} current")
+
+
+def _register_clean() -> None:
+    """``clean`` lives in its own module (``cli/clean.py``); it joins this group here."""
+    from flowdb.cli.clean import clean
+
+    database_app.command("clean")(clean)
+
+
+_register_clean()

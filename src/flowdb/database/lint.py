@@ -10,7 +10,13 @@
   that grows inside a transaction that changed a table's definition (the backfill
   would run under the DDL's strong lock), and each revision's ``SERVES_PREVIOUS_CODE``
   declaration against what its SQL does (drops, renames, NOT NULL and new constraints
-  on existing tables break the previous release's code).
+  on existing tables break the previous release's code);
+* and one rule on the head schema (the models, which ``check`` holds equal to it):
+  every foreign key has a covering index (``fk-without-index``), an index or unique
+  constraint whose leading columns are the key's. Without one, deleting a parent row
+  scans the child table for each row (Airflow's ``db clean``: 6 min per 1000 rows
+  before two such indexes, under 2 after), and ``flowdb database clean`` deletes
+  through every one of them. Reported against the head revision.
 
 Exceptions are explicit: a revision lists the rules it may break, each with its reason,
 in ``LINT_ALLOW = {"rule": "why"}`` (for example a new, empty table). The SQL is linted
@@ -34,6 +40,8 @@ from typing import TYPE_CHECKING
 from flowdb.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+
     from flowdb.database.history import Revision
     from flowdb.database.target import Database
 
@@ -122,6 +130,40 @@ def lint(database: Database, revisions: list[Revision] | None = None) -> list[Fi
         findings += _squawk(squawk, revision.id, sql, not_applied)
         findings += _backfills_in_ddl_transactions(revision.id, sql, allowed)
         findings += _declaration(revision, sql, allowed)
+        if revision.id == database.history.head:
+            findings += foreign_keys_without_index(revision.id)
+    return findings
+
+
+def foreign_keys_without_index(revision: str, metadata: MetaData | None = None) -> list[Finding]:
+    """Foreign keys of the head schema (``metadata``: the models) no index covers."""
+    from sqlalchemy import PrimaryKeyConstraint, UniqueConstraint
+
+    if metadata is None:
+        from flowdb.database.orm_models import Base
+
+        metadata = Base.metadata
+    findings = []
+    for table in metadata.sorted_tables:
+        leading = [tuple(c.name for c in index.columns) for index in table.indexes]
+        leading += [
+            tuple(c.name for c in constraint.columns)
+            for constraint in table.constraints
+            if isinstance(constraint, UniqueConstraint | PrimaryKeyConstraint)
+        ]
+        for key in table.foreign_key_constraints:
+            columns = tuple(c.name for c in key.columns)
+            if not any(found[: len(columns)] == columns for found in leading):
+                findings.append(
+                    Finding(
+                        revision,
+                        "fk-without-index",
+                        f"{table.name}.{', '.join(columns)} refers to {key.referred_table.name} "
+                        "without an index that starts with it: every delete of a "
+                        f"{key.referred_table.name} row would scan {table.name}; add one "
+                        "(OnlineMigration.create_index)",
+                    )
+                )
     return findings
 
 

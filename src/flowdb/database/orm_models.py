@@ -184,7 +184,8 @@ class FlowRun(Base):
     run_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     expected_start_time: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
     start_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
-    end_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # Indexed for retention: ``flowdb database clean`` walks expired runs by end time.
+    end_time: Mapped[dt.datetime | None] = mapped_column(Timestamp, index=True)
 
 
 class StateEntry:

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flowdb import __version__
 from flowdb.database.target import Database
 from flowdb.errors import FlowdbError, one_line_message
-from flowdb.server import edges, failures, http, openapi
+from flowdb.server import edges, failures, http, openapi, retention
 from flowdb.server.engine import ServerDatabase
 from flowdb.server.routes.common import UNAVAILABLE
 from flowdb.settings import Settings
@@ -66,9 +66,12 @@ class _SchemaGate:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     http.stop_when_master_dies()
+    app.state.retention = retention.start(app.state.database.database)
     try:
         yield
     finally:
+        if app.state.retention is not None:
+            await app.state.retention.stop()
         await app.state.database.dispose()
 
 

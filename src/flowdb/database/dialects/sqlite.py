@@ -454,6 +454,11 @@ def use_wal(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
     mode = connection.execute("PRAGMA journal_mode").fetchone()
     if mode is not None and str(mode[0]).lower() == "wal":
         return
+    pages = connection.execute("PRAGMA page_count").fetchone()
+    if pages is not None and pages[0] == 0:
+        # A new file: free pages can go back to the file system after a clean
+        # (PRAGMA incremental_vacuum), which SQLite allows only if set before any table.
+        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
     connection.execute(f"PRAGMA busy_timeout = {min(busy_timeout_ms, _WAL_SWITCH_WAIT_MS)}")
     try:
         connection.execute("PRAGMA journal_mode = WAL")

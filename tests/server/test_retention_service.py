@@ -1,0 +1,58 @@
+"""The server's retention service: off by default, deletes on its own, one cleaner at a time."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from flowdb.server.app import create_app
+from tests.cli.helpers import flowdb, ok
+from tests.database.retention_data import remaining, seed
+
+
+def _wait_for(condition: object, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_the_service_is_off_by_default(configured: str) -> None:
+    ok(flowdb(configured, "database", "upgrade", "-y"))
+    ids = seed(configured, expired=3)
+    with TestClient(create_app()) as client:
+        assert client.app.state.retention is None  # type: ignore[attr-defined]
+        assert client.get("/api/health").status_code == 200
+    assert remaining(configured, ids["expired"]) == 3
+
+
+def test_the_service_deletes_expired_runs_and_skips_a_round_while_another_cleans(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowdb.database.dialects.retention import cleaner_lock
+    from flowdb.database.target import Database
+
+    ok(flowdb(configured, "database", "upgrade", "-y"))
+    ids = seed(configured, expired=12)
+    monkeypatch.setenv("FLOWDB_RETENTION_DAYS", "7")
+    monkeypatch.setenv("FLOWDB_RETENTION_INTERVAL", "1")
+    monkeypatch.setenv("FLOWDB_RETENTION_BATCH_SIZE", "5")
+    with cleaner_lock(Database.from_url(configured)) as held:  # another replica cleans
+        assert held
+        with TestClient(create_app()) as client:
+            service = client.app.state.retention  # type: ignore[attr-defined]
+            assert service is not None
+            assert _wait_for(lambda: service.rounds >= 1)
+            assert service.last.startswith("skipped"), service.last
+            assert remaining(configured, ids["expired"]) == 12
+        assert remaining(configured, ids["expired"]) == 12
+    with TestClient(create_app()) as client:
+        service = client.app.state.retention  # type: ignore[attr-defined]
+        assert _wait_for(lambda: remaining(configured, ids["expired"]) == 0)
+        assert _wait_for(lambda: service.last.startswith("deleted"))
+    for kind in ("recent", "active", "rescheduled"):
+        assert remaining(configured, ids[kind]) == len(ids[kind])
