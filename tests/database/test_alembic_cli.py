@@ -17,10 +17,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from flowdb.database import bookkeeping
+from flowdb.database.bookkeeping import DOWNGRADE_PHASE, PROGRESS_TABLE
 from flowdb.database.history import load_history
 from flowdb.database.migrations import restartable
 from flowdb.database.runner import main_options
-from flowdb.database.status import DOWNGRADE_PHASE, PROGRESS_TABLE
 from flowdb.database.target import Database
 from tests.cli.helpers import flowdb
 from tests.dbtools import (

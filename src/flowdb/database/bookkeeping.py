@@ -56,6 +56,11 @@ CREATE_PROGRESS = (
     "last_key VARCHAR(64), "
     "updated VARCHAR(40) NOT NULL)"
 )
+#: The phases of a progress row besides an online migration's own (``online``): a step's
+#: statements where DDL commits by itself, a downgrade under way there, a fresh install.
+STATEMENTS_PHASE = "statements"
+DOWNGRADE_PHASE = "downgrade"
+FRESH_INSTALL_PHASE = "fresh install"
 CREATE_VERSION = f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)"
 
 

@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdb.database import bookkeeping, journal
-from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE, PROGRESS_TABLE, RUN_TABLE
+from flowdb.database.bookkeeping import (
+    ALEMBIC_VERSION_TABLE,
+    FRESH_INSTALL_PHASE,
+    PROGRESS_TABLE,
+    RUN_TABLE,
+)
 from flowdb.database.events import StepDone
 
 if TYPE_CHECKING:
@@ -45,8 +50,6 @@ SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
 BOOKKEEPING = frozenset({ALEMBIC_VERSION_TABLE, RUN_TABLE, bookkeeping.VERSION_TABLE})
 REGENERATE = "flowdb database snapshot"
-#: The progress phase of a fresh install that a rerun completes (``Dialect.ddl_commits``).
-PHASE = "fresh install"
 _SEPARATOR = ";\n\n"
 
 logger = logging.getLogger("flowdb.migrations")
@@ -120,7 +123,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     """The whole fresh install: the snapshot, the version row and (``runs``) the run record.
 
     Where every DDL statement commits by itself (``Dialect.ddl_commits``), the install
-    is first marked part way through (``PHASE``) and every ``CREATE`` is ``IF NOT
+    is first marked part way through (``FRESH_INSTALL_PHASE``) and every ``CREATE`` is ``IF NOT
     EXISTS``, so a rerun completes a killed install; the version row, the run record
     and the mark's removal are the last statements and commit together.
     """
@@ -146,7 +149,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     forget = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = '{snapshot.head}'"
     mark = (
         f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, updated) "
-        f"VALUES ('{snapshot.head}', '{PHASE}', 0, CURRENT_TIMESTAMP)"
+        f"VALUES ('{snapshot.head}', '{FRESH_INSTALL_PHASE}', 0, CURRENT_TIMESTAMP)"
     )
     # The mark commits with the first CREATE after it; the drop commits the last rows.
     return [
@@ -161,12 +164,16 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
 
 def interrupted(status: SchemaStatus) -> bool:
     """Whether ``status`` shows a fresh install that was killed part way through."""
-    return status.current is None and any(phase == PHASE for _, phase, _ in status.in_progress)
+    return status.current is None and any(
+        phase == FRESH_INSTALL_PHASE for _, phase, _ in status.in_progress
+    )
 
 
 def resumes(database: Database, status: SchemaStatus) -> bool:
     """Whether ``status`` is an interrupted fresh install of this history's head."""
-    return status.current is None and status.in_progress == ((database.history.head, PHASE, 0),)
+    return status.current is None and status.in_progress == (
+        (database.history.head, FRESH_INSTALL_PHASE, 0),
+    )
 
 
 def install(database: Database, snapshot: Snapshot) -> float:

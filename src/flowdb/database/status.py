@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 #: names the dialects read them by (defined in ``bookkeeping``).
 VERSION_TABLE = bookkeeping.ALEMBIC_VERSION_TABLE
 PROGRESS_TABLE = bookkeeping.PROGRESS_TABLE
-#: The progress phase of a downgrade under way where DDL commits by itself (MySQL).
-DOWNGRADE_PHASE = "downgrade"
 #: The tables whose presence tells a newer flowdb's database from another application's.
 CORE_TABLES = frozenset({"flow", "flow_run"})
 #: The flag that lets reset and stamp act on another application's database.

@@ -28,7 +28,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from flowdb.database import bookkeeping
-from flowdb.database.status import DOWNGRADE_PHASE
 
 
 def install(context: Any) -> None:
@@ -52,7 +51,7 @@ def next_revision(connection: Any, history: Any) -> str | None:
     return str(ids[ids.index(current) + 1])
 
 
-def mark(connection: Any, revision: str, phase: str = "statements") -> None:
+def mark(connection: Any, revision: str, phase: str = bookkeeping.STATEMENTS_PHASE) -> None:
     """Record ``revision`` as part way through, unless it is already (by an online phase)."""
     connection.execute(sa.text(bookkeeping.CREATE_PROGRESS))
     if bookkeeping.read_progress(connection, revision) is None:
@@ -68,7 +67,7 @@ def mark_downgrade(connection: Any) -> None:
     """
     current = connection.execute(sa.text(bookkeeping.SELECT_REVISIONS)).scalar()
     if current is not None:
-        mark(connection, str(current), DOWNGRADE_PHASE)
+        mark(connection, str(current), bookkeeping.DOWNGRADE_PHASE)
 
 
 def downgrade_step_done(
@@ -76,7 +75,7 @@ def downgrade_step_done(
 ) -> None:
     """After reverting ``reverted`` (now at ``reached``): mark the next one, forget this one."""
     if reached is not None and reached != target:
-        mark(connection, reached, DOWNGRADE_PHASE)
+        mark(connection, reached, bookkeeping.DOWNGRADE_PHASE)
     unmark(connection, reverted)
 
 
