@@ -61,6 +61,7 @@ CREATE_PROGRESS = (
 STATEMENTS_PHASE = "statements"
 DOWNGRADE_PHASE = "downgrade"
 FRESH_INSTALL_PHASE = "fresh install"
+_DELETE_PROGRESS = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"
 CREATE_VERSION = f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)"
 
 
@@ -90,9 +91,7 @@ def record_progress(
 
     import sqlalchemy as sa
 
-    connection.execute(
-        sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": revision}
-    )
+    connection.execute(sa.text(_DELETE_PROGRESS), {"r": revision})
     connection.execute(
         sa.text(
             f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, last_key, updated) "
@@ -117,9 +116,7 @@ def forget_progress(connection: Connection, revision: str) -> None:
 
     if not sa.inspect(connection).has_table(PROGRESS_TABLE):
         return
-    connection.execute(
-        sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": revision}
-    )
+    connection.execute(sa.text(_DELETE_PROGRESS), {"r": revision})
     if not connection.execute(sa.text(f"SELECT count(*) FROM {PROGRESS_TABLE}")).scalar():
         connection.execute(sa.text(f"DROP TABLE {PROGRESS_TABLE}"))
 

@@ -140,7 +140,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     if runs:
         at = journal.now()
         rows = [
-            journal.started(r.id, "fresh install", at, 0.0, file_hash=file_hash(r), source=r)
+            journal.started(r.id, journal.FRESH_INSTALL, at, 0.0, file_hash=file_hash(r), source=r)
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
@@ -217,7 +217,7 @@ def install(database: Database, snapshot: Snapshot) -> float:
     except FlowdbError as exc:
         run = journal.started(
             snapshot.head,
-            "fresh install",
+            journal.FRESH_INSTALL,
             at,
             time.perf_counter() - started,
             error=one_line_message(exc),

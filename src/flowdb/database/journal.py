@@ -40,8 +40,10 @@ if TYPE_CHECKING:
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
+#: The direction of the rows a fresh install writes (one per revision, ``fresh``).
+FRESH_INSTALL = "fresh install"
 #: Directions whose successful rows say "this file is the one applied".
-APPLYING = ("upgrade", "stamp", "fresh install", "accept")
+APPLYING = ("upgrade", "stamp", FRESH_INSTALL, "accept")
 COLUMNS = (
     "revision",
     "direction",

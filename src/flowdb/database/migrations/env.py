@@ -79,7 +79,7 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _restartable_options(connection: Any) -> dict[str, Any]:
+def _restartable_options() -> dict[str, Any]:
     """Where DDL commits by itself: guarded operations, a record of the migration running."""
     if not database.dialect.ddl_commits:
         return {}
@@ -158,7 +158,7 @@ def _run_online() -> None:
                 **_fenced_options(
                     {
                         **_common_options(database.dialect.render_as_batch),
-                        **_restartable_options(connection),
+                        **_restartable_options(),
                     }
                 ),
             )
