@@ -172,12 +172,12 @@ BEFORE_SPLIT = "3d1a5e7b9f86"
 
 def split_part_way(scene: Scene) -> None:
     """The split killed part way: the revision before it, and its row in the progress table."""
-    from flowdb.database.migrations.restartable import CREATE_PROGRESS
+    from flowdb.database.bookkeeping import CREATE_PROGRESS, PROGRESS_TABLE
 
     at(BEFORE_SPLIT)(scene)
     scene.execute(
         CREATE_PROGRESS,
-        "INSERT INTO flowdb_migration_progress (revision, phase, rows_done, updated) "
+        f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, updated) "
         f"VALUES ('{SPLIT}', 'backfill', 1000, '2026-12-01T00:00:00+00:00')",
     )
 

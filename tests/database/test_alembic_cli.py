@@ -16,10 +16,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from flowdb.database import bookkeeping
+from flowdb.database.bookkeeping import DOWNGRADE_PHASE, PROGRESS_TABLE
 from flowdb.database.history import load_history
 from flowdb.database.migrations import restartable
 from flowdb.database.runner import main_options
-from flowdb.database.status import DOWNGRADE_PHASE, PROGRESS_TABLE
 from flowdb.database.target import Database
 from tests.cli.helpers import flowdb
 from tests.dbtools import (
@@ -247,7 +248,7 @@ def test_alembic_refuses_to_move_a_database_left_part_way(sqlite_url: str, tmp_p
         engine = sync_engine(sqlite_url)
         try:
             with engine.begin() as connection:
-                connection.execute(sa.text(restartable.CREATE_PROGRESS))
+                connection.execute(sa.text(bookkeeping.CREATE_PROGRESS))
                 connection.execute(sa.text(f"DELETE FROM {PROGRESS_TABLE}"))
                 restartable.mark(connection, revision, phase)
         finally:

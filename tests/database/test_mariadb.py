@@ -15,8 +15,8 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from flowdb.database.bookkeeping import CREATE_PROGRESS
 from flowdb.database.history import load_history
-from flowdb.database.migrations.restartable import CREATE_PROGRESS
 from flowdb.database.status import PROGRESS_TABLE
 from flowdb.database.target import Database
 from flowdb.errors import (

@@ -251,7 +251,7 @@ def fresh_install_writes() -> int:
 def test_a_kill_after_every_statement_of_the_fresh_install(
     block: int, fresh_install_writes: int, clean_head: dict[str, object]
 ) -> None:
-    from flowdb.database import fresh
+    from flowdb.database.bookkeeping import FRESH_INSTALL_PHASE
     from tests.dbtools import table_names
 
     writes = fresh_install_writes
@@ -266,7 +266,7 @@ def test_a_kill_after_every_statement_of_the_fresh_install(
             assert result.returncode == -signal.SIGKILL, (point, result.stderr)
             current, progress = revision_of(url), in_progress(url)
             if current is None and progress:
-                assert progress == ((HISTORY.head, fresh.PHASE, 0),), point
+                assert progress == ((HISTORY.head, FRESH_INSTALL_PHASE, 0),), point
             else:
                 assert (current, progress) in ((None, ()), (HISTORY.head, ())), point
                 # Every kill between the mark and the last commit leaves the mark: at most
@@ -304,7 +304,7 @@ def test_the_downgrade_stretches_cover_the_history() -> None:
 def test_a_kill_after_every_ddl_statement_of_a_downgrade(
     stretch: int, mariadb_url: str, tmp_path: Path
 ) -> None:
-    from flowdb.database.status import DOWNGRADE_PHASE
+    from flowdb.database.bookkeeping import DOWNGRADE_PHASE
     from flowdb.errors import ExitCode
     from tests.dbtools import table_names
 

@@ -152,9 +152,3 @@ def test_a_stamp_past_a_part_way_migration_is_put_back_then_finished(
     assert revision_of(part_way) == HEAD and in_progress(part_way) == ()
     split = {key: (key.partition(":")[0], key.partition(":")[2]) for key in KEYS}
     assert task_keys(part_way) == sorted(split.values())
-
-
-def test_the_fresh_install_phase_is_named_alike_in_both_modules() -> None:
-    from flowdb.database import fresh, partway
-
-    assert partway.FRESH_INSTALL_PHASE == fresh.PHASE

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from flowdb.database import commands, fresh
+from flowdb.database.bookkeeping import FRESH_INSTALL_PHASE
 from flowdb.database.history import load_history
 from flowdb.database.target import Database
 
@@ -252,7 +253,7 @@ def test_a_fresh_install_killed_part_way_leaves_the_database_empty_or_resumable(
         path = sqlite_path(database_url)
         assert path is None or not path.with_name(path.name + "-journal").exists()
         return
-    assert status.in_progress == ((load_history().head, fresh.PHASE, 0),)
+    assert status.in_progress == ((load_history().head, FRESH_INSTALL_PHASE, 0),)
     assert status.describe_progress().startswith(load_history().head)
     commands.migrate(database, "upgrade", "head")  # the real snapshot completes it
     replayed = Database.from_url(second_url)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE, SELECT_REVISIONS
 from flowdb.errors import (
     CorruptDatabaseError,
     DatabaseBusyError,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flowdb.migrations")
 
 _STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-_VERSION_TABLE = "alembic_version"
 #: The tables whose row counts a restore compares (the ones people care to lose).
 MAIN_TABLES = ("flow", "flow_run", "task_run", "log", "deployment")
 
@@ -271,8 +271,8 @@ def read_contents(path: Path) -> Contents:
         query = "SELECT name FROM sqlite_master WHERE type='table'"
         tables = {row[0] for row in connection.execute(query)}
         revision = None
-        if _VERSION_TABLE in tables:
-            row = connection.execute(f"SELECT version_num FROM {_VERSION_TABLE}").fetchone()
+        if ALEMBIC_VERSION_TABLE in tables:
+            row = connection.execute(SELECT_REVISIONS).fetchone()
             revision = row[0] if row else None
         rows = {
             table: int(connection.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
@@ -304,9 +304,10 @@ def check_backup(database: Database, path: Path) -> Contents:
         raise CorruptDatabaseError(
             f"{path} is damaged (integrity check: {verdict[0]}); choose another backup."
         )
-    if _VERSION_TABLE not in tables:
+    if ALEMBIC_VERSION_TABLE not in tables:
         raise ForeignDatabaseError(
-            f"{path} is not a flowdb database (no {_VERSION_TABLE} table); choose a flowdb backup."
+            f"{path} is not a flowdb database (no {ALEMBIC_VERSION_TABLE} table); choose a flowdb "
+            "backup."
         )
     contents = read_contents(path)
     if contents.revision is not None and not database.history.knows(contents.revision):

@@ -1,5 +1,9 @@
 """flowdb's own tables, defined once, and the steps that bring an older shape up to date.
 
+Every name of a table flowdb keeps beside the schema (Alembic's version table among
+them), its SQL and its ``sa.Table`` is defined here and nowhere else; this module
+imports nothing from flowdb, so every layer (the dialects too) may use it.
+
 flowdb keeps three tables of its own beside the schema the history builds:
 
 * ``flowdb_migration_run``, the run record (``journal``);
@@ -35,6 +39,12 @@ PROGRESS_TABLE = "flowdb_migration_progress"
 VERSION_TABLE = "flowdb_bookkeeping_version"
 #: flowdb's own tables (Alembic's version table aside).
 TABLES = frozenset({RUN_TABLE, PROGRESS_TABLE, VERSION_TABLE})
+#: Alembic's version table (its default name; ``migrations/env.py`` passes it to Alembic)
+#: and its one column: the revision the database is at.
+ALEMBIC_VERSION_TABLE = "alembic_version"
+ALEMBIC_VERSION_COLUMN = "version_num"
+#: The revisions recorded in Alembic's version table (plain SQL, every dialect).
+SELECT_REVISIONS = f"SELECT {ALEMBIC_VERSION_COLUMN} FROM {ALEMBIC_VERSION_TABLE}"
 
 #: The progress table, as plain SQL: the same text on every dialect, run by migrations
 #: (through SQLAlchemy) and by the fresh install (through ``sqlite3`` too).
@@ -46,7 +56,69 @@ CREATE_PROGRESS = (
     "last_key VARCHAR(64), "
     "updated VARCHAR(40) NOT NULL)"
 )
+#: The phases of a progress row besides an online migration's own (``online``): a step's
+#: statements where DDL commits by itself, a downgrade under way there, a fresh install.
+STATEMENTS_PHASE = "statements"
+DOWNGRADE_PHASE = "downgrade"
+FRESH_INSTALL_PHASE = "fresh install"
+_DELETE_PROGRESS = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"
 CREATE_VERSION = f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)"
+
+
+def read_progress(connection: Connection, revision: str) -> tuple[str, int, str | None] | None:
+    """``revision``'s progress row (phase, rows done, last key), or ``None`` when it has none.
+
+    The progress table must exist (``CREATE_PROGRESS`` ran in this migration).
+    """
+    import sqlalchemy as sa
+
+    row = connection.execute(
+        sa.text(f"SELECT phase, rows_done, last_key FROM {PROGRESS_TABLE} WHERE revision = :r"),
+        {"r": revision},
+    ).first()
+    return None if row is None else (str(row[0]), int(row[1]), row[2])
+
+
+def record_progress(
+    connection: Connection,
+    revision: str,
+    phase: str,
+    rows_done: int = 0,
+    last_key: str | None = None,
+) -> None:
+    """Write ``revision``'s progress row (replacing the one it had), in the transaction."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    connection.execute(sa.text(_DELETE_PROGRESS), {"r": revision})
+    connection.execute(
+        sa.text(
+            f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, last_key, updated) "
+            "VALUES (:r, :phase, :rows, :key, :updated)"
+        ),
+        {
+            "r": revision,
+            "phase": phase,
+            "rows": rows_done,
+            "key": last_key,
+            "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    )
+
+
+def forget_progress(connection: Connection, revision: str) -> None:
+    """Delete ``revision``'s progress row; the table goes with its last row.
+
+    So a database with no migration part way through has exactly its revision's schema.
+    """
+    import sqlalchemy as sa
+
+    if not sa.inspect(connection).has_table(PROGRESS_TABLE):
+        return
+    connection.execute(sa.text(_DELETE_PROGRESS), {"r": revision})
+    if not connection.execute(sa.text(f"SELECT count(*) FROM {PROGRESS_TABLE}")).scalar():
+        connection.execute(sa.text(f"DROP TABLE {PROGRESS_TABLE}"))
 
 
 def run_table(version: int | None = None) -> Table:
@@ -85,10 +157,10 @@ def alembic_version_table() -> Table:
     import sqlalchemy as sa
 
     return sa.Table(
-        "alembic_version",
+        ALEMBIC_VERSION_TABLE,
         sa.MetaData(),
-        sa.Column("version_num", sa.String(32), nullable=False),
-        sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+        sa.Column(ALEMBIC_VERSION_COLUMN, sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint(ALEMBIC_VERSION_COLUMN, name=f"{ALEMBIC_VERSION_TABLE}_pkc"),
     )
 
 

@@ -31,8 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdb.database import bookkeeping, journal
+from flowdb.database.bookkeeping import (
+    ALEMBIC_VERSION_TABLE,
+    FRESH_INSTALL_PHASE,
+    PROGRESS_TABLE,
+    RUN_TABLE,
+)
 from flowdb.database.events import StepDone
-from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
 
 if TYPE_CHECKING:
     from flowdb.database.history import History
@@ -43,10 +48,8 @@ if TYPE_CHECKING:
 SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: Tables the snapshot creates ``IF NOT EXISTS`` and without rows: they may exist already
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
-BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE, bookkeeping.VERSION_TABLE})
+BOOKKEEPING = frozenset({ALEMBIC_VERSION_TABLE, RUN_TABLE, bookkeeping.VERSION_TABLE})
 REGENERATE = "flowdb database snapshot"
-#: The progress phase of a fresh install that a rerun completes (``Dialect.ddl_commits``).
-PHASE = "fresh install"
 _SEPARATOR = ";\n\n"
 
 logger = logging.getLogger("flowdb.migrations")
@@ -120,7 +123,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     """The whole fresh install: the snapshot, the version row and (``runs``) the run record.
 
     Where every DDL statement commits by itself (``Dialect.ddl_commits``), the install
-    is first marked part way through (``PHASE``) and every ``CREATE`` is ``IF NOT
+    is first marked part way through (``FRESH_INSTALL_PHASE``) and every ``CREATE`` is ``IF NOT
     EXISTS``, so a rerun completes a killed install; the version row, the run record
     and the mark's removal are the last statements and commit together.
     """
@@ -132,36 +135,45 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     statements = [
         *snapshot.statements,
         *bookkeeping.version_statements(),
-        f"INSERT INTO {VERSION_TABLE} VALUES ('{snapshot.head}')",
+        f"INSERT INTO {ALEMBIC_VERSION_TABLE} VALUES ('{snapshot.head}')",
     ]
     if runs:
         at = journal.now()
         rows = [
-            journal.started(r.id, "fresh install", at, 0.0, file_hash=file_hash(r), source=r)
+            journal.started(r.id, journal.FRESH_INSTALL, at, 0.0, file_hash=file_hash(r), source=r)
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
     if not database.dialect.ddl_commits:
         return statements
-    from flowdb.database.bookkeeping import CREATE_PROGRESS
-
     forget = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = '{snapshot.head}'"
     mark = (
         f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, updated) "
-        f"VALUES ('{snapshot.head}', '{PHASE}', 0, CURRENT_TIMESTAMP)"
+        f"VALUES ('{snapshot.head}', '{FRESH_INSTALL_PHASE}', 0, CURRENT_TIMESTAMP)"
     )
     # The mark commits with the first CREATE after it; the drop commits the last rows.
-    return [CREATE_PROGRESS, forget, mark, *statements, forget, f"DROP TABLE {PROGRESS_TABLE}"]
+    return [
+        bookkeeping.CREATE_PROGRESS,
+        forget,
+        mark,
+        *statements,
+        forget,
+        f"DROP TABLE {PROGRESS_TABLE}",
+    ]
 
 
 def interrupted(status: SchemaStatus) -> bool:
     """Whether ``status`` shows a fresh install that was killed part way through."""
-    return status.current is None and any(phase == PHASE for _, phase, _ in status.in_progress)
+    return status.current is None and any(
+        phase == FRESH_INSTALL_PHASE for _, phase, _ in status.in_progress
+    )
 
 
 def resumes(database: Database, status: SchemaStatus) -> bool:
     """Whether ``status`` is an interrupted fresh install of this history's head."""
-    return status.current is None and status.in_progress == ((database.history.head, PHASE, 0),)
+    return status.current is None and status.in_progress == (
+        (database.history.head, FRESH_INSTALL_PHASE, 0),
+    )
 
 
 def install(database: Database, snapshot: Snapshot) -> float:
@@ -205,7 +217,7 @@ def install(database: Database, snapshot: Snapshot) -> float:
     except FlowdbError as exc:
         run = journal.started(
             snapshot.head,
-            "fresh install",
+            journal.FRESH_INSTALL,
             at,
             time.perf_counter() - started,
             error=one_line_message(exc),
@@ -236,7 +248,7 @@ def undo(database: Database) -> bool:
     Returns whether it worked; if not (the server went away, say), the mark stays and the
     next upgrade completes the install, so the first failure is the one reported.
     """
-    tables = [*sorted(database.history.all_tables), VERSION_TABLE, PROGRESS_TABLE]
+    tables = [*sorted(database.history.all_tables), ALEMBIC_VERSION_TABLE, PROGRESS_TABLE]
     try:
         database.dialect.run_script(database.dialect.drop_statements(tables, ()))
     except Exception as exc:
@@ -268,7 +280,7 @@ def bookkeeping_statements(database: Database) -> list[str]:
     dialect = sa.create_mock_engine(database.dialect.sync_url, lambda *a, **k: None).dialect
     return [
         str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip()
-        for table in (journal.version_table(), journal.run_table())
+        for table in (bookkeeping.alembic_version_table(), bookkeeping.run_table())
     ]
 
 
@@ -302,7 +314,7 @@ def write_snapshot(database: Database) -> Path:
 def catalogue(database: Database) -> dict[str, Any]:
     """The database's normalised catalogue (the run record's rows left out: they differ)."""
     with database.errors():
-        return database.dialect.catalogue(frozenset({journal.RUN_TABLE}))
+        return database.dialect.catalogue(frozenset({RUN_TABLE}))
 
 
 def first_difference(expected: Any, actual: Any, where: str = "") -> str | None:

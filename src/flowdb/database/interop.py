@@ -138,21 +138,11 @@ def alembic_errors() -> Iterator[None]:
         raise CommandError(str(exc)) from exc
 
 
-def _context_options(context: Any) -> dict[str, Any]:
-    """The options Alembic's command gave the environment: its function and raw target.
-
-    Read as given (``"-1"``, ``"base"``, a prefix): the public
-    ``get_revision_argument`` resolves them with Alembic's rules first, and fails on
-    names flowdb would explain better.
-    """
-    options = getattr(getattr(context, "_proxy", None), "context_opts", None)
-    return options if isinstance(options, dict) else {}
-
-
 def _command_name(config: Config, options: dict[str, Any]) -> str | None:
     """Which Alembic command runs env.py: the CLI's parsed command, else the command's function."""
-    command = getattr(getattr(config, "cmd_opts", None), "cmd", None)
-    name = getattr(command[0], "__name__", None) if command else None
+    from flowdb.database.alembic_internals import cli_function
+
+    name = getattr(cli_function(config), "__name__", None)
     if name is None:
         name = getattr(options.get("fn"), "__name__", None)
     return "stamp" if name == "do_stamp" else name
@@ -178,7 +168,9 @@ class PlainRun:
         with alembic_errors():
             url = config.get_main_option("sqlalchemy.url")
             database = Database.from_url(url) if url else Database.from_settings()
-        options = _context_options(context)
+        from flowdb.database.alembic_internals import environment_options
+
+        options = environment_options(context)
         run = cls(config, database, _command_name(config, options), options.get("destination_rev"))
         # Where migrations look for the Database (restartable DDL); marked as plain, so a
         # Config reused for another command builds a fresh one.

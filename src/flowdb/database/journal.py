@@ -34,15 +34,16 @@ from flowdb.database import bookkeeping
 from flowdb.database.bookkeeping import RUN_TABLE as RUN_TABLE
 
 if TYPE_CHECKING:
-    from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
     from flowdb.database.history import History, Revision
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
+#: The direction of the rows a fresh install writes (one per revision, ``fresh``).
+FRESH_INSTALL = "fresh install"
 #: Directions whose successful rows say "this file is the one applied".
-APPLYING = ("upgrade", "stamp", "fresh install", "accept")
+APPLYING = ("upgrade", "stamp", FRESH_INSTALL, "accept")
 COLUMNS = (
     "revision",
     "direction",
@@ -61,16 +62,6 @@ COLUMNS = (
 
 logger = logging.getLogger("flowdb.migrations")
 _HOST = socket.gethostname()
-
-
-def run_table() -> Table:
-    """The run record's newest shape (defined once, in ``bookkeeping``)."""
-    return bookkeeping.run_table()
-
-
-def version_table() -> Table:
-    """Alembic's version table as Alembic creates it (for the fresh install's script)."""
-    return bookkeeping.alembic_version_table()
 
 
 @dataclass(frozen=True)
@@ -187,7 +178,7 @@ def read_runs(database: Database, status: SchemaStatus) -> list[dict[str, Any]]:
 
     from flowdb.database.dialects.base import READS_ONLY
 
-    table = run_table()
+    table = bookkeeping.run_table()
     engine = database.engine("flowdb-journal")
     try:
         with database.errors(), engine.connect() as connection:
@@ -246,11 +237,6 @@ class Ahead:
 
     revisions: tuple[tuple[str, bool | None], ...]
     reaches_head: bool
-
-    @property
-    def serves_this_code(self) -> bool:
-        """Whether each revision beyond this code's head declared the previous code served."""
-        return self.reaches_head and all(serves for _, serves in self.revisions)
 
 
 def ahead_of(runs: list[dict[str, Any]], current: str, history: History) -> Ahead:

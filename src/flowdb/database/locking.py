@@ -179,13 +179,6 @@ def migration_lock(database: Database, command: str) -> Iterator[None]:
             _release_depth(identity)
 
 
-def holds_migration_lock(database: Database) -> bool:
-    """Whether this thread holds ``database``'s migration lock now."""
-    with _held_guard:
-        owner, depth = _held.get(database.dialect.lock_identity, (0, 0))
-    return depth > 0 and owner == threading.get_ident()
-
-
 def _release_depth(identity: str) -> None:
     with _held_guard:
         owner, depth = _held[identity]

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from flowdb.database.alembic_commands import with_alembic_lock
-from flowdb.database.status import VERSION_TABLE
+from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE
 
 if TYPE_CHECKING:
     from flowdb.database.commands import Approval
@@ -27,7 +27,7 @@ def flowdb_table_names() -> list[str]:
     """Every table flowdb's schema has, children first, plus Alembic's version table."""
     from flowdb.database.orm_models import Base
 
-    return [table.name for table in reversed(Base.metadata.sorted_tables)] + [VERSION_TABLE]
+    return [table.name for table in reversed(Base.metadata.sorted_tables)] + [ALEMBIC_VERSION_TABLE]
 
 
 @with_alembic_lock

@@ -17,15 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from flowdb.database.status import DOWNGRADE_PHASE
+from flowdb.database.bookkeeping import DOWNGRADE_PHASE, FRESH_INSTALL_PHASE
 
 if TYPE_CHECKING:
     from flowdb.database.history import History
     from flowdb.database.status import SchemaStatus
-
-#: The progress phase of a killed fresh install (``fresh.PHASE``; ``fresh`` imports this module's
-#: neighbours, so the name is repeated here and a test keeps the two equal).
-FRESH_INSTALL_PHASE = "fresh install"
 
 Kind = Literal["upgrade", "downgrade", "fresh install"]
 

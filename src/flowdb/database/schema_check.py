@@ -140,12 +140,12 @@ def include_in_comparison(
     in the models nor ever created by flowdb's history),
     are neither reported by ``check`` nor dropped by ``revision --autogenerate``.
     """
-    from flowdb.database.bookkeeping import TABLES
+    from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE, TABLES
     from flowdb.database.history import load_history
 
     if type_ != "table":
         return True
-    if name == "alembic_version" or name in TABLES:
+    if name == ALEMBIC_VERSION_TABLE or name in TABLES:
         return False
     foreign = reflected and compare_to is None and name not in load_history().all_tables
     return not foreign

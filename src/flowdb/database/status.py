@@ -23,11 +23,10 @@ if TYPE_CHECKING:
     from flowdb.database.history import History
     from flowdb.database.target import Database
 
-VERSION_TABLE = "alembic_version"
-#: flowdb's own table of migrations that are part way through (``migrations/online.py``).
+#: Alembic's version table and flowdb's table of migrations part way through, under the
+#: names the dialects read them by (defined in ``bookkeeping``).
+VERSION_TABLE = bookkeeping.ALEMBIC_VERSION_TABLE
 PROGRESS_TABLE = bookkeeping.PROGRESS_TABLE
-#: The progress phase of a downgrade under way where DDL commits by itself (MySQL).
-DOWNGRADE_PHASE = "downgrade"
 #: The tables whose presence tells a newer flowdb's database from another application's.
 CORE_TABLES = frozenset({"flow", "flow_run"})
 #: The flag that lets reset and stamp act on another application's database.
@@ -56,14 +55,6 @@ class SchemaStatus:
             f"{revision} (phase {phase}, {rows:,} rows done)"
             for revision, phase, rows in self.in_progress
         )
-
-    @property
-    def downgrade_part_way(self) -> str | None:
-        """The revision a killed downgrade was reverting (MySQL), or ``None``."""
-        for revision, phase, _ in self.in_progress:
-            if phase == DOWNGRADE_PHASE:
-                return revision
-        return None
 
     @property
     def known(self) -> bool:

@@ -71,11 +71,6 @@ def _without_negative_zero(value: Any) -> Any:
     return value
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    """Timestamps without a zone are read as UTC, the API's documented default."""
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
-
-
 #: Text without NUL (PostgreSQL cannot store it), as the schema says it.
 NUL_FREE = r"^[^\x00]*$"
 #: An RFC 3339 date-time with its zone, in the years the API accepts (1970 to 8999).
@@ -135,7 +130,6 @@ Timestamp = Annotated[
     dt.datetime,
     BeforeValidator(_date_time_text),
     Field(json_schema_extra={"pattern": DATE_TIME}),
-    AfterValidator(_aware),
 ]
 SearchText = Annotated[str, Field(max_length=255, pattern=NUL_FREE), AfterValidator(_storable_text)]
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowdb.database.dialects.base import READS_ONLY, Catalog, Dialect
 from flowdb.database.status import PROGRESS_TABLE
+from flowdb.database.status import VERSION_TABLE as _VERSION_TABLE
 from flowdb.errors import (
     ConfigurationError,
     CorruptDatabaseError,
@@ -55,7 +56,6 @@ logger = logging.getLogger("flowdb.migrations.lock")
 SERVER_BUSY_TIMEOUT_MS = 30_000
 _READ_POLL_SECONDS = 0.2
 _NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "fuse.sshfs", "9p", "afs"}
-_VERSION_TABLE = "alembic_version"
 #: How long switching a file to WAL mode waits for other connections to let go of it.
 _WAL_SWITCH_WAIT_MS = 2_000
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from alembic import context
 
+from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE
 from flowdb.database.schema_check import include_in_comparison
 
 config = context.config
@@ -58,6 +59,7 @@ def _common_options(render_as_batch: bool) -> dict[str, Any]:
         "compare_type": True,
         "include_object": include_in_comparison,
         "on_version_apply": on_step,
+        "version_table": ALEMBIC_VERSION_TABLE,
     }
 
 
@@ -77,13 +79,11 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _restartable_options(connection: Any) -> dict[str, Any]:
+def _restartable_options() -> dict[str, Any]:
     """Where DDL commits by itself: guarded operations, a record of the migration running."""
     if not database.dialect.ddl_commits:
         return {}
     from flowdb.database.migrations import restartable
-
-    restartable.install(connection.dialect.name)
 
     def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         if step.is_upgrade:
@@ -158,16 +158,18 @@ def _run_online() -> None:
                 **_fenced_options(
                     {
                         **_common_options(database.dialect.render_as_batch),
-                        **_restartable_options(connection),
+                        **_restartable_options(),
                     }
                 ),
             )
+            if database.dialect.ddl_commits:
+                from flowdb.database.migrations import restartable
+
+                restartable.install(context.get_context())
             with context.begin_transaction():
                 if database.dialect.ddl_commits and config.attributes.get("direction") == (
                     "downgrade"
                 ):
-                    from flowdb.database.migrations import restartable
-
                     restartable.mark_downgrade(connection)
                 context.run_migrations()
     finally:

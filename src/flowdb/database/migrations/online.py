@@ -32,13 +32,13 @@ rebuilds the table as before.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
 import sqlalchemy as sa
 from alembic import op
 
-from flowdb.database.bookkeeping import CREATE_PROGRESS, PROGRESS_TABLE
+from flowdb.database import bookkeeping
+from flowdb.database.alembic_internals import commit_and_begin
 from flowdb.database.events import PhaseStarted, Progress
 from flowdb.database.migrations.helpers import (
     add_column_if_missing,
@@ -64,19 +64,10 @@ class OnlineMigration:
         if self.offline:
             op.execute(f"-- {revision}: online migration, phase expand")
             return
-        op.execute(CREATE_PROGRESS)
-        row = (
-            op.get_bind()
-            .execute(
-                sa.text(
-                    f"SELECT phase, rows_done, last_key FROM {PROGRESS_TABLE} WHERE revision = :r"
-                ),
-                {"r": revision},
-            )
-            .first()
-        )
+        op.execute(bookkeeping.CREATE_PROGRESS)
+        row = bookkeeping.read_progress(op.get_bind(), revision)
         if row is not None:  # a rerun after an interruption: say so, then continue
-            self.resumed_phase, self.rows_done, self.last_key = row[0], int(row[1]), row[2]
+            self.resumed_phase, self.rows_done, self.last_key = row
             message = (
                 f"{revision}: continuing from phase {self.resumed_phase} "
                 f"({self.rows_done:,} rows done)"
@@ -263,14 +254,8 @@ class OnlineMigration:
         The table goes with its last row, so a database with no migration part way
         through has exactly the schema of its revision.
         """
-        if self.offline:
-            return
-        bind = op.get_bind()
-        bind.execute(
-            sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": self.revision}
-        )
-        if not bind.execute(sa.text(f"SELECT count(*) FROM {PROGRESS_TABLE}")).scalar():
-            op.execute(f"DROP TABLE {PROGRESS_TABLE}")
+        if not self.offline:
+            bookkeeping.forget_progress(op.get_bind(), self.revision)
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -306,42 +291,22 @@ class OnlineMigration:
         )
 
     def _record(self) -> None:
-        bind = op.get_bind()
-        bind.execute(
-            sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": self.revision}
-        )
-        bind.execute(
-            sa.text(
-                f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, last_key, updated) "
-                "VALUES (:r, :phase, :rows, :key, :updated)"
-            ),
-            {
-                "r": self.revision,
-                "phase": self.phase_name,
-                "rows": self.rows_done,
-                "key": self.last_key,
-                "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
+        bookkeeping.record_progress(
+            op.get_bind(), self.revision, self.phase_name, self.rows_done, self.last_key
         )
 
     def _next_transaction(self) -> None:
         """Commit the migration's transaction so far and begin the next one.
 
-        Alembic keeps the migration's transaction in ``MigrationContext._transaction``
-        (its own ``autocommit_block`` replaces it the same way); swapping it keeps
-        Alembic's final version update in the last phase's transaction. On SQLite the
-        new transaction starts with flowdb's ``BEGIN IMMEDIATE``.
+        Alembic takes the new transaction for the migration's own, so its final version
+        update lands in the last phase's transaction (``alembic_internals``). On SQLite
+        the new transaction starts with flowdb's ``BEGIN IMMEDIATE``.
         """
         if self.offline:
             self.context.impl.emit_commit()
             self.context.impl.emit_begin()
             return
-        transaction = self.context._transaction
-        assert transaction is not None, "online phases run inside the migration's transaction"
-        transaction.commit()
-        connection = self.context.connection
-        assert connection is not None
-        self.context._transaction = connection.begin()
+        commit_and_begin(self.context)
 
 
 def per_dialect(**sql: list[str]) -> list[str]:

@@ -23,37 +23,26 @@ Offline (``--dry-run``) nothing is looked at: every statement is printed.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 
-from flowdb.database.bookkeeping import CREATE_PROGRESS, PROGRESS_TABLE
-from flowdb.database.status import DOWNGRADE_PHASE, VERSION_TABLE
-
-#: ``flowdb_migration_progress``, as ``migrations/online.py`` creates it.
+from flowdb.database import bookkeeping
 
 
-def install(backend: str) -> None:
-    """Make Alembic's implementation for ``backend`` skip work a killed run did."""
-    from alembic.ddl import impl
+def install(context: Any) -> None:
+    """Make the DDL implementation of ``context`` (a ``MigrationContext``) skip work a killed
+    run did; only this migration run is guarded, Alembic's registry is left as it is."""
+    from flowdb.database.alembic_internals import guard_implementation
 
-    base = impl._impls[backend]
-    if getattr(base, "flowdb_restartable", False):
-        return
-    type(
-        f"Restartable{base.__name__}",
-        (base,),
-        {"__dialect__": backend, "flowdb_restartable": True, **_GUARDED},
-    )
+    guard_implementation(context, _GUARDED)
 
 
 def next_revision(connection: Any, history: Any) -> str | None:
     """The revision an upgrade applies next on ``connection``'s database (``None``: none)."""
-    inspector = sa.inspect(connection)
     current = None
-    if inspector.has_table(VERSION_TABLE):
-        current = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    if sa.inspect(connection).has_table(bookkeeping.ALEMBIC_VERSION_TABLE):
+        current = connection.execute(sa.text(bookkeeping.SELECT_REVISIONS)).scalar()
     ids = [revision.id for revision in history.revisions]
     if current is None:
         return ids[0] if ids else None
@@ -62,24 +51,11 @@ def next_revision(connection: Any, history: Any) -> str | None:
     return str(ids[ids.index(current) + 1])
 
 
-def mark(connection: Any, revision: str, phase: str = "statements") -> None:
+def mark(connection: Any, revision: str, phase: str = bookkeeping.STATEMENTS_PHASE) -> None:
     """Record ``revision`` as part way through, unless it is already (by an online phase)."""
-    connection.execute(sa.text(CREATE_PROGRESS))
-    found = connection.execute(
-        sa.text(f"SELECT 1 FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": revision}
-    ).first()
-    if found is None:
-        connection.execute(
-            sa.text(
-                f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, updated) "
-                "VALUES (:r, :phase, 0, :now)"
-            ),
-            {
-                "r": revision,
-                "phase": phase,
-                "now": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
-        )
+    connection.execute(sa.text(bookkeeping.CREATE_PROGRESS))
+    if bookkeeping.read_progress(connection, revision) is None:
+        bookkeeping.record_progress(connection, revision, phase)
 
 
 def mark_downgrade(connection: Any) -> None:
@@ -89,9 +65,9 @@ def mark_downgrade(connection: Any) -> None:
     killed in the middle then leaves the revision marked (``current`` shows it, and
     ``upgrade`` refuses until the downgrade is run again).
     """
-    current = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    current = connection.execute(sa.text(bookkeeping.SELECT_REVISIONS)).scalar()
     if current is not None:
-        mark(connection, str(current), DOWNGRADE_PHASE)
+        mark(connection, str(current), bookkeeping.DOWNGRADE_PHASE)
 
 
 def downgrade_step_done(
@@ -99,19 +75,13 @@ def downgrade_step_done(
 ) -> None:
     """After reverting ``reverted`` (now at ``reached``): mark the next one, forget this one."""
     if reached is not None and reached != target:
-        mark(connection, reached, DOWNGRADE_PHASE)
+        mark(connection, reached, bookkeeping.DOWNGRADE_PHASE)
     unmark(connection, reverted)
 
 
 def unmark(connection: Any, revision: str) -> None:
     """Forget ``revision``'s record (and the table with its last row): it has completed."""
-    if not sa.inspect(connection).has_table(PROGRESS_TABLE):
-        return
-    connection.execute(
-        sa.text(f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"), {"r": revision}
-    )
-    if not connection.execute(sa.text(f"SELECT count(*) FROM {PROGRESS_TABLE}")).scalar():
-        connection.execute(sa.text(f"DROP TABLE {PROGRESS_TABLE}"))
+    bookkeeping.forget_progress(connection, revision)
 
 
 # --- the guarded operations (methods of the generated implementation class) ----------------
@@ -153,14 +123,11 @@ def _column_names(self: Any, table: str) -> set[str]:
 
 
 def _constraint_exists(self: Any, table: str, name: str | None) -> bool:
-    row = self.connection.execute(
-        sa.text(
-            "SELECT 1 FROM information_schema.table_constraints WHERE constraint_schema = "
-            "DATABASE() AND table_name = :table AND constraint_name = :name"
-        ),
-        {"table": table, "name": name},
-    ).first()
-    return row is not None
+    from flowdb.database.dialects import dialect_class
+
+    dialect = dialect_class(self.dialect.name)
+    assert dialect is not None, "guarded only on dialects flowdb supports"
+    return name is not None and dialect.has_constraint(self.connection, table, name)
 
 
 def _create_table(self: Any, table: Any, **kw: Any) -> None:
