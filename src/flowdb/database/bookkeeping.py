@@ -37,14 +37,18 @@ VERSION_TABLE = "flowdb_bookkeeping_version"
 TABLES = frozenset({RUN_TABLE, PROGRESS_TABLE, VERSION_TABLE})
 
 #: The progress table, as plain SQL: the same text on every dialect, run by migrations
-#: (through SQLAlchemy) and by the fresh install (through ``sqlite3`` too).
+#: (through SQLAlchemy) and by the fresh install (through ``sqlite3`` too). It lives only
+#: while a migration is part way through, so it has no version step: ``rows_total`` (the
+#: rows a backfill has in all) is absent from a table an older flowdb created, and its
+#: writers (``online.py``) and readers (``Catalog.read_rows``) check for it.
 CREATE_PROGRESS = (
     f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} ("
     "revision VARCHAR(32) NOT NULL PRIMARY KEY, "
     "phase VARCHAR(64) NOT NULL, "
     "rows_done BIGINT NOT NULL DEFAULT 0, "
     "last_key VARCHAR(64), "
-    "updated VARCHAR(40) NOT NULL)"
+    "updated VARCHAR(40) NOT NULL, "
+    "rows_total BIGINT)"
 )
 CREATE_VERSION = f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)"
 

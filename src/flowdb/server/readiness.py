@@ -13,17 +13,34 @@ an upgrade, an outage made by the probe itself. So a replica is ready when:
 
 Otherwise the answer says why, and what to run: for a migration left part way through,
 the commands that finish or undo it (``partway``), never ``reset``.
+
+Judging reads the catalog and every table's columns: far too much for a probe polled
+every few seconds by every load balancer. ``ReadinessCache`` keeps the last verdict and
+judges again only when the version row changed (one small query on the server's own
+pool) or the verdict is older than ``RECHECK_SECONDS`` (``NOT_READY_RECHECK_SECONDS``
+for a "no", which a starting migration can turn into a "yes").
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flowdb.database import journal
 from flowdb.database.orm_models import Base
 from flowdb.database.partway import part_way
 from flowdb.database.status import SchemaStatus
 from flowdb.database.target import Database
+
+if TYPE_CHECKING:
+    from flowdb.server.engine import ServerDatabase
+
+#: Longest a "ready" verdict is reused while the version row stays the same.
+RECHECK_SECONDS = 10.0
+#: Longest a "not ready" verdict is reused while the version row stays the same.
+NOT_READY_RECHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -134,3 +151,49 @@ def missing_columns(database: Database) -> str:
             if column.name not in columns:
                 return f"column {table.name}.{column.name}"
     return ""
+
+
+class ReadinessCache:
+    """The last verdict, reused while the version row is unchanged and it is recent."""
+
+    def __init__(self) -> None:
+        self._verdict: Verdict | None = None
+        self._key: object = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def verdict(self, server: ServerDatabase) -> Verdict:
+        """The cached verdict, or a new one (``judge`` in a thread) when it may be stale."""
+        from anyio import to_thread
+
+        key = await _version_key(server)
+        if self._fresh(key):
+            assert self._verdict is not None
+            return self._verdict
+        async with self._lock:  # one judgement at a time; the others reuse it
+            if self._fresh(key):
+                assert self._verdict is not None
+                return self._verdict
+            self._verdict = None
+            verdict = await to_thread.run_sync(judge, server.database)
+            self._verdict, self._key, self._at = verdict, key, time.monotonic()
+            return verdict
+
+    def _fresh(self, key: object) -> bool:
+        if self._verdict is None or key is None or key != self._key:
+            return False
+        limit = RECHECK_SECONDS if self._verdict.ready else NOT_READY_RECHECK_SECONDS
+        return time.monotonic() - self._at < limit
+
+
+async def _version_key(server: ServerDatabase) -> object:
+    """The version rows as they are now, or ``None`` when they cannot be read (judge again)."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        async with server.session() as session:
+            rows = await session.execute(sa.text("SELECT version_num FROM alembic_version"))
+            return tuple(sorted(str(row[0]) for row in rows))
+    except (SQLAlchemyError, OSError):
+        return None
