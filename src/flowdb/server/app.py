@@ -79,6 +79,7 @@ class _SchemaGate:
             ensure_schema(self.database, migrate=True)
         elif not first_look(self.database):
             self.wait = SchemaWait(self.database)
+            self.wait.prime()
 
 
 @asynccontextmanager

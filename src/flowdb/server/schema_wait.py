@@ -48,21 +48,25 @@ class SchemaWait:
     """The wait of one worker: its last look, and whether the schema reached head."""
 
     def __init__(self, database: Database) -> None:
+        from flowdb.database.waiting import SchemaWaiter
+
         self.database = database
         self.ready = False
         self.state: WaitState | None = None
         self._last_log = 0.0
+        self._waiter = SchemaWaiter(database, database.settings.schema_wait_timeout)
+
+    def prime(self) -> None:
+        """Take the first look now (blocking), so that the first ``/api/ready`` has it."""
+        self._report(self._waiter.observe())
 
     def start(self) -> None:
         """Wait in a daemon thread (the event loop keeps answering meanwhile)."""
         threading.Thread(target=self._run, name="flowdb-schema-wait", daemon=True).start()
 
     def _run(self) -> None:
-        from flowdb.database.waiting import SchemaWaiter
-
-        waiter = SchemaWaiter(self.database, self.database.settings.schema_wait_timeout)
         try:
-            state = waiter.wait(self._report)
+            state = self._waiter.wait(self._report)
         except FlowdbError as error:
             _stop(error)
             return
