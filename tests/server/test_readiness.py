@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
 from flowdb.database.history import MIGRATIONS_FOLDER, load_history
+from flowdb.server import readiness
 from tests.cli.helpers import flowdb, ok
-from tests.dbtools import holder_description, lock_holder, set_revision
+from tests.dbtools import holder_description, lock_holder, set_revision, sync_engine
 
 
 def test_ready_while_a_migration_runs_on_a_schema_that_already_serves_this_code(
@@ -122,3 +126,33 @@ def test_a_database_ahead_without_a_record_is_not_ready(api: TestClient, configu
     set_revision(configured, "0ddba11c0de5")  # no file here, no record of how it got there
     response = api.get("/api/ready")
     assert response.status_code == 503
+
+
+def test_ready_is_cached_while_the_version_row_stays_the_same(
+    api: TestClient, configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe judges the schema again only when the version row changed, or at most every
+    ``RECHECK_SECONDS``: a table dropped behind flowdb's back shows after that, not at once."""
+    monkeypatch.setattr(readiness, "RECHECK_SECONDS", 3.0)
+    assert api.get("/api/ready").status_code == 200
+    engine = sync_engine(configured)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE saved_search"))
+    finally:
+        engine.dispose()
+    dropped = time.monotonic()
+    assert api.get("/api/ready").status_code == 200  # the cached verdict
+    time.sleep(max(3.1 - (time.monotonic() - dropped), 0))
+    response = api.get("/api/ready")
+    assert response.status_code == 503
+    assert "table saved_search" in response.json()["detail"]
+
+
+def test_a_new_version_row_is_judged_at_once(api: TestClient, configured: str) -> None:
+    history = load_history()
+    assert api.get("/api/ready").status_code == 200
+    set_revision(configured, history.revisions[-2].id)
+    response = api.get("/api/ready")
+    assert response.status_code == 503
+    assert history.revisions[-2].id in response.json()["detail"]

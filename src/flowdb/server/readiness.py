@@ -33,6 +33,7 @@ from flowdb.database.orm_models import Base
 from flowdb.database.partway import part_way
 from flowdb.database.status import SchemaStatus
 from flowdb.database.target import Database
+from flowdb.errors import FlowdbError
 
 if TYPE_CHECKING:
     from flowdb.server.engine import ServerDatabase
@@ -154,7 +155,11 @@ def missing_columns(database: Database) -> str:
 
 
 class ReadinessCache:
-    """The last verdict, reused while the version row is unchanged and it is recent."""
+    """The last verdict, reused while what it depends on is unchanged and it is recent.
+
+    At head that is the version row; behind or ahead of it, also the migration lock's
+    holder (a migration starting or ending changes the answer without a new version).
+    """
 
     def __init__(self) -> None:
         self._verdict: Verdict | None = None
@@ -166,16 +171,21 @@ class ReadinessCache:
         """The cached verdict, or a new one (``judge`` in a thread) when it may be stale."""
         from anyio import to_thread
 
-        key = await _version_key(server)
+        cached = self._verdict
+        with_holder = cached is not None and not _plainly_at_head(cached)
+        key = await _key(server, with_holder=with_holder)
         if self._fresh(key):
             assert self._verdict is not None
             return self._verdict
         async with self._lock:  # one judgement at a time; the others reuse it
-            if self._fresh(key):
+            if self._verdict is not cached and self._fresh(key):
                 assert self._verdict is not None
                 return self._verdict
             self._verdict = None
+            key = await _key(server, with_holder=True)
             verdict = await to_thread.run_sync(judge, server.database)
+            if _plainly_at_head(verdict) and isinstance(key, tuple):
+                key = key[0]
             self._verdict, self._key, self._at = verdict, key, time.monotonic()
             return verdict
 
@@ -184,6 +194,25 @@ class ReadinessCache:
             return False
         limit = RECHECK_SECONDS if self._verdict.ready else NOT_READY_RECHECK_SECONDS
         return time.monotonic() - self._at < limit
+
+
+def _plainly_at_head(verdict: Verdict) -> bool:
+    """Ready at head: nothing but the version row (or time) changes that."""
+    return verdict.ready and verdict.current == verdict.head
+
+
+async def _key(server: ServerDatabase, *, with_holder: bool) -> object:
+    """What the verdict depends on, read cheaply; ``None`` when unreadable (judge again)."""
+    from anyio import to_thread
+
+    versions = await _version_key(server)
+    if versions is None or not with_holder:
+        return versions
+    try:
+        holder = await to_thread.run_sync(server.database.migration_running)
+    except FlowdbError:
+        return None
+    return (versions, None if holder is None else holder.describe())
 
 
 async def _version_key(server: ServerDatabase) -> object:
