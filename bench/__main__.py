@@ -5,7 +5,7 @@ Options:
   --tiny          smallest sizes and 2 runs: the smoke test the suite runs
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online, states, fresh, backup)
+                  online, states, fresh, backup, ready)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -32,6 +32,7 @@ ALL_CASES = (
     "states",
     "fresh",
     "backup",
+    "ready",
 )
 
 
@@ -42,6 +43,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.dry_run import bench_dry_run
     from bench.fresh_install import EXTRA, bench_fresh_install
     from bench.online import bench_online_upgrade
+    from bench.readiness import bench_readiness
     from bench.server import bench_server
     from bench.startup import bench_startup
     from bench.state_races import bench_state_races
@@ -84,6 +86,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "backup": (
             "10. SQLite backup before a change",
             lambda s: bench_backup(s, repeat, 2_000 if args.tiny else 200_000),
+        ),
+        "ready": (
+            "11. Readiness probes",
+            lambda s: bench_readiness(s, 10 if args.tiny else 200, repeat),
         ),
     }
 

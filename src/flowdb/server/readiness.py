@@ -17,8 +17,9 @@ the commands that finish or undo it (``partway``), never ``reset``.
 Judging reads the catalog and every table's columns: far too much for a probe polled
 every few seconds by every load balancer. ``ReadinessCache`` keeps the last verdict and
 judges again only when the version row changed (one small query on the server's own
-pool) or the verdict is older than ``RECHECK_SECONDS`` (``NOT_READY_RECHECK_SECONDS``
-for a "no", which a starting migration can turn into a "yes").
+pool, made at most every ``KEY_EVERY_SECONDS``; behind head the lock's holder too) or
+the verdict is older than ``RECHECK_SECONDS`` (``NOT_READY_RECHECK_SECONDS`` for a
+"no", which a starting migration can turn into a "yes").
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 RECHECK_SECONDS = 10.0
 #: Longest a "not ready" verdict is reused while the version row stays the same.
 NOT_READY_RECHECK_SECONDS = 2.0
+#: How often the version row (and, behind head, the lock's holder) is read at most: probes
+#: in between are answered from memory.
+KEY_EVERY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class ReadinessCache:
         self._verdict: Verdict | None = None
         self._key: object = None
         self._at = 0.0
+        self._key_at = 0.0
         self._lock = asyncio.Lock()
 
     async def verdict(self, server: ServerDatabase) -> Verdict:
@@ -172,10 +177,14 @@ class ReadinessCache:
         from anyio import to_thread
 
         cached = self._verdict
+        recent = time.monotonic() - self._key_at < KEY_EVERY_SECONDS
+        if cached is not None and recent and self._fresh(self._key):
+            return cached
         with_holder = cached is not None and not _plainly_at_head(cached)
         key = await _key(server, with_holder=with_holder)
         if self._fresh(key):
             assert self._verdict is not None
+            self._key_at = time.monotonic()
             return self._verdict
         async with self._lock:  # one judgement at a time; the others reuse it
             if self._verdict is not cached and self._fresh(key):
@@ -187,7 +196,12 @@ class ReadinessCache:
             if _plainly_at_head(verdict) and isinstance(key, tuple):
                 key = key[0]
             self._verdict, self._key, self._at = verdict, key, time.monotonic()
+            self._key_at = self._at
             return verdict
+
+    def forget(self) -> None:
+        """Judge again at the next probe (this server changed the schema itself)."""
+        self._verdict = None
 
     def _fresh(self, key: object) -> bool:
         if self._verdict is None or key is None or key != self._key:
