@@ -187,7 +187,8 @@ def test_migrations_resume_from_the_last_committed_batch(
         alembic_upgrade(BACKFILL)
     messages = [record.getMessage() for record in caplog.records]
     assert f"{BACKFILL}: continuing from phase backfill (200 rows done)" in messages
-    assert "flow_run: 230 rows so far (batch 1)" in messages  # one batch left, not five
+    # one batch left, not five
+    assert "flow_run: 230 rows so far (batch 1), 100% of 230 rows" in messages
     assert revision_of(postgres_url) == BACKFILL
     assert in_progress(postgres_url) == ()
 
