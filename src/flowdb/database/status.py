@@ -53,9 +53,18 @@ class SchemaStatus:
     totals: tuple[tuple[str, int], ...] = ()
 
     def describe_progress(self) -> str:
-        """``5f3c7a9d2b18 (phase backfill, 120,000 rows done)``, or ``""``."""
+        """``5f3c7a9d2b18 (phase backfill, 120,000 of 1,000,000 rows done)``, or ``""``.
+
+        The total shows where the progress row records it (a backfill of this flowdb).
+        """
+        totals = dict(self.totals)
+
+        def rows_of(revision: str, rows: int) -> str:
+            total = totals.get(revision)
+            return f"{rows:,} rows done" if total is None else f"{rows:,} of {total:,} rows done"
+
         return "; ".join(
-            f"{revision} (phase {phase}, {rows:,} rows done)"
+            f"{revision} (phase {phase}, {rows_of(revision, rows)})"
             for revision, phase, rows in self.in_progress
         )
 
