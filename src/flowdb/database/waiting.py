@@ -125,6 +125,8 @@ class WaitState:
     quiet: float
     #: The last read's error (the database unreachable), or ``""``.
     error: str = ""
+    #: An index build's ``(phase, done, total)`` where the server reports it (PostgreSQL).
+    index_build: tuple[str, int, int] | None = None
 
     def line(self) -> str:
         """One line: where the schema stands, what runs, how far, time left, who holds the lock."""
@@ -143,6 +145,10 @@ class WaitState:
             if self.eta is not None:
                 how_far += f", about {format_seconds(self.eta)} left"
             parts.append(f"migration {revision} in phase {phase}, {how_far}")
+        if self.index_build is not None:
+            step, done, total = self.index_build
+            share = f" ({done / total:.0%})" if total else ""
+            parts.append(f"index build {step}, {done:,} of {total:,}{share}")
         if self.holder is not None:
             parts.append(f"the migration lock is held by {self.holder}")
         else:
@@ -171,6 +177,9 @@ class WaitState:
             "waited_seconds": round(self.waited, 1),
             "quiet_seconds": round(self.quiet, 1),
             "error": self.error or None,
+            "index_build": None
+            if self.index_build is None
+            else dict(zip(("phase", "done", "total"), self.index_build, strict=True)),
         }
 
 
@@ -248,7 +257,15 @@ class SchemaWaiter:
                 rate = (done - start[3]) / (now - start[2])
                 if total:
                     eta = max(total - done, 0) / rate
+        index_build = None
+        if migration is not None and migration[1].startswith("index "):
+            try:
+                with self.database.errors():
+                    index_build = self.database.dialect.index_build_progress()
+            except FlowdbError:
+                index_build = None  # only a detail of the report
         return WaitState(
+            index_build=index_build,
             at_head=status.at_head and not status.in_progress,
             current=status.current,
             head=status.head,

@@ -70,6 +70,9 @@ class SchemaWait:
         except FlowdbError as error:
             _stop(error)
             return
+        except Exception as error:  # a bug must not leave the replica unready forever
+            _stop(FlowdbError(f"The wait for the schema failed unexpectedly: {error!r}"))
+            return
         self.ready = True
         log.info("The schema is at head %s; serving.", state.head)
 

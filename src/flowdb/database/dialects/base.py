@@ -198,6 +198,14 @@ class Dialect(ABC):
     def migration_lock(self, command: str, waiter: Waiter) -> AbstractContextManager[None]:
         """Hold this database's cross-process migration lock for the block."""
 
+    def index_build_progress(self) -> tuple[str, int, int] | None:
+        """How far an index build in this database got: ``(phase, done, total)``, if known.
+
+        Only where the server reports it (PostgreSQL's ``pg_stat_progress_create_index``);
+        elsewhere ``None``. For the wait's report while a migration builds an index.
+        """
+        return None
+
     @abstractmethod
     def migration_running(self) -> LockHolder | None:
         """Who holds this database's migration lock now, if anyone (a quick look, no wait)."""
