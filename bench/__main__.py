@@ -6,7 +6,7 @@ Options:
                   (it checks that every case runs and prints its table, not its numbers)
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online, states, fresh, backup)
+                  online, states, fresh, backup, ready)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -33,6 +33,7 @@ ALL_CASES = (
     "states",
     "fresh",
     "backup",
+    "ready",
 )
 
 
@@ -43,6 +44,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.dry_run import bench_dry_run
     from bench.fresh_install import EXTRA, bench_fresh_install
     from bench.online import bench_online_upgrade
+    from bench.readiness import bench_readiness
     from bench.server import bench_server
     from bench.startup import bench_startup
     from bench.state_races import bench_state_races
@@ -90,6 +92,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "backup": (
             "10. SQLite backup before a change",
             lambda s: bench_backup(s, repeat, 2_000 if args.tiny else 200_000),
+        ),
+        "ready": (
+            "11. Readiness probes",
+            lambda s: bench_readiness(s, 10 if args.tiny else 200, repeat),
         ),
     }
 

@@ -250,11 +250,17 @@ def test_tables_bigger_than_a_batch_report_progress(
     if batch_size >= 20:
         assert reported == []  # one batch: nothing to report
     else:
-        assert reported == [
-            "flow_run: 7 rows so far (batch 1)",
-            "flow_run: 14 rows so far (batch 2)",
-            "flow_run: 20 rows so far (batch 3)",
+        # rows done, the share of the table's 20 rows covered, and (until the last) time left
+        assert [line.split(", about ")[0] for line in reported] == [
+            "flow_run: 7 rows so far (batch 1), 35% of 20 rows",
+            "flow_run: 14 rows so far (batch 2), 70% of 20 rows",
+            "flow_run: 20 rows so far (batch 3), 100% of 20 rows",
         ]
+        assert all(line.endswith(" s left") for line in reported[:2]), reported
+        assert not reported[-1].endswith("left")
+        events = [getattr(r, "event", None) for r in caplog.records]
+        progress = [e for e in events if isinstance(e, Progress)]
+        assert [(e.done, e.total) for e in progress] == [(7, 20), (14, 20), (20, 20)]
 
 
 def test_split_task_key(raw: Raw, batch_size: int) -> None:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
 from flowdb.database.events import PhaseStarted
 from flowdb.database.history import load_history
+from flowdb.database.target import Database
 from flowdb.errors import ExitCode, MigrationBlockedError, MigrationInProgressError
 from tests.cli.helpers import assert_one_line_error, flowdb
 from tests.dbtools import ADMIN_URL, in_progress, revision_of, seed_flow_runs, sync_engine
@@ -181,13 +182,17 @@ def test_migrations_resume_from_the_last_committed_batch(
         holder.close()
         engine.dispose()
     assert in_progress(postgres_url) == ((BACKFILL, "backfill", 200),)  # four batches of 50
+    # the progress row keeps the backfill's total: `current`, the wait and /api/ready show it
+    progress = Database.from_url(postgres_url).status().describe_progress()
+    assert progress == f"{BACKFILL} (phase backfill, 200 of 230 rows done)"
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="flowdb.migrations"):
         alembic_upgrade(BACKFILL)
     messages = [record.getMessage() for record in caplog.records]
     assert f"{BACKFILL}: continuing from phase backfill (200 rows done)" in messages
-    assert "flow_run: 230 rows so far (batch 1)" in messages  # one batch left, not five
+    # one batch left, not five
+    assert "flow_run: 230 rows so far (batch 1), 100% of 230 rows" in messages
     assert revision_of(postgres_url) == BACKFILL
     assert in_progress(postgres_url) == ()
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from flowdb.database.alembic_commands import alembic_downgrade, alembic_upgrade
 from flowdb.database.history import MIGRATIONS_FOLDER, load_history
+from flowdb.server import readiness
 from tests.cli.helpers import flowdb, ok
-from tests.dbtools import holder_description, lock_holder, set_revision
+from tests.dbtools import holder_description, lock_holder, set_revision, sync_engine
 
 
 def test_ready_while_a_migration_runs_on_a_schema_that_already_serves_this_code(
-    api: TestClient, configured: str
+    api: TestClient, configured: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(readiness, "KEY_EVERY_SECONDS", 0)  # each probe reads the holder
     history = load_history()
     previous = history.revisions[-2].id
     # The schema is head's, but the revision row says the last migration has not finished:
@@ -34,8 +39,9 @@ def test_ready_while_a_migration_runs_on_a_schema_that_already_serves_this_code(
 
 
 def test_not_ready_while_a_migration_runs_on_a_schema_this_code_cannot_use(
-    api: TestClient, configured: str
+    api: TestClient, configured: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(readiness, "KEY_EVERY_SECONDS", 0)  # each probe reads the version
     alembic_downgrade("-1")  # the head migration adds deployment_schedule
     with lock_holder(configured):
         response = api.get("/api/ready")
@@ -122,3 +128,34 @@ def test_a_database_ahead_without_a_record_is_not_ready(api: TestClient, configu
     set_revision(configured, "0ddba11c0de5")  # no file here, no record of how it got there
     response = api.get("/api/ready")
     assert response.status_code == 503
+
+
+def test_ready_is_cached_while_the_version_row_stays_the_same(
+    api: TestClient, configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe judges the schema again only when the version row changed, or at most every
+    ``RECHECK_SECONDS``: a table dropped behind flowdb's back shows after that, not at once."""
+    monkeypatch.setattr(readiness, "RECHECK_SECONDS", 3.0)
+    assert api.get("/api/ready").status_code == 200
+    engine = sync_engine(configured)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE saved_search"))
+    finally:
+        engine.dispose()
+    dropped = time.monotonic()
+    assert api.get("/api/ready").status_code == 200  # the cached verdict
+    time.sleep(max(3.1 - (time.monotonic() - dropped), 0))
+    response = api.get("/api/ready")
+    assert response.status_code == 503
+    assert "table saved_search" in response.json()["detail"]
+
+
+def test_a_new_version_row_is_judged_within_a_second(api: TestClient, configured: str) -> None:
+    history = load_history()
+    assert api.get("/api/ready").status_code == 200
+    set_revision(configured, history.revisions[-2].id)
+    time.sleep(readiness.KEY_EVERY_SECONDS)
+    response = api.get("/api/ready")
+    assert response.status_code == 503
+    assert history.revisions[-2].id in response.json()["detail"]

@@ -89,7 +89,9 @@ def test_four_replicas_on_a_fresh_database_migrate_it_once(configured: str) -> N
     assert revision_of(configured) == history.head
 
 
-def test_migrate_on_start_off_refuses_an_old_database(configured: str) -> None:
+def test_migrate_on_start_off_without_a_wait_refuses_an_old_database(configured: str) -> None:
+    """``FLOWDB_SCHEMA_WAIT_TIMEOUT=0``: refused before listening (a wait that gives up later,
+    after listening, is in test_waiting_replica.py)."""
     behind = load_history().revisions[-2].id
     alembic_upgrade(behind)
     result = subprocess.run(
@@ -97,7 +99,7 @@ def test_migrate_on_start_off_refuses_an_old_database(configured: str) -> None:
         env={
             **os.environ,
             "FLOWDB_MIGRATE_ON_START": "false",
-            "FLOWDB_SCHEMA_WAIT_TIMEOUT": "1",
+            "FLOWDB_SCHEMA_WAIT_TIMEOUT": "0",
         },
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -63,7 +63,11 @@ def start(
         with migration_report(f"Checking the schema of {target}"):
             ensure_schema(database)
     else:
-        ensure_schema(database, migrate=False)
+        from flowdb.database.waiting import first_look
+
+        # Only what waiting cannot fix fails here: behind head, the workers listen at
+        # once and wait for the migration job (flowdb.server.schema_wait).
+        first_look(database)
     interrupted_leaves("the API server stopped")
     uvicorn.run(
         "flowdb.server.app:create_app",

@@ -47,14 +47,18 @@ ALEMBIC_VERSION_COLUMN = "version_num"
 SELECT_REVISIONS = f"SELECT {ALEMBIC_VERSION_COLUMN} FROM {ALEMBIC_VERSION_TABLE}"
 
 #: The progress table, as plain SQL: the same text on every dialect, run by migrations
-#: (through SQLAlchemy) and by the fresh install (through ``sqlite3`` too).
+#: (through SQLAlchemy) and by the fresh install (through ``sqlite3`` too). It lives only
+#: while a migration is part way through, so it has no version step: ``rows_total`` (the
+#: rows a backfill has in all) is absent from a table an older flowdb created, and its
+#: writers (``online.py``) and readers (``Catalog.read_rows``) check for it.
 CREATE_PROGRESS = (
     f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} ("
     "revision VARCHAR(32) NOT NULL PRIMARY KEY, "
     "phase VARCHAR(64) NOT NULL, "
     "rows_done BIGINT NOT NULL DEFAULT 0, "
     "last_key VARCHAR(64), "
-    "updated VARCHAR(40) NOT NULL)"
+    "updated VARCHAR(40) NOT NULL, "
+    "rows_total BIGINT)"
 )
 #: The phases of a progress row besides an online migration's own (``online``): a step's
 #: statements where DDL commits by itself, a downgrade under way there, a fresh install.
@@ -85,24 +89,31 @@ def record_progress(
     phase: str,
     rows_done: int = 0,
     last_key: str | None = None,
+    rows_total: int | None = None,
 ) -> None:
-    """Write ``revision``'s progress row (replacing the one it had), in the transaction."""
+    """Write ``revision``'s progress row (replacing the one it had), in the transaction.
+
+    ``rows_total`` is written only when given: a progress table an older flowdb created
+    (and left part way) has no such column, and its callers check for it first.
+    """
     import datetime as dt
 
     import sqlalchemy as sa
 
+    columns = "revision, phase, rows_done, last_key, updated"
+    values = ":r, :phase, :rows, :key, :updated"
+    if rows_total is not None:
+        columns, values = f"{columns}, rows_total", f"{values}, :total"
     connection.execute(sa.text(_DELETE_PROGRESS), {"r": revision})
     connection.execute(
-        sa.text(
-            f"INSERT INTO {PROGRESS_TABLE} (revision, phase, rows_done, last_key, updated) "
-            "VALUES (:r, :phase, :rows, :key, :updated)"
-        ),
+        sa.text(f"INSERT INTO {PROGRESS_TABLE} ({columns}) VALUES ({values})"),
         {
             "r": revision,
             "phase": phase,
             "rows": rows_done,
             "key": last_key,
             "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "total": rows_total,
         },
     )
 

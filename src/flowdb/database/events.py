@@ -25,9 +25,15 @@ class StepDone:
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a long step (a data migration) got; shown on the spinner."""
+    """How far a long step (a data migration) got; shown on the spinner.
+
+    ``text`` is the whole line (with the share done and the time left when known);
+    ``done`` and ``total`` are its rows, for callers that want the numbers.
+    """
 
     text: str
+    done: int | None = None
+    total: int | None = None
 
 
 @dataclass(frozen=True)

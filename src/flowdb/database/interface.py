@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flowdb.errors import SchemaNotAtHeadError
-
 if TYPE_CHECKING:
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
@@ -21,7 +19,9 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     """Bring the database to head (or, with ``migrate=False``, wait until it is there).
 
     Without ``migrate``, another process (a migration job) is expected to upgrade it;
-    the wait is bounded by ``FLOWDB_SCHEMA_WAIT_TIMEOUT``.
+    the wait ends with ``SchemaNotAtHeadError`` once ``FLOWDB_SCHEMA_WAIT_TIMEOUT``
+    seconds pass with nobody holding the migration lock and no progress
+    (``waiting.SchemaWaiter``).
 
     Never downgrades: a database stamped by a newer flowdb (or another application's)
     raises before anything is touched. ``database`` defaults to the configured one.
@@ -34,16 +34,12 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     if status.at_head and not status.in_progress:
         return status
     if not migrate:
-        from flowdb.database.waiting import wait_for_head
+        from flowdb.database.waiting import SchemaWaiter
 
-        # Replicas may start before the migration job ends: wait for it, bounded.
-        return wait_for_head(
-            database,
-            database.settings.schema_wait_timeout,
-            failure=SchemaNotAtHeadError,
-            hint="run 'flowdb database upgrade -y', set FLOWDB_MIGRATE_ON_START=true, or "
-            "raise FLOWDB_SCHEMA_WAIT_TIMEOUT",
-        )
+        # Replicas may start before the migration job ends: wait for it while it visibly
+        # goes on, and give up after FLOWDB_SCHEMA_WAIT_TIMEOUT seconds in which nothing moved.
+        SchemaWaiter(database, database.settings.schema_wait_timeout).wait()
+        return database.status()
     from flowdb.database import commands
     from flowdb.database.alembic_commands import ALEMBIC_LOCK
 

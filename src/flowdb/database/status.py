@@ -48,11 +48,22 @@ class SchemaStatus:
     foreign_because: str = ""
     #: Migrations part way through: ``(revision, phase, rows done)``.
     in_progress: tuple[tuple[str, str, int], ...] = ()
+    #: Rows a migration part way through has in all, where its progress row says so.
+    totals: tuple[tuple[str, int], ...] = ()
 
     def describe_progress(self) -> str:
-        """``5f3c7a9d2b18 (phase backfill, 120,000 rows done)``, or ``""``."""
+        """``5f3c7a9d2b18 (phase backfill, 120,000 of 1,000,000 rows done)``, or ``""``.
+
+        The total shows where the progress row records it (a backfill of this flowdb).
+        """
+        totals = dict(self.totals)
+
+        def rows_of(revision: str, rows: int) -> str:
+            total = totals.get(revision)
+            return f"{rows:,} rows done" if total is None else f"{rows:,} of {total:,} rows done"
+
         return "; ".join(
-            f"{revision} (phase {phase}, {rows:,} rows done)"
+            f"{revision} (phase {phase}, {rows_of(revision, rows)})"
             for revision, phase, rows in self.in_progress
         )
 
@@ -117,7 +128,13 @@ def status_from_catalog(catalog: Catalog, history: History) -> SchemaStatus:
     owner = "empty" if current is None and not (ours - expected) else "flowdb"
     pending = len(history.pending(current))
     return SchemaStatus(
-        current, history.head, owner, catalog.tables, pending, in_progress=catalog.in_progress
+        current,
+        history.head,
+        owner,
+        catalog.tables,
+        pending,
+        in_progress=catalog.in_progress,
+        totals=catalog.totals,
     )
 
 

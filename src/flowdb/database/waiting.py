@@ -6,12 +6,18 @@ is at head with no migration part way through. A database that cannot become hea
 waiting (a newer flowdb's, another application's, a damaged file) ends the wait at
 once; an unreachable or busy one is retried until the time is up, and then its own
 error ends the wait.
+
+``wait_for_head`` (``flowdb database wait``) gives up after a fixed time. A replica
+(``SchemaWaiter``) waits as long as the migration visibly goes on and gives up only
+after ``FLOWDB_SCHEMA_WAIT_TIMEOUT`` seconds in which nothing moved; each look is a
+``WaitState`` (where the schema is, the migration's phase, rows done and total, an
+estimate of the time left, the lock's holder) that the server logs and answers.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from flowdb.errors import (
@@ -19,10 +25,13 @@ from flowdb.errors import (
     DatabaseUnreachableError,
     FlowdbError,
     MigrationLockTimeoutError,
+    SchemaNotAtHeadError,
     SchemaWaitTimeoutError,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flowdb.database.status import SchemaStatus
     from flowdb.database.target import Database
 
@@ -87,3 +96,247 @@ def _bounded(database: Database, seconds: float) -> Database:
     settings = database.settings.model_copy(update={"migration_lock_timeout": seconds})
     dialect = type(database.dialect)(database.url, settings)
     return replace(database, settings=settings, dialect=dialect)
+
+
+#: Seconds between the waiting replica's log lines.
+LOG_EVERY_SECONDS = 10.0
+#: Longest a single read of the waiter may wait (a busy SQLite file, a slow server).
+_READ_BOUND_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WaitState:
+    """What a replica waiting for the schema saw on its last look, for logs and ``/api/ready``."""
+
+    at_head: bool
+    current: str | None
+    head: str | None
+    pending: int
+    #: The migration lock's holder, described, or ``None`` when nobody holds it.
+    holder: str | None
+    #: The migration part way through: ``(revision, phase, rows done, rows total or None)``.
+    migration: tuple[str, str, int, int | None] | None
+    #: Rows per second over the current phase, once two looks saw rows move.
+    rate: float | None
+    #: Estimated seconds left in the current phase (needs the total and a rate).
+    eta: float | None
+    waited: float
+    #: Seconds since the last sign of life (a holder, or progress that moved).
+    quiet: float
+    #: The last read's error (the database unreachable), or ``""``.
+    error: str = ""
+    #: An index build's ``(phase, done, total)`` where the server reports it (PostgreSQL).
+    index_build: tuple[str, int, int] | None = None
+
+    def line(self) -> str:
+        """One line: where the schema stands, what runs, how far, time left, who holds the lock."""
+        if self.error:
+            waited = f"waited {self.waited:.0f} s"
+            return f"waiting for the schema: cannot read it ({self.error}); {waited}"
+        parts = [
+            f"waiting for the schema: at {self.current or 'base'}, {self.pending} migration(s) "
+            f"behind head {self.head}"
+        ]
+        if self.migration is not None:
+            revision, phase, done, total = self.migration
+            how_far = f"{done:,} of {total:,} rows" if total else f"{done:,} rows done"
+            if total:
+                how_far += f" ({min(done / total, 1.0):.0%})"
+            if self.eta is not None:
+                how_far += f", about {format_seconds(self.eta)} left"
+            parts.append(f"migration {revision} in phase {phase}, {how_far}")
+        if self.index_build is not None:
+            step, done, total = self.index_build
+            share = f" ({done / total:.0%})" if total else ""
+            parts.append(f"index build {step}, {done:,} of {total:,}{share}")
+        if self.holder is not None:
+            parts.append(f"the migration lock is held by {self.holder}")
+        else:
+            parts.append(f"nobody holds the migration lock (quiet for {self.quiet:.0f} s)")
+        return "; ".join(parts) + f"; waited {self.waited:.0f} s"
+
+    def as_json(self) -> dict[str, object]:
+        """The state as JSON for ``/api/ready``'s ``waiting`` member."""
+        migration: dict[str, object] | None = None
+        if self.migration is not None:
+            revision, phase, done, total = self.migration
+            migration = {
+                "revision": revision,
+                "phase": phase,
+                "rows_done": done,
+                "rows_total": total,
+                "rows_per_second": None if self.rate is None else round(self.rate, 1),
+                "seconds_left": None if self.eta is None else round(self.eta),
+            }
+        return {
+            "current": self.current,
+            "head": self.head,
+            "pending": self.pending,
+            "lock_holder": self.holder,
+            "migration": migration,
+            "waited_seconds": round(self.waited, 1),
+            "quiet_seconds": round(self.quiet, 1),
+            "error": self.error or None,
+            "index_build": None
+            if self.index_build is None
+            else dict(zip(("phase", "done", "total"), self.index_build, strict=True)),
+        }
+
+
+def format_seconds(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``2 h 5 min``: a rough duration for estimates."""
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    hours, minutes = divmod(int(seconds / 60), 60)
+    return f"{hours} h {minutes} min"
+
+
+class SchemaWaiter:
+    """Watches a database until it reaches head; gives up only when nothing moves.
+
+    The rule: the wait goes on as long as the migration visibly progresses, that is
+    while someone holds the migration lock, or the version row or a migration's
+    recorded progress (phase, rows done) changed since the last look. It fails once
+    ``timeout`` seconds pass with none of these (or with the database unreachable), so a
+    long upgrade never ends a waiting replica, but a migration job that never came (or
+    died part way) does, after ``FLOWDB_SCHEMA_WAIT_TIMEOUT``.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        timeout: float,
+        *,
+        failure: type[FlowdbError] = SchemaNotAtHeadError,
+        hint: str = "run 'flowdb database upgrade -y', set FLOWDB_MIGRATE_ON_START=true, or "
+        "raise FLOWDB_SCHEMA_WAIT_TIMEOUT",
+    ) -> None:
+        self.database = _bounded(database, _READ_BOUND_SECONDS)
+        self.timeout = timeout
+        self.failure = failure
+        self.hint = hint
+        self.started = time.monotonic()
+        self.last_activity = self.started
+        self._signature: object = None
+        #: (revision, phase, when first seen, rows then) for the rate.
+        self._phase_start: tuple[str, str, float, int] | None = None
+        self._last_error: FlowdbError | None = None
+        self._last_status: SchemaStatus | None = None
+
+    def observe(self) -> WaitState:
+        """Look once: read the status and the lock's holder, note any sign of life."""
+        now = time.monotonic()
+        try:
+            status = self.database.status()
+            status.require_known(self.database)
+            holder = None if status.at_head else self.database.migration_running()
+        except _RETRIED as error:
+            self._last_error = error
+            return WaitState(
+                False, None, None, 0, None, None, None, None, now - self.started,
+                now - self.last_activity, str(error),
+            )  # fmt: skip
+        self._last_error = None
+        self._last_status = status
+        signature = (status.current, status.in_progress)
+        if holder is not None or signature != self._signature:
+            self.last_activity = now
+        self._signature = signature
+        migration = _migration(status, self.database)
+        rate = eta = None
+        if migration is None:
+            self._phase_start = None
+        else:
+            revision, phase, done, total = migration
+            start = self._phase_start
+            if start is None or start[:2] != (revision, phase):
+                self._phase_start = (revision, phase, now, done)
+            elif now > start[2] and done > start[3]:
+                rate = (done - start[3]) / (now - start[2])
+                if total:
+                    eta = max(total - done, 0) / rate
+        index_build = None
+        if migration is not None and migration[1].startswith("index "):
+            try:
+                with self.database.errors():
+                    index_build = self.database.dialect.index_build_progress()
+            except FlowdbError:
+                index_build = None  # only a detail of the report
+        return WaitState(
+            index_build=index_build,
+            at_head=status.at_head and not status.in_progress,
+            current=status.current,
+            head=status.head,
+            pending=status.pending,
+            holder=None if holder is None else holder.describe(),
+            migration=migration,
+            rate=rate,
+            eta=eta,
+            waited=now - self.started,
+            quiet=now - self.last_activity,
+        )
+
+    def give_up(self, state: WaitState) -> FlowdbError | None:
+        """The error that ends the wait, once ``timeout`` seconds passed with no sign of life."""
+        if state.at_head or state.quiet < self.timeout:
+            return None
+        if self._last_error is not None:
+            return type(self._last_error)(
+                f"Gave up waiting after {state.quiet:g} s for the schema of "
+                f"{self.database.describe()}: {self._last_error}"
+            )
+        where = self.database.describe()
+        status = self._last_status
+        assert status is not None
+        return self.failure(
+            f"{where[:1].upper()}{where[1:]} is at {status.current or 'base'}, "
+            f"{status.pending} migration(s) behind head {status.head}, and no migration ran "
+            f"or progressed for {self.timeout:g} s; {_hint(self.database, status, self.hint)}."
+        )
+
+    def wait(
+        self, report: Callable[[WaitState], None] | None = None, *, poll: float = POLL_SECONDS
+    ) -> WaitState:
+        """Look every ``poll`` s until head (returned) or :meth:`give_up` (raised).
+
+        ``report`` gets each state (the server keeps the last one for ``/api/ready``).
+        """
+        while True:
+            state = self.observe()
+            if report is not None:
+                report(state)
+            if state.at_head:
+                return state
+            failure = self.give_up(state)
+            if failure is not None:
+                raise failure
+            time.sleep(poll)
+
+
+def _migration(status: SchemaStatus, database: Database) -> tuple[str, str, int, int | None] | None:
+    """The migration part way through, with its total when its progress row records one."""
+    from flowdb.database.partway import part_way
+
+    stuck = part_way(status, database.history)
+    if stuck is None:
+        return None
+    totals = dict(status.totals)
+    return (stuck.revision, stuck.phase, stuck.rows, totals.get(stuck.revision))
+
+
+def first_look(database: Database) -> bool:
+    """Whether the database is at head; raise when waiting cannot help.
+
+    A database another application or a newer flowdb owns fails at once, and so does
+    one behind head when ``FLOWDB_SCHEMA_WAIT_TIMEOUT`` is 0. Otherwise a replica that
+    does not migrate starts listening and waits (``SchemaWaiter``).
+    """
+    status = database.status()
+    status.require_known(database)
+    if status.at_head and not status.in_progress:
+        return True
+    if database.settings.schema_wait_timeout <= 0:
+        SchemaWaiter(database, 0).wait()
+    return False

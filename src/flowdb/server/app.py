@@ -3,7 +3,8 @@
 On start-up every worker calls ``ensure_schema()``: with ``FLOWDB_MIGRATE_ON_START``
 on, it upgrades the database under the cross-process migration lock (one worker of
 one replica does the work, the rest wait and find it at head); with it off, a
-database that is not at head stops the worker. At head it costs one query. The check
+database behind head does not stop the worker: it listens at once and waits for the
+migration job (``schema_wait``). At head it costs one query. The check
 runs in ``_SchemaGate``, before the app's own lifespan, so that a failure reaches
 uvicorn as one line instead of a traceback.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
@@ -23,7 +23,9 @@ from flowdb.database.target import Database
 from flowdb.errors import FlowdbError, one_line_message
 from flowdb.server import edges, failures, http, openapi, retention
 from flowdb.server.engine import ServerDatabase
+from flowdb.server.readiness import ReadinessCache
 from flowdb.server.routes.common import UNAVAILABLE
+from flowdb.server.schema_wait import SchemaWait
 from flowdb.settings import Settings
 
 
@@ -32,35 +34,52 @@ class _SchemaGate:
 
     A ``FlowdbError`` is answered with ``lifespan.startup.failed`` carrying the one-line
     message; uvicorn logs it and stops the worker. (Raised inside the app's lifespan,
-    it would be logged with a full traceback.)
+    it would be logged with a full traceback.) With ``FLOWDB_MIGRATE_ON_START`` off and
+    the schema behind head, the app starts anyway and waits in a thread
+    (``schema_wait.SchemaWait``), answering 503 with the wait's state until head.
     """
 
     def __init__(self, app: ASGIApp, database: Database) -> None:
         self.app = app
         self.database = database
+        self.wait: SchemaWait | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        wait = self.wait
+        waiting = wait is not None and scope["type"] == "http" and not wait.ready
+        if waiting and wait is not None and await wait.answer(scope, receive, send):
+            return
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
         from anyio import to_thread
 
-        from flowdb.database.interface import ensure_schema
-
         startup = await receive()
         try:
-            migrate = self.database.settings.migrate_on_start
-            await to_thread.run_sync(partial(ensure_schema, self.database, migrate=migrate))
+            await to_thread.run_sync(self._check)
         except FlowdbError as error:
             message = f"Error: {one_line_message(error)}"
             await send({"type": "lifespan.startup.failed", "message": message})
             return
+        if self.wait is not None:
+            self.wait.start()
         pending: list[Message] = [startup]
 
         async def replay_startup() -> Message:
             return pending.pop() if pending else await receive()
 
         await self.app(scope, replay_startup, send)
+
+    def _check(self) -> None:
+        """Upgrade (migrate on start), or look once and, behind head, prepare the wait."""
+        from flowdb.database.interface import ensure_schema
+        from flowdb.database.waiting import first_look
+
+        if self.database.settings.migrate_on_start:
+            ensure_schema(self.database, migrate=True)
+        elif not first_look(self.database):
+            self.wait = SchemaWait(self.database)
+            self.wait.prime()
 
 
 @asynccontextmanager
@@ -97,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = ServerDatabase(database)
+    app.state.readiness = ReadinessCache()
     app.include_router(service.router, prefix="/api")
     for module in (admin, flows, flow_runs, task_runs, logs):
         app.include_router(module.router, prefix="/api", responses=UNAVAILABLE)

@@ -13,17 +13,39 @@ an upgrade, an outage made by the probe itself. So a replica is ready when:
 
 Otherwise the answer says why, and what to run: for a migration left part way through,
 the commands that finish or undo it (``partway``), never ``reset``.
+
+Judging reads the catalog and every table's columns: far too much for a probe polled
+every few seconds by every load balancer. ``ReadinessCache`` keeps the last verdict and
+judges again only when the version row changed (one small query on the server's own
+pool, made at most every ``KEY_EVERY_SECONDS``; behind head the lock's holder too) or
+the verdict is older than ``RECHECK_SECONDS`` (``NOT_READY_RECHECK_SECONDS`` for a
+"no", which a starting migration can turn into a "yes").
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flowdb.database import journal
 from flowdb.database.orm_models import Base
 from flowdb.database.partway import part_way
 from flowdb.database.status import SchemaStatus
 from flowdb.database.target import Database
+from flowdb.errors import FlowdbError
+
+if TYPE_CHECKING:
+    from flowdb.server.engine import ServerDatabase
+
+#: Longest a "ready" verdict is reused while the version row stays the same.
+RECHECK_SECONDS = 10.0
+#: Longest a "not ready" verdict is reused while the version row stays the same.
+NOT_READY_RECHECK_SECONDS = 2.0
+#: How often the version row (and, behind head, the lock's holder) is read at most: probes
+#: in between are answered from memory.
+KEY_EVERY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -134,3 +156,87 @@ def missing_columns(database: Database) -> str:
             if column.name not in columns:
                 return f"column {table.name}.{column.name}"
     return ""
+
+
+class ReadinessCache:
+    """The last verdict, reused while what it depends on is unchanged and it is recent.
+
+    At head that is the version row; behind or ahead of it, also the migration lock's
+    holder (a migration starting or ending changes the answer without a new version).
+    """
+
+    def __init__(self) -> None:
+        self._verdict: Verdict | None = None
+        self._key: object = None
+        self._at = 0.0
+        self._key_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def verdict(self, server: ServerDatabase) -> Verdict:
+        """The cached verdict, or a new one (``judge`` in a thread) when it may be stale."""
+        from anyio import to_thread
+
+        cached = self._verdict
+        recent = time.monotonic() - self._key_at < KEY_EVERY_SECONDS
+        if cached is not None and recent and self._fresh(self._key):
+            return cached
+        with_holder = cached is not None and not _plainly_at_head(cached)
+        key = await _key(server, with_holder=with_holder)
+        if self._fresh(key):
+            assert self._verdict is not None
+            self._key_at = time.monotonic()
+            return self._verdict
+        async with self._lock:  # one judgement at a time; the others reuse it
+            if self._verdict is not cached and self._fresh(key):
+                assert self._verdict is not None
+                return self._verdict
+            self._verdict = None
+            key = await _key(server, with_holder=True)
+            verdict = await to_thread.run_sync(judge, server.database)
+            if _plainly_at_head(verdict) and isinstance(key, tuple):
+                key = key[0]
+            self._verdict, self._key, self._at = verdict, key, time.monotonic()
+            self._key_at = self._at
+            return verdict
+
+    def forget(self) -> None:
+        """Judge again at the next probe (this server changed the schema itself)."""
+        self._verdict = None
+
+    def _fresh(self, key: object) -> bool:
+        if self._verdict is None or key is None or key != self._key:
+            return False
+        limit = RECHECK_SECONDS if self._verdict.ready else NOT_READY_RECHECK_SECONDS
+        return time.monotonic() - self._at < limit
+
+
+def _plainly_at_head(verdict: Verdict) -> bool:
+    """Ready at head: nothing but the version row (or time) changes that."""
+    return verdict.ready and verdict.current == verdict.head
+
+
+async def _key(server: ServerDatabase, *, with_holder: bool) -> object:
+    """What the verdict depends on, read cheaply; ``None`` when unreadable (judge again)."""
+    from anyio import to_thread
+
+    versions = await _version_key(server)
+    if versions is None or not with_holder:
+        return versions
+    try:
+        holder = await to_thread.run_sync(server.database.migration_running)
+    except FlowdbError:
+        return None
+    return (versions, None if holder is None else holder.describe())
+
+
+async def _version_key(server: ServerDatabase) -> object:
+    """The version rows as they are now, or ``None`` when they cannot be read (judge again)."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        async with server.session() as session:
+            rows = await session.execute(sa.text("SELECT version_num FROM alembic_version"))
+            return tuple(sorted(str(row[0]) for row in rows))
+    except (SQLAlchemyError, OSError):
+        return None

@@ -36,6 +36,8 @@ class Catalog:
     versions: list[str] | None
     tables: frozenset[str]
     in_progress: tuple[tuple[str, str, int], ...] = ()
+    #: Each progress row's ``rows_total`` where its table has that column and it is set.
+    totals: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def read_rows(cls, connection: Connection, tables: frozenset[str]) -> Catalog:
@@ -49,13 +51,34 @@ class Catalog:
         from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
 
         in_progress: tuple[tuple[str, str, int], ...] = ()
+        totals: tuple[tuple[str, int], ...] = ()
         if PROGRESS_TABLE in tables:
-            query = sa.text(f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}")
-            in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
-        if VERSION_TABLE not in tables:
-            return cls(versions=None, tables=tables, in_progress=in_progress)
-        rows = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))
-        return cls(versions=list(rows.scalars()), tables=tables, in_progress=in_progress)
+            # ``*``: a table an older flowdb created has no ``rows_total``.
+            result = connection.execute(sa.text(f"SELECT * FROM {PROGRESS_TABLE}"))
+            in_progress, totals = progress_rows(list(result.keys()), list(result))
+        versions: list[str] | None = None
+        if VERSION_TABLE in tables:
+            rows = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))
+            versions = list(rows.scalars())
+        return cls(versions=versions, tables=tables, in_progress=in_progress, totals=totals)
+
+
+def progress_rows(
+    names: list[str], rows: list[Any]
+) -> tuple[tuple[tuple[str, str, int], ...], tuple[tuple[str, int], ...]]:
+    """The progress table's rows as ``(revision, phase, rows done)`` and ``(revision, total)``."""
+    index = {name.lower(): number for number, name in enumerate(names)}
+    in_progress = tuple(
+        (str(row[index["revision"]]), str(row[index["phase"]]), int(row[index["rows_done"]]))
+        for row in rows
+    )
+    at = index.get("rows_total")
+    totals = tuple(
+        (str(row[index["revision"]]), int(row[at]))
+        for row in rows
+        if at is not None and row[at] is not None
+    )
+    return in_progress, totals
 
 
 class Dialect(ABC):
@@ -174,6 +197,14 @@ class Dialect(ABC):
     @abstractmethod
     def migration_lock(self, command: str, waiter: Waiter) -> AbstractContextManager[None]:
         """Hold this database's cross-process migration lock for the block."""
+
+    def index_build_progress(self) -> tuple[str, int, int] | None:
+        """How far an index build in this database got: ``(phase, done, total)``, if known.
+
+        Only where the server reports it (PostgreSQL's ``pg_stat_progress_create_index``);
+        elsewhere ``None``. For the wait's report while a migration builds an index.
+        """
+        return None
 
     @abstractmethod
     def migration_running(self) -> LockHolder | None:

@@ -482,6 +482,27 @@ class PostgresDialect(Dialect):
         finally:
             engine.dispose()
 
+    def index_build_progress(self) -> tuple[str, int, int] | None:
+        """From ``pg_stat_progress_create_index``: blocks while scanning, tuples after."""
+        import sqlalchemy as sa
+
+        query = sa.text(
+            "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total "
+            "FROM pg_stat_progress_create_index WHERE datname = current_database() LIMIT 1"
+        )
+        engine = self.create_sync_engine("flowdb-status", statement_timeout=0)
+        try:
+            with engine.connect() as connection:
+                row = connection.execute(query).first()
+        finally:
+            engine.dispose()
+        if row is None:
+            return None
+        phase, blocks_done, blocks_total, tuples_done, tuples_total = row
+        if tuples_total:
+            return (str(phase), int(tuples_done), int(tuples_total))
+        return (str(phase), int(blocks_done or 0), int(blocks_total or 0))
+
     def dump_command(self) -> str | None:
         """``pg_dump`` in its custom format (``pg_restore`` reads it) of this database."""
         name = str(self.url.url.database)

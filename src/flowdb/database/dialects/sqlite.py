@@ -30,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flowdb.database.dialects.base import READS_ONLY, Catalog, Dialect
+from flowdb.database.dialects.base import READS_ONLY, Catalog, Dialect, progress_rows
 from flowdb.database.status import PROGRESS_TABLE
 from flowdb.database.status import VERSION_TABLE as _VERSION_TABLE
 from flowdb.errors import (
@@ -236,14 +236,16 @@ class SqliteDialect(Dialect):
                 )
             )
             in_progress: tuple[tuple[str, str, int], ...] = ()
+            totals: tuple[tuple[str, int], ...] = ()
             if PROGRESS_TABLE in tables:
-                query = f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}"
-                in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
-            if _VERSION_TABLE not in tables:
-                return Catalog(versions=None, tables=tables, in_progress=in_progress)
-            rows = connection.execute(f"SELECT version_num FROM {_VERSION_TABLE}")
-            versions = [row[0] for row in rows]
-            return Catalog(versions=versions, tables=tables, in_progress=in_progress)
+                cursor = connection.execute(f"SELECT * FROM {PROGRESS_TABLE}")
+                names = [column[0] for column in cursor.description]
+                in_progress, totals = progress_rows(names, cursor.fetchall())
+            versions: list[str] | None = None
+            if _VERSION_TABLE in tables:
+                rows = connection.execute(f"SELECT version_num FROM {_VERSION_TABLE}")
+                versions = [row[0] for row in rows]
+            return Catalog(versions=versions, tables=tables, in_progress=in_progress, totals=totals)
         finally:
             connection.close()
 

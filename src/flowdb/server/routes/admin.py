@@ -50,21 +50,23 @@ async def clear(database: Database) -> AdminResult:
 
 
 @router.post("/drop")
-async def drop(database: Database) -> AdminResult:
+async def drop(database: Database, request: Request) -> AdminResult:
     """Drop every flowdb table; the server is not ready until ``create`` runs."""
     from flowdb.database.maintenance import drop_database
 
+    request.app.state.readiness.forget()
     await database.dispose()
     await to_thread.run_sync(drop_database, database.database)
     return await _result(database, "drop")
 
 
 @router.post("/create")
-async def create(database: Database) -> AdminResult:
+async def create(database: Database, request: Request) -> AdminResult:
     """Upgrade the database to head (creating every table on an empty database)."""
     from flowdb.database.interface import ensure_schema
 
     await to_thread.run_sync(ensure_schema, database.database)
+    request.app.state.readiness.forget()
     return await _result(database, "create")
 
 

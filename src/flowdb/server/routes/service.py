@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from anyio import to_thread
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from flowdb import __version__
 from flowdb.errors import FlowdbError
-from flowdb.server.readiness import judge
+from flowdb.server.readiness import ReadinessCache
 from flowdb.server.routes.common import UNAVAILABLE, Database
 from flowdb.server.schemas import ErrorBody, Health, Readiness, VersionInfo
 
@@ -24,14 +24,16 @@ async def health() -> Health:
     "/ready",
     responses={503: {"model": ErrorBody, "description": "Not ready; the reason is given."}},
 )
-async def ready(database: Database, response: Response) -> Readiness | ErrorBody:
+async def ready(database: Database, request: Request, response: Response) -> Readiness | ErrorBody:
     """The database is reachable and its schema serves this server's code.
 
     That is: at head, or behind it while a migration runs whose new tables and columns
     are already there (``server.readiness``), so replicas stay in service during upgrades.
+    The verdict is cached while the version row is unchanged (``ReadinessCache``).
     """
+    cache: ReadinessCache = request.app.state.readiness
     try:
-        verdict = await to_thread.run_sync(judge, database.database)
+        verdict = await cache.verdict(database)
     except FlowdbError as error:
         response.status_code = 503
         return ErrorBody(detail=str(error))
