@@ -368,11 +368,14 @@ class MysqlDialect(Dialect):
     # --- errors -----------------------------------------------------------------------------
 
     def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
-        """Connection failures, unknown databases, permissions, timeouts, full disks."""
+        """Connection failures, unknown databases, permissions, timeouts, full disks.
+
+        Matched on the server's (or the client library's, 2000-2999) error number, which
+        every error of PyMySQL and aiomysql carries; ``text`` is only quoted.
+        """
         code = _error_code(exc)
         where = self.url.redacted()
-        lowered = text.lower()
-        if code in (1045, 1044, 1049, 2003, 2005, 2006, 2013) or "can't connect" in lowered:
+        if code in (1045, 1044, 1049, 2003, 2005, 2006, 2013):
             reason = {
                 1045: "access denied: wrong user or password",
                 1044: "access denied to the database for this user",
@@ -383,7 +386,7 @@ class MysqlDialect(Dialect):
                 "server is running and that FLOWDB_DATABASE_URL names the right host, port, "
                 "user, password and database."
             )
-        if code in (1205, 3572) or "lock wait timeout" in lowered:
+        if code in (1205, 3572):
             return DatabaseBusyError(
                 f"A table of {where} stayed locked by another session ({text}); find it in "
                 "SHOW PROCESSLIST, let it finish, and run the command again."
@@ -397,7 +400,7 @@ class MysqlDialect(Dialect):
                 f"The database user may not do this on {where} ({text}); connect as a user "
                 "that may read, create and alter flowdb's tables."
             )
-        if code in (1021, 1114, 3) or "disk full" in lowered:
+        if code in (1021, 1114, 3):
             return DiskFullError(
                 f"The server of {where} ran out of disk space ({text}); free space on the "
                 "server and run the command again."

@@ -102,8 +102,21 @@ CONNECT_TIMEOUT_SECONDS = 10
 _APPLICATION_PREFIX = "flowdb-lock"
 #: How long one read of the catalog waits for a table lock before asking who holds it.
 _READ_LOCK_TIMEOUT_MS = 500
-#: SQLSTATE of a relation that does not exist (``undefined_table``).
-_UNDEFINED_TABLE = "42P01"
+#: SQLSTATEs (PostgreSQL's errcodes.txt) flowdb recognises, whatever ``lc_messages`` is.
+_UNDEFINED_TABLE = "42P01"  # undefined_table
+_QUERY_CANCELED = "57014"  # query_canceled: statement_timeout ran out
+_LOCK_NOT_AVAILABLE = "55P03"  # lock_not_available: lock_timeout ran out
+_INVALID_SCHEMA_NAME = "3F000"  # invalid_schema_name: no schema of search_path exists
+_READ_ONLY_TRANSACTION = "25006"  # read_only_sql_transaction: a standby
+_INSUFFICIENT_PRIVILEGE = "42501"  # insufficient_privilege: permission denied, not owner
+_DISK_FULL = "53100"  # disk_full: no space left, could not extend a file
+#: Classes and codes that mean the server cannot be reached or the session is gone:
+#: connection_exception (08), invalid_authorization_specification (28), and
+_UNREACHABLE_CLASSES = frozenset({"08", "28"})
+#: invalid_catalog_name (3D000, no such database), admin_shutdown (57P01),
+#: crash_shutdown (57P02), cannot_connect_now (57P03), database_dropped (57P04),
+#: idle_session_timeout (57P05), too_many_connections (53300).
+_UNREACHABLE = frozenset({"3D000", "57P01", "57P02", "57P03", "57P04", "57P05", "53300"})
 _SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 #: URL parameters asyncpg understands as they are.
 _ASYNCPG_NATIVE = {"ssl", "timeout", "command_timeout", "statement_cache_size"}
@@ -293,7 +306,7 @@ class PostgresDialect(Dialect):
                         )
                         return _read_catalog_once(connection)
                     except OperationalError as exc:
-                        if "lock timeout" not in str(exc.orig):
+                        if sqlstate(exc) != _LOCK_NOT_AVAILABLE:
                             raise
                         connection.rollback()
                         waiter.still_waiting(
@@ -305,9 +318,11 @@ class PostgresDialect(Dialect):
     def table_vanished(self, exc: BaseException) -> bool:
         """``undefined_table`` (42P01), or a relation dropped while its lock was awaited."""
         source = getattr(exc, "orig", None) or exc
+        # "could not open relation with OID" is an internal error (XX000, shared with
+        # every other one); its text is never translated (elog), so it is matched.
         return (
             super().table_vanished(exc)
-            or getattr(source, "sqlstate", None) == _UNDEFINED_TABLE
+            or sqlstate(exc) == _UNDEFINED_TABLE
             or "could not open relation with OID" in str(source)
         )
 
@@ -503,70 +518,61 @@ class PostgresDialect(Dialect):
     # --- errors -----------------------------------------------------------------------------
 
     def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
-        """Connection failures, permissions, timeouts and a full disk, each in one line."""
-        lowered = text.lower()
+        """Connection failures, permissions, timeouts and a full disk, each in one line.
+
+        Matched on the error's SQLSTATE (``sqlstate``), which stays the same whatever
+        language the server writes its messages in (``lc_messages``); ``text`` is only
+        quoted. Only errors that carry no SQLSTATE fall back to other signals.
+        """
+        code = sqlstate(exc)
         where = self.url.redacted()
-        connection_markers = (
-            "connection refused",
-            "could not connect",
-            "connection failed",
-            "could not translate host name",
-            "name or service not known",
-            "timeout expired",
-            "connection timed out",
-            "no route to host",
-            "password authentication failed",
-            "no password supplied",
-            "server closed the connection",
-            "connection is lost",
-            "terminating connection",
-        )
-        if "unsupported startup parameter" in lowered:
-            return ConfigurationError(
-                f"A pooler in front of {where} refused a startup parameter ({text}); behind "
-                "PgBouncer in transaction pooling set FLOWDB_DATABASE_POOL_MODE=transaction "
-                "(or auto, which detects it); in session pooling, add the parameter to its "
-                "ignore_startup_parameters."
-            )
-        missing_database = 'database "' in lowered and "does not exist" in lowered
-        if missing_database or any(marker in lowered for marker in connection_markers):
-            return DatabaseUnreachableError(
-                f"Cannot connect to the database at {where} ({text}); check that the server is "
-                "running and that FLOWDB_DATABASE_URL names the right host, port, user and "
-                "database."
-            )
-        if "invalid connection option" in lowered or "invalid sslmode" in lowered:
+        if code is None and _libpq_option_error(text):
             return ConfigurationError(
                 f"The database URL {where} has a parameter PostgreSQL does not know ({text}); "
                 "remove it from FLOWDB_DATABASE_URL."
             )
-        if "statement timeout" in lowered:
+        if code is None and _no_sqlstate_connection_error(exc):
+            # PgBouncer's refusals reach the client with no SQLSTATE (libpq keeps it), and
+            # PgBouncer writes its messages in English only: its text is the only signal.
+            if "unsupported startup parameter" in text.lower():
+                return ConfigurationError(
+                    f"A pooler in front of {where} refused a startup parameter ({text}); "
+                    "behind PgBouncer in transaction pooling set "
+                    "FLOWDB_DATABASE_POOL_MODE=transaction (or auto, which detects it); in "
+                    "session pooling, add the parameter to its ignore_startup_parameters."
+                )
+            return _unreachable(where, text)
+        if code is None:
+            return None
+        if code[:2] in _UNREACHABLE_CLASSES or code in _UNREACHABLE:
+            return _unreachable(where, text)
+        if code == _QUERY_CANCELED:
             return MigrationFailedError(
                 f"A statement on {where} ran longer than FLOWDB_MIGRATION_STATEMENT_TIMEOUT "
                 "allows and was cancelled; the migration it belonged to was rolled back. Raise "
                 "the timeout (0 means no limit) and run the command again."
             )
-        if "lock timeout" in lowered:
+        if code == _LOCK_NOT_AVAILABLE:
             return DatabaseBusyError(
                 f"A table of {where} stayed locked by another session ({text}); the step was "
                 "rolled back. Find the session in pg_stat_activity, let it finish, and run the "
                 "command again."
             )
-        if "no schema has been selected to create in" in lowered:
+        if code == _INVALID_SCHEMA_NAME:
             return ConfigurationError(
                 f"No schema of the search_path of {where} exists ({text}); create the schema "
                 "(CREATE SCHEMA ...) or fix the options parameter of FLOWDB_DATABASE_URL."
             )
-        if "read-only transaction" in lowered:
+        if code == _READ_ONLY_TRANSACTION:
             return DatabaseReadOnlyError(
                 f"The database at {where} is read-only ({text}); connect to the primary server."
             )
-        if "permission denied" in lowered or "must be owner" in lowered:
+        if code == _INSUFFICIENT_PRIVILEGE:
             return DatabaseReadOnlyError(
                 f"The database user may not do this on {where} ({text}); connect as a user "
                 "that may read, create and alter flowdb's tables."
             )
-        if "no space left" in lowered or "could not extend file" in lowered:
+        if code == _DISK_FULL:
             return DiskFullError(
                 f"The PostgreSQL server of {where} ran out of disk space ({text}); the step "
                 "was rolled back. Free space on the server and run the command again."
@@ -574,8 +580,8 @@ class PostgresDialect(Dialect):
         return None
 
     def server_timeout_message(self, exc: BaseException, text: str) -> str | None:
-        """A ``statement_timeout`` on the API's engine: FLOWDB_SERVER_QUERY_TIMEOUT ran out."""
-        if "statement timeout" not in text.lower():
+        """A ``statement_timeout`` on the API's engine (57014): FLOWDB_SERVER_QUERY_TIMEOUT."""
+        if sqlstate(exc) != _QUERY_CANCELED:
             return None
         return (
             f"The query ran longer than FLOWDB_SERVER_QUERY_TIMEOUT "
@@ -585,7 +591,7 @@ class PostgresDialect(Dialect):
 
     def is_lock_timeout(self, exc: BaseException) -> bool:
         """SQLSTATE 55P03 (lock_not_available): ``lock_timeout`` ran out."""
-        return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
+        return sqlstate(exc) == _LOCK_NOT_AVAILABLE
 
     def describe_blockers(self, connection: Connection, tables: frozenset[str]) -> str:
         """The oldest other transaction holding a lock on ``tables``: pid, application, age."""
@@ -649,6 +655,53 @@ class PostgresDialect(Dialect):
                 return postgresql_catalogue.catalogue(connection, skip_rows)
         finally:
             engine.dispose()
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a PostgreSQL driver error (SQLAlchemy wraps it in ``orig``), if any.
+
+    psycopg 3 (``Error.sqlstate``, its ``diag``), asyncpg and SQLAlchemy's asyncpg
+    adapter (``sqlstate``), psycopg2 (``pgcode``). Errors raised before the server
+    answered (a refused connection) have none.
+    """
+    source: Any = getattr(exc, "orig", None) or exc
+    code = getattr(source, "sqlstate", None)
+    if code is None:
+        code = getattr(getattr(source, "diag", None), "sqlstate", None)
+    if code is None:
+        code = getattr(source, "pgcode", None)
+    return str(code) if code else None
+
+
+def _no_sqlstate_connection_error(exc: BaseException) -> bool:
+    """A driver's ``OperationalError`` without SQLSTATE: the connection failed or broke.
+
+    psycopg reports a failed connect (refused, unknown host, timeout, a refused password
+    or database: libpq keeps the server's SQLSTATE of a failed start to itself) and a
+    connection lost mid-session this way.
+    """
+    source: Any = getattr(exc, "orig", None) or exc
+    return any(klass.__name__ == "OperationalError" for klass in type(source).__mro__)
+
+
+def _libpq_option_error(text: str) -> bool:
+    """libpq refusing a URL parameter (an unknown option, a bad ``sslmode``) at connect.
+
+    libpq raises these before it talks to any server, with no SQLSTATE and no error
+    class of their own (``ProgrammingError``, ``OperationalError``): its client-side
+    text is the only signal.
+    """
+    lowered = text.lower()
+    return "invalid connection option" in lowered or "invalid sslmode" in lowered
+
+
+def _unreachable(where: str, text: str) -> DatabaseUnreachableError:
+    """The one line for a server that cannot be reached, or refuses the user or database."""
+    return DatabaseUnreachableError(
+        f"Cannot connect to the database at {where} ({text}); check that the server is "
+        "running and that FLOWDB_DATABASE_URL names the right host, port, user and "
+        "database."
+    )
 
 
 def dumps_keeping_floats(document: Any) -> str:

@@ -56,6 +56,15 @@ SERVER_BUSY_TIMEOUT_MS = 30_000
 _READ_POLL_SECONDS = 0.2
 _NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "fuse.sshfs", "9p", "afs"}
 _VERSION_TABLE = "alembic_version"
+#: SQLite's primary result codes (https://www.sqlite.org/rescode.html).
+_SQLITE_CORRUPT = 11
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+_SQLITE_FULL = 13
+_SQLITE_SCHEMA = 17
+#: SQLITE_BUSY (another connection holds the lock) and SQLITE_LOCKED (this one's).
+_SQLITE_BUSY_CODES = frozenset({5, 6})
 #: How long switching a file to WAL mode waits for other connections to let go of it.
 _WAL_SWITCH_WAIT_MS = 2_000
 
@@ -199,17 +208,18 @@ class SqliteDialect(Dialect):
             try:
                 return self._read_catalog_once(path)
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if result_code(exc) not in _SQLITE_BUSY_CODES:
                     raise
                 waiter.still_waiting(self._holder(), other="another connection writing the file")
 
     def table_vanished(self, exc: BaseException) -> bool:
         """``no such table`` from sqlite3 (directly or through SQLAlchemy), or reflection's."""
         source = getattr(exc, "orig", None) or exc
-        text = str(source)
+        # "no such table" has only the generic SQLITE_ERROR code, shared by every bad
+        # statement; SQLite's messages are fixed English text (never translated).
         return super().table_vanished(exc) or (
             isinstance(source, sqlite3.OperationalError)
-            and ("no such table" in text or "database schema has changed" in text)
+            and (result_code(exc) == _SQLITE_SCHEMA or "no such table" in str(source))
         )
 
     def _read_catalog_once(self, path: Path) -> Catalog:
@@ -302,7 +312,7 @@ class SqliteDialect(Dialect):
                 connection.execute("ROLLBACK")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if result_code(exc) not in _SQLITE_BUSY_CODES:
                     raise
             finally:
                 connection.close()
@@ -366,32 +376,36 @@ class SqliteDialect(Dialect):
     # --- errors -----------------------------------------------------------------------------
 
     def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
-        """SQLite's errors about the file: read-only, unopenable, corrupt, locked, full."""
-        lowered = text.lower()
+        """SQLite's errors about the file: read-only, unopenable, corrupt, locked, full.
+
+        Matched on SQLite's primary result code (``sqlite_errorcode``, set by sqlite3 on
+        every error SQLite returned); ``text`` is only quoted.
+        """
+        code = result_code(exc)
         where = str(self.path) if self.path is not None else self.url.redacted()
-        if "readonly database" in lowered or "read-only" in lowered:
+        if code == _SQLITE_READONLY:
             return DatabaseReadOnlyError(
                 f"The SQLite database {where} is read-only; give this user write access to the "
                 "file and its folder, or use another FLOWDB_DATABASE_URL."
             )
-        if "unable to open database file" in lowered:
+        if code == _SQLITE_CANTOPEN:
             return DatabaseReadOnlyError(
                 f"The SQLite database {where} cannot be opened for writing; check that its "
                 "folder exists and is writable by this user."
             )
-        if "file is not a database" in lowered or "malformed" in lowered:
+        if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
             return CorruptDatabaseError(
                 f"{where} is not a SQLite database, or it is damaged ({text}); restore it from "
                 "a backup, move it away so that flowdb creates a new one, or point "
                 "FLOWDB_DATABASE_URL at another file."
             )
-        if "database is locked" in lowered or "database is busy" in lowered:
+        if code in _SQLITE_BUSY_CODES:
             return DatabaseBusyError(
                 f"The SQLite database {where} stayed locked by another connection for "
                 f"{self.settings.migration_lock_timeout:g} s; stop the process writing it "
                 "(a server under load, a sqlite3 shell) or raise FLOWDB_MIGRATION_LOCK_TIMEOUT."
             )
-        if "database or disk is full" in lowered:
+        if code == _SQLITE_FULL:
             return DiskFullError(
                 f"The disk holding the SQLite database {where} is full; free space on it and "
                 "run the command again."
@@ -400,8 +414,7 @@ class SqliteDialect(Dialect):
 
     def server_timeout_message(self, exc: BaseException, text: str) -> str | None:
         """The server's busy timeout ran out while other connections kept the file locked."""
-        lowered = text.lower()
-        if "database is locked" not in lowered and "database is busy" not in lowered:
+        if result_code(exc) not in _SQLITE_BUSY_CODES:
             return None
         return (
             f"The database stayed locked by other writers for {SERVER_BUSY_TIMEOUT_MS // 1000} s "
@@ -438,6 +451,17 @@ class SqliteDialect(Dialect):
 
         assert self.path is not None
         return sqlite_catalogue.catalogue(self.path, skip_rows)
+
+
+def result_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of an error (directly from sqlite3, or in ``orig``).
+
+    ``sqlite_errorcode`` is the extended code (Python 3.11+); its low byte is the
+    primary one. ``None`` for errors SQLite did not return (sqlite3's own misuse errors).
+    """
+    source: Any = getattr(exc, "orig", None) or exc
+    code = getattr(source, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
 
 
 def use_wal(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
