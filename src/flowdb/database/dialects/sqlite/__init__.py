@@ -432,7 +432,7 @@ class SqliteDialect(Dialect):
 
     def run_script(self, statements: list[str]) -> None:
         """One ``BEGIN IMMEDIATE`` transaction on sqlite3 itself: no SQLAlchemy to import."""
-        from flowdb.database.dialects import sqlite_catalogue
+        from flowdb.database.dialects.sqlite import catalogue as sqlite_catalogue
 
         self.check_migratable()
         assert self.path is not None
@@ -440,14 +440,14 @@ class SqliteDialect(Dialect):
 
     def dump_schema(self, exclude: frozenset[str]) -> list[str]:
         """SQLite's own ``CREATE`` text of each table and index, then the rows."""
-        from flowdb.database.dialects import sqlite_catalogue
+        from flowdb.database.dialects.sqlite import catalogue as sqlite_catalogue
 
         assert self.path is not None
         return sqlite_catalogue.dump(self.path, exclude)
 
     def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
         """Tables, constraint clauses (sorted), indexes and rows of the file."""
-        from flowdb.database.dialects import sqlite_catalogue
+        from flowdb.database.dialects.sqlite import catalogue as sqlite_catalogue
 
         assert self.path is not None
         return sqlite_catalogue.catalogue(self.path, skip_rows)

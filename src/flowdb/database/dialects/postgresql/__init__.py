@@ -635,7 +635,7 @@ class PostgresDialect(Dialect):
         """``pg_dump`` of the current schema, made schema-neutral."""
         import sqlalchemy as sa
 
-        from flowdb.database.dialects import postgresql_catalogue
+        from flowdb.database.dialects.postgresql import catalogue as postgresql_catalogue
 
         engine = self.create_sync_engine("flowdb-snapshot", statement_timeout=0)
         try:
@@ -647,7 +647,7 @@ class PostgresDialect(Dialect):
 
     def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
         """Tables, constraints, indexes, enum types, sequences and rows from ``pg_catalog``."""
-        from flowdb.database.dialects import postgresql_catalogue
+        from flowdb.database.dialects.postgresql import catalogue as postgresql_catalogue
 
         engine = self.create_sync_engine("flowdb-catalogue", statement_timeout=0)
         try:

@@ -487,7 +487,7 @@ class MysqlDialect(Dialect):
 
     def dump_schema(self, exclude: frozenset[str]) -> list[str]:
         """The server's own ``CREATE`` text of each table, rerunnable, then the rows."""
-        from flowdb.database.dialects import mysql_catalogue
+        from flowdb.database.dialects.mysql import catalogue as mysql_catalogue
 
         engine = self.create_sync_engine("flowdb-snapshot")
         try:
@@ -498,7 +498,7 @@ class MysqlDialect(Dialect):
 
     def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
         """Tables (columns in order, keys and constraints sorted, options) and rows."""
-        from flowdb.database.dialects import mysql_catalogue
+        from flowdb.database.dialects.mysql import catalogue as mysql_catalogue
 
         engine = self.create_sync_engine("flowdb-catalogue")
         try:
