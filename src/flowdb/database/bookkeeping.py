@@ -26,12 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from flowdb.database import tables
+
 if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
 RUN_TABLE = "flowdb_migration_run"
-PROGRESS_TABLE = "flowdb_migration_progress"
+PROGRESS_TABLE = tables.PROGRESS_TABLE
 VERSION_TABLE = "flowdb_bookkeeping_version"
 #: flowdb's own tables (Alembic's version table aside).
 TABLES = frozenset({RUN_TABLE, PROGRESS_TABLE, VERSION_TABLE})

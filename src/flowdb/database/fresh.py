@@ -45,7 +45,7 @@ SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
 BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE, bookkeeping.VERSION_TABLE})
 REGENERATE = "flowdb database snapshot"
-#: The progress phase of a fresh install that a rerun completes (``Dialect.ddl_commits``).
+#: The progress phase of a fresh install that a rerun completes (``Features.ddl_commits``).
 PHASE = "fresh install"
 _SEPARATOR = ";\n\n"
 
@@ -119,7 +119,7 @@ def why_not_usable(database: Database) -> str:
 def install_statements(database: Database, snapshot: Snapshot, runs: bool = True) -> list[str]:
     """The whole fresh install: the snapshot, the version row and (``runs``) the run record.
 
-    Where every DDL statement commits by itself (``Dialect.ddl_commits``), the install
+    Where every DDL statement commits by itself (``Features.ddl_commits``), the install
     is first marked part way through (``PHASE``) and every ``CREATE`` is ``IF NOT
     EXISTS``, so a rerun completes a killed install; the version row, the run record
     and the mark's removal are the last statements and commit together.
@@ -141,7 +141,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
-    if not database.dialect.ddl_commits:
+    if not database.dialect.features.ddl_commits:
         return statements
     from flowdb.database.bookkeeping import CREATE_PROGRESS
 
@@ -180,7 +180,7 @@ def install(database: Database, snapshot: Snapshot) -> float:
 
     started = time.perf_counter()
     at = journal.now()
-    undone = "was undone" if database.dialect.ddl_commits else "was rolled back"
+    undone = "was undone" if database.dialect.features.ddl_commits else "was rolled back"
     try:
         try:
             with database.errors():
@@ -189,7 +189,7 @@ def install(database: Database, snapshot: Snapshot) -> float:
                 except MigrationLockLostError:
                     raise  # the lock's new holder owns the database now: write nothing more
                 except Exception:
-                    if database.dialect.ddl_commits and not undo(database):
+                    if database.dialect.features.ddl_commits and not undo(database):
                         undone = "stopped part way (the next upgrade completes it)"
                     raise
         except FlowdbError:
@@ -221,7 +221,7 @@ def install(database: Database, snapshot: Snapshot) -> float:
     logger.info(
         "Installed the head schema %s from the snapshot %s (%d revisions, %.2f s)",
         snapshot.head,
-        "statement by statement" if database.dialect.ddl_commits else "in one transaction",
+        "statement by statement" if database.dialect.features.ddl_commits else "in one transaction",
         len(database.history.revisions),
         elapsed,
     )
@@ -248,7 +248,7 @@ def undo(database: Database) -> bool:
 def render(database: Database, snapshot: Snapshot) -> str:
     """The SQL a fresh install runs (for ``--dry-run``), without the run record's rows."""
     body = _SEPARATOR.join(install_statements(database, snapshot, runs=False))
-    if database.dialect.ddl_commits:
+    if database.dialect.features.ddl_commits:
         return (
             f"-- Fresh install of {snapshot.head} from {snapshot.path.name}, statement by "
             "statement (each CREATE commits by itself; a rerun completes an interrupted "

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from flowdb.database import bookkeeping
+from flowdb.database.tables import PROGRESS_TABLE, VERSION_TABLE
 from flowdb.errors import DatabaseNewerThanCodeError, ForeignDatabaseError
 
 if TYPE_CHECKING:
@@ -23,15 +23,14 @@ if TYPE_CHECKING:
     from flowdb.database.history import History
     from flowdb.database.target import Database
 
-VERSION_TABLE = "alembic_version"
-#: flowdb's own table of migrations that are part way through (``migrations/online.py``).
-PROGRESS_TABLE = bookkeeping.PROGRESS_TABLE
 #: The progress phase of a downgrade under way where DDL commits by itself (MySQL).
 DOWNGRADE_PHASE = "downgrade"
 #: The tables whose presence tells a newer flowdb's database from another application's.
 CORE_TABLES = frozenset({"flow", "flow_run"})
 #: The flag that lets reset and stamp act on another application's database.
 TAKE_OVER_FLAG = "--take-over-foreign-database"
+
+__all__ = ["PROGRESS_TABLE", "VERSION_TABLE", "SchemaStatus", "status_from_catalog"]
 
 Owner = Literal["empty", "flowdb", "newer", "foreign"]
 

@@ -71,7 +71,7 @@ def run_migrations_offline() -> None:
         url=url,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        **_common_options(render_as_batch=dialect is not None and dialect.render_as_batch),
+        **_common_options(render_as_batch=dialect is not None and dialect.features.render_as_batch),
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -79,7 +79,7 @@ def run_migrations_offline() -> None:
 
 def _restartable_options(connection: Any) -> dict[str, Any]:
     """Where DDL commits by itself: guarded operations, a record of the migration running."""
-    if not database.dialect.ddl_commits:
+    if not database.dialect.features.ddl_commits:
         return {}
     from flowdb.database.migrations import restartable
 
@@ -118,7 +118,7 @@ def _fenced_options(options: dict[str, Any]) -> dict[str, Any]:
     Where DDL commits by itself the migration's work is done by then; its version row
     commits (the fence keeps everyone else out) and the next migration's start stops.
     """
-    if database.dialect.ddl_commits:
+    if database.dialect.features.ddl_commits:
         return options
     then = options.get("on_version_apply")
 
@@ -157,13 +157,13 @@ def _run_online() -> None:
                 connection=connection,
                 **_fenced_options(
                     {
-                        **_common_options(database.dialect.render_as_batch),
+                        **_common_options(database.dialect.features.render_as_batch),
                         **_restartable_options(connection),
                     }
                 ),
             )
             with context.begin_transaction():
-                if database.dialect.ddl_commits and config.attributes.get("direction") == (
+                if database.dialect.features.ddl_commits and config.attributes.get("direction") == (
                     "downgrade"
                 ):
                     from flowdb.database.migrations import restartable

@@ -21,181 +21,39 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from flowdb.database.dialects.base import READS_ONLY, Catalog, Dialect
-from flowdb.database.status import PROGRESS_TABLE
-from flowdb.errors import (
-    ConfigurationError,
-    CorruptDatabaseError,
-    DatabaseBusyError,
-    DatabaseReadOnlyError,
-    DiskFullError,
-    FlowdbError,
+from flowdb.database.dialects.base import Catalog, Features
+from flowdb.database.dialects.sqlite import catalogue, errors
+from flowdb.database.dialects.sqlite.connecting import (
+    SERVER_BUSY_TIMEOUT_MS,
+    file_path,
+    read_mode,
+    use_wal,
 )
+from flowdb.database.dialects.sqlite.errors import SQLITE_BUSY_CODES, result_code
+from flowdb.database.dialects.sqlite.lock import SqliteLocking
+from flowdb.database.lockinfo import Waiter
+from flowdb.errors import FlowdbError
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from flowdb.database.locking import LockHolder, Waiter
-    from flowdb.database.urls import DatabaseUrl
-    from flowdb.settings import Settings
-
-logger = logging.getLogger("flowdb.migrations.lock")
-
-#: The server's busy timeout: how long an API write waits for another writer.
-SERVER_BUSY_TIMEOUT_MS = 30_000
-_READ_POLL_SECONDS = 0.2
-_NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "fuse.sshfs", "9p", "afs"}
-_VERSION_TABLE = "alembic_version"
-#: SQLite's primary result codes (https://www.sqlite.org/rescode.html).
-_SQLITE_CORRUPT = 11
-_SQLITE_READONLY = 8
-_SQLITE_CANTOPEN = 14
-_SQLITE_NOTADB = 26
-_SQLITE_FULL = 13
-_SQLITE_SCHEMA = 17
-#: SQLITE_BUSY (another connection holds the lock) and SQLITE_LOCKED (this one's).
-_SQLITE_BUSY_CODES = frozenset({5, 6})
-#: How long switching a file to WAL mode waits for other connections to let go of it.
-_WAL_SWITCH_WAIT_MS = 2_000
+__all__ = [
+    "SERVER_BUSY_TIMEOUT_MS",
+    "SqliteDialect",
+    "file_path",
+    "read_mode",
+    "result_code",
+    "use_wal",
+]
 
 
-class SqliteDialect(Dialect):
+class SqliteDialect(SqliteLocking):
     """SQLite files (and, for tests and the server only, memory databases)."""
 
-    name: ClassVar[str] = "sqlite"
-    label: ClassVar[str] = "SQLite"
-    drivers: ClassVar[frozenset[str]] = frozenset({"", "pysqlite", "aiosqlite"})
-    sync_driver: ClassVar[str] = "sqlite+pysqlite"
-    async_driver: ClassVar[str] = "sqlite+aiosqlite"
-    render_as_batch: ClassVar[bool] = True
-    stores_time_zones: ClassVar[bool] = False
-    separate_read_engine: ClassVar[bool] = True
-
-    def __init__(self, url: DatabaseUrl, settings: Settings) -> None:
-        super().__init__(url, settings)
-        self.path = file_path(url)
-
-    # --- identity -----------------------------------------------------------------------
-
-    def location(self) -> str:
-        """The file's absolute path (or the URL of a memory database)."""
-        return str(self.path) if self.path is not None else self.url.redacted()
-
-    @property
-    def lock_identity(self) -> str:
-        """The file's absolute path."""
-        return str(self.path) if self.path is not None else "sqlite-memory"
-
-    def exists(self) -> bool:
-        """Whether the file exists (memory databases always do)."""
-        return self.path is None or self.path.exists()
-
-    def check_migratable(self) -> None:
-        """Refuse memory databases (they vanish with the process); check the folder."""
-        if self.path is None:
-            raise ConfigurationError(
-                f"{self.url.redacted()} is a SQLite memory database, which vanishes when this "
-                "command ends; point FLOWDB_DATABASE_URL at a file, e.g. "
-                "sqlite:////var/lib/flowdb/flowdb.db."
-            )
-        self.prepare_folder()
-
-    def prepare_folder(self) -> None:
-        """Make sure the file's folder exists (creating the default home) and is a folder."""
-        if self.path is None:
-            return
-        folder = self.path.parent
-        by_home = self.settings.database_url is None
-        variable = "FLOWDB_HOME" if by_home else "FLOWDB_DATABASE_URL"
-        if not folder.exists():
-            if folder == self.settings.resolved_home:
-                folder.mkdir(parents=True, exist_ok=True)
-                return
-            raise ConfigurationError(
-                f"The folder {folder} of the SQLite database does not exist; create it or "
-                f"point {variable} at an existing folder."
-            )
-        if not folder.is_dir():
-            raise ConfigurationError(
-                f"{folder} is not a folder, so the SQLite database {self.path.name} cannot "
-                f"live there; point {variable} at a folder."
-            )
-        if self.path.is_dir():
-            raise ConfigurationError(
-                f"{self.path} is a folder, not a SQLite database file; point {variable} at a "
-                "file path."
-            )
-
-    # --- engines ------------------------------------------------------------------------
-
-    def create_sync_engine(self, application_name: str) -> Engine:
-        """pysqlite with flowdb's BEGIN IMMEDIATE and a busy wait bounded by the lock timeout."""
-        from sqlalchemy import create_engine, event
-        from sqlalchemy.pool import NullPool
-
-        self.prepare_folder()
-        engine = create_engine(
-            self.sync_url,
-            poolclass=NullPool,
-            connect_args={"timeout": self.settings.migration_lock_timeout},
-        )
-
-        busy_ms = round(self.settings.migration_lock_timeout * 1000)
-
-        @event.listens_for(engine, "connect")
-        def _take_over_transactions(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None
-
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(connection: Any) -> None:
-            if connection.get_execution_options().get(READS_ONLY):
-                # A WAL reader never waits for the writer; IMMEDIATE would queue behind it.
-                connection.exec_driver_sql("BEGIN")
-                return
-            use_wal(connection.connection.dbapi_connection, busy_ms)
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-
-    def create_async_engine(self, *, write: bool) -> AsyncEngine:
-        """aiosqlite in WAL mode; writes begin IMMEDIATE, reads plain BEGIN."""
-        from sqlalchemy import event
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-        engine = create_async_engine(self.async_url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _server_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # The driver's own transaction handling would defer BEGIN to the first write.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            for pragma in (
-                "PRAGMA journal_mode=WAL",
-                f"PRAGMA busy_timeout={SERVER_BUSY_TIMEOUT_MS}",
-                "PRAGMA foreign_keys=ON",
-                "PRAGMA synchronous=NORMAL",
-            ):
-                cursor.execute(pragma)
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(connection: Any) -> None:
-            connection.exec_driver_sql(begin)
-
-        return engine
-
-    # --- reading without writing ----------------------------------------------------------
+    features: ClassVar[Features] = Features(
+        render_as_batch=True, stores_time_zones=False, separate_read_engine=True
+    )
 
     def read_catalog(self, waiter: Waiter) -> Catalog:
         """Read with sqlite3 directly (no SQLAlchemy); a missing file reads as empty."""
@@ -206,9 +64,9 @@ class SqliteDialect(Dialect):
             return Catalog(versions=None, tables=frozenset())
         while True:
             try:
-                return self._read_catalog_once(path)
+                return catalogue.read_catalog_once(path)
             except sqlite3.OperationalError as exc:
-                if result_code(exc) not in _SQLITE_BUSY_CODES:
+                if result_code(exc) not in SQLITE_BUSY_CODES:
                     raise
                 waiter.still_waiting(self._holder(), other="another connection writing the file")
 
@@ -219,145 +77,8 @@ class SqliteDialect(Dialect):
         # statement; SQLite's messages are fixed English text (never translated).
         return super().table_vanished(exc) or (
             isinstance(source, sqlite3.OperationalError)
-            and (result_code(exc) == _SQLITE_SCHEMA or "no such table" in str(source))
+            and (result_code(exc) == errors.SQLITE_SCHEMA or "no such table" in str(source))
         )
-
-    def _read_catalog_once(self, path: Path) -> Catalog:
-        # A process killed inside a migration leaves a "hot" rollback journal beside the
-        # file; the first reader must roll it back, which a read-only connection cannot
-        # do ("attempt to write a readonly database"). Rolling back restores the last
-        # committed revision, so reading then is both allowed and necessary; mode=rw
-        # never creates a file.
-        hot_journal = path.with_name(f"{path.name}-journal")
-        hot = hot_journal.exists() and hot_journal.stat().st_size > 0
-        mode = "rw" if hot else read_mode(path)
-        connection = sqlite3.connect(
-            f"{path.as_uri()}?mode={mode}", uri=True, timeout=_READ_POLL_SECONDS
-        )
-        try:
-            # One read transaction: the listing and the rows are one snapshot of the file
-            # (a migration's commit waits for it, or, in WAL mode, does not change it).
-            connection.execute("BEGIN")
-            tables = frozenset(
-                row[0]
-                for row in connection.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%'"
-                )
-            )
-            in_progress: tuple[tuple[str, str, int], ...] = ()
-            if PROGRESS_TABLE in tables:
-                query = f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}"
-                in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
-            if _VERSION_TABLE not in tables:
-                return Catalog(versions=None, tables=tables, in_progress=in_progress)
-            rows = connection.execute(f"SELECT version_num FROM {_VERSION_TABLE}")
-            versions = [row[0] for row in rows]
-            return Catalog(versions=versions, tables=tables, in_progress=in_progress)
-        finally:
-            connection.close()
-
-    # --- the migration lock ---------------------------------------------------------------
-
-    @contextmanager
-    def migration_lock(self, command: str, waiter: Waiter) -> Iterator[None]:
-        """A file lock beside the database; its holder described in a JSON file beside it."""
-        from filelock import FileLock, Timeout
-
-        from flowdb.database.locking import me
-
-        self.check_migratable()
-        assert self.path is not None
-        _warn_if_network_filesystem(self.path)
-        lock = FileLock(self._lock_path, thread_local=False)
-        try:
-            while True:
-                try:
-                    lock.acquire(timeout=min(0.5, waiter.remaining()))
-                    break
-                except Timeout:
-                    waiter.still_waiting(self._holder())
-        except PermissionError as exc:
-            raise DatabaseReadOnlyError(
-                f"Cannot create the migration lock file {self._lock_path} ({exc.strerror}); "
-                "give this user write access to the database folder."
-            ) from None
-        try:
-            self._holder_path.write_text(json.dumps(asdict(me(command))), encoding="utf-8")
-            self._wait_until_writable(waiter)
-            yield
-        finally:
-            self._holder_path.unlink(missing_ok=True)
-            lock.release()
-
-    def _wait_until_writable(self, waiter: Waiter) -> None:
-        """Wait, reporting it, while another connection (not a migration) writes the file.
-
-        SQLite's own busy wait is silent; probing the write lock here first lets the wait
-        be reported and bounded like the migration lock's. The migrations themselves keep
-        a busy timeout for the moment between this probe and their first BEGIN.
-        """
-        assert self.path is not None
-        if not self.path.exists():
-            return
-        while True:
-            connection = sqlite3.connect(
-                f"{self.path.as_uri()}?mode=rw",
-                uri=True,
-                timeout=_READ_POLL_SECONDS,
-                isolation_level=None,
-            )
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                connection.execute("ROLLBACK")
-                return
-            except sqlite3.OperationalError as exc:
-                if result_code(exc) not in _SQLITE_BUSY_CODES:
-                    raise
-            finally:
-                connection.close()
-            waiter.what = "the database"
-            waiter.still_waiting(None, other="another connection writing the file")
-
-    @property
-    def _lock_path(self) -> Path:
-        assert self.path is not None
-        return self.path.with_name(self.path.name + ".migration-lock")
-
-    @property
-    def _holder_path(self) -> Path:
-        assert self.path is not None
-        return self.path.with_name(self.path.name + ".migration-lock.json")
-
-    def _holder(self) -> LockHolder | None:
-        from flowdb.database.locking import LockHolder
-
-        if self.path is None:
-            return None
-        try:
-            return LockHolder(**json.loads(self._holder_path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            return None
-
-    def migration_running(self) -> LockHolder | None:
-        """The holder the lock's JSON file names, if that process is alive on this host.
-
-        The file is removed when the lock is released; a holder killed with SIGKILL
-        leaves it behind, but then its process is gone (and the kernel freed the lock).
-        """
-        import os
-        import socket
-
-        holder = self._holder()
-        if holder is None or holder.pid is None or holder.host != socket.gethostname():
-            return holder
-        try:
-            os.kill(holder.pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return holder  # alive, but another user's
-        return holder
 
     # --- maintenance ------------------------------------------------------------------------
 
@@ -374,52 +95,14 @@ class SqliteDialect(Dialect):
         return [f'DELETE FROM "{name}"' for name in tables]
 
     # --- errors -----------------------------------------------------------------------------
-
     def translate_error(self, exc: BaseException, text: str) -> FlowdbError | None:
-        """SQLite's errors about the file: read-only, unopenable, corrupt, locked, full.
-
-        Matched on SQLite's primary result code (``sqlite_errorcode``, set by sqlite3 on
-        every error SQLite returned); ``text`` is only quoted.
-        """
-        code = result_code(exc)
+        """The file read-only, unopenable, corrupt, locked, full: by result code (``errors``)."""
         where = str(self.path) if self.path is not None else self.url.redacted()
-        if code == _SQLITE_READONLY:
-            return DatabaseReadOnlyError(
-                f"The SQLite database {where} is read-only; give this user write access to the "
-                "file and its folder, or use another FLOWDB_DATABASE_URL."
-            )
-        if code == _SQLITE_CANTOPEN:
-            return DatabaseReadOnlyError(
-                f"The SQLite database {where} cannot be opened for writing; check that its "
-                "folder exists and is writable by this user."
-            )
-        if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
-            return CorruptDatabaseError(
-                f"{where} is not a SQLite database, or it is damaged ({text}); restore it from "
-                "a backup, move it away so that flowdb creates a new one, or point "
-                "FLOWDB_DATABASE_URL at another file."
-            )
-        if code in _SQLITE_BUSY_CODES:
-            return DatabaseBusyError(
-                f"The SQLite database {where} stayed locked by another connection for "
-                f"{self.settings.migration_lock_timeout:g} s; stop the process writing it "
-                "(a server under load, a sqlite3 shell) or raise FLOWDB_MIGRATION_LOCK_TIMEOUT."
-            )
-        if code == _SQLITE_FULL:
-            return DiskFullError(
-                f"The disk holding the SQLite database {where} is full; free space on it and "
-                "run the command again."
-            )
-        return None
+        return errors.translate_error(exc, text, where, self.settings.migration_lock_timeout)
 
     def server_timeout_message(self, exc: BaseException, text: str) -> str | None:
         """The server's busy timeout ran out while other connections kept the file locked."""
-        if result_code(exc) not in _SQLITE_BUSY_CODES:
-            return None
-        return (
-            f"The database stayed locked by other writers for {SERVER_BUSY_TIMEOUT_MS // 1000} s "
-            "(the server's SQLite busy timeout); try again."
-        )
+        return errors.server_timeout_message(exc, SERVER_BUSY_TIMEOUT_MS)
 
     # --- SQL for migration helpers ------------------------------------------------------------
 
@@ -432,99 +115,16 @@ class SqliteDialect(Dialect):
 
     def run_script(self, statements: list[str]) -> None:
         """One ``BEGIN IMMEDIATE`` transaction on sqlite3 itself: no SQLAlchemy to import."""
-        from flowdb.database.dialects.sqlite import catalogue as sqlite_catalogue
-
         self.check_migratable()
         assert self.path is not None
-        sqlite_catalogue.run_script(self.path, statements, self.settings.migration_lock_timeout)
+        catalogue.run_script(self.path, statements, self.settings.migration_lock_timeout)
 
     def dump_schema(self, exclude: frozenset[str]) -> list[str]:
         """SQLite's own ``CREATE`` text of each table and index, then the rows."""
-        from flowdb.database.dialects.sqlite import catalogue as sqlite_catalogue
-
         assert self.path is not None
-        return sqlite_catalogue.dump(self.path, exclude)
+        return catalogue.dump(self.path, exclude)
 
     def catalogue(self, skip_rows: frozenset[str]) -> dict[str, Any]:
         """Tables, constraint clauses (sorted), indexes and rows of the file."""
-        from flowdb.database.dialects.sqlite import catalogue as sqlite_catalogue
-
         assert self.path is not None
-        return sqlite_catalogue.catalogue(self.path, skip_rows)
-
-
-def result_code(exc: BaseException) -> int | None:
-    """SQLite's primary result code of an error (directly from sqlite3, or in ``orig``).
-
-    ``sqlite_errorcode`` is the extended code (Python 3.11+); its low byte is the
-    primary one. ``None`` for errors SQLite did not return (sqlite3's own misuse errors).
-    """
-    source: Any = getattr(exc, "orig", None) or exc
-    code = getattr(source, "sqlite_errorcode", None)
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def use_wal(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
-    """Put the database file in WAL mode (it stays so), from the first connection that writes.
-
-    Online migrations depend on it: in the rollback-journal mode a new file starts in,
-    one open reader keeps a migration (or an API write) from committing, and a migration
-    keeps every reader out while it commits; in WAL mode readers and the one writer do
-    not wait for each other. Switching needs the file to itself for a moment: when other
-    connections keep it busy (a file an older flowdb made), it stays as it is this time
-    and the next command tries again. A read-only file is left as it is as well (the
-    write that follows reports it).
-    """
-    mode = connection.execute("PRAGMA journal_mode").fetchone()
-    if mode is not None and str(mode[0]).lower() == "wal":
-        return
-    connection.execute(f"PRAGMA busy_timeout = {min(busy_timeout_ms, _WAL_SWITCH_WAIT_MS)}")
-    try:
-        connection.execute("PRAGMA journal_mode = WAL")
-    except sqlite3.OperationalError as exc:
-        logger.debug("The SQLite database stays in its journal mode for now: %s", exc)
-    finally:
-        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-
-
-def read_mode(path: Path) -> str:
-    """The ``mode`` in which to open ``path`` only to read it: ``rw`` when this user may write.
-
-    A read-only connection to a WAL file cannot remove the ``-wal`` and ``-shm`` files
-    when it closes, and leaves them behind; a read-write connection that only reads
-    changes nothing in the file and, closing last, tidies them away.
-    """
-    import os
-
-    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
-    return "rw" if writable else "ro"
-
-
-def file_path(url: DatabaseUrl) -> Path | None:
-    """The SQLite database file of ``url``, or ``None`` for memory databases."""
-    database = url.database
-    if not database or database == ":memory:" or "mode=memory" in url.text:
-        return None
-    if database.startswith("file:"):
-        database = database[len("file:") :].split("?", 1)[0]
-    return Path(database).expanduser().resolve()
-
-
-def _warn_if_network_filesystem(path: Path) -> None:
-    """Warn once when the SQLite file sits on a network file system, where file locks lie."""
-    try:
-        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return
-    best, fs_type = "", ""
-    for line in mounts:
-        fields = line.split()
-        if len(fields) >= 3 and str(path).startswith(fields[1]) and len(fields[1]) > len(best):
-            best, fs_type = fields[1], fields[2]
-    if fs_type in _NETWORK_FILESYSTEMS:
-        logger.warning(
-            "The SQLite database %s is on a %s network file system, where file locking is "
-            "unreliable; do not share it between hosts (use PostgreSQL for several replicas).",
-            path,
-            fs_type,
-        )
+        return catalogue.catalogue(self.path, skip_rows)
