@@ -31,8 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdb.database import bookkeeping, journal
+from flowdb.database.bookkeeping import CREATE_PROGRESS
+from flowdb.database.dialects.base import first_line
 from flowdb.database.events import StepDone
+from flowdb.database.fingerprints import file_hash, history_hash
 from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
+from flowdb.errors import (
+    FlowdbError,
+    MigrationFailedError,
+    MigrationLockLostError,
+    one_line_message,
+)
 
 if TYPE_CHECKING:
     from flowdb.database.history import History
@@ -63,7 +72,6 @@ class Snapshot:
 
     def fits(self, history: History) -> bool:
         """Whether it was made from exactly this history (same files, same head)."""
-        from flowdb.database.fingerprints import history_hash
 
         return self.head == history.head and self.history_hash == history_hash(history)
 
@@ -124,7 +132,6 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
     EXISTS``, so a rerun completes a killed install; the version row, the run record
     and the mark's removal are the last statements and commit together.
     """
-    from flowdb.database.fingerprints import file_hash
 
     # The snapshot's run record has the newest shape (an older one was upgraded first);
     # its version's CREATE comes with the other DDL, so that where DDL commits by itself
@@ -143,7 +150,6 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
     if not database.dialect.features.ddl_commits:
         return statements
-    from flowdb.database.bookkeeping import CREATE_PROGRESS
 
     forget = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = '{snapshot.head}'"
     mark = (
@@ -170,13 +176,6 @@ def install(database: Database, snapshot: Snapshot) -> float:
     A failure is recorded (in a transaction of its own) and raised; the database stays
     empty. A lost lock is raised alone: the lock's new holder may be at work already.
     """
-    from flowdb.database.dialects.base import first_line
-    from flowdb.errors import (
-        FlowdbError,
-        MigrationFailedError,
-        MigrationLockLostError,
-        one_line_message,
-    )
 
     started = time.perf_counter()
     at = journal.now()
@@ -277,7 +276,6 @@ def write_snapshot(database: Database) -> Path:
 
     ``commands.make_snapshot`` does the replay first; this only dumps and writes.
     """
-    from flowdb.database.fingerprints import history_hash
 
     with database.errors():
         statements = [

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from flowdb.database import commands
+from flowdb.database.alembic_commands import ALEMBIC_LOCK
+from flowdb.database.target import Database
 from flowdb.errors import SchemaNotAtHeadError
 
 if TYPE_CHECKING:
@@ -26,7 +29,6 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     Never downgrades: a database stamped by a newer flowdb (or another application's)
     raises before anything is touched. ``database`` defaults to the configured one.
     """
-    from flowdb.database.target import Database
 
     database = database or Database.from_settings()
     status = database.status()
@@ -44,8 +46,6 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
             hint="run 'flowdb database upgrade -y', set FLOWDB_MIGRATE_ON_START=true, or "
             "raise FLOWDB_SCHEMA_WAIT_TIMEOUT",
         )
-    from flowdb.database import commands
-    from flowdb.database.alembic_commands import ALEMBIC_LOCK
 
     with ALEMBIC_LOCK:
         commands.migrate(database, "upgrade", "head")

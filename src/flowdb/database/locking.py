@@ -27,7 +27,7 @@ from flowdb.database.lockinfo import POLL_SECONDS, LockHolder, me, now_text
 from flowdb.errors import DatabaseBusyError, FlowdbError, MigrationLockTimeoutError
 
 if TYPE_CHECKING:
-    from flowdb.database.target import Database
+    from flowdb.database.handle import DatabaseHandle as Database
 
 logger = logging.getLogger("flowdb.migrations.lock")
 

@@ -20,8 +20,8 @@ from flowdb.errors import DatabaseNewerThanCodeError, ForeignDatabaseError
 
 if TYPE_CHECKING:
     from flowdb.database.dialects.base import Catalog
+    from flowdb.database.handle import DatabaseHandle as Database
     from flowdb.database.history import History
-    from flowdb.database.target import Database
 
 #: The progress phase of a downgrade under way where DDL commits by itself (MySQL).
 DOWNGRADE_PHASE = "downgrade"

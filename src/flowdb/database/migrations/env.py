@@ -25,6 +25,10 @@ from typing import Any
 
 from alembic import context
 
+from flowdb import interrupts
+from flowdb.database.dialects import dialect_class
+from flowdb.database.migrations import restartable
+from flowdb.database.orm_models import Base
 from flowdb.database.schema_check import include_in_comparison
 
 config = context.config
@@ -42,7 +46,6 @@ on_step = config.attributes.get("on_step")
 def _target_metadata() -> Any:
     # Only autogenerate and `check` compare against the models; importing them is
     # the one place migration tooling touches the ORM.
-    from flowdb.database.orm_models import Base
 
     return Base.metadata
 
@@ -63,7 +66,6 @@ def _common_options(render_as_batch: bool) -> dict[str, Any]:
 
 def run_migrations_offline() -> None:
     """Emit the SQL of the requested migrations on the output buffer; touch no database."""
-    from flowdb.database.dialects import dialect_class
 
     url = config.attributes.get("offline_url") or database.dialect.sync_url
     dialect = dialect_class(url.get_backend_name())
@@ -81,7 +83,6 @@ def _restartable_options(connection: Any) -> dict[str, Any]:
     """Where DDL commits by itself: guarded operations, a record of the migration running."""
     if not database.dialect.features.ddl_commits:
         return {}
-    from flowdb.database.migrations import restartable
 
     restartable.install(connection.dialect.name)
 
@@ -106,8 +107,6 @@ def _stop_between_transactions(connection: Any) -> None:
     with every finished step committed.
     """
     import sqlalchemy as sa
-
-    from flowdb import interrupts
 
     sa.event.listen(connection, "begin", lambda _connection: interrupts.check())
 

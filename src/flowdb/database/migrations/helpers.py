@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
-from flowdb.database.dialects import dialect_class
+from flowdb.database.dialects import backends, dialect_class
 from flowdb.database.dialects.base import Dialect
 from flowdb.database.events import Progress
 
@@ -73,7 +73,6 @@ def json_document() -> sa.types.TypeEngine[Any]:
 
 def timestamp() -> sa.types.TypeEngine[Any]:
     """A timezone-aware timestamp column type (MySQL: ``DATETIME(6)``, UTC, microseconds)."""
-    from flowdb.database.dialects import backends
 
     column_type: sa.types.TypeEngine[Any] = sa.DateTime(timezone=True)
     for name in backends():

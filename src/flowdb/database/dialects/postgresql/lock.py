@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from flowdb.database.dialects.base import first_line
 from flowdb.database.dialects.postgresql.connecting import PostgresConnecting
 from flowdb.database.lockinfo import LockHolder, Waiter
+from flowdb.database.locking import POLL_SECONDS, me
 from flowdb.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ class PostgresLocking(PostgresConnecting):
         Behind a transaction pooler: the transaction-level lock of the same key, in a
         transaction held open for the block (``_transaction_lock``).
         """
-
-        from flowdb.database.locking import POLL_SECONDS, me
 
         holder = me(command)
         engine = self.create_sync_engine(
@@ -240,8 +239,6 @@ def _transaction_lock(engine: Engine, waiter: Waiter) -> Iterator[Connection]:
     """
     import sqlalchemy as sa
 
-    from flowdb.database.locking import POLL_SECONDS
-
     try_lock = sa.text("SELECT pg_try_advisory_xact_lock(:key)")
     with engine.connect() as connection:
         key = lock_key(connection)
@@ -270,8 +267,6 @@ def _wait_for_fence(connection: Connection, waiter: Waiter, key: int) -> None:
     holder's next transaction finds the lock gone. Only then is the database read.
     """
     import sqlalchemy as sa
-
-    from flowdb.database.locking import POLL_SECONDS
 
     query = sa.text(
         "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
