@@ -133,6 +133,31 @@ def test_imports_go_one_way_no_cycle_anywhere_in_flowdb() -> None:
     assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+#: What the dialect packages may import of flowdb: the leaves below them, and each other.
+DIALECT_FOUNDATIONS = {
+    "flowdb.errors",
+    "flowdb.redaction",
+    "flowdb.settings",
+    "flowdb.database.lockinfo",
+    "flowdb.database.tables",
+    "flowdb.database.urls",
+}
+
+
+def test_the_dialects_sit_on_the_leaves_only() -> None:
+    graph = import_graph(SOURCE)
+    above = {
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        if name.startswith("flowdb.database.dialects")
+        for target in targets
+        if not target.startswith("flowdb.database.dialects") and target not in DIALECT_FOUNDATIONS
+    }
+    assert above == set()
+    for leaf in ("flowdb.database.lockinfo", "flowdb.database.tables"):
+        assert graph[leaf] == set()
+
+
 def test_the_cycle_check_finds_a_cycle_through_a_function_and_type_checking(
     tmp_path: Path,
 ) -> None:

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowdb.database.dialects.base import first_line
 from flowdb.database.dialects.postgresql.connecting import PostgresConnecting
-from flowdb.database.lockinfo import LockHolder, Waiter
-from flowdb.database.locking import POLL_SECONDS, me
+from flowdb.database.lockinfo import POLL_SECONDS, LockHolder, Waiter, me, now_text
 from flowdb.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -286,8 +285,6 @@ def _wait_for_fence(connection: Connection, waiter: Waiter, key: int) -> None:
 def _holder(connection: Connection, key: int | None = None) -> LockHolder | None:
     """The session holding flowdb's advisory lock (``key``: of the current schema), if any."""
     import sqlalchemy as sa
-
-    from flowdb.database.locking import LockHolder, now_text
 
     key = lock_key(connection) if key is None else key
     row = connection.execute(
