@@ -26,6 +26,7 @@ from flowdb.errors import (
 )
 
 if TYPE_CHECKING:
+    # What this module needs of a target.Database, without importing it (no cycle).
     from flowdb.database.handle import DatabaseHandle as Database
 
 

@@ -27,6 +27,7 @@ from flowdb.database.lockinfo import POLL_SECONDS, LockHolder, me, now_text
 from flowdb.errors import DatabaseBusyError, FlowdbError, MigrationLockTimeoutError
 
 if TYPE_CHECKING:
+    # What this module needs of a target.Database, without importing it (no cycle).
     from flowdb.database.handle import DatabaseHandle as Database
 
 logger = logging.getLogger("flowdb.migrations.lock")

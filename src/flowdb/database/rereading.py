@@ -19,6 +19,7 @@ from flowdb.database.dialects.base import first_line
 from flowdb.errors import DatabaseBusyError
 
 if TYPE_CHECKING:
+    # What this module needs of a target.Database, without importing it (no cycle).
     from flowdb.database.handle import DatabaseHandle as Database
 
 T = TypeVar("T")

@@ -20,6 +20,8 @@ from flowdb.errors import DatabaseNewerThanCodeError, ForeignDatabaseError
 
 if TYPE_CHECKING:
     from flowdb.database.dialects.base import Catalog
+
+    # What this module needs of a target.Database, without importing it (no cycle).
     from flowdb.database.handle import DatabaseHandle as Database
     from flowdb.database.history import History
 
