@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import typing
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +44,156 @@ def dialect_questions(path: Path) -> list[str]:
             if name in DIALECT_QUESTIONS:
                 found.append(f"{path.name}:{node.lineno} ({name})")
     return found
+
+
+def module_name(path: Path, root: Path) -> str:
+    """``flowdb.database.target`` for ``<root>/flowdb/database/target.py`` (packages without
+    ``__init__``)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Which modules of ``package`` each of its modules imports, read with ``ast``.
+
+    Every import counts: at module level, inside functions (lazy ones included) and
+    under ``if TYPE_CHECKING:``. ``from a import b`` is an edge to ``a.b`` when that is
+    a module, else to ``a``. The parent packages an import runs implicitly are not
+    edges (a package's ``__init__`` may re-export its modules).
+    """
+    paths = {module_name(path, package.parent): path for path in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package_name = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                stem = node.module or ""
+                if node.level:
+                    parts = package_name.split(".")
+                    base = parts[: len(parts) - node.level + 1]
+                    stem = ".".join(base + ([node.module] if node.module else []))
+                found = [
+                    f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in paths else stem
+                    for alias in node.names
+                ]
+            else:
+                continue
+            targets |= {target for target in found if target in paths and target != name}
+        graph[name] = targets
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (``a -> b -> a``) in each strongly connected group of ``graph``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = set()
+            while (member := stack.pop()) != node:
+                group.add(member)
+            group.add(node)
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    cycles = []
+    for group in groups:
+        start = min(group)
+        path, node = [start], start
+        while True:  # walk inside the group until a module repeats: that is a cycle
+            node = min(target for target in graph[node] if target in group)
+            if node in path:
+                cycles.append([*path[path.index(node) :], node])
+                break
+            path.append(node)
+    return cycles
+
+
+def test_imports_go_one_way_no_cycle_anywhere_in_flowdb() -> None:
+    cycles = import_cycles(import_graph(SOURCE))
+    assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+#: What the dialect packages may import of flowdb: the leaves below them, and each other.
+DIALECT_FOUNDATIONS = {
+    "flowdb.errors",
+    "flowdb.redaction",
+    "flowdb.settings",
+    "flowdb.database.lockinfo",
+    "flowdb.database.tables",
+    "flowdb.database.urls",
+}
+
+
+def test_the_dialects_sit_on_the_leaves_only() -> None:
+    graph = import_graph(SOURCE)
+    above = {
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        if name.startswith("flowdb.database.dialects")
+        for target in targets
+        if not target.startswith("flowdb.database.dialects") and target not in DIALECT_FOUNDATIONS
+    }
+    assert above == set()
+    for leaf in ("flowdb.database.lockinfo", "flowdb.database.tables"):
+        assert graph[leaf] == set()
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_and_type_checking(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "sample"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from sample import b\n")
+    (package / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import C\n"
+    )
+    (package / "c.py").write_text("from sample.a import f\n")
+    (package / "d.py").write_text("import sample.a\n")
+    graph = import_graph(package)
+    assert graph["sample.d"] == {"sample.a"}
+    assert import_cycles(graph) == [["sample.a", "sample.b", "sample.c", "sample.a"]]
+
+
+def test_annotations_resolve_at_run_time() -> None:
+    from flowdb.database.dialects.base import Catalog, Dialect
+    from flowdb.database.lockinfo import Waiter
+    from flowdb.database.status import SchemaStatus
+    from flowdb.database.target import Database
+
+    assert typing.get_type_hints(Dialect.read_catalog) == {"waiter": Waiter, "return": Catalog}
+    assert typing.get_type_hints(Database.status) == {"return": SchemaStatus}
+
+
+def test_no_module_of_flowdb_is_long_without_a_reason() -> None:
+    """Modules stay small (about 400 lines); a longer one says why at its top."""
+    long = [
+        f"{path.relative_to(SOURCE)}: {lines} lines"
+        for path in python_files(SOURCE)
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 420
+        and "Longer than" not in path.read_text(encoding="utf-8")[:3000]
+    ]
+    assert long == []
 
 
 def test_no_code_outside_the_dialect_modules_asks_which_dialect_it_is_on() -> None:
@@ -87,7 +238,7 @@ def test_an_upgrade_reads_the_settings_and_the_revision_once(
     configured: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flowdb import settings
-    from flowdb.database import urls
+    from flowdb.database import dialects
     from flowdb.database.dialects import backends, dialect_class
 
     calls: Counter[str] = Counter()
@@ -100,7 +251,7 @@ def test_an_upgrade_reads_the_settings_and_the_revision_once(
         return wrapper
 
     monkeypatch.setattr(settings, "get_settings", counted("settings", settings.get_settings))
-    monkeypatch.setattr(urls, "parse_database_url", counted("url", urls.parse_database_url))
+    monkeypatch.setattr(dialects, "parse_database_url", counted("url", dialects.parse_database_url))
     for name in backends():
         dialect = dialect_class(name)
         assert dialect is not None

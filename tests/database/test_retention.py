@@ -123,12 +123,11 @@ def test_an_empty_database_is_refused_and_not_created(sqlite_url: str) -> None:
 
 
 def test_a_second_cleaner_is_refused_while_one_holds_the_cleaner_lock(database_url: str) -> None:
-    from flowdb.database.dialects.retention import cleaner_lock
     from flowdb.database.target import Database
 
     url = _upgraded(database_url)
     ids = seed(url, expired=3)
-    with cleaner_lock(Database.from_url(url)) as held:
+    with Database.from_url(url).dialect.cleaner_lock() as held:
         assert held
         result = flowdb(url, "database", "clean", "--older-than", "7d", "-y")
     assert result.returncode == 6
@@ -245,13 +244,12 @@ def test_a_new_sqlite_file_gives_the_freed_pages_back_after_a_clean(sqlite_url: 
 def test_through_a_transaction_pooler_the_cleaner_lock_holds_and_is_released(
     pgbouncer_url: str,
 ) -> None:
-    from flowdb.database.dialects.retention import cleaner_lock
     from flowdb.database.target import Database
 
     url = _upgraded(pgbouncer_url)
     ids = seed(url, expired=4)
     environment = {"FLOWDB_DATABASE_POOL_MODE": "transaction"}
-    with cleaner_lock(Database.from_url(url)) as held:
+    with Database.from_url(url).dialect.cleaner_lock() as held:
         assert held
         busy = flowdb(url, "database", "clean", "--older-than", "7d", "-y", env=environment)
     assert busy.returncode == 6

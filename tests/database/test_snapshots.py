@@ -248,7 +248,7 @@ def test_a_fresh_install_killed_part_way_leaves_the_database_empty_or_resumable(
 
     status = database.status()
     assert status.current is None
-    if not database.dialect.ddl_commits:
+    if not database.dialect.features.ddl_commits:
         assert table_names(database_url) <= {"flowdb_migration_run", "flowdb_bookkeeping_version"}
         path = sqlite_path(database_url)
         assert path is None or not path.with_name(path.name + "-journal").exists()

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from flowdb.database.dialects import parse_database_url
 from flowdb.database.target import Database
-from flowdb.database.urls import parse_database_url, redact, redact_message
+from flowdb.database.urls import redact, redact_message
 from flowdb.errors import ConfigurationError
 from tests.dbtools import sqlite_path
 

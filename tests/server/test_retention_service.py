@@ -33,7 +33,6 @@ def test_the_service_is_off_by_default(configured: str) -> None:
 def test_the_service_deletes_expired_runs_and_skips_a_round_while_another_cleans(
     configured: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flowdb.database.dialects.retention import cleaner_lock
     from flowdb.database.target import Database
 
     ok(flowdb(configured, "database", "upgrade", "-y"))
@@ -41,7 +40,7 @@ def test_the_service_deletes_expired_runs_and_skips_a_round_while_another_cleans
     monkeypatch.setenv("FLOWDB_RETENTION_DAYS", "7")
     monkeypatch.setenv("FLOWDB_RETENTION_INTERVAL", "1")
     monkeypatch.setenv("FLOWDB_RETENTION_BATCH_SIZE", "5")
-    with cleaner_lock(Database.from_url(configured)) as held:  # another replica cleans
+    with Database.from_url(configured).dialect.cleaner_lock() as held:  # another replica cleans
         assert held
         with TestClient(create_app()) as client:
             service = client.app.state.retention  # type: ignore[attr-defined]

@@ -1,5 +1,7 @@
 """``flowdb database ...``: move the database along its migration history.
 
+Longer than 400 lines: one Typer function per command with its options, in one list.
+
 Each command builds one ``Database`` from the settings and hands it to the database
 layer; commands that change the schema take the migration lock first, then plan, show
 the plan (and what a downgrade destroys), ask, and run it. Commands import the

@@ -18,7 +18,9 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from flowdb.database import commands, planning
+from flowdb.database.authoring import create_revision
 from flowdb.database.history import MIGRATIONS_FOLDER
+from flowdb.database.runner import alembic_config as config_for
 from flowdb.database.target import Database
 
 if TYPE_CHECKING:
@@ -62,7 +64,6 @@ def with_alembic_lock(fn: Callable[P, R]) -> Callable[P, R]:
 
 def alembic_config() -> Config:
     """An Alembic ``Config`` for flowdb's migrations and the configured database."""
-    from flowdb.database.runner import alembic_config as config_for
 
     return config_for(Database.from_settings())
 
@@ -114,7 +115,6 @@ def alembic_revision(message: str | None = None, autogenerate: bool = False, **k
             write the differences as operations, to be reviewed by hand.
         **kwargs: passed through to ``alembic.command.revision`` (e.g. ``rev_id``).
     """
-    from flowdb.database.authoring import create_revision
 
     create_revision(Database.from_settings(), message, autogenerate, **kwargs)
 

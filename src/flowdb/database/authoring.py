@@ -13,6 +13,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowdb.database import history as shipped
+from flowdb.database import runner
+from flowdb.database.history import forget_history, load_history
 from flowdb.errors import (
     BrokenHistoryError,
     DatabaseReadOnlyError,
@@ -35,10 +38,6 @@ def create_revision(
     head) and the differences written as operations, to be reviewed by hand.
     """
     from alembic import command
-
-    from flowdb.database import history as shipped
-    from flowdb.database import runner
-    from flowdb.database.history import forget_history, load_history
 
     if message is not None and (not isinstance(message, str) or not message.strip()):
         raise InvalidRevisionMessageError(

@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE, SELECT_REVISIONS
+from flowdb.database.events import BackupWritten
+from flowdb.database.fresh import BOOKKEEPING
+from flowdb.database.planning import Declined, Plan
 from flowdb.errors import (
     CorruptDatabaseError,
     DatabaseBusyError,
@@ -79,7 +82,6 @@ def before_change(
     if not backups_enabled(database) or is_empty(status):
         return None
     path = take_backup(database, status.current, spare=spare)
-    from flowdb.database.events import BackupWritten
 
     logger.info(
         "Backed up %s to %s before %s",
@@ -93,7 +95,6 @@ def before_change(
 
 def is_empty(status: SchemaStatus) -> bool:
     """Whether there is nothing to keep: no revision and no table but flowdb's bookkeeping."""
-    from flowdb.database.fresh import BOOKKEEPING
 
     return status.current is None and not (status.tables - BOOKKEEPING)
 
@@ -335,8 +336,6 @@ def restore(database: Database, given: Path | None, approve: RestoreApproval) ->
     the backup into the live file with the online backup API. Raises ``Declined``
     when ``approve`` says no.
     """
-    from flowdb.database.commands import Declined
-    from flowdb.database.planning import Plan
 
     path = choose_backup(database, given)
     backup = check_backup(database, path)

@@ -1,8 +1,9 @@
 """flowdb's own tables, defined once, and the steps that bring an older shape up to date.
 
 Every name of a table flowdb keeps beside the schema (Alembic's version table among
-them), its SQL and its ``sa.Table`` is defined here and nowhere else; this module
-imports nothing from flowdb, so every layer (the dialects too) may use it.
+them), its SQL and its ``sa.Table`` is defined here and nowhere else (the two names the
+dialects read first come from the leaf ``tables``); this module imports nothing else
+from flowdb, so every layer (the dialects too) may use it.
 
 flowdb keeps three tables of its own beside the schema the history builds:
 
@@ -30,18 +31,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from flowdb.database import tables
+
 if TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.engine import Connection
 
 RUN_TABLE = "flowdb_migration_run"
-PROGRESS_TABLE = "flowdb_migration_progress"
+PROGRESS_TABLE = tables.PROGRESS_TABLE
 VERSION_TABLE = "flowdb_bookkeeping_version"
 #: flowdb's own tables (Alembic's version table aside).
 TABLES = frozenset({RUN_TABLE, PROGRESS_TABLE, VERSION_TABLE})
 #: Alembic's version table (its default name; ``migrations/env.py`` passes it to Alembic)
 #: and its one column: the revision the database is at.
-ALEMBIC_VERSION_TABLE = "alembic_version"
+ALEMBIC_VERSION_TABLE = tables.VERSION_TABLE
 ALEMBIC_VERSION_COLUMN = "version_num"
 #: The revisions recorded in Alembic's version table (plain SQL, every dialect).
 SELECT_REVISIONS = f"SELECT {ALEMBIC_VERSION_COLUMN} FROM {ALEMBIC_VERSION_TABLE}"

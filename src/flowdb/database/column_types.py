@@ -58,7 +58,7 @@ class Timestamp(sa.TypeDecorator[dt.datetime]):
 def _stores_time_zones(name: str) -> bool:
     """Whether the named dialect keeps a timestamp's zone (else UTC is stored naive)."""
     found = dialect_class(name)
-    return found is None or found.stores_time_zones
+    return found is None or found.features.stores_time_zones
 
 
 #: JSON documents: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.

@@ -1,5 +1,7 @@
 """The migration commands on a ``Database``: lock first, then look, plan, ask, run.
 
+Longer than 400 lines: the commands share their steps under the lock, one sequence.
+
 Every command that writes the schema takes the migration lock before it reads
 anything, so a waiter always names the holder and honours the timeout, and the plan
 it shows is the plan it runs. The steps under the lock:
@@ -23,9 +25,33 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flowdb.database import journal, planning
+from flowdb.database import bookkeeping, fresh, journal, planning
 from flowdb.database.events import Direction
-from flowdb.errors import MigrationInProgressError, MigrationLockLostError
+from flowdb.database.failures import translate
+from flowdb.database.fingerprints import file_hash
+from flowdb.database.fresh import (
+    BOOKKEEPING,
+    resumes,
+    usable_snapshot,
+    why_not_usable,
+    write_snapshot,
+)
+from flowdb.database.impact import check_name_clashes, downgrade_losses
+from flowdb.database.partway import part_way
+from flowdb.database.planning import Declined as Declined  # re-exported for the CLI
+from flowdb.database.preconditions import check_plan
+from flowdb.database.runner import print_sql, run_plan
+from flowdb.database.runner import stamp as run_stamp
+from flowdb.errors import (
+    ChangedRevisionError,
+    DatabaseReadOnlyError,
+    DiskFullError,
+    FlowdbError,
+    ForeignDatabaseError,
+    MigrationInProgressError,
+    MigrationLockLostError,
+    one_line_message,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -65,9 +91,6 @@ def migrate(
     An upgrade refuses a database where an applied revision's file has changed since
     (``ChangedRevisionError``) unless ``accept_changed``, which records the new files.
     """
-    from flowdb.database.impact import check_name_clashes
-    from flowdb.database.preconditions import check_plan
-    from flowdb.database.runner import run_plan
 
     planning.check_name(database.history, revision, allow_range=False)
     database.dialect.check_migratable()
@@ -124,7 +147,6 @@ def check_part_way(database: Database, status: SchemaStatus, direction: Directio
     stopped, would run on a schema the record does not describe: refused, naming the
     commands that resolve it (``partway.PartWay.way_out``).
     """
-    from flowdb.database.partway import part_way
 
     found = part_way(status, database.history)
     if found is None:
@@ -169,7 +191,6 @@ def upgrade_bookkeeping(database: Database, status: SchemaStatus) -> None:
     """
     if journal.RUN_TABLE not in status.tables:
         return
-    from flowdb.database import bookkeeping
 
     engine = database.engine("flowdb-journal")
     try:
@@ -183,7 +204,6 @@ def upgrade_bookkeeping(database: Database, status: SchemaStatus) -> None:
 
 def fresh_snapshot(database: Database, plan: Plan, status: SchemaStatus) -> Snapshot | None:
     """The snapshot that can install ``plan`` at once: an empty database going to head."""
-    from flowdb.database.fresh import resumes, usable_snapshot
 
     starts_empty = _empty(status) or resumes(database, status)
     if plan.direction != "upgrade" or not starts_empty or plan.is_empty:
@@ -199,7 +219,6 @@ def why_replay(database: Database, plan: Plan, status: SchemaStatus) -> str | No
     Said once the plan is approved, just before the replay starts, so a refusal stays
     one line.
     """
-    from flowdb.database.fresh import why_not_usable
 
     if plan.direction != "upgrade" or not _empty(status) or plan.is_empty:
         return None
@@ -227,7 +246,6 @@ def undo_interrupted_install(database: Database, status: SchemaStatus) -> Schema
     It ran on an empty database, so what it built is all its own; the replay that
     follows starts from empty again. Returns the status after.
     """
-    from flowdb.database import fresh
 
     if not fresh.interrupted(status):
         return status
@@ -255,8 +273,6 @@ def check_applied_files(database: Database, status: SchemaStatus, *, accept: boo
 
     With ``accept``, the changed files are recorded as the applied ones (``accept`` rows).
     """
-    from flowdb.database.fingerprints import file_hash
-    from flowdb.errors import ChangedRevisionError
 
     changed = changed_files(database, status)
     if not changed:
@@ -287,8 +303,6 @@ def with_position(database: Database, plan: Plan, exc: Exception) -> FlowdbError
     committed, so "nothing was changed" would be untrue; the line says what committed.
     Other errors (``None``) keep their own words.
     """
-    from flowdb.database.failures import translate
-    from flowdb.errors import DatabaseReadOnlyError, DiskFullError
 
     translated = translate(exc, database)
     if not isinstance(translated, DiskFullError | DatabaseReadOnlyError):
@@ -298,7 +312,6 @@ def with_position(database: Database, plan: Plan, exc: Exception) -> FlowdbError
 
 def stands(database: Database, plan: Plan) -> str:
     """One sentence: how many of ``plan``'s steps committed and where the database is now."""
-    from flowdb.errors import FlowdbError
 
     try:
         status = database.status()
@@ -321,7 +334,6 @@ def stands(database: Database, plan: Plan) -> str:
 
 def record_failure(database: Database, plan: Plan, at: str, elapsed: float, exc: Exception) -> None:
     """Record the step that failed (the one after where the database stayed), apart."""
-    from flowdb.errors import FlowdbError, one_line_message
 
     try:
         reached = database.status().current
@@ -335,7 +347,6 @@ def record_failure(database: Database, plan: Plan, at: str, elapsed: float, exc:
         failed = later[0] if later else failed
     elif reached is not None and reached in [step.id for step in plan.steps]:
         failed = reached
-    from flowdb.database.failures import translate
 
     translated = translate(exc, database) or exc
     run = journal.started(failed, plan.direction, at, elapsed, error=one_line_message(translated))
@@ -350,13 +361,11 @@ def preview(database: Database, direction: Direction, revision: str) -> None:
     (waiting, with a report, for a migration that holds it), and a downgrade's SQL
     starts with comments saying which tables and columns it destroys.
     """
-    from flowdb.database.runner import print_sql
 
     text = planning.check_name(database.history, revision, allow_range=True)
     if planning.is_range(text):
         print_sql(database, planning.plan_range(database.history, direction, text))
         return
-    from flowdb.errors import FlowdbError
 
     try:
         status = database.status()
@@ -389,8 +398,6 @@ def refuse_like_the_run(database: Database, plan: Plan, status: SchemaStatus) ->
     A dry run that printed SQL and exited 0 would promise a run that cannot happen. An
     interrupted fresh install is not a clash: the real run drops it before replaying.
     """
-    from flowdb.database import fresh
-    from flowdb.database.impact import check_name_clashes
 
     if plan.direction == "upgrade" and fresh.interrupted(status):
         return
@@ -399,7 +406,6 @@ def refuse_like_the_run(database: Database, plan: Plan, status: SchemaStatus) ->
 
 def describe_plan(database: Database, plan: Plan, status: SchemaStatus) -> list[str]:
     """Lines that say what ``plan`` does: its span, its steps, and what data it destroys."""
-    from flowdb.database.impact import downgrade_losses
 
     if plan.is_empty:
         return []
@@ -436,7 +442,6 @@ def stamp(
     Returns the revision stamped (``None``: base). ``take_over`` overwrites another
     application's version row.
     """
-    from flowdb.database.runner import stamp as run_stamp
 
     target = planning.resolve(database.history, revision)
     database.dialect.check_migratable()
@@ -458,7 +463,6 @@ def check_stamp_over_part_way(database: Database, status: SchemaStatus, target: 
     The one stamp allowed is the revision the part-way upgrade started from: it puts a
     version row that was moved after the kill back where the schema is.
     """
-    from flowdb.database.partway import part_way
 
     found = part_way(status, database.history)
     if found is None or found.allows_stamp(target):
@@ -472,7 +476,6 @@ def check_stamp_over_part_way(database: Database, status: SchemaStatus, target: 
 
 def record_stamp(database: Database, target: str | None) -> None:
     """Record a stamp: each revision it declares applied, with its file's hash now."""
-    from flowdb.database.fingerprints import file_hash
 
     at = journal.now()
     history = database.history
@@ -488,14 +491,6 @@ def record_stamp(database: Database, target: str | None) -> None:
         engine.dispose()
 
 
-class Declined(Exception):
-    """The user said no to a plan; nothing was changed."""
-
-    def __init__(self, plan: Plan) -> None:
-        super().__init__(f"Declined: {plan.describe()}")
-        self.plan = plan
-
-
 def make_snapshot(database: Database) -> Path:
     """Replay the history on the empty ``database`` and write its dialect's snapshot.
 
@@ -503,8 +498,6 @@ def make_snapshot(database: Database) -> Path:
     left at head. A database with tables of its own is refused: the snapshot must hold
     exactly what the history builds.
     """
-    from flowdb.database.fresh import BOOKKEEPING, write_snapshot
-    from flowdb.errors import ForeignDatabaseError
 
     status = database.status()
     status.require_known(database)

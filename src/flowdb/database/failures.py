@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from flowdb.database.dialects.base import first_line
 from flowdb.errors import (
     BrokenHistoryError,
     ConfigurationError,
@@ -25,7 +26,8 @@ from flowdb.errors import (
 )
 
 if TYPE_CHECKING:
-    from flowdb.database.target import Database
+    # What this module needs of a target.Database, without importing it (no cycle).
+    from flowdb.database.handle import DatabaseHandle as Database
 
 
 def translate(exc: BaseException, database: Database | None = None) -> FlowdbError | None:
@@ -39,7 +41,6 @@ def translate(exc: BaseException, database: Database | None = None) -> FlowdbErr
             f"The revision file {exc.filename} is not valid Python ({exc.msg}, line "
             f"{exc.lineno}); fix or delete that file."
         )
-    from flowdb.database.dialects.base import first_line
 
     text = first_line(exc)
     if database is not None:

@@ -37,7 +37,15 @@ from flowdb.database.bookkeeping import (
     PROGRESS_TABLE,
     RUN_TABLE,
 )
+from flowdb.database.dialects.base import first_line
 from flowdb.database.events import StepDone
+from flowdb.database.fingerprints import file_hash, history_hash
+from flowdb.errors import (
+    FlowdbError,
+    MigrationFailedError,
+    MigrationLockLostError,
+    one_line_message,
+)
 
 if TYPE_CHECKING:
     from flowdb.database.history import History
@@ -66,7 +74,6 @@ class Snapshot:
 
     def fits(self, history: History) -> bool:
         """Whether it was made from exactly this history (same files, same head)."""
-        from flowdb.database.fingerprints import history_hash
 
         return self.head == history.head and self.history_hash == history_hash(history)
 
@@ -122,12 +129,11 @@ def why_not_usable(database: Database) -> str:
 def install_statements(database: Database, snapshot: Snapshot, runs: bool = True) -> list[str]:
     """The whole fresh install: the snapshot, the version row and (``runs``) the run record.
 
-    Where every DDL statement commits by itself (``Dialect.ddl_commits``), the install
+    Where every DDL statement commits by itself (``Features.ddl_commits``), the install
     is first marked part way through (``FRESH_INSTALL_PHASE``) and every ``CREATE`` is ``IF NOT
     EXISTS``, so a rerun completes a killed install; the version row, the run record
     and the mark's removal are the last statements and commit together.
     """
-    from flowdb.database.fingerprints import file_hash
 
     # The snapshot's run record has the newest shape (an older one was upgraded first);
     # its version's CREATE comes with the other DDL, so that where DDL commits by itself
@@ -144,7 +150,7 @@ def install_statements(database: Database, snapshot: Snapshot, runs: bool = True
             for r in database.history.revisions
         ]
         statements.append(journal.insert_sql(rows, database.dialect.current_user_sql()))
-    if not database.dialect.ddl_commits:
+    if not database.dialect.features.ddl_commits:
         return statements
     forget = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = '{snapshot.head}'"
     mark = (
@@ -182,17 +188,10 @@ def install(database: Database, snapshot: Snapshot) -> float:
     A failure is recorded (in a transaction of its own) and raised; the database stays
     empty. A lost lock is raised alone: the lock's new holder may be at work already.
     """
-    from flowdb.database.dialects.base import first_line
-    from flowdb.errors import (
-        FlowdbError,
-        MigrationFailedError,
-        MigrationLockLostError,
-        one_line_message,
-    )
 
     started = time.perf_counter()
     at = journal.now()
-    undone = "was undone" if database.dialect.ddl_commits else "was rolled back"
+    undone = "was undone" if database.dialect.features.ddl_commits else "was rolled back"
     try:
         try:
             with database.errors():
@@ -201,7 +200,7 @@ def install(database: Database, snapshot: Snapshot) -> float:
                 except MigrationLockLostError:
                     raise  # the lock's new holder owns the database now: write nothing more
                 except Exception:
-                    if database.dialect.ddl_commits and not undo(database):
+                    if database.dialect.features.ddl_commits and not undo(database):
                         undone = "stopped part way (the next upgrade completes it)"
                     raise
         except FlowdbError:
@@ -233,7 +232,7 @@ def install(database: Database, snapshot: Snapshot) -> float:
     logger.info(
         "Installed the head schema %s from the snapshot %s (%d revisions, %.2f s)",
         snapshot.head,
-        "statement by statement" if database.dialect.ddl_commits else "in one transaction",
+        "statement by statement" if database.dialect.features.ddl_commits else "in one transaction",
         len(database.history.revisions),
         elapsed,
     )
@@ -260,7 +259,7 @@ def undo(database: Database) -> bool:
 def render(database: Database, snapshot: Snapshot) -> str:
     """The SQL a fresh install runs (for ``--dry-run``), without the run record's rows."""
     body = _SEPARATOR.join(install_statements(database, snapshot, runs=False))
-    if database.dialect.ddl_commits:
+    if database.dialect.features.ddl_commits:
         return (
             f"-- Fresh install of {snapshot.head} from {snapshot.path.name}, statement by "
             "statement (each CREATE commits by itself; a rerun completes an interrupted "
@@ -289,7 +288,6 @@ def write_snapshot(database: Database) -> Path:
 
     ``commands.make_snapshot`` does the replay first; this only dumps and writes.
     """
-    from flowdb.database.fingerprints import history_hash
 
     with database.errors():
         statements = [

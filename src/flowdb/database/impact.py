@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from flowdb.database.dialects.base import READS_ONLY
 from flowdb.database.moves import move_of
+from flowdb.database.runner import render_sql
 from flowdb.errors import ForeignDatabaseError
 
 if TYPE_CHECKING:
@@ -76,8 +78,6 @@ def downgrade_losses(database: Database, plan: Plan, status: SchemaStatus) -> li
     """The tables and columns ``plan`` drops that hold data now, with their counts."""
     from sqlalchemy.engine import make_url
 
-    from flowdb.database.runner import render_sql
-
     if plan.direction != "downgrade" or plan.is_empty:
         return []
     buffer = io.StringIO()
@@ -132,8 +132,6 @@ def _measure(
     database: Database, drops: list[tuple[str, str, str | None]], existing: frozenset[str]
 ) -> list[Loss]:
     import sqlalchemy as sa
-
-    from flowdb.database.dialects.base import READS_ONLY
 
     losses: list[Loss] = []
     seen: set[tuple[str, str | None]] = set()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from flowdb.database import commands
+from flowdb.database.alembic_commands import ALEMBIC_LOCK
+from flowdb.database.target import Database
+
 if TYPE_CHECKING:
     from flowdb.database.status import SchemaStatus
-    from flowdb.database.target import Database
 
 
 def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> SchemaStatus:
@@ -26,7 +29,6 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     Never downgrades: a database stamped by a newer flowdb (or another application's)
     raises before anything is touched. ``database`` defaults to the configured one.
     """
-    from flowdb.database.target import Database
 
     database = database or Database.from_settings()
     status = database.status()
@@ -40,8 +42,6 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
         # goes on, and give up after FLOWDB_SCHEMA_WAIT_TIMEOUT seconds in which nothing moved.
         SchemaWaiter(database, database.settings.schema_wait_timeout).wait()
         return database.status()
-    from flowdb.database import commands
-    from flowdb.database.alembic_commands import ALEMBIC_LOCK
 
     with ALEMBIC_LOCK:
         commands.migrate(database, "upgrade", "head")

@@ -30,6 +30,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowdb.database import journal, planning
+from flowdb.database.commands import (
+    check_applied_files,
+    check_part_way,
+    record_failure,
+    record_stamp,
+    undo_interrupted_install,
+)
+from flowdb.database.impact import check_name_clashes
+from flowdb.database.preconditions import check_plan
+from flowdb.database.runner import StepReporter, main_options
+from flowdb.database.target import Database
 from flowdb.errors import (
     FlowdbError,
     SchemaNotAtHeadError,
@@ -86,7 +98,6 @@ format = %(levelname)-5.5s [%(name)s] %(message)s
 
 def ini_text() -> str:
     """The ini Alembic's CLI needs for flowdb's history: the runner's options, plus logging."""
-    from flowdb.database.runner import main_options
 
     options = "\n".join(f"{name} = {value}" for name, value in main_options().items())
     return (
@@ -160,8 +171,6 @@ class PlainRun:
     @classmethod
     def start(cls, config: Config, context: Any) -> PlainRun:
         """Build the run's ``Database`` (ini URL, else settings) and set up logging and steps."""
-        from flowdb.database.runner import StepReporter
-        from flowdb.database.target import Database
 
         if config.config_file_name and "loggers" in config.file_config.sections():
             logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
@@ -193,16 +202,6 @@ class PlainRun:
         Yields whether to run: a read (``current``) of a database that does not exist yet
         is base without creating it (as ``flowdb database current`` reads).
         """
-        from flowdb.database import journal
-        from flowdb.database.commands import (
-            check_applied_files,
-            check_part_way,
-            record_failure,
-            record_stamp,
-            undo_interrupted_install,
-        )
-        from flowdb.database.impact import check_name_clashes
-        from flowdb.database.preconditions import check_plan
 
         if not self.moves:
             with alembic_errors(), self.database.errors():
@@ -256,7 +255,6 @@ class PlainRun:
         )
 
     def _plan(self, current: str | None) -> Plan:
-        from flowdb.database import planning
 
         direction: Direction = "upgrade" if self.command == "upgrade" else "downgrade"
         return planning.plan(self.database.history, direction, current, str(self.revision))

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from flowdb import __version__
 from flowdb.database import bookkeeping
 from flowdb.database.bookkeeping import RUN_TABLE as RUN_TABLE
+from flowdb.database.dialects.base import READS_ONLY
+from flowdb.database.fingerprints import declared, file_hash
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -176,8 +178,6 @@ def read_runs(database: Database, status: SchemaStatus) -> list[dict[str, Any]]:
         return []
     import sqlalchemy as sa
 
-    from flowdb.database.dialects.base import READS_ONLY
-
     table = bookkeeping.run_table()
     engine = database.engine("flowdb-journal")
     try:
@@ -214,7 +214,6 @@ def changed_revisions(
     A difference the history declares (``fingerprints.declared``: an amendment of a
     released file) is not a change.
     """
-    from flowdb.database.fingerprints import declared, file_hash
 
     latest = applied_rows(runs, history, current)
     changed = []

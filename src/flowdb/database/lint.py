@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flowdb.database.planning import Plan
+from flowdb.database.runner import render_sql
 from flowdb.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -170,9 +172,6 @@ def foreign_keys_without_index(revision: str, metadata: MetaData | None = None) 
 def _render(database: Database, revision: Revision) -> str:
     """The revision's upgrade SQL for PostgreSQL, as a dry-run prints it."""
     from sqlalchemy.engine import make_url
-
-    from flowdb.database.planning import Plan
-    from flowdb.database.runner import render_sql
 
     buffer = io.StringIO()
     plan = Plan("upgrade", revision.down_revision, revision.id, (revision,))

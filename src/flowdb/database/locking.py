@@ -15,80 +15,29 @@ so no command ever blocks silently or for longer than the timeout.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flowdb.database.events import LockWait
+from flowdb.database.lockinfo import POLL_SECONDS, LockHolder, me, now_text
 from flowdb.errors import DatabaseBusyError, FlowdbError, MigrationLockTimeoutError
 
 if TYPE_CHECKING:
-    from flowdb.database.target import Database
+    # What this module needs of a target.Database, without importing it (no cycle).
+    from flowdb.database.handle import DatabaseHandle as Database
 
 logger = logging.getLogger("flowdb.migrations.lock")
 
-POLL_SECONDS = 0.1
 REPORT_EVERY_SECONDS = 10.0
 
 _held: dict[str, tuple[int, int]] = {}  # lock identity -> (owning thread id, depth)
 _held_guard = threading.Lock()
 
-
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds the migration lock, as far as a waiter can tell.
-
-    A holder that says who it is (PostgreSQL's ``application_name``, SQLite's holder
-    file) is known by its ``command``, ``pid`` and ``host``. A holder that a waiter knows
-    only as a connection of the database server (MariaDB and MySQL have no
-    ``application_name``: the process list shows a connection id, a client address and
-    an idle time) has ``connection`` (the server's id of it), ``host`` (the client's
-    ``address:port``) and no ``pid``: the server's connection id is not a process id.
-    """
-
-    command: str
-    pid: int | None
-    host: str
-    since: str
-    connection: int | None = None
-
-    @classmethod
-    def server_connection(cls, connection: int, client: str, since: str) -> LockHolder:
-        """A holder known only by its server ``connection`` and ``client`` address.
-
-        Nothing says what program it is, so it is not called a flowdb command.
-        """
-        return cls(command="", pid=None, host=client, since=since, connection=connection)
-
-    def describe(self) -> str:
-        """One phrase for messages: "flowdb upgrade (pid 12 on web-1, since 10:02:03 UTC)".
-
-        A holder known only by its server connection, named neutrally: "server
-        connection 9583 (client 10.0.0.5:54321, last statement 10:02:03 UTC)".
-        """
-        if self.pid is None:
-            return (
-                f"server connection {self.connection} "
-                f"(client {self.host}, last statement {self.since})"
-            )
-        return f"flowdb {self.command} (pid {self.pid} on {self.host}, since {self.since})"
-
-
-def now_text(moment: dt.datetime | None = None) -> str:
-    """A moment (default: now) as UTC text for holder descriptions."""
-    return (moment or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def me(command: str) -> LockHolder:
-    """This process as a lock holder running ``command``."""
-    return LockHolder(command=command, pid=os.getpid(), host=socket.gethostname(), since=now_text())
+__all__ = ["POLL_SECONDS", "LockHolder", "Waiter", "me", "migration_lock", "now_text"]
 
 
 class Waiter:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from flowdb.database import commands
 from flowdb.database.alembic_commands import with_alembic_lock
 from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE
+from flowdb.database.commands import go_ahead
+from flowdb.database.planning import Plan
+from flowdb.database.target import Database
 
 if TYPE_CHECKING:
     from flowdb.database.commands import Approval
@@ -42,8 +46,6 @@ def reset_database(
     One lock around both steps, so no other command migrates in between; the nested
     commands re-enter it.
     """
-    from flowdb.database import commands
-    from flowdb.database.target import Database
 
     database = database or Database.from_settings()
     with database.errors(), database.lock("reset"):
@@ -59,9 +61,6 @@ def drop_database(
     approve: Approval | None = None,
 ) -> None:
     """Drop every flowdb table (and enum type) and leave the database empty, at base."""
-    from flowdb.database.commands import go_ahead
-    from flowdb.database.planning import Plan
-    from flowdb.database.target import Database
 
     database = database or Database.from_settings()
     database.dialect.check_migratable()

@@ -227,3 +227,11 @@ def stamp_target(history: History, revisions: object) -> str:
         )
     (target,) = named
     return target or "base"
+
+
+class Declined(Exception):
+    """The user said no to a plan; nothing was changed."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__(f"Declined: {plan.describe()}")
+        self.plan = plan

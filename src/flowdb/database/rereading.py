@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from flowdb.database.dialects.base import first_line
 from flowdb.errors import DatabaseBusyError
 
 if TYPE_CHECKING:
-    from flowdb.database.target import Database
+    # What this module needs of a target.Database, without importing it (no cycle).
+    from flowdb.database.handle import DatabaseHandle as Database
 
 T = TypeVar("T")
 
@@ -43,7 +45,6 @@ def reread(database: Database, read: Callable[[], T], what: str = "its tables") 
             if not database.dialect.table_vanished(exc):
                 raise
             vanished = exc
-    from flowdb.database.dialects.base import first_line
 
     assert vanished is not None
     raise DatabaseBusyError(

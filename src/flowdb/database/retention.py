@@ -23,7 +23,7 @@ How it stays safe beside a live API and cheap on a big database:
   a clean killed part way is continued by running it again.
 * **No migration lock, but the schema at head.** It refuses (one line) a database
   that is not at head or has a migration part way through, whose tables it cannot
-  trust; two cleaners never run at once (``dialects.retention.cleaner_lock``).
+  trust; two cleaners never run at once (``Dialect.cleaner_lock``).
 """
 
 from __future__ import annotations
@@ -164,10 +164,8 @@ def clean(
     """
     import sqlalchemy as sa
 
-    from flowdb.database.dialects.retention import cleaner_lock, reclaim_space
-
     require_cleanable(database)
-    with database.errors(), cleaner_lock(database) as held:
+    with database.errors(), database.dialect.cleaner_lock() as held:
         if not held:
             raise DatabaseBusyError(
                 f"Another clean of {database.describe()} is running; wait for it to end."
@@ -208,7 +206,7 @@ def clean(
             engine.dispose()
         if reclaim and progress.runs_done:
             try:
-                progress.space = reclaim_space(database, list(TABLES))
+                progress.space = database.dialect.reclaim_space(list(TABLES))
             except sa.exc.SQLAlchemyError as error:  # the rows are deleted all the same
                 reason = str(getattr(error, "orig", None) or error).splitlines()[0]
                 progress.space = f"space not reclaimed now ({reason})"

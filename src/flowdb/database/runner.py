@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flowdb.database import journal
+from flowdb.database import history, journal
 from flowdb.database.dialects.base import first_line
 from flowdb.database.events import StepDone
+from flowdb.database.fingerprints import file_hash
 from flowdb.errors import DatabaseUnreachableError, FlowdbError, MigrationBlockedError
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ def main_options() -> dict[str, str]:
     One list for the runner's ``Config`` and the ini of ``flowdb database alembic-ini``,
     so Alembic's own CLI sees the history exactly as flowdb does.
     """
-    from flowdb.database import history
 
     return {
         "script_location": str(history.MIGRATIONS_FOLDER),
@@ -248,7 +248,6 @@ class StepReporter:
         )
 
     def _record(self, ctx: Any, event: StepDone) -> None:
-        from flowdb.database.fingerprints import file_hash
 
         assert self.database is not None
         history = self.database.history

@@ -11,6 +11,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flowdb.database import journal
+from flowdb.database.bookkeeping import TABLES
+from flowdb.database.dialects.base import READS_ONLY
+from flowdb.database.history import load_history
+from flowdb.database.locking import POLL_SECONDS, Waiter
 from flowdb.errors import FlowdbError, MigrationLockTimeoutError
 
 if TYPE_CHECKING:
@@ -31,7 +36,6 @@ def settled_differences(
     a migration overtook (one started meanwhile, or the revision moved) is done again.
     It never takes the lock itself: a check writes nothing and holds up no migration.
     """
-    from flowdb.database.locking import POLL_SECONDS, Waiter
 
     waiter = Waiter(database, what="the end of the running migration")
     while True:
@@ -66,7 +70,6 @@ def _state(database: Database, status: SchemaStatus) -> tuple[object, ...]:
     The run row tells a whole migration there and back (down one, up again) that
     happened in between from none.
     """
-    from flowdb.database import journal
 
     runs = journal.read_runs(database, status)
     return (status.current, status.in_progress, runs[-1]["id"] if runs else None)
@@ -93,7 +96,6 @@ def schema_differences(database: Database) -> list[str]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from flowdb.database.dialects.base import READS_ONLY
     from flowdb.database.orm_models import Base
 
     engine = database.engine("flowdb-check")
@@ -140,8 +142,7 @@ def include_in_comparison(
     in the models nor ever created by flowdb's history),
     are neither reported by ``check`` nor dropped by ``revision --autogenerate``.
     """
-    from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE, TABLES
-    from flowdb.database.history import load_history
+    from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE
 
     if type_ != "table":
         return True

@@ -15,22 +15,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from flowdb.database import bookkeeping
+from flowdb.database.tables import PROGRESS_TABLE, VERSION_TABLE
 from flowdb.errors import DatabaseNewerThanCodeError, ForeignDatabaseError
 
 if TYPE_CHECKING:
     from flowdb.database.dialects.base import Catalog
-    from flowdb.database.history import History
-    from flowdb.database.target import Database
 
-#: Alembic's version table and flowdb's table of migrations part way through, under the
-#: names the dialects read them by (defined in ``bookkeeping``).
-VERSION_TABLE = bookkeeping.ALEMBIC_VERSION_TABLE
-PROGRESS_TABLE = bookkeeping.PROGRESS_TABLE
+    # What this module needs of a target.Database, without importing it (no cycle).
+    from flowdb.database.handle import DatabaseHandle as Database
+    from flowdb.database.history import History
+
 #: The tables whose presence tells a newer flowdb's database from another application's.
 CORE_TABLES = frozenset({"flow", "flow_run"})
 #: The flag that lets reset and stamp act on another application's database.
 TAKE_OVER_FLAG = "--take-over-foreign-database"
+
+__all__ = ["PROGRESS_TABLE", "VERSION_TABLE", "SchemaStatus", "status_from_catalog"]
 
 Owner = Literal["empty", "flowdb", "newer", "foreign"]
 

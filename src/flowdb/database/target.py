@@ -14,15 +14,21 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+from flowdb import settings as settings_module
+from flowdb.database import dialects
+from flowdb.database.dialects.base import Dialect
+from flowdb.database.failures import translated_errors
+from flowdb.database.history import History, load_history
+from flowdb.database.lockinfo import LockHolder
+from flowdb.database.locking import Waiter, migration_lock
+from flowdb.database.rereading import reread
+from flowdb.database.status import SchemaStatus, status_from_catalog
+from flowdb.database.urls import DatabaseUrl
+from flowdb.settings import Settings
 
-    from flowdb.database.dialects.base import Dialect
-    from flowdb.database.history import History
-    from flowdb.database.locking import LockHolder
-    from flowdb.database.status import SchemaStatus
-    from flowdb.database.urls import DatabaseUrl
-    from flowdb.settings import Settings
+if TYPE_CHECKING:
+    # SQLAlchemy only for annotations: building a Database never imports it.
+    from sqlalchemy.engine import Engine
 
 
 @dataclass(frozen=True, repr=False)
@@ -37,22 +43,16 @@ class Database:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Database:
         """The configured database (``FLOWDB_DATABASE_URL``, or the default SQLite file)."""
-        from flowdb.settings import get_settings
-
-        settings = settings if settings is not None else get_settings()
+        settings = settings if settings is not None else settings_module.get_settings()
         return cls.from_url(settings.resolved_database_url(), settings)
 
     @classmethod
     def from_url(cls, raw: str, settings: Settings | None = None) -> Database:
         """The database at ``raw``, with ``settings`` (default: read from the environment)."""
-        from flowdb.database.dialects import dialect_class
-        from flowdb.database.history import load_history
-        from flowdb.database.urls import parse_database_url
-        from flowdb.settings import get_settings
-
-        settings = settings if settings is not None else get_settings()
-        url = parse_database_url(raw)
-        dialect = dialect_class(url.backend)
+        # Through the modules, so that a test counting the calls sees them.
+        settings = settings if settings is not None else settings_module.get_settings()
+        url = dialects.parse_database_url(raw)
+        dialect = dialects.dialect_class(url.backend)
         assert dialect is not None  # parse_database_url accepts registered backends only
         return cls(
             url=url, settings=settings, dialect=dialect(url, settings), history=load_history()
@@ -75,10 +75,6 @@ class Database:
         A read that a running migration overtakes (a listed table dropped before it was
         read) starts again (``rereading``), so it never fails because of the migration.
         """
-        from flowdb.database.locking import Waiter
-        from flowdb.database.rereading import reread
-        from flowdb.database.status import status_from_catalog
-
         waiter = Waiter(self, what="the database")
         with self.errors():
             catalog = reread(self, lambda: self.dialect.read_catalog(waiter))
@@ -97,8 +93,6 @@ class Database:
         """
         import sqlalchemy as sa
 
-        from flowdb.database.rereading import reread
-
         def read() -> dict[tuple[str | None, str], list[Any]]:
             engine = self.engine("flowdb-status")
             try:
@@ -116,8 +110,6 @@ class Database:
 
     def lock(self, command: str) -> AbstractContextManager[None]:
         """The cross-process migration lock, held for the block (re-entrant per thread)."""
-        from flowdb.database.locking import migration_lock
-
         return migration_lock(self, command)
 
     def engine(self, application_name: str = "flowdb") -> Engine:
@@ -127,7 +119,5 @@ class Database:
     @contextmanager
     def errors(self) -> Iterator[None]:
         """Turn driver, OS and Alembic errors raised in the block into one-line errors."""
-        from flowdb.database.failures import translated_errors
-
         with translated_errors(self):
             yield

@@ -19,14 +19,14 @@ from flowdb.redaction import PASSWORD_PARAMETER, redact, redact_message
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["DatabaseUrl", "parse_database_url", "redact", "redact_message"]
+__all__ = ["DatabaseUrl", "redact", "redact_message"]
 
 
 #: A URL with nothing SQLAlchemy would decode or re-render: a scheme and a plain path
 #: (no user, host, query, percent escapes or colons), e.g. ``sqlite:////var/lib/x.db``.
 #: Such URLs are read without importing SQLAlchemy, which is most of a fresh install's
 #: start-up; ``tests/database/test_urls.py`` checks they read as SQLAlchemy reads them.
-_PLAIN = re.compile(r"^(?P<scheme>[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)?):///(?P<path>[^?#%:@]+)$")
+PLAIN = re.compile(r"^(?P<scheme>[A-Za-z0-9_]+(?:\+[A-Za-z0-9_]+)?):///(?P<path>[^?#%:@]+)$")
 
 
 @dataclass(frozen=True, repr=False)
@@ -51,7 +51,7 @@ class DatabaseUrl:
 
     @property
     def _plain(self) -> re.Match[str] | None:
-        return _PLAIN.match(self.text)
+        return PLAIN.match(self.text)
 
     @property
     def backend(self) -> str:
@@ -75,50 +75,6 @@ class DatabaseUrl:
         """The URL as text, safe to print (password and any ``password=`` parameter hidden)."""
         shown = self.text if self._plain else self.url.render_as_string(hide_password=True)
         return PASSWORD_PARAMETER.sub(r"\g<key>***", shown)
-
-
-def parse_database_url(raw: str) -> DatabaseUrl:
-    """Validate ``raw`` and return it parsed; raise ``ConfigurationError`` when it is unusable.
-
-    A plain URL (``_PLAIN``) is validated without SQLAlchemy; any other is parsed by it.
-    """
-    from flowdb.database.dialects import dialect_class, supported_schemes
-
-    if not isinstance(raw, str):
-        raise ConfigurationError(f"The database URL must be text, not {raw!r}.")
-    text = raw.strip()
-    if text.startswith("postgres://"):  # the scheme Heroku and others hand out
-        text = "postgresql://" + text[len("postgres://") :]
-    parsed = DatabaseUrl(text)
-    if _PLAIN.match(text):
-        drivername = text.split("://", 1)[0]
-    else:
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            drivername = parsed.url.drivername
-        except (ArgumentError, ValueError) as error:
-            # The only int() of a parse: SQLAlchemy's of the port (never of a password).
-            port = re.fullmatch(r"invalid literal for int\(\) with base 10: '(.*)'", str(error))
-            if port is not None:
-                raise bad_port(raw, port[1]) from None
-            if text.count("@") > 1:
-                raise unencoded_at(raw) from None
-            raise ConfigurationError(
-                f"Database URL {redact(raw)!r} is malformed; set FLOWDB_DATABASE_URL to a URL "
-                "such as sqlite:////path/to/flowdb.db or postgresql+psycopg://user@host/dbname."
-            ) from None
-        if parsed.url.port is not None and not 1 <= parsed.url.port <= 65535:
-            raise bad_port(raw, str(parsed.url.port))
-    backend, _, driver = drivername.partition("+")
-    dialect = dialect_class(backend)
-    if dialect is None or driver not in dialect.drivers:
-        raise ConfigurationError(
-            f"Database URL {redact(raw)!r} uses {drivername!r}, which flowdb does not "
-            f"support; use one of {supported_schemes()}."
-        )
-    dialect.validate_url(parsed, redact(raw))
-    return parsed
 
 
 def bad_port(raw: str, port: str) -> ConfigurationError:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from flowdb.database.partway import part_way
 from flowdb.errors import (
     DatabaseBusyError,
     DatabaseUnreachableError,
@@ -81,7 +82,6 @@ def wait_for_head(
 
 def _hint(database: Database, status: SchemaStatus, hint: str) -> str:
     """``hint``, or for a migration left part way through, the commands that resolve it."""
-    from flowdb.database.partway import part_way
 
     stuck = part_way(status, database.history)
     if stuck is None:

@@ -31,7 +31,7 @@ class ServerDatabase:
         dialect = self.database.dialect
         if self._write_engine is None:
             self._write_engine = dialect.create_async_engine(write=True)
-        if write or not dialect.separate_read_engine:
+        if write or not dialect.features.separate_read_engine:
             return self._write_engine
         if self._read_engine is None:
             self._read_engine = dialect.create_async_engine(write=False)

@@ -4,7 +4,7 @@ Off unless ``FLOWDB_RETENTION_DAYS`` is above 0. Then each server process runs a
 at start and every ``FLOWDB_RETENTION_INTERVAL`` seconds: ``retention.clean`` with the
 cut-off ``now - FLOWDB_RETENTION_DAYS``, in a worker thread, in the same short,
 locked batches as ``flowdb database clean``. Replicas and workers share one cleaner
-lock (``dialects.retention.cleaner_lock``): a round that finds it taken is skipped,
+lock (``Dialect.cleaner_lock``): a round that finds it taken is skipped,
 so never two cleaners delete at once. A round that fails (the schema not at head
 during a rolling upgrade, the database unreachable) is logged and retried at the next
 interval; it never stops the server. On shutdown the round in progress stops after

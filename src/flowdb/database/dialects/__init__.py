@@ -12,10 +12,12 @@ inside the methods that need them.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import re
 
-if TYPE_CHECKING:
-    from flowdb.database.dialects.base import Dialect
+from flowdb.database.dialects.base import Dialect
+from flowdb.database.urls import PLAIN, DatabaseUrl, bad_port, unencoded_at
+from flowdb.errors import ConfigurationError
+from flowdb.redaction import redact
 
 #: backend name (a URL's scheme before ``+``) -> "module:class"
 _REGISTRY = {
@@ -49,3 +51,47 @@ def supported_schemes() -> str:
 def backends() -> list[str]:
     """Every backend name flowdb supports (``sqlite``, ``postgresql``, ...)."""
     return list(_REGISTRY)
+
+
+def parse_database_url(raw: str) -> DatabaseUrl:
+    """Validate ``raw`` and return it parsed; raise ``ConfigurationError`` when it is unusable.
+
+    A plain URL (``urls.PLAIN``) is validated without SQLAlchemy; any other is parsed by
+    it. Here, beside the registry, since the URL's scheme chooses the dialect that
+    validates the rest.
+    """
+    if not isinstance(raw, str):
+        raise ConfigurationError(f"The database URL must be text, not {raw!r}.")
+    text = raw.strip()
+    if text.startswith("postgres://"):  # the scheme Heroku and others hand out
+        text = "postgresql://" + text[len("postgres://") :]
+    parsed = DatabaseUrl(text)
+    if PLAIN.match(text):
+        drivername = text.split("://", 1)[0]
+    else:
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            drivername = parsed.url.drivername
+        except (ArgumentError, ValueError) as error:
+            # The only int() of a parse: SQLAlchemy's of the port (never of a password).
+            port = re.fullmatch(r"invalid literal for int\(\) with base 10: '(.*)'", str(error))
+            if port is not None:
+                raise bad_port(raw, port[1]) from None
+            if text.count("@") > 1:
+                raise unencoded_at(raw) from None
+            raise ConfigurationError(
+                f"Database URL {redact(raw)!r} is malformed; set FLOWDB_DATABASE_URL to a URL "
+                "such as sqlite:////path/to/flowdb.db or postgresql+psycopg://user@host/dbname."
+            ) from None
+        if parsed.url.port is not None and not 1 <= parsed.url.port <= 65535:
+            raise bad_port(raw, str(parsed.url.port))
+    backend, _, driver = drivername.partition("+")
+    dialect = dialect_class(backend)
+    if dialect is None or driver not in dialect.drivers:
+        raise ConfigurationError(
+            f"Database URL {redact(raw)!r} uses {drivername!r}, which flowdb does not "
+            f"support; use one of {supported_schemes()}."
+        )
+    dialect.validate_url(parsed, redact(raw))
+    return parsed

@@ -1,21 +1,29 @@
-"""What every dialect provides: the interface the rest of flowdb programs against."""
+"""What every dialect provides: the interface the rest of flowdb programs against.
+
+Longer than 400 lines: the whole interface with its shared defaults, read in one place.
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import getpass
+import shlex
+import sys
+from abc import ABCMeta, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-if TYPE_CHECKING:
-    from pathlib import Path
+from flowdb.database.lockinfo import LockHolder, Waiter
+from flowdb.database.tables import PROGRESS_TABLE, VERSION_TABLE
+from flowdb.database.urls import DatabaseUrl, unencoded_at
+from flowdb.errors import ConfigurationError, FlowdbError, MigrationLockLostError
 
+if TYPE_CHECKING:
+    # SQLAlchemy only for annotations: importing a dialect must not import it (start-up).
     from sqlalchemy.engine import URL, Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from flowdb.database.locking import LockHolder, Waiter
-    from flowdb.database.urls import DatabaseUrl
-    from flowdb.errors import FlowdbError
     from flowdb.settings import Settings
 
 #: The execution option of a connection that only reads: the dialect may begin its
@@ -48,8 +56,6 @@ class Catalog:
         """
         import sqlalchemy as sa
 
-        from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
-
         in_progress: tuple[tuple[str, str, int], ...] = ()
         totals: tuple[tuple[str, int], ...] = ()
         if PROGRESS_TABLE in tables:
@@ -81,7 +87,48 @@ def progress_rows(
     return in_progress, totals
 
 
-class Dialect(ABC):
+@dataclass(frozen=True)
+class Features:
+    """What a dialect can do, which migrations and commands ask before they act."""
+
+    #: Whether ALTER TABLE needs Alembic's batch mode (table copies).
+    render_as_batch: bool = False
+    #: Whether enum types are objects of their own that migrations create and drop.
+    native_enums: bool = False
+    #: Whether indexes can be built without blocking writes (outside a transaction).
+    concurrent_indexes: bool = False
+    #: Whether constraints can be added unchecked and validated later without a strong lock.
+    deferred_validation: bool = False
+    #: Whether timestamps keep their time zone (else flowdb stores UTC without one).
+    stores_time_zones: bool = True
+    #: Whether each DDL statement commits by itself (MySQL), so migrations must be rerunnable
+    #: statement by statement, and ALTER needs a column's full type (no Alembic renames).
+    ddl_commits: bool = False
+    #: Whether the server keeps a separate engine for reads (SQLite: plain BEGIN for reads).
+    separate_read_engine: bool = False
+
+
+class _DialectType(ABCMeta):
+    """Dialect classes answer ``ddl_commits`` and ``render_as_batch`` from their ``features``.
+
+    Released revision files ask the class (``h.dialect().ddl_commits``) and cannot
+    change (they are hashed in the manifest); everything else asks ``features``.
+    """
+
+    @property
+    def ddl_commits(cls) -> bool:
+        """``features.ddl_commits``, for released revisions."""
+        features: Features = cls.features  # type: ignore[attr-defined]
+        return features.ddl_commits
+
+    @property
+    def render_as_batch(cls) -> bool:
+        """``features.render_as_batch``, for released revisions."""
+        features: Features = cls.features  # type: ignore[attr-defined]
+        return features.render_as_batch
+
+
+class Dialect(metaclass=_DialectType):
     """A database dialect: how flowdb connects to, locks, reads and clears one kind of database.
 
     An instance belongs to one ``Database`` (a URL and the settings it was built with).
@@ -97,21 +144,8 @@ class Dialect(ABC):
     sync_driver: ClassVar[str]
     #: The driver the API server runs on.
     async_driver: ClassVar[str]
-    #: Whether ALTER TABLE needs Alembic's batch mode (table copies).
-    render_as_batch: ClassVar[bool] = False
-    #: Whether enum types are objects of their own that migrations create and drop.
-    native_enums: ClassVar[bool] = False
-    #: Whether indexes can be built without blocking writes (outside a transaction).
-    concurrent_indexes: ClassVar[bool] = False
-    #: Whether constraints can be added unchecked and validated later without a strong lock.
-    deferred_validation: ClassVar[bool] = False
-    #: Whether timestamps keep their time zone (else flowdb stores UTC without one).
-    stores_time_zones: ClassVar[bool] = True
-    #: Whether each DDL statement commits by itself (MySQL), so migrations must be rerunnable
-    #: statement by statement, and ALTER needs a column's full type (no Alembic renames).
-    ddl_commits: ClassVar[bool] = False
-    #: Whether the server keeps a separate engine for reads (SQLite: plain BEGIN for reads).
-    separate_read_engine: ClassVar[bool] = False
+    #: What this dialect can do.
+    features: ClassVar[Features] = Features()
 
     def __init__(self, url: DatabaseUrl, settings: Settings) -> None:
         self.url = url
@@ -120,7 +154,7 @@ class Dialect(ABC):
         #: dialect holds it there (``None``: not held, or a lock no session can lose).
         self.lock_session: Connection | None = None
 
-    @classmethod  # noqa: B027  (an optional hook)
+    @classmethod
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
         """Raise ``ConfigurationError`` for a URL of this dialect that cannot work."""
 
@@ -143,7 +177,7 @@ class Dialect(ABC):
         """Whether the database exists already (a server's database always does)."""
         return True
 
-    def check_migratable(self) -> None:  # noqa: B027  (optional hook)
+    def check_migratable(self) -> None:
         """Raise a ``FlowdbError`` when migrations cannot be run on this database at all."""
 
     # --- engines ------------------------------------------------------------------------
@@ -186,8 +220,6 @@ class Dialect(ABC):
         it; the read then starts again. SQLAlchemy's reflection says so with
         ``NoSuchTableError`` on every dialect; each dialect adds its driver's errors.
         """
-        import sys
-
         # Not imported yet means not raised by it: SQLite's reads use sqlite3 alone.
         errors: Any = sys.modules.get("sqlalchemy.exc")
         return errors is not None and isinstance(exc, errors.NoSuchTableError)
@@ -231,7 +263,7 @@ class Dialect(ABC):
 
         event.listen(engine, "begin", begin)
 
-    def take_fence(self, dbapi_connection: Any) -> None:  # noqa: B027  (optional hook)
+    def take_fence(self, dbapi_connection: Any) -> None:
         """Take the fence on a migration connection whose transaction is beginning.
 
         A dialect whose lock lives on a server session makes the fence something a new
@@ -254,8 +286,6 @@ class Dialect(ABC):
         """
         if self.lock_session is None or self.lock_still_held():
             return
-        from flowdb.errors import MigrationLockLostError
-
         position = where if where is not None else self.position_on(dbapi_connection)
         stopped = (
             "rolled back the step it was about to commit"
@@ -274,8 +304,6 @@ class Dialect(ABC):
 
         For messages only: any failure to read says so rather than guessing.
         """
-        from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
-
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(
@@ -326,6 +354,18 @@ class Dialect(ABC):
         """The command that dumps this database, for a downgrade plan (never a password)."""
         return None
 
+    @abstractmethod
+    def cleaner_lock(self) -> AbstractContextManager[bool]:
+        """Try the lock that keeps two cleans apart, without waiting: yields whether held.
+
+        Never the migration lock (a clean does not take it): two replicas' retention
+        services, or a service and ``flowdb database clean``, never delete at once.
+        """
+
+    def reclaim_space(self, tables: list[str]) -> str:
+        """Give back the space a clean of ``tables`` freed where the server can; say what."""
+        return "the freed pages are reused for new rows"
+
     def count_rows(self, connection: Connection, table: str, column: str | None = None) -> int:
         """Rows of ``table`` (with a non-null ``column`` when given); for loss reports."""
         import sqlalchemy as sa
@@ -367,8 +407,6 @@ class Dialect(ABC):
 
     def current_user_sql(self) -> str:
         """SQL for the database user, for the run record (default: this OS user, quoted)."""
-        import getpass
-
         return "'" + getpass.getuser().replace("'", "''") + "'"
 
     def run_script(self, statements: list[str]) -> None:
@@ -383,7 +421,7 @@ class Dialect(ABC):
             with engine.begin() as connection:
                 for statement in statements:
                     connection.exec_driver_sql(statement)
-                if not self.ddl_commits:
+                if not self.features.ddl_commits:
                     self.check_lock(
                         connection.connection.dbapi_connection,
                         rolled_back=True,
@@ -454,9 +492,6 @@ def validate_server_url(url: DatabaseUrl, shown: str, example: str) -> None:
 
     ``example`` is a well-formed URL of the dialect, shown in the message.
     """
-    from flowdb.database.urls import unencoded_at
-    from flowdb.errors import ConfigurationError
-
     if "@" in (url.url.host or "") or "@" in (url.url.database or ""):
         raise unencoded_at(shown)
     if not url.url.database:
@@ -471,8 +506,6 @@ def dump_command_line(tool: str, url: DatabaseUrl, flags: dict[str, str], tail: 
     For the line of a downgrade plan that says how to dump the database first: the
     password is never part of it (the tool asks, or reads its own password file).
     """
-    import shlex
-
     words = [tool]
     for part, flag in flags.items():
         value = getattr(url.url, part)

@@ -25,7 +25,11 @@ from typing import Any
 
 from alembic import context
 
+from flowdb import interrupts
 from flowdb.database.bookkeeping import ALEMBIC_VERSION_TABLE
+from flowdb.database.dialects import dialect_class
+from flowdb.database.migrations import restartable
+from flowdb.database.orm_models import Base
 from flowdb.database.schema_check import include_in_comparison
 
 config = context.config
@@ -43,7 +47,6 @@ on_step = config.attributes.get("on_step")
 def _target_metadata() -> Any:
     # Only autogenerate and `check` compare against the models; importing them is
     # the one place migration tooling touches the ORM.
-    from flowdb.database.orm_models import Base
 
     return Base.metadata
 
@@ -65,7 +68,6 @@ def _common_options(render_as_batch: bool) -> dict[str, Any]:
 
 def run_migrations_offline() -> None:
     """Emit the SQL of the requested migrations on the output buffer; touch no database."""
-    from flowdb.database.dialects import dialect_class
 
     url = config.attributes.get("offline_url") or database.dialect.sync_url
     dialect = dialect_class(url.get_backend_name())
@@ -73,7 +75,7 @@ def run_migrations_offline() -> None:
         url=url,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        **_common_options(render_as_batch=dialect is not None and dialect.render_as_batch),
+        **_common_options(render_as_batch=dialect is not None and dialect.features.render_as_batch),
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -81,9 +83,8 @@ def run_migrations_offline() -> None:
 
 def _restartable_options() -> dict[str, Any]:
     """Where DDL commits by itself: guarded operations, a record of the migration running."""
-    if not database.dialect.ddl_commits:
+    if not database.dialect.features.ddl_commits:
         return {}
-    from flowdb.database.migrations import restartable
 
     def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         if step.is_upgrade:
@@ -107,8 +108,6 @@ def _stop_between_transactions(connection: Any) -> None:
     """
     import sqlalchemy as sa
 
-    from flowdb import interrupts
-
     sa.event.listen(connection, "begin", lambda _connection: interrupts.check())
 
 
@@ -118,7 +117,7 @@ def _fenced_options(options: dict[str, Any]) -> dict[str, Any]:
     Where DDL commits by itself the migration's work is done by then; its version row
     commits (the fence keeps everyone else out) and the next migration's start stops.
     """
-    if database.dialect.ddl_commits:
+    if database.dialect.features.ddl_commits:
         return options
     then = options.get("on_version_apply")
 
@@ -157,17 +156,17 @@ def _run_online() -> None:
                 connection=connection,
                 **_fenced_options(
                     {
-                        **_common_options(database.dialect.render_as_batch),
+                        **_common_options(database.dialect.features.render_as_batch),
                         **_restartable_options(),
                     }
                 ),
             )
-            if database.dialect.ddl_commits:
+            if database.dialect.features.ddl_commits:
                 from flowdb.database.migrations import restartable
 
                 restartable.install(context.get_context())
             with context.begin_transaction():
-                if database.dialect.ddl_commits and config.attributes.get("direction") == (
+                if database.dialect.features.ddl_commits and config.attributes.get("direction") == (
                     "downgrade"
                 ):
                     restartable.mark_downgrade(connection)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
-from flowdb.database.dialects import dialect_class
+from flowdb.database.dialects import backends, dialect_class
 from flowdb.database.dialects.base import Dialect
 from flowdb.database.events import Progress
 
@@ -56,13 +56,13 @@ def state_type() -> sa.types.TypeEngine[Any]:
 
 def create_state_type_enum() -> None:
     """Create the enum type explicitly where enums are types of their own (PostgreSQL)."""
-    if dialect().native_enums:
+    if dialect().features.native_enums:
         postgresql.ENUM(*STATE_TYPE_VALUES, name="state_type").create(op.get_bind())
 
 
 def drop_state_type_enum() -> None:
     """Drop the enum type created by ``create_state_type_enum``."""
-    if dialect().native_enums:
+    if dialect().features.native_enums:
         postgresql.ENUM(*STATE_TYPE_VALUES, name="state_type").drop(op.get_bind())
 
 
@@ -73,7 +73,6 @@ def json_document() -> sa.types.TypeEngine[Any]:
 
 def timestamp() -> sa.types.TypeEngine[Any]:
     """A timezone-aware timestamp column type (MySQL: ``DATETIME(6)``, UTC, microseconds)."""
-    from flowdb.database.dialects import backends
 
     column_type: sa.types.TypeEngine[Any] = sa.DateTime(timezone=True)
     for name in backends():
@@ -214,7 +213,7 @@ def still_needed(work_left: Callable[[], bool]) -> bool:
     Where DDL commits by itself (MySQL) a rerun of a killed migration may find the step
     done, and its SQL would fail or do it twice: it runs only while ``work_left()``.
     """
-    return context.is_offline_mode() or not dialect().ddl_commits or work_left()
+    return context.is_offline_mode() or not dialect().features.ddl_commits or work_left()
 
 
 def add_column_if_missing(table: str, column: sa.Column[Any]) -> None:
@@ -230,7 +229,7 @@ def rename_column(table: str, old: str, new: str) -> None:
     need the full column type), skipped when a rerun finds it done; elsewhere Alembic's
     ``alter_column``, inside the migration's transaction.
     """
-    if not dialect().ddl_commits:
+    if not dialect().features.ddl_commits:
         op.alter_column(table, old, new_column_name=new)
     elif context.is_offline_mode() or has_column(table, old):
         op.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")

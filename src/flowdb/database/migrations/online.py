@@ -96,7 +96,7 @@ class OnlineMigration:
         batch repeated after a kill changes nothing twice. The batch's last key is
         recorded with it; a rerun starts after the last batch that committed.
         """
-        if self.resumed_phase == "contract" and dialect().ddl_commits:
+        if self.resumed_phase == "contract" and dialect().features.ddl_commits:
             # Every batch committed before the contract began, and the contract's DDL
             # (committed by itself) may have dropped the columns the backfill reads.
             return
@@ -146,7 +146,7 @@ class OnlineMigration:
         """
         kind = "UNIQUE INDEX" if unique else "INDEX"
         column_list = ", ".join(columns)
-        if not dialect().concurrent_indexes:
+        if not dialect().features.concurrent_indexes:
             self.phase(f"index {name}")
             op.execute(dialect().create_index_if_missing(kind, name, table, column_list))
             return
@@ -175,7 +175,7 @@ class OnlineMigration:
 
     def drop_index(self, name: str) -> None:
         """Drop an index without blocking the table where the dialect can (``CONCURRENTLY``)."""
-        if not dialect().concurrent_indexes:
+        if not dialect().features.concurrent_indexes:
             self.phase(f"drop index {name}")
             op.execute(dialect().drop_index_if_exists(name))
             return
@@ -203,7 +203,7 @@ class OnlineMigration:
         Only where the dialect validates constraints without a strong lock; elsewhere
         the contract phase's table rebuild checks the column.
         """
-        if not dialect().deferred_validation:
+        if not dialect().features.deferred_validation:
             return
         check = _not_null_check(table, column)
         self.phase(f"prove {column}")
@@ -231,7 +231,7 @@ class OnlineMigration:
         """
         foreign_key = f"fk_{table.name}__{column}__{target}"
         index = f"ix_{table.name}__{column}"
-        if dialect().render_as_batch:
+        if dialect().features.render_as_batch:
             if not has_column(table.name, column):
                 with op.batch_alter_table(table.name, copy_from=table) as batch:
                     batch.add_column(sa.Column(column, sa.Uuid(), nullable=True))
@@ -250,7 +250,7 @@ class OnlineMigration:
 
     def set_not_null(self, table: str, column: str) -> None:
         """``SET NOT NULL`` (no scan: the proven check stands in for it), then drop the check."""
-        if not dialect().deferred_validation:  # MySQL: MODIFY with the column's own type
+        if not dialect().features.deferred_validation:  # MySQL: MODIFY with the column's own type
             if self.offline:  # the column's type is read from the live database
                 op.execute(f"-- {table}.{column}: MODIFY with its current type, NOT NULL")
             else:
@@ -279,7 +279,7 @@ class OnlineMigration:
         unvalidated one is validated. Where constraints cannot be added unchecked
         (MySQL), it is added checked in a phase of its own, unless a rerun finds it.
         """
-        if not dialect().deferred_validation:
+        if not dialect().features.deferred_validation:
             if self.offline or not dialect().has_constraint(op.get_bind(), table, name):
                 self.phase(f"add {label}")
                 op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")

@@ -2,7 +2,7 @@
 
 There a migration cannot be one transaction: a process killed after its third
 statement leaves three statements done and no version update. So on such a dialect
-(``Dialect.ddl_commits``) flowdb makes every schema operation of the history rerunnable:
+(``Features.ddl_commits``) flowdb makes every schema operation of the history rerunnable:
 
 * Alembic's operations for the dialect (``create_table``, ``drop_table``,
   ``create_index``, ``drop_index``, ``add_column``, ``drop_column``, ``add_constraint``,

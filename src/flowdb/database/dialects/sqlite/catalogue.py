@@ -15,13 +15,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from flowdb.database.dialects.base import Catalog, progress_rows
+from flowdb.database.dialects.sqlite.connecting import _READ_POLL_SECONDS, read_mode, use_wal
+from flowdb.database.tables import PROGRESS_TABLE, VERSION_TABLE
+
 _CONSTRAINT_START = re.compile(r"^(CONSTRAINT|PRIMARY\s+KEY|FOREIGN\s+KEY|UNIQUE|CHECK)\b", re.I)
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to the file that only reads (``sqlite.read_mode``: no stray WAL files)."""
-    from flowdb.database.dialects.sqlite import read_mode
-
     return sqlite3.connect(f"{path.as_uri()}?mode={read_mode(path)}", uri=True)
 
 
@@ -133,8 +135,6 @@ def catalogue(path: Path, skip_rows: frozenset[str]) -> dict[str, Any]:
 
 def run_script(path: Path, statements: list[str], timeout: float) -> None:
     """Run ``statements`` in one ``BEGIN IMMEDIATE`` transaction with sqlite3 (no SQLAlchemy)."""
-    from flowdb.database.dialects.sqlite import use_wal
-
     connection = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
     try:
         use_wal(connection, round(timeout * 1000))
@@ -146,5 +146,44 @@ def run_script(path: Path, statements: list[str], timeout: float) -> None:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def read_catalog_once(path: Path) -> Catalog:
+    """The tables and flowdb's rows of the file, in one read transaction (one snapshot)."""
+    # A process killed inside a migration leaves a "hot" rollback journal beside the
+    # file; the first reader must roll it back, which a read-only connection cannot
+    # do ("attempt to write a readonly database"). Rolling back restores the last
+    # committed revision, so reading then is both allowed and necessary; mode=rw
+    # never creates a file.
+    hot_journal = path.with_name(f"{path.name}-journal")
+    hot = hot_journal.exists() and hot_journal.stat().st_size > 0
+    mode = "rw" if hot else read_mode(path)
+    connection = sqlite3.connect(
+        f"{path.as_uri()}?mode={mode}", uri=True, timeout=_READ_POLL_SECONDS
+    )
+    try:
+        # One read transaction: the listing and the rows are one snapshot of the file
+        # (a migration's commit waits for it, or, in WAL mode, does not change it).
+        connection.execute("BEGIN")
+        tables = frozenset(
+            row[0]
+            for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        )
+        in_progress: tuple[tuple[str, str, int], ...] = ()
+        totals: tuple[tuple[str, int], ...] = ()
+        if PROGRESS_TABLE in tables:
+            # ``*``: a table an older flowdb created has no ``rows_total``.
+            cursor = connection.execute(f"SELECT * FROM {PROGRESS_TABLE}")
+            names = [column[0] for column in cursor.description]
+            in_progress, totals = progress_rows(names, cursor.fetchall())
+        versions: list[str] | None = None
+        if VERSION_TABLE in tables:
+            rows = connection.execute(f"SELECT version_num FROM {VERSION_TABLE}")
+            versions = [row[0] for row in rows]
+        return Catalog(versions=versions, tables=tables, in_progress=in_progress, totals=totals)
     finally:
         connection.close()

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+from flowdb.database.dialects.base import Catalog
 from flowdb.errors import ConfigurationError, MigrationFailedError
 
 if TYPE_CHECKING:
@@ -129,3 +130,15 @@ def catalogue(connection: Connection, skip_rows: frozenset[str]) -> dict[str, An
         )
     )
     return {"tables": tables, "enums": enums, "sequences": sequences}
+
+
+def read_catalog_once(connection: Connection) -> Catalog:
+    """The tables of the current schema, then flowdb's rows among them (one snapshot)."""
+    import sqlalchemy as sa  # lazily: importing a dialect stays cheap
+
+    tables = frozenset(
+        connection.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        ).scalars()
+    )
+    return Catalog.read_rows(connection, tables)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from flowdb.database.dialects.base import Catalog
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
@@ -87,3 +89,18 @@ def catalogue(connection: Connection, skip_rows: frozenset[str]) -> dict[str, An
             result = connection.execute(sa.text(f'SELECT * FROM "{table}"'))
             rows[table] = sorted([repr(value) for value in row] for row in result)
     return {"tables": tables, "rows": rows}
+
+
+def read_catalog_once(connection: Connection) -> Catalog:
+    """The base tables, then the rows of flowdb's progress and version tables among them."""
+    import sqlalchemy as sa
+
+    tables = frozenset(
+        connection.execute(
+            sa.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                "DATABASE() AND table_type IN ('BASE TABLE', 'SYSTEM VERSIONED')"
+            )
+        ).scalars()
+    )
+    return Catalog.read_rows(connection, tables)
