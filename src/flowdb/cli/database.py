@@ -96,7 +96,14 @@ def _approval(
     return approve
 
 
-def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: bool = False) -> None:
+def _migrate(
+    direction: Direction,
+    revision: str,
+    yes: bool,
+    accept_changed: bool = False,
+    *,
+    hold_contracts: bool = False,
+) -> None:
     """Run an upgrade or downgrade with its plan shown and confirmed.
 
     A downgrade always prints its plan (what is reverted, what data is lost) on stdout,
@@ -129,6 +136,7 @@ def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: boo
                     report, yes, show, question, _show if direction == "downgrade" else _say
                 ),
                 accept_changed=accept_changed,
+                hold_contracts=hold_contracts,
             )
         except commands.Declined:
             _say("Cancelled; nothing was changed.")
@@ -137,12 +145,14 @@ def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: boo
         _say(
             f"Nothing to {direction}: {escape(database.describe())} is at {plan.current or 'base'}."
         )
-        return
-    _say(
-        f"{direction.capitalize()} finished: {len(plan.steps)} migration(s) in "
-        f"{time.perf_counter() - started:.2f} s; {escape(database.location())} is at "
-        f"{plan.target or 'base'}."
-    )
+    else:
+        _say(
+            f"{direction.capitalize()} finished: {len(plan.steps)} migration(s) in "
+            f"{time.perf_counter() - started:.2f} s; {escape(database.location())} is at "
+            f"{plan.target or 'base'}."
+        )
+    if plan.held:
+        _say(escape(plan.held))
 
 
 @database_app.command()
@@ -163,18 +173,25 @@ def upgrade(
         help="Go on although an applied revision's file changed since it was applied, and "
         "record the new file as the applied one.",
     ),
+    contract_now: bool = typer.Option(
+        False,
+        "--contract-now",
+        help="Run contract revisions although replicas of an older release still serve "
+        "(they break); by default the upgrade stops before the first one.",
+    ),
 ) -> None:
     """Upgrade the database to a revision (default: head, the newest).
 
     An empty database upgraded to head gets the head schema from flowdb's snapshot in
-    one transaction instead of replaying every revision.
+    one transaction instead of replaying every revision. Contract revisions wait until
+    no replica of an older release serves (see --contract-now).
     """
     if dry_run:
         from flowdb.database import commands
 
         commands.preview(_database(), "upgrade", revision)
         return
-    _migrate("upgrade", revision, yes, accept_changed)
+    _migrate("upgrade", revision, yes, accept_changed, hold_contracts=not contract_now)
 
 
 @database_app.command()

@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: Tables the snapshot creates ``IF NOT EXISTS`` and without rows: they may exist already
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
-BOOKKEEPING = frozenset({VERSION_TABLE, journal.RUN_TABLE, bookkeeping.VERSION_TABLE})
+BOOKKEEPING = frozenset(
+    {VERSION_TABLE, journal.RUN_TABLE, bookkeeping.VERSION_TABLE, bookkeeping.REPLICA_TABLE}
+)
 REGENERATE = "flowdb database snapshot"
 #: The progress phase of a fresh install that a rerun completes (``Dialect.ddl_commits``).
 PHASE = "fresh install"

@@ -23,15 +23,25 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     Without ``migrate``, another process (a migration job) is expected to upgrade it;
     the wait is bounded by ``FLOWDB_SCHEMA_WAIT_TIMEOUT``.
 
+    Contract revisions wait while replicas of an older release serve (``fleet``): the
+    upgrade stops before them and the server serves the expanded schema; the heartbeat
+    (``server.heartbeat``) runs them once those replicas are gone.
+
     Never downgrades: a database stamped by a newer flowdb (or another application's)
     raises before anything is touched. ``database`` defaults to the configured one.
     """
     from flowdb.database.target import Database
 
+    from flowdb.database.fleet import pending_contracts
+
     database = database or Database.from_settings()
     status = database.status()
     status.require_known(database)
     if status.at_head and not status.in_progress:
+        return status
+    if not migrate and not status.in_progress and pending_contracts(database, status.current):
+        # Only contract revisions are left: they wait for the older replicas to go
+        # (``fleet``); this code serves the expanded schema meanwhile.
         return status
     if not migrate:
         from flowdb.database.waiting import wait_for_head
@@ -48,5 +58,5 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     from flowdb.database.alembic_commands import ALEMBIC_LOCK
 
     with ALEMBIC_LOCK:
-        commands.migrate(database, "upgrade", "head")
+        commands.migrate(database, "upgrade", "head", hold_contracts=True)
     return database.status()

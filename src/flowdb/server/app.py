@@ -65,10 +65,15 @@ class _SchemaGate:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from flowdb.server.heartbeat import Heartbeat
+
     http.stop_when_master_dies()
+    heartbeat = Heartbeat(app.state.database.database)
+    await heartbeat.start()
     try:
         yield
     finally:
+        await heartbeat.stop()
         await app.state.database.dispose()
 
 

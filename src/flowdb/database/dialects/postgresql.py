@@ -77,6 +77,9 @@ if TYPE_CHECKING:
     from flowdb.database.urls import DatabaseUrl
     from flowdb.settings import Settings
 
+#: What the API server's sessions are called: releases before the replicas' heartbeat
+#: used ``flowdb-server``, which ``database.fleet`` counts as older replicas.
+SERVER_APPLICATION_NAME = "flowdb-server+heartbeat"
 #: The advisory lock key: ASCII "flow", below 2**31 so pg_locks shows it in ``objid``.
 ADVISORY_LOCK_KEY = 0x666C6F77
 #: The fence key (ASCII "fenc"): held by each migration transaction of the lock's holder.
@@ -242,7 +245,7 @@ class PostgresDialect(Dialect):
         connect_args = _asyncpg_connect_args(self.url, self.url.redacted())
         timeout_ms = round(self.settings.server_query_timeout * 1000)
         server_settings = {
-            "application_name": "flowdb-server",
+            "application_name": SERVER_APPLICATION_NAME,
             "statement_timeout": str(timeout_ms),
             **connect_args.pop("server_settings", {}),
         }
@@ -481,6 +484,20 @@ class PostgresDialect(Dialect):
                 return _holder(connection)
         finally:
             engine.dispose()
+
+    def untracked_server_sessions(self, connection: Connection, application_name: str) -> list[str]:
+        """Client addresses with sessions named ``application_name`` in this database."""
+        import sqlalchemy as sa
+
+        rows = connection.execute(
+            sa.text(
+                "SELECT DISTINCT COALESCE(host(client_addr), 'local socket') FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = :name "
+                "AND pid <> pg_backend_pid() ORDER BY 1"
+            ),
+            {"name": application_name},
+        ).scalars()
+        return [str(row) for row in rows]
 
     def dump_command(self) -> str | None:
         """``pg_dump`` in its custom format (``pg_restore`` reads it) of this database."""
