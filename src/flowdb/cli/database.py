@@ -374,6 +374,7 @@ def _applied_info(row: dict[str, object] | None) -> dict[str, object]:
 @database_app.command()
 def current(as_json: bool = _JSON) -> None:
     """Show the database's revision and whether it is at head."""
+    from flowdb.cli.fleet_view import fleet_json, fleet_lines
     from flowdb.database import journal
     from flowdb.database.commands import ACCEPT_CHANGED_FLAG
     from flowdb.database.partway import part_way
@@ -397,6 +398,7 @@ def current(as_json: bool = _JSON) -> None:
                 "way_out": None if stuck is None else stuck.way_out(),
                 "changed_revisions": changed,
                 **(_applied_info(applied.get(status.current or "")) if status.current else {}),
+                **fleet_json(database, status),
             }
         )
         status.require_known(database)
@@ -430,12 +432,15 @@ def current(as_json: bool = _JSON) -> None:
             f"Changed: the file of revision {revision} differs from the one applied; "
             f"upgrade refuses until it is restored or accepted ({ACCEPT_CHANGED_FLAG})"
         )
+    for line in fleet_lines(database, status):
+        out.print(escape(line))
     status.require_known(database)  # and fail when this flowdb cannot work with it
 
 
 @database_app.command()
 def history(as_json: bool = _JSON) -> None:
     """List every revision, oldest first, with when and by whom each applied one was applied."""
+    from flowdb.cli.fleet_view import fleet_lines
     from flowdb.database import journal
     from flowdb.database.history import load_history
     from flowdb.errors import FlowdbError
@@ -445,6 +450,7 @@ def history(as_json: bool = _JSON) -> None:
     position: int | None = None
     applied_rows: dict[str, dict[str, object]] = {}
     changed: list[str] = []
+    fleet: list[str] = []
     try:
         database = _database()
         applied = database.status()
@@ -453,6 +459,7 @@ def history(as_json: bool = _JSON) -> None:
         runs = journal.read_runs(database, applied)
         applied_rows = journal.applied_rows(runs, revisions, applied.current)
         changed = journal.changed_revisions(runs, revisions, applied.current)
+        fleet = fleet_lines(database, applied)
     except FlowdbError as error:
         failure = error  # still list the revisions; fail once they are printed
     if as_json:
@@ -462,6 +469,7 @@ def history(as_json: bool = _JSON) -> None:
                     "position": index,
                     "revision": item.id,
                     "title": item.title,
+                    "phase": item.phase,
                     "applied": position is not None and index <= position,
                     "changed": item.id in changed,
                     **_applied_info(applied_rows.get(item.id)),
@@ -490,10 +498,13 @@ def history(as_json: bool = _JSON) -> None:
             when = f"[dim]{at} by {escape(by)} ({row['direction']})[/]  "
         if item.id in changed:
             when += "[red]file changed since applied[/]  "
-        out.print(f"{index:>3}  {item.id}  {escape(item.title)}  {when}{mark}".rstrip())
+        phase = f"[dim]{item.phase}[/]  "
+        out.print(f"{index:>3}  {item.id}  {phase}{escape(item.title)}  {when}{mark}".rstrip())
     if position is not None:
         pending = len(revisions.revisions) - position
         out.print(f"{position} applied, {pending} pending; head is {revisions.head}")
+    for line in fleet:
+        out.print(escape(line))
     if failure is not None:
         raise failure
 

@@ -16,8 +16,9 @@ comes before that revision in this history (a newer head, unknown here, is not o
 
 Releases from before the heartbeat write none. On PostgreSQL their server sessions
 carry ``application_name = 'flowdb-server'`` (this release's carry
-``flowdb-server+heartbeat``, ``dialects.postgresql.SERVER_APPLICATION_NAME``), so such sessions count as older replicas, one per client
-address (``Dialect.untracked_server_sessions``).
+``flowdb-server+heartbeat``, ``dialects.postgresql.SERVER_APPLICATION_NAME``), so such
+sessions count as older replicas, one per client address
+(``Dialect.untracked_server_sessions``).
 
 ``hold_contracts`` cuts an upgrade's plan before its first contract revision while
 older replicas serve; the caller says so in one sentence (``Plan.held``).
@@ -61,10 +62,10 @@ class Replica:
     last_seen: str
 
     def describe(self) -> str:
-        """``host:pid (release 0.1.0, head 7b5e9c2f4d3a)``."""
+        """``host:pid, release 0.1.0, head 7b5e9c2f4d3a``."""
         return (
-            f"{self.host}:{self.pid} (release {self.flowdb_version}, "
-            f"head {self.head_revision or 'base'})"
+            f"{self.host}:{self.pid}, release {self.flowdb_version}, "
+            f"head {self.head_revision or 'base'}"
         )
 
 
@@ -222,12 +223,11 @@ def hold_contracts(database: Database, plan: Plan) -> Plan:
     applied = plan.steps[:index]
     count = len(older)
     held = (
-        f"Stopped before contract {contract.id} ({contract.title}): {count} "
-        f"replica{'s' if count != 1 else ''} of an older release still serve"
-        f"{'s' if count == 1 else ''} ({'; '.join(older[:3])}{'; ...' if count > 3 else ''}); "
-        "run the upgrade again once they are gone (the new release's servers do it "
-        f"themselves with FLOWDB_MIGRATE_ON_START), or with {CONTRACT_NOW_FLAG} to run it now "
-        "and break them."
+        f"Stopped before contract {contract.id}: {count} "
+        f"replica{'s' if count != 1 else ''} of an older release still "
+        f"serve{'s' if count == 1 else ''} ({'; '.join(older[:3])}{'; ...' if count > 3 else ''}); "
+        "run the upgrade again once they are gone, or with "
+        f"{CONTRACT_NOW_FLAG} to run it now (they break)."
     )
     target = applied[-1].id if applied else plan.current
     return Plan("upgrade", plan.current, target, applied, held=held)

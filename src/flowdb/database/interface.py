@@ -30,9 +30,8 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     Never downgrades: a database stamped by a newer flowdb (or another application's)
     raises before anything is touched. ``database`` defaults to the configured one.
     """
-    from flowdb.database.target import Database
-
     from flowdb.database.fleet import pending_contracts
+    from flowdb.database.target import Database
 
     database = database or Database.from_settings()
     status = database.status()

@@ -53,7 +53,7 @@ class Heartbeat:
             self._task = None
         try:
             await to_thread.run_sync(fleet.leave, self.database, self.replica)
-        except Exception as exc:  # noqa: BLE001  (shutting down: say it, never raise)
+        except Exception as exc:  # shutting down: say it, never raise
             logger.warning("Could not remove this replica's heartbeat row: %s", exc)
 
     async def _run(self) -> None:
@@ -64,13 +64,13 @@ class Heartbeat:
             if self.database.settings.migrate_on_start:
                 try:
                     await to_thread.run_sync(run_waiting_contracts, self.database)
-                except Exception as exc:  # noqa: BLE001  (retried at the next beat)
+                except Exception as exc:  # retried at the next beat
                     logger.warning("Running the waiting contract revisions failed: %s", exc)
 
     async def _beat_once(self) -> None:
         try:
             self.replica = await to_thread.run_sync(fleet.beat, self.database, self.replica)
-        except Exception as exc:  # noqa: BLE001  (retried at the next beat)
+        except Exception as exc:  # retried at the next beat
             logger.warning("Could not write this replica's heartbeat: %s", exc)
 
 
@@ -94,8 +94,7 @@ def run_waiting_contracts(database: Database) -> bool:
         plan = commands.migrate(database, "upgrade", "head", hold_contracts=True)
     if plan.steps:
         logger.info(
-            "No replica of an older release serves any more: applied the contract "
-            "revision(s) %s",
+            "No replica of an older release serves any more: applied the contract revision(s) %s",
             ", ".join(step.id for step in plan.steps),
         )
     return bool(plan.steps)
