@@ -1,10 +1,9 @@
 """Expand and contract: phases, replicas' heartbeats, and the upgrade that waits for them.
 
-Real databases (every dialect through ``database_url``). The released history gives
-the case: 5f3c7a9d2b18 (contract), then 6a4d8b1e3c29 (expand: a new table and a
-nullable column) and 7b5e9c2f4d3a (contract: drops deployment.schedule). A replica of
-the release whose head is 5f3c7a9d2b18 still serving must keep the upgrade before
-7b5e9c2f4d3a.
+Real databases (every dialect through ``database_url``). The case: the previous
+release serves 7b5e9c2f4d3a; this one adds 8d2e4f6a1c35 (expand: flow_run.ended_at
+beside end_time, kept in step by triggers) and 9e3f5a7b2d46 (contract: drops end_time).
+While a replica of the previous release serves, the upgrade stops before the contract.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ from flowdb.server.heartbeat import run_waiting_contracts
 from tests.cli.helpers import flowdb, ok
 from tests.dbtools import revision_of, sync_engine
 
-OLD_HEAD = "5f3c7a9d2b18"
-EXPAND = "6a4d8b1e3c29"
-CONTRACT = "7b5e9c2f4d3a"
+OLD_HEAD = "7b5e9c2f4d3a"
+EXPAND = "8d2e4f6a1c35"
+CONTRACT = "9e3f5a7b2d46"
 
 
 def older_replica(url: str, *, seen_seconds_ago: float = 0.0) -> fleet.Replica:
@@ -57,17 +56,17 @@ def upgrade_runs(url: str, revision: str) -> int:
         )
 
 
-def test_released_revisions_derive_their_phase_from_serves_previous_code() -> None:
-    for revision in load_history().revisions:
+def test_released_revisions_derive_their_phase_and_new_ones_declare_it() -> None:
+    history = load_history()
+    released = history.revisions[: history.position(OLD_HEAD)]
+    for revision in released:
         assert revision.declared_phase is None
         expected = "expand" if revision.serves_previous_code else "contract"
         assert revision.phase == expected, revision.id
-    phases = {r.id: r.phase for r in load_history().revisions}
-    assert (phases[OLD_HEAD], phases[EXPAND], phases[CONTRACT]) == (
-        "contract",
-        "expand",
-        "contract",
-    )
+    assert [r.phase for r in released].count("expand") == 8  # and 6 contracts
+    assert history.get(EXPAND).declared_phase == "expand"
+    assert history.get(CONTRACT).declared_phase == "contract"
+    assert history.first_contract(history.pending(OLD_HEAD)) == 1
 
 
 def test_upgrade_stops_before_the_contract_while_an_older_replica_serves(configured: str) -> None:
