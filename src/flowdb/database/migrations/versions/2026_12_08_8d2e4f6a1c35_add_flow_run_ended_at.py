@@ -86,7 +86,7 @@ STOP_KEEPING_IN_STEP = {
 def upgrade() -> None:
     online = OnlineMigration(revision)
     h.add_column_if_missing("flow_run", sa.Column("ended_at", h.timestamp(), nullable=True))
-    for statement in per_dialect(**KEEP_IN_STEP):
+    for statement in per_dialect(**KEEP_IN_STEP, mariadb=KEEP_IN_STEP["mysql"]):
         op.execute(statement)
     online.backfill(
         "flow_run",
@@ -98,7 +98,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for statement in per_dialect(**STOP_KEEPING_IN_STEP):
+    for statement in per_dialect(**STOP_KEEPING_IN_STEP, mariadb=STOP_KEEPING_IN_STEP["mysql"]):
         op.execute(statement)
     if h.still_needed(lambda: h.has_column("flow_run", "ended_at")):
         op.drop_column("flow_run", "ended_at")

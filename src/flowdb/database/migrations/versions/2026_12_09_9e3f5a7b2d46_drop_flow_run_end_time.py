@@ -80,7 +80,7 @@ STOP_KEEPING_IN_STEP = {
 
 
 def upgrade() -> None:
-    for statement in per_dialect(**STOP_KEEPING_IN_STEP):
+    for statement in per_dialect(**STOP_KEEPING_IN_STEP, mariadb=STOP_KEEPING_IN_STEP["mysql"]):
         op.execute(statement)
     if h.still_needed(lambda: h.has_column("flow_run", "end_time")):
         op.drop_column("flow_run", "end_time")
@@ -93,5 +93,5 @@ def downgrade() -> None:
         "UPDATE flow_run SET end_time = ended_at "
         "WHERE end_time IS NULL AND ended_at IS NOT NULL AND {batch}",
     )
-    for statement in per_dialect(**KEEP_IN_STEP):
+    for statement in per_dialect(**KEEP_IN_STEP, mariadb=KEEP_IN_STEP["mysql"]):
         op.execute(statement)
