@@ -173,3 +173,22 @@ def test_postgres_sessions_of_an_older_server_count_as_older_replicas(
         assert "a release without heartbeat at" in " ".join(result.stderr.split())
     ok(flowdb(postgres_url, "database", "upgrade", "-y"))
     assert revision_of(postgres_url) == load_history().head
+
+
+def test_history_shows_each_phase_and_current_the_waiting_contract(sqlite_url: str) -> None:
+    import json
+
+    from flowdb.database.commands import migrate
+
+    migrate(Database.from_url(sqlite_url), "upgrade", EXPAND)
+    replica = older_replica(sqlite_url)
+    listed = json.loads(ok(flowdb(sqlite_url, "database", "history", "--json")).stdout)
+    phases = {item["revision"]: item["phase"] for item in listed}
+    assert (phases[OLD_HEAD], phases[EXPAND], phases[CONTRACT]) == (
+        "contract",
+        "expand",
+        "contract",
+    )
+    shown = " ".join(ok(flowdb(sqlite_url, "database", "current")).stdout.split())
+    assert f"Replica: {replica.describe()}" in shown
+    assert f"Pending contract: {CONTRACT}, waits for 1 replica(s) of an older release" in shown
