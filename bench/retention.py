@@ -140,7 +140,7 @@ def _insert_day(
                 "state_name": "Completed",
                 "expected_start_time": start,
                 "start_time": start,
-                "end_time": end,
+                "ended_at": end,
             }
         )
         for when, state in ((start, "RUNNING"), (end, "COMPLETED")):
@@ -164,7 +164,7 @@ def _insert_day(
                     "name": f"task-{k}",
                     "state_type": "COMPLETED",
                     "start_time": start,
-                    "end_time": end,
+                    "ended_at": end,
                 }
             )
             rows["task_run_state"].append(

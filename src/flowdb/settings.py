@@ -135,6 +135,18 @@ class Settings(BaseSettings):
         description="Seconds the API server waits for the schema to reach head when "
         "FLOWDB_MIGRATE_ON_START is false (a migration job upgrades it); 0 fails at once.",
     )
+    server_heartbeat_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between an API server replica's heartbeats (flowdb_replica).",
+    )
+    server_heartbeat_stale: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds after its last heartbeat a replica counts as gone: an upgrade "
+        "then no longer waits for it before a contract revision.",
+    )
     server_admin_routes: bool = Field(
         default=False,
         description="Whether the destructive /api/admin/database routes are enabled.",

@@ -59,7 +59,7 @@ def seed(
                     "state_name": run_state.value.title(),
                     "expected_start_time": old,
                     "start_time": old,
-                    "end_time": end,
+                    "ended_at": end,
                 }
             )
             for k in range(2):
@@ -95,7 +95,7 @@ def seed(
                         "dynamic_key": "0",
                         "name": f"t{k}",
                         "state_type": StateType.COMPLETED,
-                        "end_time": end,
+                        "ended_at": end,
                     }
                 )
                 for j in range(2):

@@ -126,3 +126,79 @@ def test_a_foreign_key_without_a_covering_index_is_refused() -> None:
     assert [(f.rule, f.message.split(" ")[0]) for f in findings] == [
         ("fk-without-index", "child.parent_id")
     ]
+
+
+def _with_revision(history: Path, declarations: str, body: str) -> Database:
+    """The copied history plus revision 0badbadbad02 with ``declarations`` and ``body``."""
+    text = f'''"""A revision for the phase rules.
+
+Revision ID: 0badbadbad02
+Revises: 0badbadbad01
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0badbadbad02"
+down_revision = "0badbadbad01"
+{declarations}
+
+
+def upgrade() -> None:
+{body}
+
+
+def downgrade() -> None:
+    pass
+'''
+    (history / "versions" / "2026_12_31_0badbadbad02_phase.py").write_text(text)
+    forget_history()
+    return Database.from_url("sqlite:///unused.db")
+
+
+def _rules(database: Database) -> set[str]:
+    return {f.rule for f in lint(database, [database.history.get("0badbadbad02")])}
+
+
+def test_an_expand_revision_that_drops_a_column_fails_the_lint(unsafe_history: Path) -> None:
+    database = _with_revision(
+        unsafe_history, 'PHASE = "expand"', '    op.drop_column("flow", "tags")'
+    )
+    assert database.history.get("0badbadbad02").phase == "expand"
+    assert "serves-previous-code" in _rules(database)
+
+
+def test_a_contract_revision_may_drop_a_column(unsafe_history: Path) -> None:
+    database = _with_revision(
+        unsafe_history, 'PHASE = "contract"', '    op.drop_column("flow", "tags")'
+    )
+    assert database.history.get("0badbadbad02").phase == "contract"
+    assert not {"serves-previous-code", "ban-drop-column", "phase"} & _rules(database)
+
+
+def test_an_expand_revision_that_rebuilds_a_table_on_sqlite_fails_the_lint(
+    unsafe_history: Path,
+) -> None:
+    body = (
+        '    with op.batch_alter_table("flow") as batch:\n'
+        '        batch.add_column(sa.Column("note", sa.Text(), nullable=True))'
+    )
+    database = _with_revision(unsafe_history, 'PHASE = "expand"', body)
+    findings = lint(database, [database.history.get("0badbadbad02")])
+    rebuilds = [f for f in findings if f.rule == "expand-rebuilds-table"]
+    assert len(rebuilds) == 1 and "batch_alter_table" in rebuilds[0].message
+    never = body.replace('batch_alter_table("flow")', 'batch_alter_table("flow", recreate="never")')
+    assert "expand-rebuilds-table" not in _rules(
+        _with_revision(unsafe_history, 'PHASE = "expand"', never)
+    )
+
+
+def test_a_phase_that_contradicts_serves_previous_code_fails_the_lint(
+    unsafe_history: Path,
+) -> None:
+    database = _with_revision(
+        unsafe_history,
+        'PHASE = "expand"\nSERVES_PREVIOUS_CODE = False',
+        '    op.add_column("flow", sa.Column("note", sa.Text(), nullable=True))',
+    )
+    assert "phase" in _rules(database)

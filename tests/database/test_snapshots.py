@@ -188,7 +188,11 @@ def test_a_failed_fresh_install_leaves_the_database_empty_and_is_recorded(
         commands.migrate(database, "upgrade", "head")
 
     # flowdb's own tables only: the failure's record and the version of its shape.
-    assert table_names(database_url) == {"flowdb_migration_run", "flowdb_bookkeeping_version"}
+    assert table_names(database_url) == {
+        "flowdb_migration_run",
+        "flowdb_bookkeeping_version",
+        "flowdb_replica",
+    }
     assert database.status().owner == "empty"
     failed = _runs(database)[-1]
     assert failed["direction"] == "fresh install" and failed["success"] is False

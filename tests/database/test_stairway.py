@@ -30,11 +30,12 @@ def test_full_downgrade_removes_every_table(configured: str) -> None:
     alembic_upgrade()
     assert "flow_run" in table_names(configured)
     alembic_downgrade("base")
-    # Alembic's (empty) version table and flowdb's record of runs, which outlives downgrades.
+    # Alembic's (empty) version table and flowdb's own tables, which outlive downgrades.
     assert table_names(configured) <= {
         "alembic_version",
         "flowdb_migration_run",
         "flowdb_bookkeeping_version",
+        "flowdb_replica",
     }
     assert revision_of(configured) is None
 

@@ -22,8 +22,10 @@ def test_ready_while_a_migration_runs_on_a_schema_that_already_serves_this_code(
 ) -> None:
     monkeypatch.setattr(readiness, "KEY_EVERY_SECONDS", 0)  # each probe reads the holder
     history = load_history()
-    previous = history.revisions[-2].id
-    # The schema is head's, but the revision row says the last migration has not finished:
+    # Before an expand and a contract revision (a contract alone waits for the older
+    # replicas and serves meanwhile: test_ready_on_the_expanded_schema_while_a_contract_waits).
+    previous = "7b5e9c2f4d3a"
+    # The schema is head's, but the revision row says the last migrations have not finished:
     # as it is between the last phase of an online migration and its version update.
     set_revision(configured, previous)
     assert api.get("/api/ready").status_code == 503  # behind, and nobody is migrating
@@ -42,7 +44,7 @@ def test_not_ready_while_a_migration_runs_on_a_schema_this_code_cannot_use(
     api: TestClient, configured: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(readiness, "KEY_EVERY_SECONDS", 0)  # each probe reads the version
-    alembic_downgrade("-1")  # the head migration adds deployment_schedule
+    alembic_downgrade("6a4d8b1e3c29")  # 7b5e9c2f4d3a adds deployment_schedule
     with lock_holder(configured):
         response = api.get("/api/ready")
     assert response.status_code == 503
@@ -51,6 +53,17 @@ def test_not_ready_while_a_migration_runs_on_a_schema_this_code_cannot_use(
     assert "deployment_schedule" in detail
     alembic_upgrade()
     assert api.get("/api/ready").status_code == 200
+
+
+def test_ready_on_the_expanded_schema_while_a_contract_waits(
+    api: TestClient, configured: str
+) -> None:
+    alembic_downgrade("8d2e4f6a1c35")  # the expand ran; the contract 9e3f5a7b2d46 waits
+    response = api.get("/api/ready")
+    assert response.status_code == 200, response.text
+    assert "only contract revision(s) 9e3f5a7b2d46 are left" in response.json()["detail"]
+    alembic_downgrade("7b5e9c2f4d3a")  # the expand too is pending: not this code's schema
+    assert api.get("/api/ready").status_code == 503
 
 
 NEWER_REVISION = '''"""{title}
@@ -116,7 +129,13 @@ def test_the_previous_release_is_not_ready_once_a_revision_breaks_its_code(
     api: TestClient, configured: str, tmp_path: Path
 ) -> None:
     newer = newer_release(tmp_path, True, False)
-    ok(flowdb(configured, "database", "upgrade", "-y", migrations=newer))
+    # `api` is a replica of the previous release (its heartbeat): the newer release's
+    # upgrade stops before its contract revision a11ead000002 ...
+    held = ok(flowdb(configured, "database", "upgrade", "-y", migrations=newer))
+    assert "Stopped before contract a11ead000002: 1 replica" in " ".join(held.stderr.split())
+    assert api.get("/api/ready").status_code == 200
+    # ... unless told to go on: then this replica's code is broken, and it says so.
+    ok(flowdb(configured, "database", "upgrade", "-y", "--contract-now", migrations=newer))
     response = api.get("/api/ready")
     assert response.status_code == 503
     detail = response.json()["detail"]

@@ -98,7 +98,14 @@ def _approval(
     return approve
 
 
-def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: bool = False) -> None:
+def _migrate(
+    direction: Direction,
+    revision: str,
+    yes: bool,
+    accept_changed: bool = False,
+    *,
+    hold_contracts: bool = False,
+) -> None:
     """Run an upgrade or downgrade with its plan shown and confirmed.
 
     A downgrade always prints its plan (what is reverted, what data is lost) on stdout,
@@ -131,6 +138,7 @@ def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: boo
                     report, yes, show, question, _show if direction == "downgrade" else _say
                 ),
                 accept_changed=accept_changed,
+                hold_contracts=hold_contracts,
             )
         except commands.Declined:
             _say("Cancelled; nothing was changed.")
@@ -139,12 +147,14 @@ def _migrate(direction: Direction, revision: str, yes: bool, accept_changed: boo
         _say(
             f"Nothing to {direction}: {escape(database.describe())} is at {plan.current or 'base'}."
         )
-        return
-    _say(
-        f"{direction.capitalize()} finished: {len(plan.steps)} migration(s) in "
-        f"{time.perf_counter() - started:.2f} s; {escape(database.location())} is at "
-        f"{plan.target or 'base'}."
-    )
+    else:
+        _say(
+            f"{direction.capitalize()} finished: {len(plan.steps)} migration(s) in "
+            f"{time.perf_counter() - started:.2f} s; {escape(database.location())} is at "
+            f"{plan.target or 'base'}."
+        )
+    if plan.held:
+        _say(escape(plan.held))
 
 
 @database_app.command()
@@ -165,18 +175,25 @@ def upgrade(
         help="Go on although an applied revision's file changed since it was applied, and "
         "record the new file as the applied one.",
     ),
+    contract_now: bool = typer.Option(
+        False,
+        "--contract-now",
+        help="Run contract revisions although replicas of an older release still serve "
+        "(they break); by default the upgrade stops before the first one.",
+    ),
 ) -> None:
     """Upgrade the database to a revision (default: head, the newest).
 
     An empty database upgraded to head gets the head schema from flowdb's snapshot in
-    one transaction instead of replaying every revision.
+    one transaction instead of replaying every revision. Contract revisions wait until
+    no replica of an older release serves (see --contract-now).
     """
     if dry_run:
         from flowdb.database import commands
 
         commands.preview(_database(), "upgrade", revision)
         return
-    _migrate("upgrade", revision, yes, accept_changed)
+    _migrate("upgrade", revision, yes, accept_changed, hold_contracts=not contract_now)
 
 
 @database_app.command()
@@ -359,6 +376,7 @@ def _applied_info(row: dict[str, object] | None) -> dict[str, object]:
 @database_app.command()
 def current(as_json: bool = _JSON) -> None:
     """Show the database's revision and whether it is at head."""
+    from flowdb.cli.fleet_view import fleet_json, fleet_lines
     from flowdb.database import journal
     from flowdb.database.commands import ACCEPT_CHANGED_FLAG
     from flowdb.database.partway import part_way
@@ -382,6 +400,7 @@ def current(as_json: bool = _JSON) -> None:
                 "way_out": None if stuck is None else stuck.way_out(),
                 "changed_revisions": changed,
                 **(_applied_info(applied.get(status.current or "")) if status.current else {}),
+                **fleet_json(database, status),
             }
         )
         status.require_known(database)
@@ -415,12 +434,15 @@ def current(as_json: bool = _JSON) -> None:
             f"Changed: the file of revision {revision} differs from the one applied; "
             f"upgrade refuses until it is restored or accepted ({ACCEPT_CHANGED_FLAG})"
         )
+    for line in fleet_lines(database, status):
+        out.print(escape(line))
     status.require_known(database)  # and fail when this flowdb cannot work with it
 
 
 @database_app.command()
 def history(as_json: bool = _JSON) -> None:
     """List every revision, oldest first, with when and by whom each applied one was applied."""
+    from flowdb.cli.fleet_view import fleet_lines
     from flowdb.database import journal
     from flowdb.database.history import load_history
     from flowdb.errors import FlowdbError
@@ -430,6 +452,7 @@ def history(as_json: bool = _JSON) -> None:
     position: int | None = None
     applied_rows: dict[str, dict[str, object]] = {}
     changed: list[str] = []
+    fleet: list[str] = []
     try:
         database = _database()
         applied = database.status()
@@ -438,6 +461,7 @@ def history(as_json: bool = _JSON) -> None:
         runs = journal.read_runs(database, applied)
         applied_rows = journal.applied_rows(runs, revisions, applied.current)
         changed = journal.changed_revisions(runs, revisions, applied.current)
+        fleet = fleet_lines(database, applied)
     except FlowdbError as error:
         failure = error  # still list the revisions; fail once they are printed
     if as_json:
@@ -447,6 +471,7 @@ def history(as_json: bool = _JSON) -> None:
                     "position": index,
                     "revision": item.id,
                     "title": item.title,
+                    "phase": item.phase,
                     "applied": position is not None and index <= position,
                     "changed": item.id in changed,
                     **_applied_info(applied_rows.get(item.id)),
@@ -475,10 +500,13 @@ def history(as_json: bool = _JSON) -> None:
             when = f"[dim]{at} by {escape(by)} ({row['direction']})[/]  "
         if item.id in changed:
             when += "[red]file changed since applied[/]  "
-        out.print(f"{index:>3}  {item.id}  {escape(item.title)}  {when}{mark}".rstrip())
+        phase = f"[dim]{item.phase}[/]  "
+        out.print(f"{index:>3}  {item.id}  {phase}{escape(item.title)}  {when}{mark}".rstrip())
     if position is not None:
         pending = len(revisions.revisions) - position
         out.print(f"{position} applied, {pending} pending; head is {revisions.head}")
+    for line in fleet:
+        out.print(escape(line))
     if failure is not None:
         raise failure
 

@@ -10,7 +10,9 @@ flowdb keeps three tables of its own beside the schema the history builds:
 * ``flowdb_migration_run``, the run record (``journal``);
 * ``flowdb_migration_progress``, migrations part way through (``migrations/online.py``,
   ``migrations/restartable.py``), created when needed and dropped when empty;
-* ``flowdb_bookkeeping_version``, one row: which shape the other two have.
+* ``flowdb_bookkeeping_version``, one row: which shape the others have;
+* ``flowdb_replica``, one row per API server replica that serves the database, its
+  heartbeat (``fleet``): which release and head it serves, since when, last seen.
 
 Their shape changes with flowdb, not with the migration history, so it has a version
 of its own. Every change is an ordered step (``STEPS``); a write command runs the
@@ -40,8 +42,9 @@ if TYPE_CHECKING:
 RUN_TABLE = "flowdb_migration_run"
 PROGRESS_TABLE = tables.PROGRESS_TABLE
 VERSION_TABLE = "flowdb_bookkeeping_version"
+REPLICA_TABLE = "flowdb_replica"
 #: flowdb's own tables (Alembic's version table aside).
-TABLES = frozenset({RUN_TABLE, PROGRESS_TABLE, VERSION_TABLE})
+TABLES = frozenset({RUN_TABLE, PROGRESS_TABLE, VERSION_TABLE, REPLICA_TABLE})
 #: Alembic's version table (its default name; ``migrations/env.py`` passes it to Alembic)
 #: and its one column: the revision the database is at.
 ALEMBIC_VERSION_TABLE = tables.VERSION_TABLE
@@ -70,6 +73,18 @@ DOWNGRADE_PHASE = "downgrade"
 FRESH_INSTALL_PHASE = "fresh install"
 _DELETE_PROGRESS = f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :r"
 CREATE_VERSION = f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)"
+#: The replicas' heartbeats (step 3), plain SQL for the same reasons. Times are UTC in
+#: ISO 8601 text (as in the run record), written by the replica's clock.
+CREATE_REPLICAS = (
+    f"CREATE TABLE IF NOT EXISTS {REPLICA_TABLE} ("
+    "id VARCHAR(64) NOT NULL PRIMARY KEY, "
+    "flowdb_version VARCHAR(32) NOT NULL, "
+    "head_revision VARCHAR(32), "
+    "host VARCHAR(255) NOT NULL, "
+    "pid INTEGER NOT NULL, "
+    "since VARCHAR(40) NOT NULL, "
+    "last_seen VARCHAR(40) NOT NULL)"
+)
 
 
 def read_progress(connection: Connection, revision: str) -> tuple[str, int, str | None] | None:
@@ -210,17 +225,28 @@ def _add_missing_columns(connection: Connection, table: Table, names: tuple[str,
         connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
 
 
+def _create_replica_table(connection: Connection) -> None:
+    """Step 3: the replicas' heartbeats (``fleet``)."""
+    connection.exec_driver_sql(CREATE_REPLICAS)
+
+
 #: Every change of flowdb's tables, oldest first; ``STEPS[n - 1].version == n``.
 STEPS: tuple[Step, ...] = (
     Step(1, "create the run record", _create_run_table),
     Step(2, "add down_revision and serves_previous_code", _add_declared_columns),
+    Step(3, "create the replicas' heartbeat table", _create_replica_table),
 )
 LATEST = STEPS[-1].version
 
 
 def version_statements() -> list[str]:
     """Plain SQL that records the newest version (the fresh install creates the newest shape)."""
-    return [CREATE_VERSION, f"DELETE FROM {VERSION_TABLE}", _insert_version(LATEST)]
+    return [
+        CREATE_REPLICAS,
+        CREATE_VERSION,
+        f"DELETE FROM {VERSION_TABLE}",
+        _insert_version(LATEST),
+    ]
 
 
 def _insert_version(version: int) -> str:
@@ -270,6 +296,7 @@ def upgrade(connection: Connection) -> list[Step]:
         done: list[Step] = []
     elif version == 0:
         run_table().create(connection, checkfirst=True)
+        connection.exec_driver_sql(CREATE_REPLICAS)
         done = []
     else:
         done = list(STEPS[version:])

@@ -79,6 +79,7 @@ def migrate(
     approve: Approval | None = None,
     use_snapshot: bool = True,
     accept_changed: bool = False,
+    hold_contracts: bool = False,
 ) -> Plan:
     """Upgrade or downgrade ``database`` to ``revision``; return the plan that ran.
 
@@ -90,6 +91,8 @@ def migrate(
     (``fresh``) unless ``use_snapshot`` is off; any other plan replays its revisions.
     An upgrade refuses a database where an applied revision's file has changed since
     (``ChangedRevisionError``) unless ``accept_changed``, which records the new files.
+    With ``hold_contracts``, an upgrade stops before its first contract revision while
+    replicas of an older release still serve (``fleet.hold_contracts``; ``Plan.held``).
     """
 
     planning.check_name(database.history, revision, allow_range=False)
@@ -106,6 +109,10 @@ def migrate(
         upgrade_bookkeeping(database, status)
         check_part_way(database, status, direction)
         plan = planning.plan(database.history, direction, status.current, revision)
+        if hold_contracts:
+            from flowdb.database.fleet import hold_contracts as hold
+
+            plan = hold(database, plan)
         if plan.is_empty:
             logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
             return plan

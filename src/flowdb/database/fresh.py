@@ -56,7 +56,9 @@ if TYPE_CHECKING:
 SNAPSHOT_FOLDER = Path(__file__).parent / "snapshots"
 #: Tables the snapshot creates ``IF NOT EXISTS`` and without rows: they may exist already
 #: in an empty database (at base after a downgrade) and are flowdb's bookkeeping.
-BOOKKEEPING = frozenset({ALEMBIC_VERSION_TABLE, RUN_TABLE, bookkeeping.VERSION_TABLE})
+BOOKKEEPING = frozenset(
+    {ALEMBIC_VERSION_TABLE, RUN_TABLE, bookkeeping.VERSION_TABLE, bookkeeping.REPLICA_TABLE}
+)
 REGENERATE = "flowdb database snapshot"
 _SEPARATOR = ";\n\n"
 

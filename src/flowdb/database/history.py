@@ -35,6 +35,7 @@ _DOCSTRING_TITLE = re.compile(r'^"""(?P<title>[^\n]*)', re.MULTILINE)
 _SERVES_PREVIOUS_CODE = re.compile(
     r"^SERVES_PREVIOUS_CODE\s*(?::[^=]+)?=\s*(True|False)", re.MULTILINE
 )
+_PHASE = re.compile(r"^PHASE\s*(?::[^=]+)?=\s*['\"](expand|contract)['\"]", re.MULTILINE)
 _CREATE_TABLE = re.compile(r"""op\.create_table\(\s*["'](?P<name>\w+)["']""")
 
 
@@ -55,6 +56,29 @@ class Revision:
     #: Whether the previous revision's code can keep serving on this one's schema
     #: (``None``: not declared; the lint gate requires it).
     serves_previous_code: bool | None = None
+    #: The ``PHASE`` the file declares (``"expand"`` or ``"contract"``), ``None`` when it
+    #: declares none (the released revisions, whose phase is derived: ``phase``).
+    declared_phase: str | None = None
+
+    @property
+    def phase(self) -> str:
+        """``"expand"`` (the previous release keeps serving) or ``"contract"`` (it cannot).
+
+        Declared by ``PHASE`` in newer files; derived from ``SERVES_PREVIOUS_CODE`` in the
+        released ones (``True``: expand; ``False`` or undeclared: contract, the safe side).
+        """
+        if self.declared_phase is not None:
+            return self.declared_phase
+        return "expand" if self.serves_previous_code else "contract"
+
+    @property
+    def serves_previous(self) -> bool | None:
+        """What the run record keeps for older servers: declared, else what ``PHASE`` says."""
+        if self.serves_previous_code is not None:
+            return self.serves_previous_code
+        if self.declared_phase is not None:
+            return self.declared_phase == "expand"
+        return None
 
 
 @dataclass(frozen=True)
@@ -93,6 +117,10 @@ class History:
         """The revisions an upgrade to head would apply from ``revision_id``."""
         return self.revisions[self.position(revision_id) :]
 
+    def first_contract(self, revisions: tuple[Revision, ...]) -> int | None:
+        """The index in ``revisions`` of the first contract revision, or ``None``."""
+        return next((i for i, r in enumerate(revisions) if r.phase == "contract"), None)
+
     def tables_at(self, revision_id: str | None) -> frozenset[str]:
         """The tables a database at ``revision_id`` has (tables are never dropped upward)."""
         applied = self.revisions[: self.position(revision_id)]
@@ -119,6 +147,7 @@ def _read_revision(path: Path) -> Revision | None:
     title = _DOCSTRING_TITLE.search(text)
     upgrade_body = text.partition("def upgrade")[2].partition("def downgrade")[0]
     serves = _SERVES_PREVIOUS_CODE.search(text)
+    phase = _PHASE.search(text)
     return Revision(
         id=values["revision"].strip("'\""),
         down_revision=None if down == "None" else down.strip("'\""),
@@ -126,6 +155,7 @@ def _read_revision(path: Path) -> Revision | None:
         path=path,
         creates=tuple(m["name"] for m in _CREATE_TABLE.finditer(upgrade_body)),
         serves_previous_code=serves[1] == "True" if serves else None,
+        declared_phase=phase[1] if phase else None,
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from flowdb.database import commands
 from flowdb.database.alembic_commands import ALEMBIC_LOCK
+from flowdb.database.fleet import pending_contracts
 from flowdb.database.target import Database
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     seconds pass with nobody holding the migration lock and no progress
     (``waiting.SchemaWaiter``).
 
+    Contract revisions wait while replicas of an older release serve (``fleet``): the
+    upgrade stops before them and the server serves the expanded schema; the heartbeat
+    (``server.heartbeat``) runs them once those replicas are gone.
+
     Never downgrades: a database stamped by a newer flowdb (or another application's)
     raises before anything is touched. ``database`` defaults to the configured one.
     """
@@ -34,6 +39,10 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
     status = database.status()
     status.require_known(database)
     if status.at_head and not status.in_progress:
+        return status
+    if not migrate and not status.in_progress and pending_contracts(database, status.current):
+        # Only contract revisions are left: they wait for the older replicas to go
+        # (``fleet``); this code serves the expanded schema meanwhile.
         return status
     if not migrate:
         from flowdb.database.waiting import SchemaWaiter
@@ -44,5 +53,5 @@ def ensure_schema(database: Database | None = None, *, migrate: bool = True) -> 
         return database.status()
 
     with ALEMBIC_LOCK:
-        commands.migrate(database, "upgrade", "head")
+        commands.migrate(database, "upgrade", "head", hold_contracts=True)
     return database.status()

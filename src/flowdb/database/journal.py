@@ -114,7 +114,7 @@ def started(
         error=error,
         file_hash=file_hash,
         down_revision=source.down_revision if source else None,
-        serves_previous_code=source.serves_previous_code if source else None,
+        serves_previous_code=source.serves_previous if source else None,
         host=_HOST,
         pid=os.getpid(),
     )

@@ -127,11 +127,12 @@ def lint(database: Database, revisions: list[Revision] | None = None) -> list[Fi
         sql = _render(database, revision)
         allowed = _allowances(revision.path)
         not_applied = set(allowed)
-        if _declared_serves_previous_code(revision.path) is False:
+        if revision.phase == "contract":
             not_applied |= COMPATIBILITY_RULES
         findings += _squawk(squawk, revision.id, sql, not_applied)
         findings += _backfills_in_ddl_transactions(revision.id, sql, allowed)
         findings += _declaration(revision, sql, allowed)
+        findings += _expand_rebuilds(revision, allowed)
         if revision.id == database.history.head:
             findings += foreign_keys_without_index(revision.id)
     return findings
@@ -260,15 +261,31 @@ def _backfills_in_ddl_transactions(
 
 
 def _declaration(revision: Revision, sql: str, allowed: dict[str, str]) -> list[Finding]:
-    """``SERVES_PREVIOUS_CODE`` must be declared, and ``True`` only for expand-only SQL."""
+    """The phase must be declared, consistently, and expand only for expand-only SQL.
+
+    A revision says its phase with ``PHASE = "expand"``/``"contract"`` or (the released
+    ones) ``SERVES_PREVIOUS_CODE = True``/``False``; a file with both must not contradict
+    itself. An expand revision (the previous release keeps serving) must not drop,
+    rename, set NOT NULL or add constraints the previous code would violate.
+    """
     declared = _declared_serves_previous_code(revision.path)
-    if declared is None:
+    phase = revision.declared_phase
+    if declared is None and phase is None:
         return [
             Finding(
                 revision.id,
                 "serves-previous-code",
-                "declares no SERVES_PREVIOUS_CODE = True/False (can the previous release's "
-                "code keep serving on this schema?)",
+                'declares neither PHASE = "expand"/"contract" nor SERVES_PREVIOUS_CODE = '
+                "True/False (can the previous release's code keep serving on this schema?)",
+            )
+        ]
+    if declared is not None and phase is not None and declared != (phase == "expand"):
+        return [
+            Finding(
+                revision.id,
+                "phase",
+                f'declares PHASE = "{phase}" but SERVES_PREVIOUS_CODE = {declared}: an expand '
+                "revision serves the previous code, a contract revision does not",
             )
         ]
     scope = _without_new_tables(sql, revision.creates)
@@ -282,15 +299,60 @@ def _declaration(revision: Revision, sql: str, allowed: dict[str, str]) -> list[
         ),
         None,
     )
-    if declared and breaking and "serves-previous-code" not in allowed:
+    if revision.phase == "expand" and breaking and "serves-previous-code" not in allowed:
+        said = f'PHASE = "{phase}"' if phase else "SERVES_PREVIOUS_CODE = True"
         return [
             Finding(
                 revision.id,
                 "serves-previous-code",
-                f"declares SERVES_PREVIOUS_CODE = True but its SQL does "
-                f"'{breaking.group(0)}', which the previous code cannot survive",
+                f"declares {said} but its SQL does '{breaking.group(0)}', which the previous "
+                'code cannot survive: move it to a PHASE = "contract" revision',
             )
         ]
+    return []
+
+
+#: Calls that rebuild a table on SQLite (a copy under the strong write lock).
+_REBUILDS = frozenset({"batch_alter_table", "add_reference", "set_not_null"})
+
+
+def _expand_rebuilds(revision: Revision, allowed: dict[str, str]) -> list[Finding]:
+    """A revision declaring ``PHASE = "expand"`` must not rebuild a table on SQLite.
+
+    A rebuild copies the table while every writer waits, and it rewrites the table's
+    definition from the new code's view: contract-only. ``batch_alter_table`` with
+    ``recreate="never"`` does not rebuild. Released revisions (no ``PHASE``) are exempt:
+    their files cannot change.
+    """
+    rule = "expand-rebuilds-table"
+    if revision.declared_phase != "expand" or rule in allowed:
+        return []
+    tree = ast.parse(revision.path.read_text(encoding="utf-8"))
+    upgrade = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "upgrade"), None
+    )
+    for node in ast.walk(upgrade) if upgrade is not None else ():
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name not in _REBUILDS:
+            continue
+        never = any(
+            k.arg == "recreate" and isinstance(k.value, ast.Constant) and k.value.value == "never"
+            for k in node.keywords
+        )
+        if not never:
+            return [
+                Finding(
+                    revision.id,
+                    rule,
+                    f'declares PHASE = "expand" but calls {name}() (line {node.lineno}), which '
+                    'rebuilds the table on SQLite: rebuilds belong in a PHASE = "contract" '
+                    "revision",
+                    node.lineno,
+                )
+            ]
     return []
 
 

@@ -44,6 +44,9 @@ MOVES: dict[tuple[str, str, str | None], Move] = {
         which="each deployment's oldest schedule",
         count_sql="SELECT count(DISTINCT deployment_id) FROM deployment_schedule",
     ),
+    ("8d2e4f6a1c35", "flow_run", "ended_at"): Move(
+        into="flow_run.end_time", which="kept equal to end_time by the revision's triggers"
+    ),
 }
 
 

@@ -184,8 +184,11 @@ class FlowRun(Base):
     run_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     expected_start_time: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
     start_time: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # Stored as ended_at since 8d2e4f6a1c35/9e3f5a7b2d46 (the API field stays end_time).
+    # This code writes ended_at only: from the expand revision on it exists, and its
+    # triggers copy it into end_time for the previous release until the contract.
     # Indexed for retention: ``flowdb database clean`` walks expired runs by end time.
-    end_time: Mapped[dt.datetime | None] = mapped_column(Timestamp, index=True)
+    end_time: Mapped[dt.datetime | None] = mapped_column("ended_at", Timestamp, index=True)
 
 
 class StateEntry:

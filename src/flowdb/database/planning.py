@@ -30,6 +30,9 @@ class Plan:
     target: str | None
     #: The revisions applied (upgrade) or reverted (downgrade), in the order they run.
     steps: tuple[Revision, ...]
+    #: Why an upgrade stops short of where it was asked to go (``fleet.hold_contracts``):
+    #: one sentence naming the contract revision and the replicas it waits for.
+    held: str = ""
 
     @property
     def is_empty(self) -> bool:

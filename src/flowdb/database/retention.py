@@ -3,14 +3,14 @@
 ``flowdb database clean --older-than 30d`` and the server's retention service
 (``server/retention.py``) both call ``clean``. A run is *expired* when it is in a
 terminal state (COMPLETED, FAILED, CANCELLED, CRASHED: the states that set
-``end_time``) and its ``end_time`` is before the cut-off. Deleting it deletes its task
+``end_time``, stored as ``ended_at``) and its end time is before the cut-off. Deleting it deletes its task
 runs, both state histories and its logs (the tables whose foreign keys CASCADE);
 artifacts are kept, unlinked (their foreign keys SET NULL: an artifact outlives its run).
 
 How it stays safe beside a live API and cheap on a big database:
 
-* **Bounded batches by key range.** Expired runs are walked in ``(end_time, id)``
-  order over ``ix_flow_run__end_time``; each batch takes the next ``batch_size`` runs
+* **Bounded batches by key range.** Expired runs are walked in ``(ended_at, id)``
+  order over ``ix_flow_run__ended_at``; each batch takes the next ``batch_size`` runs
   after the last one seen, so no batch scans the table, and each is one short
   transaction that deletes the batch's rows child tables first (every foreign key it
   deletes through has an index: ``lint``'s ``fk-without-index`` rule).
@@ -115,7 +115,7 @@ def _tables() -> dict[str, sa.Table]:
 def _expired(cutoff: dt.datetime) -> Any:
     """The condition selecting expired flow runs."""
     run = _tables()["flow_run"]
-    return run.c.state_type.in_(TERMINAL_STATES) & (run.c.end_time < cutoff)
+    return run.c.state_type.in_(TERMINAL_STATES) & (run.c.ended_at < cutoff)
 
 
 def count_expired(database: Database, cutoff: dt.datetime) -> dict[str, int]:
@@ -183,20 +183,20 @@ def clean(
                 while True:
                     condition = _expired(cutoff)
                     if after is not None:
-                        condition &= (run.c.end_time > after[0]) | (
-                            (run.c.end_time == after[0]) & (run.c.id > after[1])
+                        condition &= (run.c.ended_at > after[0]) | (
+                            (run.c.ended_at == after[0]) & (run.c.id > after[1])
                         )
                     rows = connection.execute(
-                        sa.select(run.c.id, run.c.end_time)
+                        sa.select(run.c.id, run.c.ended_at)
                         .where(condition)
-                        .order_by(run.c.end_time, run.c.id)
+                        .order_by(run.c.ended_at, run.c.id)
                         .limit(batch_size)
                         .with_for_update(skip_locked=True)
                     ).all()
                     if not rows:
                         connection.commit()
                         break
-                    after = (rows[-1].end_time, rows[-1].id)
+                    after = (rows[-1].ended_at, rows[-1].id)
                     _delete_batch(connection, [row.id for row in rows], progress)
                     connection.commit()
                     progress.batches += 1

@@ -84,13 +84,18 @@ class _SchemaGate:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from flowdb.server.heartbeat import Heartbeat
+
     http.stop_when_master_dies()
+    heartbeat = Heartbeat(app.state.database.database)
+    await heartbeat.start()
     app.state.retention = retention.start(app.state.database.database)
     try:
         yield
     finally:
         if app.state.retention is not None:
             await app.state.retention.stop()
+        await heartbeat.stop()
         await app.state.database.dispose()
 
 

@@ -8,6 +8,8 @@ an upgrade, an outage made by the probe itself. So a replica is ready when:
 - it is ahead of this code's head (a newer release upgraded it, during a rolling
   upgrade) only by revisions whose files declared ``SERVES_PREVIOUS_CODE = True``, as
   recorded in the run record when they were applied; or
+- it is behind head only by contract revisions (``fleet``: they wait for the older
+  replicas to go), and every table and column this code's models use is there; or
 - it is behind head while a migration runs (someone holds the migration lock), and every
   table and column this code's models use is already there (the expand phase is done).
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flowdb.database import journal
+from flowdb.database.fleet import pending_contracts
 from flowdb.database.orm_models import Base
 from flowdb.database.partway import part_way
 from flowdb.database.status import SchemaStatus
@@ -87,6 +90,13 @@ def judge(database: Database) -> Verdict:
         return _judge_ahead(database, status)
     where = status.current or "base (no schema)"
     behind = f"The database is at revision {where}, not at head {status.head}"
+    waiting = pending_contracts(database, status.current) if stuck is None else []
+    if waiting and not missing_columns(database):
+        detail = (
+            f"{behind}: only contract revision(s) {', '.join(waiting)} are left, which wait "
+            "until no replica of an older release serves; the schema serves this code."
+        )
+        return Verdict(True, status.current, status.head, detail)
     holder = database.migration_running()
     if holder is None and stuck is not None:
         detail = f"{behind}, and {stuck.describe()}: {stuck.way_out()}."

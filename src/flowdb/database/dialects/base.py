@@ -200,6 +200,14 @@ class Dialect(metaclass=_DialectType):
     def create_async_engine(self, *, write: bool) -> AsyncEngine:
         """The server's async engine (for writes, or for reads where they differ)."""
 
+    def untracked_server_sessions(self, connection: Connection, application_name: str) -> list[str]:
+        """Client addresses of server sessions named ``application_name`` (older replicas).
+
+        Releases before the replicas' heartbeat can be seen only by their sessions; only
+        PostgreSQL names them (``pg_stat_activity.application_name``). Elsewhere: none.
+        """
+        return []
+
     # --- reading without writing ----------------------------------------------------------
 
     @abstractmethod

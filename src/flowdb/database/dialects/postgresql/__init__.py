@@ -51,6 +51,7 @@ from flowdb.database.dialects.base import Catalog, Features, dump_command_line
 from flowdb.database.dialects.postgresql import catalogue, cleaning, errors
 from flowdb.database.dialects.postgresql.connecting import (
     CONNECT_TIMEOUT_SECONDS,
+    SERVER_APPLICATION_NAME,
     PostgresConnecting,
     detect_transaction_pooler,
     dumps_keeping_floats,
@@ -75,6 +76,7 @@ __all__ = [
     "ADVISORY_LOCK_KEY",
     "CONNECT_TIMEOUT_SECONDS",
     "FENCE_KEY",
+    "SERVER_APPLICATION_NAME",
     "PostgresConnecting",
     "PostgresDialect",
     "_asyncpg_connect_args",
@@ -163,6 +165,20 @@ class PostgresDialect(PostgresLocking):
         if tuples_total:
             return (str(phase), int(tuples_done), int(tuples_total))
         return (str(phase), int(blocks_done or 0), int(blocks_total or 0))
+
+    def untracked_server_sessions(self, connection: Connection, application_name: str) -> list[str]:
+        """Client addresses with sessions named ``application_name`` in this database."""
+        import sqlalchemy as sa
+
+        rows = connection.execute(
+            sa.text(
+                "SELECT DISTINCT COALESCE(host(client_addr), 'local socket') FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = :name "
+                "AND pid <> pg_backend_pid() ORDER BY 1"
+            ),
+            {"name": application_name},
+        ).scalars()
+        return [str(row) for row in rows]
 
     @contextmanager
     def cleaner_lock(self) -> Iterator[bool]:

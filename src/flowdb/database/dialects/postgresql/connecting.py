@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flowdb.migrations.lock")
 CONNECT_TIMEOUT_SECONDS = 10
+#: What the API server's sessions are called: releases before the replicas' heartbeat
+#: used ``flowdb-server``, which ``database.fleet`` counts as older replicas.
+SERVER_APPLICATION_NAME = "flowdb-server+heartbeat"
 
 
 class PostgresConnecting(Dialect):
@@ -148,7 +151,7 @@ class PostgresConnecting(Dialect):
         connect_args = _asyncpg_connect_args(self.url, self.url.redacted())
         timeout_ms = round(self.settings.server_query_timeout * 1000)
         server_settings = {
-            "application_name": "flowdb-server",
+            "application_name": SERVER_APPLICATION_NAME,
             "statement_timeout": str(timeout_ms),
             **connect_args.pop("server_settings", {}),
         }

@@ -1,0 +1,100 @@
+"""The replica's heartbeat: tell the fleet this server serves, and run waiting contracts.
+
+Every ``FLOWDB_SERVER_HEARTBEAT_INTERVAL`` seconds the server writes its row of
+``flowdb_replica`` (``database.fleet.beat``): release, the head its code serves, since,
+last seen, host and pid. A clean shutdown removes the row; a killed server's row goes
+stale after ``FLOWDB_SERVER_HEARTBEAT_STALE`` seconds.
+
+With ``FLOWDB_MIGRATE_ON_START`` on, a replica whose database has only contract
+revisions left (its start stopped before them while older replicas served) runs them
+after a beat once no replica of an older release is left: under the migration lock,
+so exactly one replica applies them and the others find the database at head.
+
+A failed beat (the database briefly unreachable) is logged and retried at the next
+interval; it never stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from anyio import to_thread
+
+from flowdb.database import fleet
+
+if TYPE_CHECKING:
+    from flowdb.database.target import Database
+
+logger = logging.getLogger("flowdb.server")
+
+
+class Heartbeat:
+    """One replica's heartbeat task (one per server process)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.replica = fleet.new_replica(database.history.head)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Write the first beat now, then keep beating in the background."""
+        await self._beat_once()
+        self._task = asyncio.create_task(self._run(), name="flowdb-heartbeat")
+
+    async def stop(self) -> None:
+        """Stop beating and remove this replica's row (it no longer serves)."""
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await to_thread.run_sync(fleet.leave, self.database, self.replica)
+        except Exception as exc:  # shutting down: say it, never raise
+            logger.warning("Could not remove this replica's heartbeat row: %s", exc)
+
+    async def _run(self) -> None:
+        interval = self.database.settings.server_heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self._beat_once()
+            if self.database.settings.migrate_on_start:
+                try:
+                    await to_thread.run_sync(run_waiting_contracts, self.database)
+                except Exception as exc:  # retried at the next beat
+                    logger.warning("Running the waiting contract revisions failed: %s", exc)
+
+    async def _beat_once(self) -> None:
+        try:
+            self.replica = await to_thread.run_sync(fleet.beat, self.database, self.replica)
+        except Exception as exc:  # retried at the next beat
+            logger.warning("Could not write this replica's heartbeat: %s", exc)
+
+
+def run_waiting_contracts(database: Database) -> bool:
+    """Apply the pending contract revisions when no older replica serves; whether it ran.
+
+    Cheap when there is nothing to do (one status read). The upgrade itself holds the
+    migration lock and checks the fleet again under it (``hold_contracts``), so of many
+    replicas trying at once, one applies and the others find nothing left.
+    """
+    from flowdb.database import commands
+    from flowdb.database.alembic_commands import ALEMBIC_LOCK
+
+    status = database.status()
+    if status.in_progress or not fleet.pending_contracts(database, status.current):
+        return False
+    pending = fleet.pending_contracts(database, status.current)
+    if fleet.serving(database).older_than(database.history, pending[0]):
+        return False
+    with ALEMBIC_LOCK:
+        plan = commands.migrate(database, "upgrade", "head", hold_contracts=True)
+    if plan.steps:
+        logger.info(
+            "No replica of an older release serves any more: applied the contract revision(s) %s",
+            ", ".join(step.id for step in plan.steps),
+        )
+    return bool(plan.steps)
