@@ -141,21 +141,10 @@ def trial_params() -> list[object]:
     """Items of ``PER_ITEM`` trials per dialect; each item's delays span the whole run."""
     items = TRIALS // PER_ITEM
     return [
-        pytest.param(dialect, item, id=f"{dialect}-{item}", marks=KNOWN.get(dialect, ()))
+        pytest.param(dialect, item, id=f"{dialect}-{item}")
         for dialect in DIALECTS
         for item in range(items)
     ]
-
-
-#: A known defect, kept visible rather than hidden: in 1 of 40 MariaDB trials of the
-#: merged tree a SIGTERM left e9b3c7d5f2a4's tables without the progress mark that lets
-#: the next upgrade resume it, so that upgrade refused them as another application's.
-KNOWN = {
-    "mariadb": pytest.mark.xfail(
-        reason="a SIGTERM can leave a MariaDB migration's tables unmarked (1 in 40 trials)",
-        strict=False,
-    )
-}
 
 
 @pytest.mark.slow
