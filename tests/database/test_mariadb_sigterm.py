@@ -48,13 +48,11 @@ SAMPLE = {0, BLOCKS - 1}
 def signalled_upgrade(url: str, after: int, home: Path) -> subprocess.CompletedProcess[str]:
     """``flowdb database upgrade -y -r REVISION``, sent SIGTERM after its ``after``-th statement."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
-    env.update(
-        FLOWDB_DATABASE_URL=url, FLOWDB_HOME=str(home), SIGNAL_AFTER_NOTE=str(home / "note")
-    )
+    env.update(FLOWDB_DATABASE_URL=url, FLOWDB_HOME=str(home), SIGNAL_AFTER_NOTE=str(home / "note"))
     home.mkdir(exist_ok=True)
+    command = ["database", "upgrade", "-y", "-r", REVISION]
     return subprocess.run(
-        [sys.executable, "-m", "tests.database.signal_after", str(after), "database"]
-        + ["upgrade", "-y", "-r", REVISION],
+        [sys.executable, "-m", "tests.database.signal_after", str(after), *command],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -87,10 +85,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, object
 
 @pytest.mark.parametrize(
     "block",
-    [
-        pytest.param(n, marks=() if n in SAMPLE else pytest.mark.exhaustive)
-        for n in range(BLOCKS)
-    ],
+    [pytest.param(n, marks=() if n in SAMPLE else pytest.mark.exhaustive) for n in range(BLOCKS)],
 )
 def test_a_sigterm_after_any_statement_of_an_online_migration_leaves_a_way_out(
     block: int, run: tuple[int, dict[str, object]], mariadb_url: str, tmp_path: Path
