@@ -7,7 +7,8 @@ of its N-th statement on any connection (reads, writes, DDL, the lock's checks).
 handler then raises ``Interrupted`` at the next bytecode, as a SIGTERM from outside
 arriving just after that statement would. N = 0 counts only: the run completes and
 prints ``statements=K`` as stderr's last line. ``SIGNAL_AFTER_NOTE`` naming a file: the
-statement the signal followed is written there (for a failing test's message).
+statement the signal followed is written there (for a failing test's message);
+``SIGNAL_AFTER_LIST`` naming a file: every statement is listed there, one a line.
 
 Where SIGKILL (``kill_after``) shows what a sudden death leaves, this shows what the
 cleanup of an interrupt leaves: the rollback of the transaction in flight, after
@@ -25,6 +26,7 @@ def main() -> None:
     """Count statements on every engine; SIGTERM this process after the N-th."""
     limit = int(sys.argv[1])
     note = os.environ.get("SIGNAL_AFTER_NOTE")
+    listing = os.environ.get("SIGNAL_AFTER_LIST")
     seen = 0
 
     import sqlalchemy as sa
@@ -32,10 +34,14 @@ def main() -> None:
     def after(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         nonlocal seen
         seen += 1
+        text = " ".join(statement.split())[:200]
+        if listing:
+            with open(listing, "a", encoding="utf-8") as handle:
+                handle.write(text + "\n")
         if seen == limit:
             if note:
                 with open(note, "w", encoding="utf-8") as handle:
-                    handle.write(" ".join(statement.split())[:200])
+                    handle.write(text)
             os.kill(os.getpid(), signal.SIGTERM)
 
     sa.event.listen(sa.engine.Engine, "after_cursor_execute", after)
