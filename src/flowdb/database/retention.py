@@ -3,8 +3,8 @@
 ``flowdb database clean --older-than 30d`` and the server's retention service
 (``server/retention.py``) both call ``clean``. A run is *expired* when it is in a
 terminal state (COMPLETED, FAILED, CANCELLED, CRASHED: the states that set
-``end_time``, stored as ``ended_at``) and its end time is before the cut-off. Deleting it deletes its task
-runs, both state histories and its logs (the tables whose foreign keys CASCADE);
+``end_time``, stored as ``ended_at``) and its end time is before the cut-off. Deleting
+it deletes its task runs, both state histories and its logs (the tables whose foreign keys CASCADE);
 artifacts are kept, unlinked (their foreign keys SET NULL: an artifact outlives its run).
 
 How it stays safe beside a live API and cheap on a big database:

@@ -20,7 +20,8 @@ Every phase is idempotent, and ``flowdb_migration_progress`` (written in each ph
 own transaction) says which migration is part way through, in which phase, with how
 many rows done: ``flowdb database current`` shows it, and ``downgrade`` refuses until an
 ``upgrade`` has finished it. The revision in ``alembic_version`` advances only when the
-whole migration has completed.
+whole migration has completed, in the commit that forgets the progress row (where DDL
+commits by itself, ``restartable.unmark`` forgets it after the version update).
 
 Offline (``--dry-run``), phases print as ``COMMIT;``/``BEGIN;`` with a comment and each
 backfill statement once for the whole table; the progress bookkeeping is not printed.
@@ -266,9 +267,15 @@ class OnlineMigration:
 
         The table goes with its last row, so a database with no migration part way
         through has exactly the schema of its revision.
+
+        Where DDL commits by itself the row stays for ``restartable.unmark``, which runs
+        after Alembic's version update: dropping the table here would commit the row's
+        removal before the version moved, and an interrupt in between would leave the
+        migration's schema with neither its revision nor its mark.
         """
-        if not self.offline:
-            bookkeeping.forget_progress(op.get_bind(), self.revision)
+        if self.offline or dialect().features.ddl_commits:
+            return
+        bookkeeping.forget_progress(op.get_bind(), self.revision)
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -52,8 +52,14 @@ def next_revision(connection: Any, history: Any) -> str | None:
 
 
 def mark(connection: Any, revision: str, phase: str = bookkeeping.STATEMENTS_PHASE) -> None:
-    """Record ``revision`` as part way through, unless it is already (by an online phase)."""
-    connection.execute(sa.text(bookkeeping.CREATE_PROGRESS))
+    """Record ``revision`` as part way through, unless it is already (by an online phase).
+
+    The table is created only when missing: its ``CREATE`` commits the transaction so
+    far by itself, and a downgrade step marks the next revision after its version
+    update, which must commit together with the mark and the reverted one's removal.
+    """
+    if not sa.inspect(connection).has_table(bookkeeping.PROGRESS_TABLE):
+        connection.execute(sa.text(bookkeeping.CREATE_PROGRESS))
     if bookkeeping.read_progress(connection, revision) is None:
         bookkeeping.record_progress(connection, revision, phase)
 
