@@ -66,9 +66,8 @@ def test_released_revisions_derive_their_phase_and_new_ones_declare_it() -> None
     assert [r.phase for r in released].count("expand") == 8  # and 6 contracts
     assert history.get(EXPAND).declared_phase == "expand"
     assert history.get(CONTRACT).declared_phase == "contract"
-    assert (
-        history.first_contract(history.pending(OLD_HEAD)) == 2
-    )  # two expands (8c6f0a3e5b41, EXPAND) come first
+    # Two expands (8c6f0a3e5b41, EXPAND) come before the contract.
+    assert history.first_contract(history.pending(OLD_HEAD)) == 2
 
 
 def test_upgrade_stops_before_the_contract_while_an_older_replica_serves(configured: str) -> None:
