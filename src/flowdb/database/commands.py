@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flowdb.database import journal, planning
-from flowdb.database.events import Direction
+from flowdb.database.events import Direction, Outcome
 from flowdb.errors import MigrationInProgressError, MigrationLockLostError
 
 if TYPE_CHECKING:
@@ -75,7 +75,10 @@ def migrate(
         # A database that does not exist has nothing to revert, and nothing to lock:
         # the lock file would be the only thing this command leaves behind.
         plan = planning.plan(database.history, direction, None, revision)
-        logger.info("Nothing to downgrade: the database is at base")
+        logger.info(
+            "Nothing to downgrade: the database is at base",
+            extra={"event": Outcome("nothing to do")},
+        )
         return plan
     with database.errors(), database.lock(direction):
         status = database.status()
@@ -84,7 +87,12 @@ def migrate(
         check_part_way(database, status, direction)
         plan = planning.plan(database.history, direction, status.current, revision)
         if plan.is_empty:
-            logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
+            logger.info(
+                "Nothing to %s: the database is at %s",
+                direction,
+                status.current or "base",
+                extra={"event": Outcome("nothing to do")},
+            )
             return plan
         snapshot = fresh_snapshot(database, plan, status) if use_snapshot else None
         if snapshot is None:  # (an interrupted fresh install that resumes has its own tables)

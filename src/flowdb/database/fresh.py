@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdb.database import bookkeeping, journal
-from flowdb.database.events import StepDone
+from flowdb.database.events import FreshInstalled, StepDone
 from flowdb.database.status import PROGRESS_TABLE, VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -214,16 +214,19 @@ def install(database: Database, snapshot: Snapshot) -> float:
         raise
     elapsed = time.perf_counter() - started
     # Each revision is now in the database, as after a replay; reported as such (with
-    # no time of its own: they landed together), then the install's real duration.
+    # no time of its own: they landed together), then the install with its duration.
     for revision in database.history.revisions:
-        event = StepDone("upgrade", revision.id, revision.title, 0.0)
+        event = StepDone("upgrade", revision.id, revision.title, None)
         logger.info("Installed %s %s", revision.id, revision.title, extra={"event": event})
+    how = "statement by statement" if database.dialect.ddl_commits else "in one transaction"
+    count = len(database.history.revisions)
     logger.info(
         "Installed the head schema %s from the snapshot %s (%d revisions, %.2f s)",
         snapshot.head,
-        "statement by statement" if database.dialect.ddl_commits else "in one transaction",
-        len(database.history.revisions),
+        how,
+        count,
         elapsed,
+        extra={"event": FreshInstalled(snapshot.head, count, how, elapsed)},
     )
     return elapsed
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from flowdb.database import journal
 from flowdb.database.dialects.base import first_line
-from flowdb.database.events import StepDone
+from flowdb.database.events import Outcome, StepDone
 from flowdb.errors import DatabaseUnreachableError, FlowdbError, MigrationBlockedError
 
 if TYPE_CHECKING:
@@ -203,7 +203,9 @@ def stamp(database: Database, target: str | None) -> None:
 
     with database.errors():
         command.stamp(alembic_config(database), revision=target or "base", purge=True)
-    logger.info("Stamped the database at %s", target or "base")
+    logger.info(
+        "Stamped the database at %s", target or "base", extra={"event": Outcome("stamped")}
+    )
 
 
 class StepReporter:
@@ -257,7 +259,7 @@ class StepReporter:
             event.revision,
             event.direction,
             self.started_at,
-            event.elapsed,
+            event.elapsed or 0.0,
             file_hash=file_hash(source) if source else None,
             source=source,
         )
