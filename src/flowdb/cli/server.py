@@ -64,6 +64,12 @@ def start(
             ensure_schema(database)
     else:
         ensure_schema(database, migrate=False)
+    from flowdb.redaction import redact
+
+    # Which database this server serves, never with its password (logs are shared).
+    stderr_console().print(
+        escape(f"Serving {redact(database.url.text)} at revision {database.history.head}")
+    )
     interrupted_leaves("the API server stopped")
     uvicorn.run(
         "flowdb.server.app:create_app",

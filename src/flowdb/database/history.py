@@ -122,7 +122,8 @@ def _read_revision(path: Path) -> Revision | None:
     return Revision(
         id=values["revision"].strip("'\""),
         down_revision=None if down == "None" else down.strip("'\""),
-        title=title["title"].strip() if title else "",
+        # A one-line docstring ends on its title's line: its closing quotes are no title.
+        title=title["title"].strip().removesuffix('"""').strip() if title else "",
         path=path,
         creates=tuple(m["name"] for m in _CREATE_TABLE.finditer(upgrade_body)),
         serves_previous_code=serves[1] == "True" if serves else None,

@@ -203,9 +203,7 @@ def stamp(database: Database, target: str | None) -> None:
 
     with database.errors():
         command.stamp(alembic_config(database), revision=target or "base", purge=True)
-    logger.info(
-        "Stamped the database at %s", target or "base", extra={"event": Outcome("stamped")}
-    )
+    logger.info("Stamped the database at %s", target or "base", extra={"event": Outcome("stamped")})
 
 
 class StepReporter:
