@@ -175,10 +175,12 @@ def upgrade_bookkeeping(database: Database, status: SchemaStatus) -> None:
     touched: without one, the run record is created in its newest shape when first
     written (a fresh install, on SQLite, imports no SQLAlchemy).
     """
-    if journal.RUN_TABLE not in status.tables:
-        return
     from flowdb.database import bookkeeping
 
+    if journal.RUN_TABLE not in status.tables:
+        return
+    if status.bookkeeping is not None and status.bookkeeping >= bookkeeping.LATEST:
+        return  # read with the status (SQLite): nothing to do, no SQLAlchemy to import
     engine = database.engine("flowdb-journal")
     try:
         with engine.begin() as connection:

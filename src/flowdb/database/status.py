@@ -49,6 +49,8 @@ class SchemaStatus:
     foreign_because: str = ""
     #: Migrations part way through: ``(revision, phase, rows done)``.
     in_progress: tuple[tuple[str, str, int], ...] = ()
+    #: The version of flowdb's own tables when the catalog read it (SQLite), else ``None``.
+    bookkeeping: int | None = None
 
     def describe_progress(self) -> str:
         """``5f3c7a9d2b18 (phase backfill, 120,000 rows done)``, or ``""``."""
@@ -126,7 +128,13 @@ def status_from_catalog(catalog: Catalog, history: History) -> SchemaStatus:
     owner = "empty" if current is None and not (ours - expected) else "flowdb"
     pending = len(history.pending(current))
     return SchemaStatus(
-        current, history.head, owner, catalog.tables, pending, in_progress=catalog.in_progress
+        current,
+        history.head,
+        owner,
+        catalog.tables,
+        pending,
+        in_progress=catalog.in_progress,
+        bookkeeping=catalog.bookkeeping,
     )
 
 

@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from flowdb.database.bookkeeping import VERSION_TABLE as BOOKKEEPING_VERSION_TABLE
 from flowdb.database.dialects.base import READS_ONLY, Catalog, Dialect
 from flowdb.database.status import PROGRESS_TABLE
 from flowdb.errors import (
@@ -239,11 +240,33 @@ class SqliteDialect(Dialect):
             if PROGRESS_TABLE in tables:
                 query = f"SELECT revision, phase, rows_done FROM {PROGRESS_TABLE}"
                 in_progress = tuple((r, p, int(n)) for r, p, n in connection.execute(query))
+            bookkeeping: int | None = None
+            if BOOKKEEPING_VERSION_TABLE in tables:  # so an upgrade at head needs no SQLAlchemy
+                query = f"SELECT MAX(version) FROM {BOOKKEEPING_VERSION_TABLE}"
+                found = connection.execute(query).fetchone()
+                bookkeeping = None if found is None or found[0] is None else int(found[0])
             if _VERSION_TABLE not in tables:
-                return Catalog(versions=None, tables=tables, in_progress=in_progress)
+                return Catalog(None, tables, in_progress, bookkeeping)
             rows = connection.execute(f"SELECT version_num FROM {_VERSION_TABLE}")
             versions = [row[0] for row in rows]
-            return Catalog(versions=versions, tables=tables, in_progress=in_progress)
+            return Catalog(versions, tables, in_progress, bookkeeping)
+        finally:
+            connection.close()
+
+    def read_rows(self, table: str) -> list[dict[str, Any]] | None:
+        """Every row of ``table`` by ``id``, with ``sqlite3`` in one read transaction."""
+        path = self.path
+        if path is None:
+            return None  # a memory database: only SQLAlchemy's connection sees it
+        connection = sqlite3.connect(
+            f"{path.as_uri()}?mode={read_mode(path)}",
+            uri=True,
+            timeout=self.settings.migration_lock_timeout,
+        )
+        try:
+            connection.row_factory = sqlite3.Row
+            rows = connection.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+            return [dict(row) for row in rows]
         finally:
             connection.close()
 
