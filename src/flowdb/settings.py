@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 DEFAULT_DATABASE_FILENAME = "flowdb.db"
 DEFAULT_HOME = Path("~/.flowdb")
@@ -57,10 +56,30 @@ def parse_api_auth(text: str) -> ApiCredentials:
     raise ValueError(f"must start with 'basic:' or 'bearer:': {API_AUTH_FORMS}")
 
 
-class Settings(BaseSettings):
-    """flowdb's configuration; every field maps to an ``FLOWDB_<NAME>`` variable."""
+ENV_PREFIX = "FLOWDB_"
 
-    model_config = SettingsConfigDict(env_prefix="FLOWDB_", extra="ignore")
+
+class Settings(BaseModel):
+    """flowdb's configuration; every field maps to an ``FLOWDB_<NAME>`` variable.
+
+    Read from the environment as pydantic-settings reads scalar fields (the name
+    without the prefix, in any case; the text validated as the field's type), with
+    keyword arguments taking precedence. A plain model: pydantic-settings (and the
+    asyncio it imports) cost every command a noticeable part of its start-up.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    def __init__(self, **values: object) -> None:
+        import os
+
+        fields = type(self).model_fields
+        found = {
+            name[len(ENV_PREFIX) :].lower(): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :].lower() in fields
+        }
+        super().__init__(**{**found, **values})
 
     home: Path = Field(
         default=DEFAULT_HOME,

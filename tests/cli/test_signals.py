@@ -121,8 +121,9 @@ class Trial:
         assert "Exception ignored" not in self.stderr, context
         assert not any(line.startswith("Error:") for line in self.lines), context
         if self.returncode == 0:
-            # Too late: the upgrade had finished, and said so, before the signal came.
-            assert self.lines and self.lines[-1].startswith("Upgrade finished"), context
+            # Too late: the upgrade had finished, and said so (its result, on stdout),
+            # before the signal came.
+            assert self.stdout.splitlines()[-1].startswith("Upgrade finished"), context
             assert self.finished_at - self.signalled_at < 10, f"went on after it: {context}"
             return False
         start, code = LINES[self.signum]

@@ -181,3 +181,53 @@ def test_the_console_script_handles_signals_before_it_imports_the_cli() -> None:
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"typer": True}, result.stdout
+
+
+def imported_by(args: list[str], url: str) -> set[str]:
+    """The top-level packages ``python -m flowdb ARGS`` imports on ``url`` (-X importtime)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    environment["FLOWDB_DATABASE_URL"] = url
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flowdb", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+#: What a read of SQLite at head, or an upgrade with nothing to do, must not import.
+NOT_AT_HEAD = {"alembic", "sqlalchemy", "pydantic_settings", "asyncio", "mako"}
+
+
+def test_upgrade_and_current_at_head_on_sqlite_import_no_sqlalchemy(tmp_path: object) -> None:
+    """The pinned sets: sqlite3 reads the catalogue, the run record and the bookkeeping."""
+    from pathlib import Path
+
+    url = f"sqlite:///{Path(str(tmp_path)) / 'head.db'}"
+    imported_by(["database", "upgrade", "-y"], url)  # a fresh install (pinned above)
+
+    upgrade = imported_by(["database", "upgrade", "-y"], url)
+    current = imported_by(["database", "current"], url)
+    current_json = imported_by(["database", "current", "--json"], url)
+
+    for name, imported in (("upgrade", upgrade), ("current", current), ("--json", current_json)):
+        assert "sqlite3" in imported, name
+        assert not imported & NOT_AT_HEAD, (name, sorted(imported & NOT_AT_HEAD))
+    assert current <= upgrade | {"rich"}, sorted(current - upgrade)
+
+
+def test_a_fresh_install_imports_no_pydantic_settings(tmp_path: object) -> None:
+    from pathlib import Path
+
+    imported = imported_by(
+        ["database", "upgrade", "-y"], f"sqlite:///{Path(str(tmp_path)) / 'fresh.db'}"
+    )
+    assert not imported & NOT_AT_HEAD, sorted(imported & NOT_AT_HEAD)

@@ -19,7 +19,7 @@ def test_wait_returns_at_once_at_head(database_url: str, tmp_path: Path) -> None
     result = ok(flowdb(database_url, "database", "wait", "--timeout", "30", home=home))
 
     assert time.monotonic() - started < 20
-    assert "is at head" in result.stderr
+    assert "is at head" in result.stdout  # the result: stdout
 
 
 def test_wait_ends_when_a_migration_job_reaches_head(database_url: str, tmp_path: Path) -> None:
@@ -37,9 +37,9 @@ def test_wait_ends_when_a_migration_job_reaches_head(database_url: str, tmp_path
         time.sleep(1.5)
         assert waiting.poll() is None, "wait ended before the database was at head"
         ok(flowdb(database_url, "database", "upgrade", "-y", home=home))
-        _, stderr = waiting.communicate(timeout=60)
+        stdout, stderr = waiting.communicate(timeout=60)
     finally:
         if waiting.poll() is None:
             waiting.kill()
     assert waiting.returncode == 0, stderr
-    assert "is at head" in stderr
+    assert "is at head" in stdout

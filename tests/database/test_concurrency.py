@@ -52,7 +52,7 @@ def test_8_processes_exactly_one_migrates(configured: str) -> None:
     migrators = [err for _, err in outputs if "↑" in err]
     assert len(migrators) == 1
     assert migrators[0].count("↑") == len(history.revisions)
-    assert sum("Nothing to upgrade" in err for _, err in outputs) == 7
+    assert sum("Nothing to upgrade" in out for out, _ in outputs) == 7  # the result: stdout
     assert revision_of(configured) == history.head
 
 

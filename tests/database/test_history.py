@@ -139,3 +139,40 @@ def test_reading_the_history_does_not_import_alembic() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(len(load_history().revisions)), "False"]
+
+
+def test_a_revision_file_is_compiled_again_when_it_no_longer_matches_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytecode cache spares the compile only for the file it was made from."""
+    import os
+
+    from flowdb.database.history import forget_history
+
+    versions = tmp_path / "versions"
+    shutil.copytree(VERSIONS_FOLDER, versions, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    forget_history()
+    assert load_history(versions).head == load_history().head
+    cached = sorted((versions / "__pycache__").glob("*.pyc"))
+    assert len(cached) == len(load_history().revisions)  # written where Python would
+    # Python's own import accepts the cache as its own: a cache it rejected it would
+    # write again (bytecode writing is on), changing its mtime.
+    stamp = cached[0].stat().st_mtime_ns
+    load = (
+        "import importlib.util, sys; "
+        "spec = importlib.util.spec_from_file_location('probe', sys.argv[1]); "
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))"
+    )
+    first = str(sorted(versions.glob("*.py"))[0])
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-c", load, first], check=True, env=environment)
+    assert cached[0].stat().st_mtime_ns == stamp
+
+    broken = next(versions.glob(f"*_{load_history().head}_*.py"))
+    text = broken.read_text(encoding="utf-8")
+    broken.write_text(text + "\ndef (:\n", encoding="utf-8")  # longer: its size changed
+    forget_history()
+    with pytest.raises(BrokenHistoryError, match="not valid Python"):
+        load_history(versions)
+    forget_history()

@@ -252,3 +252,20 @@ def test_a_stopped_server_says_it_stopped(sqlite_url: str, signum: int, code: in
     assert stderr.rstrip().splitlines()[-1] == f"{what}; the API server stopped.", stderr
     assert process.returncode == code
     assert "Traceback" not in stderr
+
+
+def test_the_start_names_the_database_it_serves_without_its_password(postgres_url: str) -> None:
+    """Trust auth takes any password: the URL carries one, and no line shows it."""
+    with_password = postgres_url.replace("://postgres@", "://postgres:s3cr3t-pw@", 1)
+    assert "s3cr3t-pw" in with_password
+    port = free_port()
+    process = start_server(with_password, port, "--log-level", "warning")
+    try:
+        wait_until_ready(port, process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    redacted = with_password.replace("s3cr3t-pw", "***")
+    serving = [line for line in stderr.splitlines() if line.startswith("Serving ")]
+    assert serving == [f"Serving {redacted} at revision {load_history().head}"], stderr
+    assert "s3cr3t-pw" not in stdout + stderr

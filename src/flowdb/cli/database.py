@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from flowdb.cli import json_output
 from flowdb.cli.output import (
     MigrationReport,
     confirm_or_refuse,
     escape,
     migration_report,
+    result,
     stderr_console,
     stdout_console,
 )
@@ -55,6 +57,9 @@ _TAKE_OVER = typer.Option(
     "--take-over-foreign-database",
     help="Act even on a database that belongs to another application: its alembic_version "
     "and its tables with flowdb's names are overwritten or dropped.",
+)
+_JSON = typer.Option(
+    False, "--json", help="Print the result as one JSON document on stdout (for scripts)."
 )
 
 
@@ -98,6 +103,24 @@ def _approval(
     return approve
 
 
+def _declined(document: dict[str, object]) -> typer.Exit:
+    """Say that the user said no (JSON: ``document`` with the error), for ``raise``."""
+    _say("Cancelled; nothing was changed.")
+    if json_output.enabled():
+        json_output.emit({**document, "error": "Cancelled; nothing was changed.", "exit_code": 1})
+    return typer.Exit(1)
+
+
+def _no_dry_run_json(dry_run: bool, as_json: bool) -> None:
+    """Refuse ``--dry-run`` with ``--json``: the dry run's output is SQL, not a result."""
+    if dry_run and as_json:
+        from flowdb.errors import UsageError
+
+        raise UsageError(
+            "--dry-run prints SQL and --json a result document; pass one of them, not both."
+        )
+
+
 def _migrate(
     direction: Direction,
     revision: str,
@@ -110,7 +133,8 @@ def _migrate(
 
     A downgrade always prints its plan (what is reverted, what data is lost) on stdout,
     also with ``-y``, so logs keep it; an upgrade shows its plan only when it asks, and
-    reports each step as it lands. stderr keeps the progress and at most one error line.
+    reports each step as it lands on stderr. The result (the last line, or the JSON
+    document) is on stdout; stderr keeps the progress and at most one error line.
     """
     from flowdb.database import commands
 
@@ -128,6 +152,7 @@ def _migrate(
         return f"{plan.describe().capitalize()}: go ahead?"
 
     started = time.perf_counter()
+    document: dict[str, object] = {"command": direction, "database": database.url.redacted()}
     with migration_report(f"{verb} {escape(database.location())}") as report:
         try:
             plan = commands.migrate(
@@ -141,19 +166,39 @@ def _migrate(
                 hold_contracts=hold_contracts,
             )
         except commands.Declined:
-            _say("Cancelled; nothing was changed.")
-            raise typer.Exit(1) from None
-    if plan.is_empty:
-        _say(
-            f"Nothing to {direction}: {escape(database.describe())} is at {plan.current or 'base'}."
+            raise _declined(document) from None
+    elapsed = time.perf_counter() - started
+    after = plan.current if plan.is_empty else plan.target
+    if json_output.enabled():
+        fresh = report.fresh
+        json_output.emit(
+            {
+                **document,
+                "before": plan.current,
+                "after": after,
+                "steps": report.steps,
+                "fresh_install": None
+                if fresh is None
+                else {
+                    "head": fresh.head,
+                    "revisions": fresh.revisions,
+                    "seconds": round(fresh.elapsed, 3),
+                },
+                "backup": report.backup,
+                "held": plan.held,
+                "seconds": round(elapsed, 3),
+                "exit_code": 0,
+            }
         )
+    elif plan.is_empty:
+        result(f"Nothing to {direction}: {escape(database.describe())} is at {after or 'base'}.")
     else:
-        _say(
-            f"{direction.capitalize()} finished: {len(plan.steps)} migration(s) in "
-            f"{time.perf_counter() - started:.2f} s; {escape(database.location())} is at "
-            f"{plan.target or 'base'}."
+        how = " from the snapshot" if report.fresh is not None else ""
+        result(
+            f"{direction.capitalize()} finished: {len(plan.steps)} migration(s){how} in "
+            f"{elapsed:.2f} s; {escape(database.location())} is at {after or 'base'}."
         )
-    if plan.held:
+    if plan.held and not json_output.enabled():
         _say(escape(plan.held))
 
 
@@ -181,6 +226,7 @@ def upgrade(
         help="Run contract revisions although replicas of an older release still serve "
         "(they break); by default the upgrade stops before the first one.",
     ),
+    as_json: bool = _JSON,
 ) -> None:
     """Upgrade the database to a revision (default: head, the newest).
 
@@ -188,6 +234,8 @@ def upgrade(
     one transaction instead of replaying every revision. Contract revisions wait until
     no replica of an older release serves (see --contract-now).
     """
+    _no_dry_run_json(dry_run, as_json)
+    json_output.enable(as_json)
     if dry_run:
         from flowdb.database import commands
 
@@ -208,12 +256,15 @@ def downgrade(
     ),
     yes: bool = _YES,
     dry_run: bool = _DRY_RUN,
+    as_json: bool = _JSON,
 ) -> None:
     """Downgrade the database (default: one revision back). Data of removed tables is lost.
 
     The plan is shown first: the revisions reverted, and the tables and columns that
     lose data, with their row counts.
     """
+    _no_dry_run_json(dry_run, as_json)
+    json_output.enable(as_json)
     if dry_run:
         from flowdb.database import commands
 
@@ -244,14 +295,32 @@ def revision(
 
 @database_app.command()
 def stamp(
-    revision: str = typer.Argument(..., metavar="REV", help="Revision id, 'head' or 'base'."),
+    revision_argument: str | None = typer.Argument(
+        None, metavar="[REV]", help="Revision id, 'head' or 'base' (or -r REV)."
+    ),
+    revision_option: str | None = typer.Option(
+        None,
+        "--revision",
+        "-r",
+        metavar="REV",
+        help="The revision to record, as upgrade and downgrade take it.",
+    ),
     yes: bool = _YES,
     take_over: bool = _TAKE_OVER,
+    as_json: bool = _JSON,
 ) -> None:
     """Record a revision in the database without running any migration."""
     from flowdb.database import commands
+    from flowdb.errors import UsageError
 
+    json_output.enable(as_json)
+    if revision_argument is not None and revision_option is not None:
+        raise UsageError("stamp takes one revision: pass REV or -r REV, not both.")
+    revision = revision_argument if revision_argument is not None else revision_option
+    if revision is None:
+        raise UsageError("stamp needs the revision to record: pass REV or -r REV.")
     database = _database()
+    before: list[str | None] = []
 
     def show(plan: Plan, status: SchemaStatus, emit: Callable[[str], None]) -> None:
         emit(
@@ -262,18 +331,28 @@ def stamp(
     def question(plan: Plan) -> str:
         return "Stamp it?"
 
+    def approve(plan: Plan, status: SchemaStatus) -> bool:
+        before.append(plan.current)
+        return _approval(report, yes, show, question)(plan, status)
+
+    document: dict[str, object] = {"command": "stamp", "database": database.url.redacted()}
     with migration_report(f"Stamping {escape(database.location())}", show_steps=False) as report:
         try:
-            target = commands.stamp(
-                database,
-                revision,
-                take_over=take_over,
-                approve=_approval(report, yes, show, question),
-            )
+            target = commands.stamp(database, revision, take_over=take_over, approve=approve)
         except commands.Declined:
-            _say("Cancelled; nothing was changed.")
-            raise typer.Exit(1) from None
-    _say(f"Stamped {escape(database.location())} at {target or 'base'}.")
+            raise _declined({**document, "before": before[0] if before else None}) from None
+    if json_output.enabled():
+        json_output.emit(
+            {
+                **document,
+                "before": before[0] if before else None,
+                "after": target,
+                "backup": report.backup,
+                "exit_code": 0,
+            }
+        )
+        return
+    result(f"Stamped {escape(database.location())} at {target or 'base'}.")
 
 
 @database_app.command()
@@ -350,15 +429,6 @@ def restore(
     )
 
 
-_JSON = typer.Option(False, "--json", help="Print JSON on stdout (for scripts).")
-
-
-def _print_json(data: object) -> None:
-    import json
-
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 def _applied_info(row: dict[str, object] | None) -> dict[str, object]:
     """When, by whom, how and from which file a revision was applied (from the run record)."""
     if row is None:
@@ -381,14 +451,25 @@ def current(as_json: bool = _JSON) -> None:
     from flowdb.database.commands import ACCEPT_CHANGED_FLAG
     from flowdb.database.partway import part_way
 
+    json_output.enable(as_json)
     database = _database()
     status = database.status()
     stuck = part_way(status, database.history)
     runs = journal.read_runs(database, status) if status.known else []
     changed = journal.changed_revisions(runs, database.history, status.current) if runs else []
     if as_json:
+        from flowdb.errors import FlowdbError, one_line_message
+
+        failure: FlowdbError | None = None
+        try:
+            status.require_known(database)
+        except FlowdbError as error:
+            failure = error
         applied = journal.applied_rows(runs, database.history, status.current) if runs else {}
-        _print_json(
+        outcome: dict[str, object] = {"exit_code": 0}
+        if failure is not None:
+            outcome = {"error": one_line_message(failure), "exit_code": int(failure.exit_code)}
+        json_output.emit(
             {
                 "database": database.url.redacted(),
                 "revision": status.current,
@@ -400,10 +481,12 @@ def current(as_json: bool = _JSON) -> None:
                 "way_out": None if stuck is None else stuck.way_out(),
                 "changed_revisions": changed,
                 **(_applied_info(applied.get(status.current or "")) if status.current else {}),
-                **fleet_json(database, status),
+                **(fleet_json(database, status) if failure is None else {}),
+                **outcome,
             }
         )
-        status.require_known(database)
+        if failure is not None:
+            raise failure  # the edge prints its one line on stderr
         return
     out = stdout_console()
     out.print(f"Database: {escape(database.url.redacted())}")
@@ -445,8 +528,9 @@ def history(as_json: bool = _JSON) -> None:
     from flowdb.cli.fleet_view import fleet_lines
     from flowdb.database import journal
     from flowdb.database.history import load_history
-    from flowdb.errors import FlowdbError
+    from flowdb.errors import FlowdbError, one_line_message
 
+    json_output.enable(as_json)
     revisions = load_history()
     failure: FlowdbError | None = None
     position: int | None = None
@@ -465,23 +549,29 @@ def history(as_json: bool = _JSON) -> None:
     except FlowdbError as error:
         failure = error  # still list the revisions; fail once they are printed
     if as_json:
-        _print_json(
-            [
-                {
-                    "position": index,
-                    "revision": item.id,
-                    "title": item.title,
-                    "phase": item.phase,
-                    "applied": position is not None and index <= position,
-                    "changed": item.id in changed,
-                    **_applied_info(applied_rows.get(item.id)),
-                }
-                for index, item in enumerate(revisions.revisions, start=1)
-            ]
+        listing = [
+            {
+                "position": index,
+                "revision": item.id,
+                "title": item.title,
+                "phase": item.phase,
+                "applied": position is not None and index <= position,
+                "changed": item.id in changed,
+                **_applied_info(applied_rows.get(item.id)),
+            }
+            for index, item in enumerate(revisions.revisions, start=1)
+        ]
+        if failure is None:
+            json_output.emit(listing)  # a list, as before: scripts index it
+            return
+        json_output.emit(
+            {
+                "error": one_line_message(failure),
+                "exit_code": int(failure.exit_code),
+                "revisions": listing,
+            }
         )
-        if failure is not None:
-            raise failure
-        return
+        raise failure
     out = stdout_console()
     for index, item in enumerate(revisions.revisions, start=1):
         if position is None:
@@ -516,6 +606,7 @@ def wait(
     timeout: float = typer.Option(
         60.0, "--timeout", min=0, metavar="S", help="Give up after S seconds (default 60)."
     ),
+    as_json: bool = _JSON,
 ) -> None:
     """Wait until the database is at head: exit 0 then, non-zero with one line on timeout.
 
@@ -524,28 +615,59 @@ def wait(
     """
     from flowdb.database.waiting import wait_for_head
 
+    json_output.enable(as_json)
     database = _database()
+    started = time.perf_counter()
     status = wait_for_head(database, timeout)
-    _say(f"{escape(database.location())} is at head ({status.current}).")
+    if json_output.enabled():
+        json_output.emit(
+            {
+                "command": "wait",
+                "database": database.url.redacted(),
+                "revision": status.current,
+                "at_head": True,
+                "seconds": round(time.perf_counter() - started, 3),
+                "exit_code": 0,
+            }
+        )
+        return
+    result(f"{escape(database.location())} is at head ({status.current}).")
 
 
 @database_app.command()
-def check() -> None:
+def check(as_json: bool = _JSON) -> None:
     """Compare the schema with the models: exit 0 when equal, 1 listing differences.
 
     Other exit codes say the comparison could not run (see README: exit codes).
     """
     from flowdb.database.schema_check import schema_differences
 
+    json_output.enable(as_json)
     database = _database()
     out = stdout_console()
     status = database.status()  # reads only; never creates a SQLite file
     status.require_known(database)
+
+    def verdict(differences: list[str]) -> None:
+        json_output.emit(
+            {
+                "command": "check",
+                "database": database.url.redacted(),
+                "matches": not differences,
+                "differences": differences,
+                "exit_code": 1 if differences else 0,
+            }
+        )
+
     if not database.dialect.exists():  # comparing would create an empty SQLite file
-        out.print(
-            f"The database {escape(database.location())} does not exist yet, so every table "
+        missing = (
+            f"The database {database.location()} does not exist yet, so every table "
             "of the models is missing; run 'flowdb database upgrade' to create it."
         )
+        if json_output.enabled():
+            verdict([missing])
+        else:
+            out.print(escape(missing))
         raise typer.Exit(1)
     from flowdb.database.commands import ACCEPT_CHANGED_FLAG, changed_files
     from flowdb.database.schema_check import settled_differences
@@ -559,6 +681,11 @@ def check() -> None:
 
     # Waits for a running migration, then compares a schema no migration is changing.
     differences = settled_differences(database, compare)
+    if json_output.enabled():
+        verdict(differences)
+        if differences:
+            raise typer.Exit(1)
+        return
     if not differences:
         out.print("The database schema matches the models.")
         return

@@ -17,6 +17,12 @@ def main() -> None:
     """Install the signal handlers, then run the CLI (``flowdb.cli.root.main``)."""
     try:
         interrupts.install()  # a signal from here on ends in the except below, or later
+        if sys.argv[1:2] == ["database"]:
+            # Typer and the settings use pydantic, whose first model scans every installed
+            # package's entry points for pydantic plugins: none of it serves a migration.
+            import os
+
+            os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
         from flowdb.cli.root import main as run
 
         run()  # exits; its edge reports any interrupt once it is running

@@ -19,7 +19,7 @@ def _read(database: Database, status: SchemaStatus) -> tuple[Fleet, str | None, 
 
     if not status.known or status.current is None:
         return Fleet(), None, []  # (an empty or missing database: nothing serves it yet)
-    fleet = serving(database)
+    fleet = serving(database, status.tables)
     history = database.history
     pending = history.pending(status.current) if status.current is not None else ()
     index = history.first_contract(pending)

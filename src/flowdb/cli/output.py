@@ -45,10 +45,17 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
-    """The console for a command's data output."""
+    """The console for a command's data output (stderr with ``--json``: stdout has the JSON)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    from flowdb.cli import json_output
+
+    return Console(stderr=json_output.enabled(), highlight=False, soft_wrap=True)
+
+
+def result(text: str) -> None:
+    """Print a command's result line (Rich markup) on stdout; with ``--json``, on stderr."""
+    stdout_console().print(text)
 
 
 class MigrationReport(logging.Handler):
@@ -62,27 +69,46 @@ class MigrationReport(logging.Handler):
         self.status = status
         self.activity = activity
         self.show_steps = show_steps
+        #: What ran, for the command's result: each step as ``json_output.step`` gives it.
+        self.steps: list[dict[str, Any]] = []
+        #: The fresh install's event, when the schema came from a snapshot.
+        self.fresh: Any = None
+        #: Where the backup taken before the change was written, if one was.
+        self.backup: str | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         """Show one record: a step line, the spinner's progress, a warning or a message."""
+        from flowdb.cli.json_output import step
         from flowdb.database.events import (
             BackupWritten,
+            FreshInstalled,
             LockWait,
+            Outcome,
             PhaseStarted,
             Progress,
             StepDone,
         )
 
         event: Any = getattr(record, "event", None)
+        if isinstance(event, Outcome):
+            return  # the command's result line says it
         if isinstance(event, BackupWritten):
             # On stdout with the plan: stderr keeps progress and at most one error line.
+            self.backup = event.path
             stdout_console().print(escape(record.getMessage()))
         elif isinstance(event, StepDone):
+            self.steps.append(step(event.revision, event.direction, event.elapsed, event.title))
             if not self.show_steps:
                 return
             mark = "[green]↑[/]" if event.direction == "upgrade" else "[yellow]↓[/]"
+            # A fresh install's revisions landed together: no time of their own.
+            took = "" if event.elapsed is None else f"  [dim]{event.elapsed:.2f} s[/]"
+            self.console.print(f"  {mark} {event.revision}  {escape(event.title)}{took}")
+        elif isinstance(event, FreshInstalled):
+            self.fresh = event
             self.console.print(
-                f"  {mark} {event.revision}  {escape(event.title)}  [dim]{event.elapsed:.2f} s[/]"
+                f"Installed the head schema {event.head} from the snapshot {event.how} "
+                f"({event.revisions} revisions)"
             )
         elif isinstance(event, Progress | PhaseStarted):
             # Inside a long data migration: the spinner says how far it got; without a

@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from flowdb import __version__, interrupts
+from flowdb.cli import json_output
 from flowdb.cli.database import database_app
 from flowdb.cli.server import server_app
 from flowdb.errors import ExitCode, FlowdbError, Interrupted, one_line_message
@@ -60,6 +61,7 @@ def main() -> None:
     whose exception something swallowed is still reported when the command returns.
     """
     interrupts.install()
+    json_output.reset()
     try:
         code = app(standalone_mode=False)
         interrupts.check()
@@ -83,13 +85,11 @@ def _report(error: BaseException) -> int:
         else:
             signum = interrupts.pending() or signal.SIGINT
         line, code = interrupts.settle(signum)
-        print(line, file=sys.stderr)
-        return code
+        return _fail(line, code)
     if isinstance(error, SystemExit):
         raise error
     if isinstance(error, FlowdbError):
-        print(f"Error: {one_line_message(error)}", file=sys.stderr)
-        return int(error.exit_code)
+        return _fail(f"Error: {one_line_message(error)}", int(error.exit_code))
     # Click's exceptions, matched by name: Typer may use click or a copy of it.
     kinds = {cls.__name__ for cls in type(error).__mro__}
     context: Any = getattr(error, "ctx", None)
@@ -99,18 +99,23 @@ def _report(error: BaseException) -> int:
     if "UsageError" in kinds:
         command = context.command_path if context else "flowdb"
         message = " ".join(getattr(error, "format_message")().split()).rstrip(".")  # noqa: B009
-        print(f"Error: {message}; see '{command} --help'.", file=sys.stderr)
-        return int(ExitCode.USAGE)
+        return _fail(f"Error: {message}; see '{command} --help'.", int(ExitCode.USAGE))
     if "ClickException" in kinds:
-        print(f"Error: {one_line_message(error)}", file=sys.stderr)
-        return int(getattr(error, "exit_code", ExitCode.USAGE))
+        code = int(getattr(error, "exit_code", ExitCode.USAGE))
+        return _fail(f"Error: {one_line_message(error)}", code)
     if "Abort" in kinds:
         return int(ExitCode.NO)
     translated = _translate(error)
     if translated is None:
         raise error
-    print(f"Error: {one_line_message(translated)}", file=sys.stderr)
-    return int(translated.exit_code)
+    return _fail(f"Error: {one_line_message(translated)}", int(translated.exit_code))
+
+
+def _fail(line: str, code: int) -> int:
+    """Print ``line`` on stderr (``--json``: also a JSON error on stdout); return ``code``."""
+    print(line, file=sys.stderr)
+    json_output.emit_error(line.removeprefix("Error: "), code)
+    return code
 
 
 def _translate(error: BaseException) -> FlowdbError | None:

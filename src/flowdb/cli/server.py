@@ -68,6 +68,17 @@ def start(
         # Only what waiting cannot fix fails here: behind head, the workers listen at
         # once and wait for the migration job (flowdb.server.schema_wait).
         first_look(database)
+    from flowdb.redaction import redact
+
+    # Which database this server serves, never with its password (logs are shared).
+    served = redact(database.url.text)
+    stderr_console().print(
+        escape(
+            f"Serving {served} at revision {database.history.head}"
+            if database.settings.migrate_on_start
+            else f"Serving {served} once its schema is at {database.history.head}"
+        )
+    )
     interrupted_leaves("the API server stopped")
     uvicorn.run(
         "flowdb.server.app:create_app",

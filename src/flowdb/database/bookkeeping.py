@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 RUN_TABLE = "flowdb_migration_run"
 PROGRESS_TABLE = tables.PROGRESS_TABLE
-VERSION_TABLE = "flowdb_bookkeeping_version"
+VERSION_TABLE = tables.BOOKKEEPING_VERSION_TABLE
 REPLICA_TABLE = "flowdb_replica"
 #: flowdb's own tables (Alembic's version table aside).
 TABLES = frozenset({RUN_TABLE, PROGRESS_TABLE, VERSION_TABLE, REPLICA_TABLE})
@@ -150,6 +150,27 @@ def forget_progress(connection: Connection, revision: str) -> None:
         connection.execute(sa.text(f"DROP TABLE {PROGRESS_TABLE}"))
 
 
+#: The run record's columns in its newest shape, and those holding booleans (0/1 on
+#: SQLite), for readers that read it without SQLAlchemy; ``run_table`` checks them.
+RUN_COLUMNS = (
+    "id",
+    "revision",
+    "direction",
+    "started_at",
+    "duration_ms",
+    "flowdb_version",
+    "host",
+    "pid",
+    "db_user",
+    "success",
+    "error",
+    "file_hash",
+    "down_revision",
+    "serves_previous_code",
+)
+RUN_BOOLEANS = ("success", "serves_previous_code")
+
+
 def run_table(version: int | None = None) -> Table:
     """The run record at ``version`` of flowdb's tables (default: the newest).
 
@@ -178,7 +199,9 @@ def run_table(version: int | None = None) -> Table:
             sa.Column("down_revision", sa.String(32), nullable=True),
             sa.Column("serves_previous_code", sa.Boolean(create_constraint=False), nullable=True),
         ]
-    return sa.Table(RUN_TABLE, sa.MetaData(), *columns)
+    table = sa.Table(RUN_TABLE, sa.MetaData(), *columns)
+    assert version is not None or tuple(table.c.keys()) == RUN_COLUMNS, "update RUN_COLUMNS"
+    return table
 
 
 def alembic_version_table() -> Table:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flowdb.database import bookkeeping, fresh, journal, planning
-from flowdb.database.events import Direction
+from flowdb.database.events import Direction, Outcome
 from flowdb.database.failures import translate
 from flowdb.database.fingerprints import file_hash
 from flowdb.database.fresh import (
@@ -101,7 +101,10 @@ def migrate(
         # A database that does not exist has nothing to revert, and nothing to lock:
         # the lock file would be the only thing this command leaves behind.
         plan = planning.plan(database.history, direction, None, revision)
-        logger.info("Nothing to downgrade: the database is at base")
+        logger.info(
+            "Nothing to downgrade: the database is at base",
+            extra={"event": Outcome("nothing to do")},
+        )
         return plan
     with database.errors(), database.lock(direction):
         status = database.status()
@@ -114,7 +117,12 @@ def migrate(
 
             plan = hold(database, plan)
         if plan.is_empty:
-            logger.info("Nothing to %s: the database is at %s", direction, status.current or "base")
+            logger.info(
+                "Nothing to %s: the database is at %s",
+                direction,
+                status.current or "base",
+                extra={"event": Outcome("nothing to do")},
+            )
             return plan
         snapshot = fresh_snapshot(database, plan, status) if use_snapshot else None
         if snapshot is None:  # (an interrupted fresh install that resumes has its own tables)
@@ -198,7 +206,8 @@ def upgrade_bookkeeping(database: Database, status: SchemaStatus) -> None:
     """
     if journal.RUN_TABLE not in status.tables:
         return
-
+    if status.bookkeeping is not None and status.bookkeeping >= bookkeeping.LATEST:
+        return  # read with the status (SQLite): nothing to do, no SQLAlchemy to import
     engine = database.engine("flowdb-journal")
     try:
         with engine.begin() as connection:

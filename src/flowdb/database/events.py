@@ -15,12 +15,16 @@ Direction = Literal["upgrade", "downgrade"]
 
 @dataclass(frozen=True)
 class StepDone:
-    """One migration applied (upgrade) or reverted (downgrade)."""
+    """One migration applied (upgrade) or reverted (downgrade).
+
+    ``elapsed`` is ``None`` for the revisions of a fresh install: they land together,
+    in one script, and have no time of their own (``FreshInstalled`` has the total).
+    """
 
     direction: Direction
     revision: str
     title: str
-    elapsed: float
+    elapsed: float | None
 
 
 @dataclass(frozen=True)
@@ -59,4 +63,22 @@ class BackupWritten:
     path: str
 
 
-Event = StepDone | Progress | PhaseStarted | LockWait | BackupWritten
+@dataclass(frozen=True)
+class FreshInstalled:
+    """An empty database got the head schema from the dialect's snapshot (``fresh``)."""
+
+    head: str
+    revisions: int
+    #: "in one transaction", or "statement by statement" where DDL commits by itself.
+    how: str
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended (nothing to do, stamped); the CLI says it in its result line."""
+
+    text: str
+
+
+Event = StepDone | Progress | PhaseStarted | LockWait | BackupWritten | FreshInstalled | Outcome

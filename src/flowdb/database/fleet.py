@@ -182,13 +182,30 @@ def read_replicas(connection: Connection, stale_after: float) -> tuple[Replica, 
             f"FROM {REPLICA_TABLE} ORDER BY since, id"
         )
     ).all()
+    return _alive([Replica(*row) for row in rows], stale_after)
+
+
+def _alive(found: list[Replica], stale_after: float) -> tuple[Replica, ...]:
+    """The replicas of ``found`` seen within ``stale_after`` seconds."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=stale_after)
-    found = [Replica(*row) for row in rows]
     return tuple(r for r in found if _parse(r.last_seen) >= cutoff)
 
 
-def serving(database: Database) -> Fleet:
-    """The replicas alive now and the older-release sessions without heartbeat. Reads only."""
+def serving(database: Database, tables: frozenset[str] | None = None) -> Fleet:
+    """The replicas alive now and the older-release sessions without heartbeat. Reads only.
+
+    With the database's ``tables`` known (a status read), SQLite reads the heartbeat
+    rows with ``sqlite3`` (``Dialect.read_rows``), so ``current`` imports no SQLAlchemy.
+    """
+    if tables is not None:
+        if REPLICA_TABLE not in tables:
+            return Fleet()
+        rows = database.dialect.read_rows(REPLICA_TABLE)
+        if rows is not None:  # (no untracked sessions: only PostgreSQL names them)
+            fields = Replica.__dataclass_fields__
+            found = [Replica(**{k: v for k, v in row.items() if k in fields}) for row in rows]
+            found.sort(key=lambda r: (r.since, r.id))
+            return Fleet(_alive(found, database.settings.server_heartbeat_stale))
     engine = database.engine("flowdb-status")
     try:
         with database.errors(), engine.connect() as connection:

@@ -38,7 +38,7 @@ from flowdb.database.bookkeeping import (
     RUN_TABLE,
 )
 from flowdb.database.dialects.base import first_line
-from flowdb.database.events import StepDone
+from flowdb.database.events import FreshInstalled, StepDone
 from flowdb.database.fingerprints import file_hash, history_hash
 from flowdb.errors import (
     FlowdbError,
@@ -227,16 +227,21 @@ def install(database: Database, snapshot: Snapshot) -> float:
         raise
     elapsed = time.perf_counter() - started
     # Each revision is now in the database, as after a replay; reported as such (with
-    # no time of its own: they landed together), then the install's real duration.
+    # no time of its own: they landed together), then the install with its duration.
     for revision in database.history.revisions:
-        event = StepDone("upgrade", revision.id, revision.title, 0.0)
+        event = StepDone("upgrade", revision.id, revision.title, None)
         logger.info("Installed %s %s", revision.id, revision.title, extra={"event": event})
+    how = (
+        "statement by statement" if database.dialect.features.ddl_commits else "in one transaction"
+    )
+    count = len(database.history.revisions)
     logger.info(
         "Installed the head schema %s from the snapshot %s (%d revisions, %.2f s)",
         snapshot.head,
-        "statement by statement" if database.dialect.features.ddl_commits else "in one transaction",
-        len(database.history.revisions),
+        how,
+        count,
         elapsed,
+        extra={"event": FreshInstalled(snapshot.head, count, how, elapsed)},
     )
     return elapsed
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from types import CodeType
 
 from flowdb.errors import BrokenHistoryError
 
@@ -137,12 +139,7 @@ def _read_revision(path: Path) -> Revision | None:
     values = {m["name"]: m["value"] for m in _ASSIGNMENT.finditer(text)}
     if "revision" not in values:
         return None
-    try:
-        compile(text, str(path), "exec")
-    except (SyntaxError, ValueError) as exc:
-        raise BrokenHistoryError(
-            f"The revision file {path} is not valid Python ({exc}); fix or delete that file."
-        ) from None
+    _check_python(path, text)
     down = values.get("down_revision", "None")
     title = _DOCSTRING_TITLE.search(text)
     upgrade_body = text.partition("def upgrade")[2].partition("def downgrade")[0]
@@ -151,12 +148,72 @@ def _read_revision(path: Path) -> Revision | None:
     return Revision(
         id=values["revision"].strip("'\""),
         down_revision=None if down == "None" else down.strip("'\""),
-        title=title["title"].strip() if title else "",
+        # A one-line docstring ends on its title's line: its closing quotes are no title.
+        title=title["title"].strip().removesuffix('"""').strip() if title else "",
         path=path,
         creates=tuple(m["name"] for m in _CREATE_TABLE.finditer(upgrade_body)),
         serves_previous_code=serves[1] == "True" if serves else None,
         declared_phase=phase[1] if phase else None,
     )
+
+
+def _check_python(path: Path, text: str) -> None:
+    """Raise ``BrokenHistoryError`` unless ``path`` is valid Python.
+
+    Compiling every file costs more than the rest of reading the history, on every
+    command: a file whose bytecode cache matches it (Python's own check: the source's
+    mtime and size in the ``.pyc`` header) compiled before and is not compiled again.
+    Otherwise it is compiled, and the cache written where Python would write it.
+    """
+    if _compiled_before(path):
+        return
+    try:
+        code = compile(text, str(path), "exec")
+    except (SyntaxError, ValueError) as exc:
+        raise BrokenHistoryError(
+            f"The revision file {path} is not valid Python ({exc}); fix or delete that file."
+        ) from None
+    if not sys.dont_write_bytecode:
+        _write_cache(path, code)
+
+
+def _compiled_before(path: Path) -> bool:
+    """Whether the bytecode cache of ``path`` was made from the file as it is now."""
+    from importlib.util import MAGIC_NUMBER, cache_from_source
+
+    try:
+        with open(cache_from_source(str(path)), "rb") as cached:
+            header = cached.read(16)
+        found = path.stat()
+    except (OSError, NotImplementedError, ValueError):
+        return False
+    fields = [int.from_bytes(header[at : at + 4], "little") for at in (4, 8, 12)]
+    return (
+        len(header) == 16
+        and header[:4] == MAGIC_NUMBER
+        and fields == [0, int(found.st_mtime) & 0xFFFFFFFF, found.st_size & 0xFFFFFFFF]
+    )
+
+
+def _write_cache(path: Path, code: CodeType) -> None:
+    """Write ``code`` as the timestamp-checked ``.pyc`` of ``path`` (where it can be written)."""
+    import marshal
+    import os
+    from importlib.util import MAGIC_NUMBER, cache_from_source
+
+    try:
+        found = path.stat()
+        target = Path(cache_from_source(str(path)))
+        header = MAGIC_NUMBER + b"".join(
+            (value & 0xFFFFFFFF).to_bytes(4, "little")
+            for value in (0, int(found.st_mtime), found.st_size)
+        )
+        target.parent.mkdir(exist_ok=True)
+        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        partial.write_bytes(header + marshal.dumps(code))
+        partial.replace(target)  # atomic: a concurrent reader sees all of it or none
+    except (OSError, NotImplementedError, ValueError):
+        pass
 
 
 def order_revisions(revisions: list[Revision]) -> tuple[Revision, ...]:

@@ -176,6 +176,18 @@ def read_runs(database: Database, status: SchemaStatus) -> list[dict[str, Any]]:
     """
     if RUN_TABLE not in status.tables:
         return []
+    with database.errors():
+        plain = database.dialect.read_rows(RUN_TABLE)
+    if plain is not None:  # the bare driver (SQLite): the columns it has, booleans as 0/1
+        from flowdb.database.bookkeeping import RUN_BOOLEANS, RUN_COLUMNS
+
+        empty = dict.fromkeys(RUN_COLUMNS)
+        read = [{**empty, **row} for row in plain]
+        for row in read:
+            for name in RUN_BOOLEANS:
+                if row[name] is not None:
+                    row[name] = bool(row[name])
+        return read
     import sqlalchemy as sa
 
     table = bookkeeping.run_table()

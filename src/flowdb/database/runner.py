@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from flowdb.database import history, journal
 from flowdb.database.dialects.base import first_line
-from flowdb.database.events import StepDone
+from flowdb.database.events import Outcome, StepDone
 from flowdb.database.fingerprints import file_hash
 from flowdb.errors import DatabaseUnreachableError, FlowdbError, MigrationBlockedError
 
@@ -203,7 +203,7 @@ def stamp(database: Database, target: str | None) -> None:
 
     with database.errors():
         command.stamp(alembic_config(database), revision=target or "base", purge=True)
-    logger.info("Stamped the database at %s", target or "base")
+    logger.info("Stamped the database at %s", target or "base", extra={"event": Outcome("stamped")})
 
 
 class StepReporter:
@@ -256,7 +256,7 @@ class StepReporter:
             event.revision,
             event.direction,
             self.started_at,
-            event.elapsed,
+            event.elapsed or 0.0,
             file_hash=file_hash(source) if source else None,
             source=source,
         )

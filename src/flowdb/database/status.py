@@ -50,6 +50,8 @@ class SchemaStatus:
     in_progress: tuple[tuple[str, str, int], ...] = ()
     #: Rows a migration part way through has in all, where its progress row says so.
     totals: tuple[tuple[str, int], ...] = ()
+    #: The version of flowdb's own tables when the catalog read it (SQLite), else ``None``.
+    bookkeeping: int | None = None
 
     def describe_progress(self) -> str:
         """``5f3c7a9d2b18 (phase backfill, 120,000 of 1,000,000 rows done)``, or ``""``.
@@ -135,6 +137,7 @@ def status_from_catalog(catalog: Catalog, history: History) -> SchemaStatus:
         pending,
         in_progress=catalog.in_progress,
         totals=catalog.totals,
+        bookkeeping=catalog.bookkeeping,
     )
 
 

@@ -46,6 +46,9 @@ class Catalog:
     in_progress: tuple[tuple[str, str, int], ...] = ()
     #: Each progress row's ``rows_total`` where its table has that column and it is set.
     totals: tuple[tuple[str, int], ...] = ()
+    #: The version of flowdb's own tables (``bookkeeping``) where the dialect reads it
+    #: with the rest (SQLite); ``None``: not read, or no version row.
+    bookkeeping: int | None = None
 
     @classmethod
     def read_rows(cls, connection: Connection, tables: frozenset[str]) -> Catalog:
@@ -416,6 +419,14 @@ class Dialect(metaclass=_DialectType):
     def current_user_sql(self) -> str:
         """SQL for the database user, for the run record (default: this OS user, quoted)."""
         return "'" + getpass.getuser().replace("'", "''") + "'"
+
+    def read_rows(self, table: str) -> list[dict[str, Any]] | None:
+        """Every row of ``table`` by ``id``, read with the bare driver; ``None``: no such path.
+
+        SQLite reads with ``sqlite3`` (``current`` then imports no SQLAlchemy); the
+        default sends the caller to SQLAlchemy.
+        """
+        return None
 
     def run_script(self, statements: list[str]) -> None:
         """Run ``statements`` in one transaction, all or nothing (a fresh install).

@@ -87,6 +87,23 @@ class SqliteDialect(SqliteLocking):
         """The database file (memory databases are never backed up)."""
         return self.path
 
+    def read_rows(self, table: str) -> list[dict[str, Any]] | None:
+        """Every row of ``table`` by ``id``, with ``sqlite3`` in one read transaction."""
+        path = self.path
+        if path is None:
+            return None  # a memory database: only SQLAlchemy's connection sees it
+        connection = sqlite3.connect(
+            f"{path.as_uri()}?mode={read_mode(path)}",
+            uri=True,
+            timeout=self.settings.migration_lock_timeout,
+        )
+        try:
+            connection.row_factory = sqlite3.Row
+            rows = connection.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+            return [dict(row) for row in rows]
+        finally:
+            connection.close()
+
     def cleaner_lock(self) -> AbstractContextManager[bool]:
         """A file lock beside the database file."""
         return cleaning.cleaner_lock(self.backup_file())

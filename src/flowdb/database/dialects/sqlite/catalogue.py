@@ -17,7 +17,7 @@ from typing import Any
 
 from flowdb.database.dialects.base import Catalog, progress_rows
 from flowdb.database.dialects.sqlite.connecting import _READ_POLL_SECONDS, read_mode, use_wal
-from flowdb.database.tables import PROGRESS_TABLE, VERSION_TABLE
+from flowdb.database.tables import BOOKKEEPING_VERSION_TABLE, PROGRESS_TABLE, VERSION_TABLE
 
 _CONSTRAINT_START = re.compile(r"^(CONSTRAINT|PRIMARY\s+KEY|FOREIGN\s+KEY|UNIQUE|CHECK)\b", re.I)
 
@@ -180,10 +180,21 @@ def read_catalog_once(path: Path) -> Catalog:
             cursor = connection.execute(f"SELECT * FROM {PROGRESS_TABLE}")
             names = [column[0] for column in cursor.description]
             in_progress, totals = progress_rows(names, cursor.fetchall())
+        bookkeeping: int | None = None
+        if BOOKKEEPING_VERSION_TABLE in tables:  # so an upgrade at head needs no SQLAlchemy
+            query = f"SELECT MAX(version) FROM {BOOKKEEPING_VERSION_TABLE}"
+            found = connection.execute(query).fetchone()
+            bookkeeping = None if found is None or found[0] is None else int(found[0])
         versions: list[str] | None = None
         if VERSION_TABLE in tables:
             rows = connection.execute(f"SELECT version_num FROM {VERSION_TABLE}")
             versions = [row[0] for row in rows]
-        return Catalog(versions=versions, tables=tables, in_progress=in_progress, totals=totals)
+        return Catalog(
+            versions=versions,
+            tables=tables,
+            in_progress=in_progress,
+            totals=totals,
+            bookkeeping=bookkeeping,
+        )
     finally:
         connection.close()
