@@ -253,9 +253,7 @@ def _delete_batch(connection: sa.Connection, run_ids: list[Any], progress: Clean
         deleted["task_run_state"] += connection.execute(
             sa.delete(state).where(state.c.task_run_id.in_(chunk))
         ).rowcount
-        deleted["task_run"] += connection.execute(
-            sa.delete(task).where(task.c.id.in_(chunk))
-        ).rowcount
+        deleted["task_run"] += _delete_by_key(connection, task, chunk)
     deleted["log"] += connection.execute(
         sa.delete(log).where(log.c.flow_run_id.in_(run_ids))
     ).rowcount
@@ -263,8 +261,25 @@ def _delete_batch(connection: sa.Connection, run_ids: list[Any], progress: Clean
     deleted["flow_run_state"] += connection.execute(
         sa.delete(state).where(state.c.flow_run_id.in_(run_ids))
     ).rowcount
-    run = t["flow_run"]
-    deleted["flow_run"] += connection.execute(sa.delete(run).where(run.c.id.in_(run_ids))).rowcount
+    deleted["flow_run"] += _delete_by_key(connection, t["flow_run"], run_ids)
+
+
+def _delete_by_key(connection: sa.Connection, table: sa.Table, ids: list[Any]) -> int:
+    """Delete the rows of ``table`` with these ids, one key lookup each; how many went.
+
+    One ``DELETE ... WHERE id = ?`` per row, never ``id IN (...)``: InnoDB may scan a
+    small table for an ``IN`` list, and a scan locks every row it reads, so the clean
+    would wait for the row of a run the API is changing (which it skipped) until the
+    lock wait times out. A key lookup locks only the row it deletes, which this
+    transaction already holds (``FOR UPDATE SKIP LOCKED``), so nobody else deletes it
+    and the count is ``len(ids)``.
+    """
+    import sqlalchemy as sa
+
+    if ids:
+        statement = sa.delete(table).where(table.c.id == sa.bindparam("row_id"))
+        connection.execute(statement, [{"row_id": row_id} for row_id in ids])
+    return len(ids)
 
 
 def _chunks(ids: list[Any], size: int = 5_000) -> list[list[Any]]:
