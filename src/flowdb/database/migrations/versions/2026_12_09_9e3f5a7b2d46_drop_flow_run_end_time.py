@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from flowdb.database.migrations import helpers as h
-from flowdb.database.migrations.online import per_dialect
+from flowdb.database.migrations.online import OnlineMigration, per_dialect
 
 revision: str = "9e3f5a7b2d46"
 down_revision: str | None = "8d2e4f6a1c35"
@@ -81,12 +81,16 @@ STOP_KEEPING_IN_STEP = {
 
 
 def upgrade() -> None:
+    online = OnlineMigration(revision)
+    # SQLite drops no indexed column: 8c6f0a3e5b41's index goes first (concurrently on
+    # PostgreSQL, which would drop it with the column under the table's strong lock).
+    online.drop_index("ix_flow_run__end_time")
+    online.contract()
     for statement in per_dialect(**STOP_KEEPING_IN_STEP, mariadb=STOP_KEEPING_IN_STEP["mysql"]):
         op.execute(statement)
-    # SQLite drops no indexed column: 8c6f0a3e5b41's index goes first.
-    op.drop_index("ix_flow_run__end_time", table_name="flow_run", if_exists=True)
     if h.still_needed(lambda: h.has_column("flow_run", "end_time")):
         op.drop_column("flow_run", "end_time")
+    online.finish()
 
 
 def downgrade() -> None:
