@@ -543,3 +543,12 @@ class WorkerDatabase:
         if self.url is not None:
             url, self.url = self.url, None
             self._drop(url)
+
+
+def column_names(url: str, table: str) -> set[str]:
+    """The columns of ``table`` in the database at ``url``."""
+    engine = sync_engine(url)
+    try:
+        return {column["name"] for column in sa.inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()

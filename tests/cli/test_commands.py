@@ -33,7 +33,7 @@ def test_upgrade_current_history_downgrade(database_url: str) -> None:
     assert down.stderr.count("↓") == 1
     check = flowdb(database_url, "database", "check")
     assert check.returncode == 1
-    assert "deployment_schedule" in check.stdout
+    assert "end_time" in check.stdout  # the head (a contract) dropped it; it is back
     assert "1 migration(s) pending" in flowdb(database_url, "database", "current").stdout
 
 

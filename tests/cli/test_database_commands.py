@@ -25,7 +25,7 @@ from tests.cli.helpers import (
     ok,
     sqlite_file,
 )
-from tests.dbtools import sync_engine
+from tests.dbtools import column_names, sync_engine
 
 HISTORY = load_history()
 IDS = [revision.id for revision in HISTORY.revisions]
@@ -127,7 +127,8 @@ def test_downgrade_goes_back_one_revision_by_default(database_url: str, home: Pa
     down = ok(flowdb(database_url, "database", "downgrade", "-y", home=home))
     assert steps(down.stderr) == [("↓", HEAD)]
     assert current_revision(database_url) == IDS[-2]
-    assert "deployment_schedule" not in flowdb_tables(database_url)
+    # The head (a contract) dropped flow_run.end_time; going back one step restores it.
+    assert "end_time" in column_names(database_url, "flow_run")
 
     again = ok(flowdb(database_url, "database", "downgrade", "-y", "-r", "-2", home=home))
     assert steps(again.stderr) == [("↓", IDS[-2]), ("↓", IDS[-3])]
@@ -166,7 +167,8 @@ def test_downgrade_dry_run_at_head_prints_sql_of_one_revision(
         f"UPDATE alembic_version SET version_num='{IDS[-2]}' "
         f"WHERE alembic_version.version_num = '{HEAD}'"
     ) in result.stdout
-    assert "DROP TABLE deployment_schedule" in result.stdout
+    # The head's downgrade (a contract's) brings flow_run.end_time back.
+    assert re.search(r'ALTER TABLE "?flow_run"? ADD (COLUMN )?"?end_time"?', result.stdout)
     assert steps(result.stderr) == []
     assert fingerprint(database_url) == before
     assert current_revision(database_url) == HEAD
@@ -207,6 +209,7 @@ def test_stamp_records_a_revision_without_migrating(database_url: str, home: Pat
         "alembic_version",
         "flowdb_migration_run",
         "flowdb_bookkeeping_version",
+        "flowdb_replica",
     }
     current = ok(flowdb(database_url, "database", "current", home=home))
     assert f"Revision: {target}" in current.stdout
@@ -241,7 +244,7 @@ def test_check_passes_at_head_and_lists_differences_after_a_downgrade(
     assert count, behind.stdout
     listed = [line for line in behind.stdout.splitlines() if line.startswith("  - ")]
     assert len(listed) == int(count[1]) >= 1
-    assert any("deployment_schedule" in line for line in listed)
+    assert any("end_time" in line for line in listed)
     assert fingerprint(database_url) == before  # check only reads
 
 

@@ -649,7 +649,8 @@ def test_a_downgrade_shows_what_it_destroys_before_it_runs(
 
     preview = ok(scene.run("database", "downgrade", "--dry-run", "-r", target))
     comments = [line for line in preview.stdout.splitlines() if line.startswith("-- ")]
-    assert f"-- flowdb: downgrade from {HEAD} to {target} (3 migrations)" in comments[0]
+    reverted = len(IDS) - 1 - IDS.index(target)
+    assert f"-- flowdb: downgrade from {HEAD} to {target} ({reverted} migrations)" in comments[0]
     assert any("drops table flow_run_state (250 rows)" in line for line in comments)
     assert current_revision(database_url) == HEAD  # a preview writes nothing
 

@@ -350,6 +350,7 @@ def test_a_kill_after_every_ddl_statement_of_a_downgrade(
             "alembic_version",
             "flowdb_migration_run",
             "flowdb_bookkeeping_version",
+            "flowdb_replica",
         }
     else:
         assert revision_of(mariadb_url) == target
