@@ -32,6 +32,7 @@ CASES = {
     "states": ("8. Concurrent state changes", 0),
     "fresh": ("9. Fresh installs from the snapshot", 12),
     "backup": ("10. SQLite backup before a change", 2),
+    "ready": ("11. Readiness probes", 4),
 }
 
 

@@ -69,8 +69,15 @@ DATABASES: dict[str, tuple[Callable[[], str], Callable[[str], None]]] = {
 
 
 def kill_point(dialect: str, trial: int) -> int:
-    """After how many reported steps ``trial`` ends the lock session (its seed's first draw)."""
-    return random.Random(f"{dialect}-{trial}").randrange(len(PENDING) + 1)
+    """After how many reported steps ``trial`` ends the lock session.
+
+    The trials walk a shuffled order of every kill point (the dialect's seed), so the
+    first ``len(PENDING) + 1`` of them meet each point once and the rest repeat some:
+    a history that grows still has every stretch of its replay in the sample.
+    """
+    points = list(range(len(PENDING) + 1))
+    random.Random(dialect).shuffle(points)
+    return points[trial % len(points)]
 
 
 #: The stretches of the replay a CI sample must hit: kill points 0-1, 2-3, ..., 10-11.
@@ -143,14 +150,15 @@ def start_upgrade(url: str) -> subprocess.Popen[str]:
     )
 
 
-def end_lock_session_midway(url: str, process: subprocess.Popen[str], rng: random.Random) -> str:
-    """Read ``process``'s steps, then end its lock session at a random moment.
+def end_lock_session_midway(
+    url: str, process: subprocess.Popen[str], kill_after: int, rng: random.Random
+) -> str:
+    """Read ``process``'s steps, then end its lock session at the trial's moment.
 
-    Returns the stderr read so far. The moment: after k reported steps (k uniform over
-    the pending ones), plus up to 50 ms; a process that finished first is let be.
+    Returns the stderr read so far. The moment: after ``kill_after`` reported steps,
+    plus up to 50 ms; a process that finished first is let be.
     """
     assert process.stderr is not None
-    kill_after = rng.randrange(len(PENDING) + 1)
     lines: list[str] = []
     while sum("↑" in line for line in lines) < kill_after:
         line = process.stderr.readline()
@@ -251,10 +259,10 @@ def test_a_command_that_lost_its_lock_never_overlaps_the_next_holder(
 ) -> None:
     url = seeded
     dialect = "postgresql" if url.startswith("postgresql") else "mariadb"
-    rng = random.Random(f"{dialect}-{trial}")  # its first draw is kill_point(dialect, trial)
+    rng = random.Random(f"{dialect}-{trial}")
     first = start_upgrade(url)
     try:
-        early = end_lock_session_midway(url, first, rng)
+        early = end_lock_session_midway(url, first, kill_point(dialect, trial), rng)
         second = start_upgrade(url)
         try:
             _, err2 = second.communicate(timeout=300)

@@ -213,10 +213,12 @@ def test_a_declared_amendment_is_accepted_and_an_undeclared_change_refused(
         return _run(sys.executable, ["-m", "flowdb", "database", *args], env)
 
     assert flowdb("upgrade", "-y").returncode == 0
-    below, head = history.revisions[-2], history.revisions[-1]
-    released = next(a.old for a in amendments(history) if a.revision == below.id)
+    # The newest revision with a declared amendment; the database goes back to it.
+    declared = {a.revision: a.old for a in amendments(history)}
+    below, head = [r for r in history.revisions if r.id in declared][-1], history.revisions[-1]
+    released = declared[below.id]
 
-    assert flowdb("downgrade", "-y", "-r", "-1").returncode == 0
+    assert flowdb("downgrade", "-y", "-r", below.id).returncode == 0
     _set_applied_hash(sqlite_url, below.id, released)
     upgraded = flowdb("upgrade", "-y")
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
@@ -224,7 +226,7 @@ def test_a_declared_amendment_is_accepted_and_an_undeclared_change_refused(
     checked = flowdb("check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
-    assert flowdb("downgrade", "-y", "-r", "-1").returncode == 0
+    assert flowdb("downgrade", "-y", "-r", below.id).returncode == 0
     _set_applied_hash(sqlite_url, below.id, "0" * 64)
     refused = flowdb("upgrade", "-y")
     assert refused.returncode == 10, refused.stdout + refused.stderr

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from alembic.ddl.impl import DefaultImpl
     from alembic.runtime.migration import MigrationContext
 
-#: The guarded subclasses made so far, by base class (made once each).
-_GUARDED: dict[type[DefaultImpl], type[DefaultImpl]] = {}
+#: The guarded subclasses made so far, by base class and methods (made once each).
+_GUARDED: dict[tuple[type[DefaultImpl], tuple[tuple[str, Any], ...]], type[DefaultImpl]] = {}
 
 
 def commit_and_begin(context: MigrationContext) -> None:
@@ -52,18 +52,20 @@ def guard_implementation(context: MigrationContext, methods: dict[str, Any]) -> 
     """Give ``context`` (only) an implementation whose ``methods`` replace Alembic's.
 
     Each method may call Alembic's own through ``super(type(self), self)``. Returns the
-    class now in use; a context guarded already keeps its class.
+    class now in use; a context guarded already keeps its class. One class is made per
+    Alembic class and set of methods (two callers with other methods get two classes).
     """
     impl = context.impl
     base = type(impl)
     if base in _GUARDED.values():
         return base
-    guarded = _GUARDED.get(base)
+    key = (base, tuple(sorted(methods.items(), key=lambda item: item[0])))
+    guarded = _GUARDED.get(key)
     if guarded is None:
         # No "__dialect__" in the namespace: Alembic's metaclass registers only classes
         # that declare one, so the registry keeps pointing at ``base``.
         guarded = type(f"Guarded{base.__name__}", (base,), dict(methods))
-        _GUARDED[base] = guarded
+        _GUARDED[key] = guarded
     impl.__class__ = guarded
     return guarded
 
