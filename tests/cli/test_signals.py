@@ -334,3 +334,30 @@ def test_the_signal_exit_codes_are_the_exit_code_table_s() -> None:
         signal.SIGINT: ("Interrupted", ExitCode.INTERRUPTED),
         signal.SIGTERM: ("Terminated", ExitCode.TERMINATED),
     }
+
+
+LIBRARY_LOGS = """
+import logging
+from flowdb.cli import root
+from flowdb.errors import Interrupted
+
+root._quiet_interrupts_in_library_logs()
+pool = logging.getLogger("sqlalchemy.pool.impl.NullPool")
+for error in (Interrupted(2), ValueError("a driver failed")):
+    try:
+        raise error
+    except BaseException:
+        pool.error("Exception closing connection %r", type(error).__name__, exc_info=True)
+"""
+
+
+def test_a_library_log_of_a_signal_is_dropped_and_other_errors_kept() -> None:
+    """SQLAlchemy's pool logs a signal raised while it closes a connection, with its
+    traceback, before the signal reaches the edge's one line: that record is dropped."""
+    result = subprocess.run(
+        [sys.executable, "-c", LIBRARY_LOGS], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "'Interrupted'" not in result.stderr
+    assert "Exception closing connection 'ValueError'" in result.stderr
+    assert "ValueError: a driver failed" in result.stderr

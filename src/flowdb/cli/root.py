@@ -15,6 +15,7 @@ output and exit codes (the table in README.md):
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from typing import Any
@@ -54,6 +55,28 @@ def _root(
     """The database of a workflow-orchestration API: create it, migrate it, serve it."""
 
 
+class _NoInterruptTracebacks(logging.Filter):
+    """Drop a library's log record of a signal's exception (it is reported at the edge).
+
+    A signal can arrive while SQLAlchemy's pool closes a driver connection; the pool
+    logs "Exception closing connection" with the traceback, then lets the exception go
+    on to ``main``, which says it in one line. Without this filter the user would see
+    both, through logging's last-resort handler (the CLI sets no other for libraries).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and interrupts.is_interrupt(record.exc_info[1]))
+
+
+def _quiet_interrupts_in_library_logs() -> None:
+    """Install ``_NoInterruptTracebacks`` on logging's last-resort handler, once."""
+    handler = logging.lastResort
+    if handler is not None and not any(
+        isinstance(f, _NoInterruptTracebacks) for f in handler.filters
+    ):
+        handler.addFilter(_NoInterruptTracebacks())
+
+
 def main() -> None:
     """Run the CLI, turning every failure into one line and its exit code.
 
@@ -61,6 +84,7 @@ def main() -> None:
     whose exception something swallowed is still reported when the command returns.
     """
     interrupts.install()
+    _quiet_interrupts_in_library_logs()
     json_output.reset()
     try:
         code = app(standalone_mode=False)
