@@ -10,16 +10,13 @@ every request's latency, its note the p95.
 from __future__ import annotations
 
 import asyncio
-import signal
 import statistics
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from bench.common import PYTHON, Row, Timing, run
 from bench.databases import Scratch, flowdb_env
-from bench.server import _free_port
+from bench.server import serving
 
 IN_FLIGHT = 8
 
@@ -61,42 +58,9 @@ def _p95(timing: Timing) -> float:
     return statistics.quantiles(timing.samples, n=20)[-1]
 
 
-@contextmanager
-def _server(url: str, command: list[str]) -> Iterator[str]:
+def _server(url: str, command: list[str]) -> AbstractContextManager[str]:
     """A server process (``command`` then the port) on ``url``, ready; its base URL."""
-    import httpx
-
-    port = _free_port()
-    process = subprocess.Popen(
-        [*command, str(port)],
-        env=flowdb_env(url) | {"FLOWDB_MIGRATE_ON_START": "false"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited: {process.communicate()[1]}")
-            try:
-                if httpx.get(f"{base_url}/api/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server was not ready within 120 s")
-            time.sleep(0.2)
-        yield base_url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return serving(command, flowdb_env(url) | {"FLOWDB_MIGRATE_ON_START": "false"}, 5)
 
 
 def _latencies(base_url: str, count: int, in_flight: int) -> list[float]:

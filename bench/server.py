@@ -65,14 +65,27 @@ def _free_port() -> int:
 @contextmanager
 def running_server(scratch: Scratch, dialect: str, workers: int) -> Iterator[str]:
     """A running server on a fresh database; its base URL. Stopped and dropped after."""
+    url = scratch.new_url(dialect)
+    command = [PYTHON, "-m", "flowdb", "server", "start", "--log-level", "warning"]
+    try:
+        with serving([*command, "--workers", str(workers), "--port"], flowdb_env(url)) as base:
+            yield base
+    finally:
+        scratch.drop(url)
+
+
+@contextmanager
+def serving(command: list[str], env: dict[str, str], probe_timeout: float = 2) -> Iterator[str]:
+    """``command`` plus a free port, run until ``/api/ready`` says 200; its base URL.
+
+    The process is stopped with SIGINT (killed after 30 s) when the block ends.
+    """
     import httpx
 
-    url = scratch.new_url(dialect)
     port = _free_port()
-    command = [PYTHON, "-m", "flowdb", "server", "start", "--log-level", "warning"]
     process = subprocess.Popen(
-        [*command, "--port", str(port), "--workers", str(workers)],
-        env=flowdb_env(url),
+        [*command, str(port)],
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -85,7 +98,7 @@ def running_server(scratch: Scratch, dialect: str, workers: int) -> Iterator[str
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited: {process.communicate()[1]}")
             try:
-                if httpx.get(f"{base_url}/api/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{base_url}/api/ready", timeout=probe_timeout).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -100,7 +113,6 @@ def running_server(scratch: Scratch, dialect: str, workers: int) -> Iterator[str
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        scratch.drop(url)
 
 
 def _measure(base_url: str, requests: int, repeat: int) -> dict[str, Timing]:

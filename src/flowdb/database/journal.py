@@ -46,21 +46,8 @@ if TYPE_CHECKING:
 FRESH_INSTALL = "fresh install"
 #: Directions whose successful rows say "this file is the one applied".
 APPLYING = ("upgrade", "stamp", FRESH_INSTALL, "accept")
-COLUMNS = (
-    "revision",
-    "direction",
-    "started_at",
-    "duration_ms",
-    "flowdb_version",
-    "host",
-    "pid",
-    "db_user",
-    "success",
-    "error",
-    "file_hash",
-    "down_revision",
-    "serves_previous_code",
-)
+#: The columns flowdb writes (``id`` is the table's own), in their newest shape.
+COLUMNS = tuple(column for column in bookkeeping.RUN_COLUMNS if column != "id")
 
 logger = logging.getLogger("flowdb.migrations")
 _HOST = socket.gethostname()
