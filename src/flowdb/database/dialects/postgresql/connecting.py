@@ -10,6 +10,7 @@ connection that another client may get next.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -242,16 +243,27 @@ def _unique_statement_name() -> str:
     return f"__flowdb_{uuid.uuid4().hex}__"
 
 
+#: Rounds of the session test when something stands between client and server. A transaction
+#: pooler is caught in a round unless, under load, other clients keep the probe's server
+#: sessions busy in exactly the wrong order; every round is a fresh chance (~1 ms each).
+_POOLER_PROBE_ROUNDS = 24
+
+
 def detect_transaction_pooler(url: Any) -> bool:
     """Whether a pooler in transaction mode stands between flowdb and the server at ``url``.
 
-    Two client connections: the first asks for its server session (``pg_backend_pid``),
-    the second opens a transaction and asks, then the first asks again while that
-    transaction is open. Reached directly or through a session pooler, each client keeps
-    its own server session: the two differ and the first's never changes. A transaction
-    pooler hands the session the first just released to the second (the same pid), or
-    moves the first to another session (its pid changes). No startup options are sent
-    (PgBouncer refuses them). A failure answers ``False``: the real connection reports it.
+    First, is anything in between at all: over TCP the server reports the client port
+    of its session (``inet_client_port``); when that is this socket's own port, the
+    connection is direct and the answer is ``False`` without further ado. Otherwise (a
+    pooler, a proxy, NAT or a Unix socket) two client connections test the sessions:
+    the first asks for its server session (``pg_backend_pid``), the second opens a
+    transaction and asks, then the first asks again while that transaction is open.
+    Through a session pooler each client keeps its own server session: the two differ
+    and the first's never changes. A transaction pooler hands the session the first
+    just released to the second (the same pid), or moves the first to another session
+    (its pid changes). Busy poolers can hide that in one round, so it is tried
+    ``_POOLER_PROBE_ROUNDS`` times. No startup options are sent (PgBouncer refuses
+    them). A failure answers ``False``: the real connection reports it.
     """
     import psycopg
 
@@ -273,7 +285,9 @@ def detect_transaction_pooler(url: Any) -> bool:
             psycopg.connect(conninfo, **options) as first,
             psycopg.connect(conninfo, **options) as second,
         ):
-            for _ in range(2):
+            if _reaches_server_directly(first):
+                return False
+            for _ in range(_POOLER_PROBE_ROUNDS):
                 before = pid(first)
                 with second.transaction():
                     if pid(second) == before or pid(first) != before:
@@ -281,3 +295,27 @@ def detect_transaction_pooler(url: Any) -> bool:
     except psycopg.Error as exc:
         logger.debug("Could not look for a transaction pooler: %s", exc)
     return False
+
+
+def _reaches_server_directly(connection: Any) -> bool:
+    """Whether the server's session sees this client's own TCP port (nothing in between).
+
+    ``False`` when it cannot tell (a Unix socket, an address family without ports).
+    """
+    import socket
+
+    row = connection.execute("SELECT inet_client_port()").fetchone()
+    server_sees = row[0] if row else None
+    if server_sees is None:
+        return False
+    try:
+        own = socket.socket(fileno=os.dup(connection.pgconn.socket))
+    except OSError:
+        return False
+    try:
+        address = own.getsockname()
+    except OSError:
+        return False
+    finally:
+        own.close()  # a duplicate descriptor: the connection keeps its own
+    return isinstance(address, tuple) and len(address) >= 2 and address[1] == server_sees
