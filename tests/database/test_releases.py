@@ -49,11 +49,15 @@ def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def _supports(commit: str, dialect: str) -> bool:
-    """Whether the release ran on ``dialect``: MariaDB came with ``dialects/mysql.py``."""
+    """Whether the release ran on ``dialect``: MariaDB came with ``dialects/mysql.py``
+    (a package, ``dialects/mysql/``, from the release after d43db95)."""
     if dialect != "mariadb":
         return True
-    path = f"{commit}:src/flowdb/database/dialects/mysql.py"
-    return _git("cat-file", "-e", path).returncode == 0
+    base = f"{commit}:src/flowdb/database/dialects"
+    return any(
+        _git("cat-file", "-e", f"{base}/{path}").returncode == 0
+        for path in ("mysql.py", "mysql/__init__.py")
+    )
 
 
 CASES = [
