@@ -1,9 +1,10 @@
 """Case 12: SQLite write latency tails under a write-heavy mix, with and without the queue.
 
-Two servers (``flowdb server start``, 1 worker each) on two fresh SQLite files: one
-with the write queue (``FLOWDB_SERVER_WRITE_QUEUE=true``, the default), one without
-(``false``: every writer races in SQLite's busy handler, as before the queue). For 8
-and 32 concurrent clients, rounds alternate between the two servers. Each client
+Three servers (``flowdb server start``) on three fresh SQLite files: 1 worker with
+the write queue (``FLOWDB_SERVER_WRITE_QUEUE=true``, the default), 1 worker without
+(``false``: every writer races in SQLite's busy handler, as before the queue), and 2
+workers with the queue (a queue each; between them SQLite's lock decides). For 8 and
+32 concurrent clients, rounds alternate between the servers. Each client
 repeats a cycle of three requests on its own connection: create a flow run (write),
 set it RUNNING (write), read it back (read). Write latencies of every round are
 pooled for p50, p99 and max; a round's wall time gives the throughput.
@@ -26,7 +27,9 @@ from bench.server import serving
 
 #: Requests per cycle: create a flow run, set its state, read it.
 PER_CYCLE = 3
-SERVER = [PYTHON, "-m", "flowdb", "server", "start", "--log-level", "warning", "--workers", "1"]
+SERVER = [PYTHON, "-m", "flowdb", "server", "start", "--log-level", "warning"]
+#: The servers compared: (workers, queue on).
+QUEUED, RACING, TWO_WORKERS = (1, True), (1, False), (2, True)
 
 
 @dataclass
@@ -52,31 +55,31 @@ def bench_write_tails(
 ) -> list[Row]:
     """Write p50/p99/max and throughput with the queue against without, per crowd size."""
     rows: list[Row] = []
-    urls = {queued: scratch.new_url("sqlite") for queued in (True, False)}
+    urls = {server: scratch.new_url("sqlite") for server in (QUEUED, RACING, TWO_WORKERS)}
     try:
         with ExitStack() as stack:
             bases = {
-                queued: stack.enter_context(
+                (workers, queued): stack.enter_context(
                     serving(
-                        [*SERVER, "--port"],
+                        [*SERVER, "--workers", str(workers), "--port"],
                         flowdb_env(url) | {"FLOWDB_SERVER_WRITE_QUEUE": str(queued).lower()},
                     )
                 )
-                for queued, url in urls.items()
+                for (workers, queued), url in urls.items()
             }
             for clients in crowds:
-                loads = {queued: Load() for queued in bases}
+                loads = {server: Load() for server in bases}
                 for _ in range(repeat):
-                    for queued, base in bases.items():
-                        _round(base, clients, cycles, loads[queued])
-                rows += _rows(clients, loads[True], loads[False])
+                    for server, base in bases.items():
+                        _round(base, clients, cycles, loads[server])
+                rows += _rows(clients, loads[QUEUED], loads[RACING], loads[TWO_WORKERS])
     finally:
         for url in urls.values():
             scratch.drop(url)
     return rows
 
 
-def _rows(clients: int, queued: Load, racing: Load) -> list[Row]:
+def _rows(clients: int, queued: Load, racing: Load, two: Load) -> list[Row]:
     def one(value: float) -> Timing:
         return Timing([value])
 
@@ -121,6 +124,13 @@ def _rows(clients: int, queued: Load, racing: Load) -> list[Row]:
             note=f"{queued.throughput:,.0f} req/s vs {racing.throughput:,.0f} req/s; "
             f"read p50 {format_seconds(statistics.median(queued.reads))} vs "
             f"{format_seconds(statistics.median(racing.reads))}",
+        ),
+        Row(
+            f"{name}, queue, 2 workers: write p99",
+            one(two.write_quantile(0.99)),
+            "write p99, queue, 1 worker",
+            one(queued.write_quantile(0.99)),
+            note=describe(two) + f"; read p50 {format_seconds(statistics.median(two.reads))}",
         ),
     ]
 
