@@ -6,7 +6,7 @@ Options:
                   (it checks that every case runs and prints its table, not its numbers)
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online, states, fresh, backup, ready)
+                  online, states, fresh, backup, ready, writes)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -34,6 +34,7 @@ ALL_CASES = (
     "fresh",
     "backup",
     "ready",
+    "writes",
 )
 
 
@@ -49,6 +50,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.startup import bench_startup
     from bench.state_races import bench_state_races
     from bench.upgrade import bench_upgrade
+    from bench.write_tails import bench_write_tails
 
     repeat = args.repeat
     sizes = (2_000,) if args.tiny else (250_000, 1_000_000) if args.scale else (20_000, 80_000)
@@ -96,6 +98,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "ready": (
             "11. Readiness probes",
             lambda s: bench_readiness(s, 10 if args.tiny else 200, repeat),
+        ),
+        "writes": (
+            "12. SQLite write tails",
+            lambda s: bench_write_tails(s, (8, 32), 32 if args.tiny else 200, repeat),
         ),
     }
 

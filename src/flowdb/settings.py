@@ -135,6 +135,12 @@ class Settings(BaseModel):
         "the idle time of common client pools (httpx, requests, aiohttp), so a client never "
         "reuses a connection the server is closing.",
     )
+    server_write_queue: bool = Field(
+        default=True,
+        description="On SQLite, whether each API server process runs its write "
+        "transactions one at a time in arrival order (a fair queue) instead of letting "
+        "them race in SQLite's busy handler; other dialects ignore it.",
+    )
     database_pool_mode: Literal["auto", "session", "transaction"] = Field(
         default="auto",
         description="How PostgreSQL connections reach the server: 'auto' (detected: the "

@@ -4,13 +4,20 @@ The dialect makes the engines (``Dialect.create_async_engine``): on SQLite a WAL
 database with a busy timeout, foreign keys on, and writes that begin IMMEDIATE, plus a
 second engine for reads; on PostgreSQL one asyncpg engine with the API's own
 statement timeout.
+
+On SQLite every write session also waits for its turn in the process's write queue
+(``write_queue.WriteQueue``): one writer at a time, in arrival order, so a write
+waits for those ahead of it instead of racing them in SQLite's busy handler.
+``FLOWDB_SERVER_WRITE_QUEUE=false`` turns the queue off (the bench's baseline).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING
+
+from flowdb.server.write_queue import WriteQueue
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -25,6 +32,7 @@ class ServerDatabase:
         self.database = database
         self._read_engine: AsyncEngine | None = None
         self._write_engine: AsyncEngine | None = None
+        self.write_queue = _write_queue(database)
 
     def _engine(self, *, write: bool) -> AsyncEngine:
         # Engines connect lazily, so making one costs nothing until it is used.
@@ -43,7 +51,10 @@ class ServerDatabase:
         from sqlalchemy.ext.asyncio import AsyncSession
 
         engine = self._engine(write=write)
-        async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        queue = self.write_queue if write else None
+        # The turn is taken before the connection and held until after the commit.
+        turn = queue.turn() if queue is not None else nullcontext()
+        async with turn, AsyncSession(engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     async def dispose(self) -> None:
@@ -52,3 +63,12 @@ class ServerDatabase:
             if engine is not None:
                 await engine.dispose()
         self._read_engine = self._write_engine = None
+
+
+def _write_queue(database: Database) -> WriteQueue | None:
+    """The queue writes wait in: on a dialect with one writer at a time (SQLite), if on."""
+    if not database.dialect.features.single_writer or not database.settings.server_write_queue:
+        return None
+    from flowdb.database.dialects.sqlite import SERVER_BUSY_TIMEOUT_MS
+
+    return WriteQueue(SERVER_BUSY_TIMEOUT_MS / 1000)

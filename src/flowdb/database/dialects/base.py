@@ -109,6 +109,8 @@ class Features:
     ddl_commits: bool = False
     #: Whether the server keeps a separate engine for reads (SQLite: plain BEGIN for reads).
     separate_read_engine: bool = False
+    #: Whether one connection writes at a time (SQLite): the server queues its writes.
+    single_writer: bool = False
 
 
 class _DialectType(ABCMeta):

@@ -53,7 +53,10 @@ class SqliteDialect(SqliteLocking):
     """SQLite files (and, for tests and the server only, memory databases)."""
 
     features: ClassVar[Features] = Features(
-        render_as_batch=True, stores_time_zones=False, separate_read_engine=True
+        render_as_batch=True,
+        stores_time_zones=False,
+        separate_read_engine=True,
+        single_writer=True,
     )
 
     def read_catalog(self, waiter: Waiter) -> Catalog:
