@@ -311,7 +311,16 @@ def write_snapshot(database: Database) -> Path:
     ]
     path = snapshot_path(database)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = _SEPARATOR.join(s.rstrip().rstrip(";") for s in statements)
+    cut = [s.rstrip().rstrip(";") for s in statements]
+    # Statements are read back by cutting at the separator: one that holds it (in a
+    # string, say) would come back in pieces, so it is refused rather than written.
+    for statement in cut:
+        if _SEPARATOR in statement:
+            raise MigrationFailedError(
+                f"A statement of the snapshot holds {_SEPARATOR!r}, which separates "
+                f"statements in the file: {statement.splitlines()[0]}"
+            )
+    body = _SEPARATOR.join(cut)
     path.write_text("\n".join(header) + "\n" + body + ";\n", encoding="utf-8")
     return path
 

@@ -1,13 +1,14 @@
 """MariaDB's and MySQL's part of schema snapshots: dump a schema as SQL, describe it normalised.
 
-The dump is the server's own ``SHOW CREATE TABLE`` text of each table (columns,
-keys, foreign keys and checks in one statement), made rerunnable with ``IF NOT
-EXISTS`` and without the table's ``AUTO_INCREMENT`` counter, followed by its rows as
-``INSERT`` statements. Every DDL statement commits by itself on these servers, so a
-fresh install is not one transaction: it is a list of statements that a rerun
-completes (``fresh``). The catalogue is the same text cut into lines, columns in
-order and keys, foreign keys and checks sorted (their order follows how the table
-was built), plus the rows.
+The dump is the server's own ``SHOW CREATE TABLE`` text of each table (columns, keys,
+foreign keys and checks in one statement), made rerunnable with ``IF NOT EXISTS`` and
+without the table's ``AUTO_INCREMENT`` counter, followed by its rows as ``INSERT``
+statements. Both edits are at known places of the server's text (its first words, its
+table options), never a search over the whole statement. Every DDL statement commits by
+itself on these servers, so a fresh install is not one transaction: it is a list of
+statements that a rerun completes (``fresh``). The catalogue is the same text cut into
+lines, columns in order and keys, foreign keys and checks sorted (their order follows
+how the table was built), plus the rows.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from flowdb.database.dialects.base import Catalog
+from flowdb.errors import MigrationFailedError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 _AUTO_INCREMENT = re.compile(r" AUTO_INCREMENT=\d+")
-_CREATE = re.compile(r"^CREATE TABLE ", re.I)
+_CREATE = "CREATE TABLE "
 _COLUMN = re.compile(r'^\s*"')
 
 
@@ -41,7 +43,11 @@ def create_text(connection: Connection, table: str) -> str:
     import sqlalchemy as sa
 
     row = connection.execute(sa.text(f'SHOW CREATE TABLE "{table}"')).one()
-    return _AUTO_INCREMENT.sub("", str(row[1]))
+    # The counter is a table option: on the last line (after the columns' closing
+    # parenthesis), before any quoted option value, so no default or comment is touched.
+    body, _, options = str(row[1]).rpartition("\n")
+    settings, quote, quoted = options.partition("'")
+    return f"{body}\n{_AUTO_INCREMENT.sub('', settings)}{quote}{quoted}"
 
 
 def row_inserts(connection: Connection, table: str) -> list[str]:
@@ -64,9 +70,10 @@ def dump(connection: Connection, exclude: frozenset[str]) -> list[str]:
     for table in table_names(connection):
         if table in exclude:
             continue
-        statements.append(
-            _CREATE.sub("CREATE TABLE IF NOT EXISTS ", create_text(connection, table))
-        )
+        create = create_text(connection, table)
+        if not create.startswith(_CREATE):
+            raise MigrationFailedError(f"SHOW CREATE TABLE {table} gave {create[:40]!r}")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {create[len(_CREATE) :]}")
         statements.extend(row_inserts(connection, table))
     return statements
 

@@ -1,27 +1,29 @@
 """PostgreSQL's part of schema snapshots: dump a schema as SQL, describe it normalised.
 
 The dump is ``pg_dump``'s (schema and rows, as ``INSERT`` statements), without its
-session settings, ownership and schema qualification, so that the snapshot runs in
-one transaction in whatever schema the connection uses. ``pg_dump`` is needed only
-by the people who regenerate snapshots (``flowdb database snapshot``), never to
-install one. The catalogue reads ``pg_catalog`` with PostgreSQL's own renderings
+session settings, ownership and schema qualification, so that the snapshot runs in one
+transaction in whatever schema the connection uses. The script is cut into statements
+and unqualified on its tokens (``script``), never by editing its text. ``pg_dump`` is
+needed only by the people who regenerate snapshots (``flowdb database snapshot``), never
+to install one. The catalogue reads ``pg_catalog`` with PostgreSQL's own renderings
 (``format_type``, ``pg_get_constraintdef``, ``pg_get_indexdef``), in sorted order.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from typing import TYPE_CHECKING, Any
 
 from flowdb.database.dialects.base import Catalog
+from flowdb.database.dialects.postgresql import script
 from flowdb.errors import ConfigurationError, MigrationFailedError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection
 
-_SKIPPED = re.compile(r"^(SET |SELECT pg_catalog\.set_config|--|\\)")
+#: Statements of the dump a snapshot leaves out: session settings and the schema itself.
+_SESSION = (["SET"], ["SELECT", "PG_CATALOG", ".", "SET_CONFIG"], ["CREATE", "SCHEMA"])
 
 
 def dump(url: URL, schema: str, exclude: frozenset[str]) -> list[str]:
@@ -48,10 +50,15 @@ def dump(url: URL, schema: str, exclude: frozenset[str]) -> list[str]:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise MigrationFailedError(f"pg_dump failed: {' '.join(result.stderr.split())}")
-    lines = [line for line in result.stdout.splitlines() if not _SKIPPED.match(line)]
-    text = "\n".join(lines).replace(f"{schema}.", "")
-    statements = [part.strip() for part in re.split(r";\s*\n", text + "\n")]
-    return [s for s in statements if s and not s.startswith("CREATE SCHEMA")]
+    try:
+        statements = script.statements(result.stdout)
+    except script.ScriptError as exc:
+        raise MigrationFailedError(f"pg_dump's output could not be read: {exc}") from exc
+    return [
+        script.text(script.unqualified(statement, schema))
+        for statement in statements
+        if not any(script.words(statement)[: len(kind)] == kind for kind in _SESSION)
+    ]
 
 
 def catalogue(connection: Connection, skip_rows: frozenset[str]) -> dict[str, Any]:
@@ -64,12 +71,9 @@ def catalogue(connection: Connection, skip_rows: frozenset[str]) -> dict[str, An
     # PostgreSQL names the schema in index definitions; a catalogue is schema-neutral
     # (like the dump), so that a database in a tenant schema compares equal.
     schema = str(connection.execute(sa.text("SELECT current_schema()")).scalar())
-    qualifiers = (f"{schema}.", '"' + schema.replace('"', '""') + '".')
 
     def neutral(definition: str) -> str:
-        for qualifier in qualifiers:
-            definition = definition.replace(f" {qualifier}", " ")
-        return definition
+        return script.text(script.unqualified(script.tokens(definition), schema))
 
     namespace = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
     tables: dict[str, Any] = {}
