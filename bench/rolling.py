@@ -58,8 +58,10 @@ PREVIOUS = [
 FRESH = 0.2
 #: Seconds between two readiness polls of one replica.
 POLL_EVERY = 0.05
-#: Readiness probes of one replica in flight at most (they overlap when answers are slow).
-PROBES_IN_FLIGHT = 4
+#: Seconds a readiness probe may take before it counts as "not ready". Generous: on a
+#: loaded machine the previous release's readiness (a whole-schema inspection per call)
+#: takes 1-2 s; a shorter timeout measures the machine, not the upgrade.
+PROBE_TIMEOUT = 10.0
 #: Load threads, and the pause each takes between two requests (bounds the load).
 WORKERS = 4
 PAUSE = 0.05
@@ -147,7 +149,7 @@ class Rotation:
         self._threads.append(thread)
 
     def _poll(self, replica: Replica) -> None:
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=PROBE_TIMEOUT) as client:
             while not self._stop.is_set() and replica.process.poll() is None:
                 started = time.perf_counter()
                 try:
