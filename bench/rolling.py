@@ -735,6 +735,13 @@ def bench_rolling(scratch: Scratch, runs: int, output: Path, tiny: bool) -> list
     picture = output.with_name("rolling.png" if not tiny else f"{output.stem}-rolling.png")
     if draw(outcome, picture):
         print(f"drew {picture}", file=sys.stderr)
+    phases = picture.with_suffix(".md")
+    phases.write_text(
+        f"# Rolling upgrade, {runs:,} flow runs: phases and checks\n\n{describe(outcome)}\n"
+        f"What the operator's commands printed:\n\n```\n{outcome.upgrade_output}\n```\n",
+        encoding="utf-8",
+    )
+    print(f"wrote {phases}", file=sys.stderr)
     scratch.drop(url)
     rows = summary(outcome)
     rows.append(
