@@ -6,7 +6,7 @@ Options:
                   (it checks that every case runs and prints its table, not its numbers)
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online, states, fresh, backup, ready, writes)
+                  online, states, fresh, backup, ready, writes, rolling)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -35,6 +35,7 @@ ALL_CASES = (
     "backup",
     "ready",
     "writes",
+    "rolling",
 )
 
 
@@ -46,6 +47,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.fresh_install import EXTRA, bench_fresh_install
     from bench.online import bench_online_upgrade
     from bench.readiness import bench_readiness
+    from bench.rolling import bench_rolling
     from bench.server import bench_server
     from bench.startup import bench_startup
     from bench.state_races import bench_state_races
@@ -63,6 +65,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         if args.scale
         else {"postgresql": 100_000, "sqlite": 50_000}
     )
+    rolling_runs = 2_000 if args.tiny else 1_000_000 if args.scale else 100_000
     return {
         "startup": ("1. CLI start-up", lambda s: bench_startup(s, repeat)),
         "upgrade": ("2. Empty database to head", lambda s: bench_upgrade(s, repeat)),
@@ -102,6 +105,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "writes": (
             "12. SQLite write tails",
             lambda s: bench_write_tails(s, (8, 32), 32 if args.tiny else 200, repeat),
+        ),
+        "rolling": (
+            "13. A rolling upgrade under load",
+            lambda s: bench_rolling(s, rolling_runs, args.output, args.tiny),
         ),
     }
 

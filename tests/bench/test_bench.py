@@ -34,6 +34,7 @@ CASES = {
     "backup": ("10. SQLite backup before a change", 2),
     "ready": ("11. Readiness probes", 4),
     "writes": ("12. SQLite write tails", 10),
+    "rolling": ("13. A rolling upgrade under load", 3),
 }
 
 

@@ -19,13 +19,12 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from filelock import FileLock
+from bench.releases import release_python
 
 from flowdb.database import bookkeeping
 from flowdb.database.fingerprints import declared, file_hash
@@ -38,7 +37,6 @@ RELEASES = [
     for line in (REPO_ROOT / "releases.txt").read_text(encoding="utf-8").splitlines()
     if line.strip() and not line.startswith("#")
 ]
-CACHE = REPO_ROOT / ".cache" / "flowdb-test-releases"  # gitignored
 WRITER = Path(__file__).with_name("release_writer.py")
 DATA_TABLES = ("flow", "flow_run", "task_run", "log")
 VERSIONS = "src/flowdb/database/migrations/versions"
@@ -66,44 +64,6 @@ CASES = [
     for dialect in ("sqlite", "postgresql", "mariadb")
     if _supports(commit, dialect)
 ]
-
-
-def release_python(commit: str) -> Path:
-    """The Python of a virtualenv with ``commit`` installed, built once and cached.
-
-    The release is installed with ``pip install --no-deps`` from ``git archive``; its
-    dependencies are this environment's (a ``.pth`` line), so no download is needed
-    and a rebuild takes seconds. The virtualenv gets no pip of its own (``ensurepip``
-    cost more than the install): this environment's pip installs into it
-    (``pip --python``). Built under a file lock (parallel workers build once).
-    """
-    home = CACHE / commit
-    python = home / "venv" / "bin" / "python"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(CACHE / f"{commit}.lock")):
-        if (home / "ready").exists():
-            return python
-        subprocess.run(["rm", "-rf", str(home)], check=True)
-        source = home / "source"
-        source.mkdir(parents=True)
-        archive = _git("archive", commit)
-        assert archive.returncode == 0, archive.stderr.decode()
-        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--without-pip", str(home / "venv")], check=True
-        )
-        site = subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-        (Path(site) / "flowdb-test-deps.pth").write_text("\n".join(sorted(ours)) + "\n")
-        pip = [sys.executable, "-m", "pip", "--python", str(python)]
-        subprocess.run([*pip, "install", "--quiet", "--no-deps", str(source)], check=True)
-        (home / "ready").write_text(commit + "\n")
-    return python
 
 
 def _run(

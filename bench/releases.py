@@ -1,0 +1,60 @@
+"""Earlier releases of flowdb installed from this repository's own git history.
+
+``release_python(commit)`` gives the Python of a virtualenv with ``commit`` installed:
+the release tests make databases with it, the rolling-upgrade proof serves with it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from filelock import FileLock
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE = REPO_ROOT / ".cache" / "flowdb-test-releases"  # gitignored
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, check=False)
+
+
+def release_python(commit: str) -> Path:
+    """The Python of a virtualenv with ``commit`` installed, built once and cached.
+
+    The release is installed with ``pip install --no-deps`` from ``git archive``; its
+    dependencies are this environment's (a ``.pth`` line), so no download is needed
+    and a rebuild takes seconds. The virtualenv gets no pip of its own (``ensurepip``
+    cost more than the install): this environment's pip installs into it
+    (``pip --python``). Built under a file lock (parallel workers build once).
+    """
+    home = CACHE / commit
+    python = home / "venv" / "bin" / "python"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(CACHE / f"{commit}.lock")):
+        if (home / "ready").exists():
+            return python
+        subprocess.run(["rm", "-rf", str(home)], check=True)
+        source = home / "source"
+        source.mkdir(parents=True)
+        archive = _git("archive", commit)
+        if archive.returncode != 0:
+            raise RuntimeError(f"git archive {commit} failed: {archive.stderr.decode()}")
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", str(home / "venv")], check=True
+        )
+        site = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+        (Path(site) / "flowdb-test-deps.pth").write_text("\n".join(sorted(ours)) + "\n")
+        pip = [sys.executable, "-m", "pip", "--python", str(python)]
+        subprocess.run([*pip, "install", "--quiet", "--no-deps", str(source)], check=True)
+        (home / "ready").write_text(commit + "\n")
+    return python
