@@ -18,7 +18,7 @@ def main() -> None:
     try:
         interrupts.install()  # a signal from here on ends in the except below, or later
         if sys.argv[1:2] == ["database"]:
-            # Typer and the settings use pydantic, whose first model scans every installed
+            # Typer coerces option values through pydantic, whose first model scans every installed
             # package's entry points for pydantic plugins: none of it serves a migration.
             import os
 
