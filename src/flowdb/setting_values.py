@@ -9,7 +9,6 @@ settings, and importing pydantic cost more than the rest of a command's start-up
 
 from __future__ import annotations
 
-import functools
 import types
 import typing
 from dataclasses import Field
@@ -26,8 +25,8 @@ class _Invalid(ValueError):
     """A value that does not fit its setting (the message says why, in one clause)."""
 
 
-def convert(item: Field[Any], value: object, secrets: frozenset[str]) -> object:
-    """``value`` converted to the type of setting ``item`` and checked against its bounds.
+def convert(item: Field[Any], hint: Any, value: object, secrets: frozenset[str]) -> object:
+    """``value`` converted to ``hint`` (setting ``item``'s type) and checked against its bounds.
 
     Raises ``ConfigurationError`` naming the variable (``FLOWDB_<NAME>``) and, unless
     the setting is a secret, the value: one line, as the CLI prints it.
@@ -39,7 +38,7 @@ def convert(item: Field[Any], value: object, secrets: frozenset[str]) -> object:
                 value = before(value)
             except ValueError as error:
                 raise _Invalid(f"Value error, {error}") from None
-        converted = _to_type(_hints(item)[item.name], value)
+        converted = _to_type(hint, value)
         _check_bounds(item, converted)
         return converted
     except _Invalid as error:
@@ -49,17 +48,6 @@ def convert(item: Field[Any], value: object, secrets: frozenset[str]) -> object:
         raise ConfigurationError(
             f"{name}{shown} is invalid ({error}); fix or unset that environment variable."
         ) from None
-
-
-def _hints(item: Field[Any]) -> dict[str, Any]:
-    from flowdb.settings import Settings
-
-    return _settings_hints(Settings)
-
-
-@functools.cache
-def _settings_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 def _to_type(hint: Any, value: object) -> object:

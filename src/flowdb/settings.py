@@ -152,10 +152,11 @@ class Settings:
             if name.upper().startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :].lower() in names
         }
         given = {**found, **values}
+        hints = _type_hints(type(self))
         for item in fields(self):
             value = given.get(item.name, item.default)
             if item.name in given:
-                value = convert(item, given[item.name], SECRET_SETTINGS)
+                value = convert(item, hints[item.name], given[item.name], SECRET_SETTINGS)
             object.__setattr__(self, item.name, value)
 
     home: Path = setting(
@@ -323,6 +324,19 @@ class Settings:
             return self.database_url
         path = str(self.resolved_home / DEFAULT_DATABASE_FILENAME)
         return f"sqlite:///{quote(path, safe=_PATH_SAFE)}"
+
+
+_HINTS: dict[str, dict[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The field types of ``cls``, resolved once (the annotations are strings)."""
+    import typing
+
+    key = f"{cls.__module__}.{cls.__qualname__}"
+    if key not in _HINTS:
+        _HINTS[key] = typing.get_type_hints(cls)
+    return _HINTS[key]
 
 
 def get_settings() -> Settings:
