@@ -205,6 +205,16 @@ def imported_by(args: list[str], url: str) -> set[str]:
 
 #: What a read of SQLite at head, or an upgrade with nothing to do, must not import.
 NOT_AT_HEAD = {"alembic", "sqlalchemy", "pydantic_settings", "asyncio", "mako"}
+#: What the fast path (``flowdb.cli.fast``) never builds or converts with.
+NOT_ON_THE_FAST_PATH = {"typer", "click", "pydantic", "pydantic_core"}
+#: Everything besides the standard library that the fast path may import, per command.
+FAST_PATH_PACKAGES = {
+    "upgrade": {"flowdb", "rich", "filelock"},
+    "current": {"flowdb", "rich"},
+    "--json": {"flowdb"},
+}
+#: Names -X importtime lists that are no package: its header, site hooks, a Jython probe.
+NOT_PACKAGES = {"imported package", "sitecustomize", "usercustomize", "org"}
 
 
 def test_upgrade_and_current_at_head_on_sqlite_import_no_sqlalchemy(tmp_path: object) -> None:
@@ -221,6 +231,10 @@ def test_upgrade_and_current_at_head_on_sqlite_import_no_sqlalchemy(tmp_path: ob
     for name, imported in (("upgrade", upgrade), ("current", current), ("--json", current_json)):
         assert "sqlite3" in imported, name
         assert not imported & NOT_AT_HEAD, (name, sorted(imported & NOT_AT_HEAD))
+        assert not imported & NOT_ON_THE_FAST_PATH, (name, sorted(imported & NOT_ON_THE_FAST_PATH))
+        others = {n for n in imported - NOT_PACKAGES if n not in sys.stdlib_module_names}
+        others -= {n for n in others if n.startswith("_")}
+        assert others == FAST_PATH_PACKAGES[name], (name, sorted(others))
     assert current <= upgrade | {"rich"}, sorted(current - upgrade)
 
 
@@ -231,3 +245,6 @@ def test_a_fresh_install_imports_no_pydantic_settings(tmp_path: object) -> None:
         ["database", "upgrade", "-y"], f"sqlite:///{Path(str(tmp_path)) / 'fresh.db'}"
     )
     assert not imported & NOT_AT_HEAD, sorted(imported & NOT_AT_HEAD)
+    assert not imported & NOT_ON_THE_FAST_PATH, sorted(imported & NOT_ON_THE_FAST_PATH)
+    others = {n for n in imported - NOT_PACKAGES if n not in sys.stdlib_module_names}
+    assert {n for n in others if not n.startswith("_")} == FAST_PATH_PACKAGES["upgrade"]

@@ -70,6 +70,58 @@ def test_clean_deletes_expired_runs_with_their_children_and_nothing_else(
     assert "Cleaning: 25/25 flow runs" in result.stderr
 
 
+def test_clean_json_gives_what_was_deleted_per_table_with_times(database_url: str) -> None:
+    import json
+
+    url = _upgraded(database_url)
+    seed(url, expired=12)
+    env = {"FLOWDB_RETENTION_BATCH_SIZE": "5"}
+    result = ok(flowdb(url, "database", "clean", "--older-than", "7d", "-y", "--json", env=env))
+
+    document = json.loads(result.stdout)  # stdout is the document and nothing else
+    assert document["command"] == "clean" and document["exit_code"] == 0
+    assert document["dry_run"] is False
+    expected = {
+        "log": 72,
+        "task_run_state": 48,
+        "task_run": 24,
+        "flow_run_state": 24,
+        "flow_run": 12,
+    }
+    assert document["to_delete"] == expected
+    assert {table: item["rows"] for table, item in document["deleted"].items()} == expected
+    assert document["rows"] == sum(expected.values())
+    assert document["batches"] == 3
+    # An artifact may point at a run and at one of its task runs: two links to clear.
+    links, artifacts = document["artifact_links_cleared"]["rows"], document["artifacts_to_unlink"]
+    assert 0 < artifacts <= links <= 2 * artifacts
+    times = [item["seconds"] for item in document["deleted"].values()]
+    assert all(isinstance(t, int | float) and t >= 0 for t in times)
+    assert sum(times) <= document["seconds"] + 0.01  # parts of the whole
+    # Progress on stderr: runs of the total, rows per table, time left once known.
+    progress = [line for line in result.stderr.splitlines() if line.startswith("Cleaning:")]
+    assert progress and progress[-1].startswith("Cleaning: 12/12 flow runs, 180 rows deleted")
+    assert (
+        "(flow_run 12, flow_run_state 24, task_run 24, task_run_state 48, log 72)" in progress[-1]
+    )
+    assert "s left" in progress[-1]
+    assert "flow_run" in result.stderr  # the plan went to stderr, beside the progress
+
+
+def test_clean_dry_run_json_changes_nothing(sqlite_url: str) -> None:
+    import json
+
+    url = _upgraded(sqlite_url)
+    seed(url, expired=4)
+    before = _state(url)
+    result = ok(flowdb(url, "database", "clean", "--older-than", "7d", "--dry-run", "--json"))
+    assert _state(url) == before
+    document = json.loads(result.stdout)
+    assert document["dry_run"] is True and document["deleted"] is None
+    assert document["to_delete"]["flow_run"] == 4 and document["exit_code"] == 0
+    assert "nothing was changed" in result.stderr
+
+
 def test_dry_run_prints_the_counts_and_changes_nothing(database_url: str) -> None:
     url = _upgraded(database_url)
     seed(url, expired=6)

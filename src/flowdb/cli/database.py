@@ -18,27 +18,28 @@ from typing import TYPE_CHECKING
 import typer
 
 from flowdb.cli import json_output
+from flowdb.cli.current_view import applied_info as _applied_info
+from flowdb.cli.migrating import approval as _approval
+from flowdb.cli.migrating import declined as _declined
+from flowdb.cli.migrating import migrate as _migrate
+from flowdb.cli.migrating import no_dry_run_json as _no_dry_run_json
+from flowdb.cli.migrating import open_database as _database
+from flowdb.cli.migrating import say as _say
+from flowdb.cli.migrating import show_result as _show
+from flowdb.cli.migrating import upgrade as upgrade_command
 from flowdb.cli.output import (
-    MigrationReport,
     confirm_or_refuse,
     escape,
     migration_report,
     result,
-    stderr_console,
     stdout_console,
 )
-from flowdb.database.events import Direction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from flowdb.database.commands import Approval
     from flowdb.database.planning import Plan
     from flowdb.database.status import SchemaStatus
-    from flowdb.database.target import Database
-
-    #: Prints what a plan does, through the given printer (``_show`` or ``_say``).
-    Show = Callable[[Plan, SchemaStatus, Callable[[str], None]], None]
 
 database_app = typer.Typer(
     help="Create, upgrade, downgrade and inspect the database.\n\n"
@@ -61,145 +62,6 @@ _TAKE_OVER = typer.Option(
 _JSON = typer.Option(
     False, "--json", help="Print the result as one JSON document on stdout (for scripts)."
 )
-
-
-def _database() -> Database:
-    from flowdb.database.target import Database
-
-    return Database.from_settings()
-
-
-def _say(text: str) -> None:
-    """A message about what happens (stderr, beside the progress lines)."""
-    stderr_console().print(text)
-
-
-def _show(text: str) -> None:
-    """What a command will do (its plan): stdout, so stderr keeps one line on failure."""
-    stdout_console().print(text)
-
-
-def _approval(
-    report: MigrationReport,
-    yes: bool,
-    show: Show,
-    question: Callable[[Plan], str],
-    emit: Callable[[str], None] | None = None,
-) -> Approval:
-    """An ``approve`` callback: print what the plan does (``emit``, default stdout), then ask.
-
-    Without a terminal and without ``-y`` the plan is still printed, on stdout, before
-    the refusal: a CI job's log then shows what the command would have done.
-    """
-
-    def approve(plan: Plan, status: SchemaStatus) -> bool:
-        with report.paused():
-            if not (yes or sys.stdin.isatty()):
-                show(plan, status, _show)
-                confirm_or_refuse("", False)  # no terminal, no -y: refuse
-            show(plan, status, emit or _show)
-            return confirm_or_refuse(question(plan), yes)
-
-    return approve
-
-
-def _declined(document: dict[str, object]) -> typer.Exit:
-    """Say that the user said no (JSON: ``document`` with the error), for ``raise``."""
-    _say("Cancelled; nothing was changed.")
-    if json_output.enabled():
-        json_output.emit({**document, "error": "Cancelled; nothing was changed.", "exit_code": 1})
-    return typer.Exit(1)
-
-
-def _no_dry_run_json(dry_run: bool, as_json: bool) -> None:
-    """Refuse ``--dry-run`` with ``--json``: the dry run's output is SQL, not a result."""
-    if dry_run and as_json:
-        from flowdb.errors import UsageError
-
-        raise UsageError(
-            "--dry-run prints SQL and --json a result document; pass one of them, not both."
-        )
-
-
-def _migrate(
-    direction: Direction,
-    revision: str,
-    yes: bool,
-    accept_changed: bool = False,
-    *,
-    hold_contracts: bool = False,
-) -> None:
-    """Run an upgrade or downgrade with its plan shown and confirmed.
-
-    A downgrade always prints its plan (what is reverted, what data is lost) on stdout,
-    also with ``-y``, so logs keep it; an upgrade shows its plan only when it asks, and
-    reports each step as it lands on stderr. The result (the last line, or the JSON
-    document) is on stdout; stderr keeps the progress and at most one error line.
-    """
-    from flowdb.database import commands
-
-    database = _database()
-    verb = "Upgrading" if direction == "upgrade" else "Downgrading"
-
-    def show(plan: Plan, status: SchemaStatus, emit: Callable[[str], None]) -> None:
-        if direction == "upgrade" and yes:
-            return
-        emit(f"Database: {escape(database.location())}")
-        for line in commands.describe_plan(database, plan, status):
-            emit(escape(line.removeprefix("flowdb: ")))
-
-    def question(plan: Plan) -> str:
-        return f"{plan.describe().capitalize()}: go ahead?"
-
-    started = time.perf_counter()
-    document: dict[str, object] = {"command": direction, "database": database.url.redacted()}
-    with migration_report(f"{verb} {escape(database.location())}") as report:
-        try:
-            plan = commands.migrate(
-                database,
-                direction,
-                revision,
-                approve=_approval(
-                    report, yes, show, question, _show if direction == "downgrade" else _say
-                ),
-                accept_changed=accept_changed,
-                hold_contracts=hold_contracts,
-            )
-        except commands.Declined:
-            raise _declined(document) from None
-    elapsed = time.perf_counter() - started
-    after = plan.current if plan.is_empty else plan.target
-    if json_output.enabled():
-        fresh = report.fresh
-        json_output.emit(
-            {
-                **document,
-                "before": plan.current,
-                "after": after,
-                "steps": report.steps,
-                "fresh_install": None
-                if fresh is None
-                else {
-                    "head": fresh.head,
-                    "revisions": fresh.revisions,
-                    "seconds": round(fresh.elapsed, 3),
-                },
-                "backup": report.backup,
-                "held": plan.held,
-                "seconds": round(elapsed, 3),
-                "exit_code": 0,
-            }
-        )
-    elif plan.is_empty:
-        result(f"Nothing to {direction}: {escape(database.describe())} is at {after or 'base'}.")
-    else:
-        how = " from the snapshot" if report.fresh is not None else ""
-        result(
-            f"{direction.capitalize()} finished: {len(plan.steps)} migration(s){how} in "
-            f"{elapsed:.2f} s; {escape(database.location())} is at {after or 'base'}."
-        )
-    if plan.held and not json_output.enabled():
-        _say(escape(plan.held))
 
 
 @database_app.command()
@@ -234,14 +96,7 @@ def upgrade(
     one transaction instead of replaying every revision. Contract revisions wait until
     no replica of an older release serves (see --contract-now).
     """
-    _no_dry_run_json(dry_run, as_json)
-    json_output.enable(as_json)
-    if dry_run:
-        from flowdb.database import commands
-
-        commands.preview(_database(), "upgrade", revision)
-        return
-    _migrate("upgrade", revision, yes, accept_changed, hold_contracts=not contract_now)
+    upgrade_command(revision, yes, dry_run, accept_changed, contract_now, as_json)
 
 
 @database_app.command()
@@ -429,97 +284,12 @@ def restore(
     )
 
 
-def _applied_info(row: dict[str, object] | None) -> dict[str, object]:
-    """When, by whom, how and from which file a revision was applied (from the run record)."""
-    if row is None:
-        return {"applied_at": None, "applied_by": None, "direction": None, "file_hash": None}
-    return {
-        "applied_at": row["started_at"],
-        "applied_by": f"{row['db_user']}@{row['host']} (pid {row['pid']})",
-        "direction": row["direction"],
-        "duration_ms": row["duration_ms"],
-        "flowdb_version": row["flowdb_version"],
-        "file_hash": row["file_hash"],
-    }
-
-
 @database_app.command()
 def current(as_json: bool = _JSON) -> None:
     """Show the database's revision and whether it is at head."""
-    from flowdb.cli.fleet_view import fleet_json, fleet_lines
-    from flowdb.database import journal
-    from flowdb.database.commands import ACCEPT_CHANGED_FLAG
-    from flowdb.database.partway import part_way
+    from flowdb.cli.current_view import current as show_current
 
-    json_output.enable(as_json)
-    database = _database()
-    status = database.status()
-    stuck = part_way(status, database.history)
-    runs = journal.read_runs(database, status) if status.known else []
-    changed = journal.changed_revisions(runs, database.history, status.current) if runs else []
-    if as_json:
-        from flowdb.errors import FlowdbError, one_line_message
-
-        failure: FlowdbError | None = None
-        try:
-            status.require_known(database)
-        except FlowdbError as error:
-            failure = error
-        applied = journal.applied_rows(runs, database.history, status.current) if runs else {}
-        outcome: dict[str, object] = {"exit_code": 0}
-        if failure is not None:
-            outcome = {"error": one_line_message(failure), "exit_code": int(failure.exit_code)}
-        json_output.emit(
-            {
-                "database": database.url.redacted(),
-                "revision": status.current,
-                "head": status.head,
-                "owner": status.owner,
-                "at_head": status.at_head and stuck is None,
-                "pending": status.pending,
-                "in_progress": [list(item) for item in status.in_progress],
-                "way_out": None if stuck is None else stuck.way_out(),
-                "changed_revisions": changed,
-                **(_applied_info(applied.get(status.current or "")) if status.current else {}),
-                **(fleet_json(database, status) if failure is None else {}),
-                **outcome,
-            }
-        )
-        if failure is not None:
-            raise failure  # the edge prints its one line on stderr
-        return
-    out = stdout_console()
-    out.print(f"Database: {escape(database.url.redacted())}")
-    if status.current is None:
-        out.print("Revision: none (empty database)")
-    elif status.known:
-        title = database.history.get(status.current).title
-        out.print(escape(f"Revision: {status.current}" + (f"  {title}" if title else "")))
-    else:
-        out.print(escape(f"Revision: {status.current}"))
-    if status.owner == "newer":
-        out.print(
-            "Status: newer than this flowdb (unknown revision); use the flowdb that migrated it"
-        )
-    elif status.owner == "foreign":
-        out.print("Status: not a flowdb database")
-    elif stuck is not None:
-        out.print(f"Status: {escape(stuck.describe())}")
-    elif status.at_head:
-        out.print("Status: at head")
-    else:
-        out.print(f"Status: {status.pending} migration(s) pending; run 'flowdb database upgrade'")
-    if stuck is not None:
-        out.print(f"Part way: {escape(status.describe_progress())}")
-        out.print(f"Way out: {escape(stuck.way_out())}")
-    for revision in changed:
-        out.print(
-            f"Changed: the file of revision {revision} differs from the one applied; "
-            f"upgrade refuses until it is restored or accepted ({ACCEPT_CHANGED_FLAG})"
-        )
-    for line in fleet_lines(database, status):
-        out.print(escape(line))
-    status.require_known(database)  # and fail when this flowdb cannot work with it
+    show_current(as_json)
 
 
 @database_app.command()

@@ -31,7 +31,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,19 @@ class CleanProgress:
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
     space: str = ""
+    #: Seconds spent deleting each table's rows ("artifact": clearing their links).
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys((*TABLES, "artifact"), 0.0)
+    )
+
+    @contextmanager
+    def timing(self, table: str) -> Iterator[None]:
+        """Add the time the block takes to ``seconds[table]``."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[table] += time.monotonic() - started
 
     @property
     def runs_done(self) -> int:
@@ -240,28 +254,36 @@ def _delete_batch(connection: sa.Connection, run_ids: list[Any], progress: Clean
         return
     log, artifact = t["log"], t["artifact"]
     deleted = progress.deleted
+    timing = progress.timing
     for ids, column in ((task_ids, artifact.c.task_run_id), (run_ids, artifact.c.flow_run_id)):
         for chunk in _chunks(ids):
-            progress.unlinked_artifacts += connection.execute(
-                sa.update(artifact).where(column.in_(chunk)).values({column.key: None})
-            ).rowcount
+            with timing("artifact"):
+                progress.unlinked_artifacts += connection.execute(
+                    sa.update(artifact).where(column.in_(chunk)).values({column.key: None})
+                ).rowcount
     for chunk in _chunks(task_ids):
-        deleted["log"] += connection.execute(
-            sa.delete(log).where(log.c.task_run_id.in_(chunk))
-        ).rowcount
+        with timing("log"):
+            deleted["log"] += connection.execute(
+                sa.delete(log).where(log.c.task_run_id.in_(chunk))
+            ).rowcount
         state = t["task_run_state"]
-        deleted["task_run_state"] += connection.execute(
-            sa.delete(state).where(state.c.task_run_id.in_(chunk))
+        with timing("task_run_state"):
+            deleted["task_run_state"] += connection.execute(
+                sa.delete(state).where(state.c.task_run_id.in_(chunk))
+            ).rowcount
+        with timing("task_run"):
+            deleted["task_run"] += _delete_by_key(connection, task, chunk)
+    with timing("log"):
+        deleted["log"] += connection.execute(
+            sa.delete(log).where(log.c.flow_run_id.in_(run_ids))
         ).rowcount
-        deleted["task_run"] += _delete_by_key(connection, task, chunk)
-    deleted["log"] += connection.execute(
-        sa.delete(log).where(log.c.flow_run_id.in_(run_ids))
-    ).rowcount
     state = t["flow_run_state"]
-    deleted["flow_run_state"] += connection.execute(
-        sa.delete(state).where(state.c.flow_run_id.in_(run_ids))
-    ).rowcount
-    deleted["flow_run"] += _delete_by_key(connection, t["flow_run"], run_ids)
+    with timing("flow_run_state"):
+        deleted["flow_run_state"] += connection.execute(
+            sa.delete(state).where(state.c.flow_run_id.in_(run_ids))
+        ).rowcount
+    with timing("flow_run"):
+        deleted["flow_run"] += _delete_by_key(connection, t["flow_run"], run_ids)
 
 
 def _delete_by_key(connection: sa.Connection, table: sa.Table, ids: list[Any]) -> int:

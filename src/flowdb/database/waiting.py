@@ -93,7 +93,7 @@ def _bounded(database: Database, seconds: float) -> Database:
     """``database`` with its read waits bounded by ``seconds``."""
     if seconds >= database.settings.migration_lock_timeout:
         return database
-    settings = database.settings.model_copy(update={"migration_lock_timeout": seconds})
+    settings = replace(database.settings, migration_lock_timeout=seconds)
     dialect = type(database.dialect)(database.url, settings)
     return replace(database, settings=settings, dialect=dialect)
 

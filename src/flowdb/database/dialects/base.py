@@ -243,6 +243,16 @@ class Dialect(metaclass=_DialectType):
     def migration_lock(self, command: str, waiter: Waiter) -> AbstractContextManager[None]:
         """Hold this database's cross-process migration lock for the block."""
 
+    @classmethod
+    def read_index_build(cls, connection: Connection, table: str) -> tuple[str, int, int] | None:
+        """How far the index build on ``table`` got, read on ``connection``, if reported.
+
+        ``(phase, done, total)``; ``None`` where the server reports nothing (every
+        dialect but PostgreSQL) or no build on ``table`` runs. For the progress line of
+        the migration that builds it (``migrations.index_progress``).
+        """
+        return None
+
     def index_build_progress(self) -> tuple[str, int, int] | None:
         """How far an index build in this database got: ``(phase, done, total)``, if known.
 

@@ -42,6 +42,7 @@ from alembic import op
 from flowdb.database import bookkeeping
 from flowdb.database.alembic_internals import commit_and_begin
 from flowdb.database.events import PhaseStarted, Progress
+from flowdb.database.migrations import index_progress
 from flowdb.database.migrations.helpers import (
     add_column_if_missing,
     batch_size,
@@ -172,7 +173,15 @@ class OnlineMigration:
                 return
         with self.context.autocommit_block():
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}{name}")
-            op.execute(f"CREATE {kind} CONCURRENTLY {name} ON {schema}{table} ({column_list})")
+            build = f"CREATE {kind} CONCURRENTLY {name} ON {schema}{table} ({column_list})"
+            if self.offline:
+                op.execute(build)
+                return
+            engine = op.get_bind().engine
+            with index_progress.reported(
+                name, f"{schema}{table}", engine, dialect().read_index_build
+            ):
+                op.execute(build)
 
     def drop_index(self, name: str) -> None:
         """Drop an index without blocking the table where the dialect can (``CONCURRENTLY``)."""

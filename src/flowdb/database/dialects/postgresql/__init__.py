@@ -145,6 +145,26 @@ class PostgresDialect(PostgresLocking):
             or "could not open relation with OID" in str(source)
         )
 
+    @classmethod
+    def read_index_build(cls, connection: Connection, table: str) -> tuple[str, int, int] | None:
+        """From ``pg_stat_progress_create_index`` for ``table``: blocks, then tuples."""
+        import sqlalchemy as sa
+
+        row = connection.execute(
+            sa.text(
+                "SELECT phase, blocks_done, blocks_total, tuples_done, tuples_total "
+                "FROM pg_stat_progress_create_index "
+                "WHERE datname = current_database() AND relid = to_regclass(:table) LIMIT 1"
+            ),
+            {"table": table},
+        ).first()
+        if row is None:
+            return None
+        phase, blocks_done, blocks_total, tuples_done, tuples_total = row
+        if tuples_total:
+            return (str(phase), int(tuples_done or 0), int(tuples_total))
+        return (str(phase), int(blocks_done or 0), int(blocks_total or 0))
+
     def index_build_progress(self) -> tuple[str, int, int] | None:
         """From ``pg_stat_progress_create_index``: blocks while scanning, tuples after."""
         import sqlalchemy as sa
