@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from flowdb import __version__, interrupts
+from flowdb import __version__, interrupts, logs
 from flowdb.cli import json_output
 from flowdb.cli.database import database_app
 from flowdb.cli.server import server_app
@@ -85,6 +85,7 @@ def main() -> None:
     """
     interrupts.install()
     _quiet_interrupts_in_library_logs()
+    logs.configure_cli()
     json_output.reset()
     try:
         code = app(standalone_mode=False)
@@ -137,7 +138,10 @@ def _report(error: BaseException) -> int:
 
 def _fail(line: str, code: int) -> int:
     """Print ``line`` on stderr (``--json``: also a JSON error on stdout); return ``code``."""
-    print(line, file=sys.stderr)
+    if logs.json_enabled():
+        print(logs.line("error", "flowdb.cli", line), file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
     json_output.emit_error(line.removeprefix("Error: "), code)
     return code
 
