@@ -3,12 +3,14 @@ steps carry their fields, errors are a JSON line too, and no line holds a passwo
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
 from flowdb.database.history import load_history
 from tests.cli.helpers import flowdb_process
+from tests.dbtools import seed_flow_runs
 from tests.server.test_json_logs import PASSWORD, parsed, with_password
 
 JSON = {"FLOWDB_LOG_FORMAT": "json"}
@@ -22,12 +24,17 @@ def test_migration_steps_are_json_lines_with_their_fields(
     if dialect == "postgresql":
         url = with_password(url)
     history = load_history()
+    expand, contract = history.revisions[-2].id, history.revisions[-1].id
 
     installed = flowdb_process(url, "database", "upgrade", "-y", home=tmp_path, env=JSON)
     reverted = flowdb_process(
-        url, "database", "downgrade", "-y", "-r", "-1", home=tmp_path, env=JSON
+        url, "database", "downgrade", "-y", "-r", "-2", home=tmp_path, env=JSON
     )
-    applied = flowdb_process(url, "database", "upgrade", "-y", home=tmp_path, env=JSON)
+    # Runs whose end_time the expand revision copies, two rows per batch: progress lines.
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    seed_flow_runs(url, 5, end_time=moment, expected_start_time=moment)
+    batches = {**JSON, "FLOWDB_MIGRATION_BATCH_SIZE": "2"}
+    applied = flowdb_process(url, "database", "upgrade", "-y", home=tmp_path, env=batches)
 
     for result in (installed, reverted, applied):
         assert result.returncode == 0, result.stderr
@@ -36,15 +43,26 @@ def test_migration_steps_are_json_lines_with_their_fields(
     assert len(fresh) == 1 and fresh[0]["head"] == history.head
     assert isinstance(fresh[0]["seconds"], float)
     down = [r for r in parsed(reverted.stderr) if r.get("event") == "StepDone"]
-    assert [(r["revision"], r["direction"]) for r in down] == [(history.head, "downgrade")]
+    assert [(r["revision"], r["direction"]) for r in down] == [
+        (contract, "downgrade"),
+        (expand, "downgrade"),
+    ]
     records = parsed(applied.stderr)
     up = [r for r in records if r.get("event") == "StepDone"]
-    assert [(r["revision"], r["direction"]) for r in up] == [(history.head, "upgrade")]
-    assert isinstance(up[0]["seconds"], float) and up[0]["seconds"] >= 0
+    assert [(r["revision"], r["direction"]) for r in up] == [
+        (expand, "upgrade"),
+        (contract, "upgrade"),
+    ]
+    assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in up)
     assert up[0]["logger"] == "flowdb.migrations" and up[0]["level"] == "info"
-    assert up[0]["title"] == history.get(history.head).title
+    assert up[0]["title"] == history.get(expand).title
     phases = [r for r in records if r.get("event") == "PhaseStarted"]
-    assert all(r["revision"] == history.head and r["phase"] for r in phases)
+    assert ("backfill", expand) in {(r["phase"], r["revision"]) for r in phases}
+    progress = [r for r in records if r.get("event") == "Progress"]
+    assert progress, records
+    assert all(0 < r["rows_done"] <= 5 for r in progress)
+    assert max(r["rows_done"] for r in progress) == 5
+    assert {r["rows_total"] for r in progress} == {5}
 
 
 def test_an_error_is_one_json_line_without_the_password(tmp_path: Path) -> None:
