@@ -81,12 +81,12 @@ def start(
         )
     )
     interrupted_leaves("the API server stopped")
-    logging: dict[str, Any] = {}
+    log_options: dict[str, Any] = {}
     if database.settings.log_format == "json":
         from flowdb.logs import uvicorn_log_config
 
         # JSON lines; the app's own access records replace uvicorn's (request id, latency).
-        logging = {"log_config": uvicorn_log_config(log_level.value), "access_log": False}
+        log_options = {"log_config": uvicorn_log_config(log_level.value), "access_log": False}
     uvicorn.run(
         "flowdb.server.app:create_app",
         factory=True,
@@ -95,7 +95,7 @@ def start(
         workers=workers,
         log_level=log_level.value,
         timeout_keep_alive=database.settings.server_keep_alive_timeout,
-        **logging,
+        **log_options,
     )
 
 
