@@ -268,6 +268,17 @@ class Settings:
         description="Largest request body the API server reads, in bytes; a larger one is "
         "refused with 413 before it is read into memory.",
     )
+    server_metrics: bool = setting(
+        default=True,
+        description="Whether the API server answers /metrics (Prometheus' text format); "
+        "with FLOWDB_SERVER_API_AUTH set it needs the credentials too.",
+    )
+    log_format: Literal["text", "json"] = setting(
+        default="text",
+        description="How the CLI and the API server write their logs on stderr: 'text' "
+        "lines, or 'json': one JSON object per line (time, level, logger, message and "
+        "the event's fields), with each request's id, route, status and latency.",
+    )
 
     retention_batch_size: int = setting(
         default=500,

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from flowdb import interrupts
+from flowdb import interrupts, logs
 from flowdb.cli import json_output
 from flowdb.errors import ExitCode, FlowdbError, Interrupted, one_line_message
 
@@ -57,6 +57,7 @@ def run(command: Callable[[], object]) -> NoReturn:
     """
     interrupts.install()
     quiet_interrupts_in_library_logs()
+    logs.configure_cli()
     json_output.reset()
     try:
         code = command()
@@ -111,7 +112,10 @@ def report(error: BaseException) -> int:
 
 def _fail(line: str, code: int) -> int:
     """Print ``line`` on stderr (``--json``: also a JSON error on stdout); return ``code``."""
-    print(line, file=sys.stderr)
+    if logs.json_enabled():
+        print(logs.line("error", "flowdb.cli", line), file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
     json_output.emit_error(line.removeprefix("Error: "), code)
     return code
 

@@ -38,10 +38,26 @@ def escape(text: str) -> str:
 
 
 def stderr_console() -> Console:
-    """The console for progress and messages (stdout is kept for data and SQL)."""
+    """The console for progress and messages (stdout is kept for data and SQL).
+
+    With ``FLOWDB_LOG_FORMAT=json`` each line it prints is a JSON log line instead.
+    """
     from rich.console import Console
 
+    from flowdb import logs
+
+    if logs.json_enabled():
+        return Console(file=logs.JsonLines(sys.stderr), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def quiet_console() -> Console:
+    """A console that prints nothing (for the spinner and step lines of JSON logs)."""
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), highlight=False, soft_wrap=True)
 
 
 def stdout_console() -> Console:
@@ -50,7 +66,9 @@ def stdout_console() -> Console:
 
     from flowdb.cli import json_output
 
-    return Console(stderr=json_output.enabled(), highlight=False, soft_wrap=True)
+    if json_output.enabled():
+        return stderr_console()
+    return Console(highlight=False, soft_wrap=True)
 
 
 def result(text: str) -> None:
@@ -75,6 +93,11 @@ class MigrationReport(logging.Handler):
         self.fresh: Any = None
         #: Where the backup taken before the change was written, if one was.
         self.backup: str | None = None
+        from flowdb import logs
+
+        #: With ``FLOWDB_LOG_FORMAT=json``: records are written as JSON lines, not shown.
+        self.structured = logs.json_enabled()
+        self.formatter_json = logs.JsonFormatter()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Show one record: a step line, the spinner's progress, a warning or a message."""
@@ -92,6 +115,8 @@ class MigrationReport(logging.Handler):
         event: Any = getattr(record, "event", None)
         if isinstance(event, Outcome):
             return  # the command's result line says it
+        if self.structured:  # one JSON line with the event's fields; the console is quiet
+            sys.stderr.write(self.formatter_json.format(record) + "\n")
         if isinstance(event, BackupWritten):
             # On stdout with the plan: stderr keeps progress and at most one error line.
             self.backup = event.path
@@ -142,7 +167,10 @@ def migration_report(activity: str, show_steps: bool = True) -> Iterator[Migrati
     that move the recorded revision without running any migration.
     """
     interrupted_leaves(MIGRATION_INTERRUPTED)
-    console = stderr_console()
+    from flowdb import logs
+
+    # With JSON lines the handler writes each record itself; its console prints nothing.
+    console = quiet_console() if logs.json_enabled() else stderr_console()
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     with console.status(f"{activity}…") as status:
         handler = MigrationReport(console, status, activity, show_steps)

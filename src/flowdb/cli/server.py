@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from enum import StrEnum
+from typing import Any
 
 import typer
 
@@ -80,6 +81,12 @@ def start(
         )
     )
     interrupted_leaves("the API server stopped")
+    log_options: dict[str, Any] = {}
+    if database.settings.log_format == "json":
+        from flowdb.logs import uvicorn_log_config
+
+        # JSON lines; the app's own access records replace uvicorn's (request id, latency).
+        log_options = {"log_config": uvicorn_log_config(log_level.value), "access_log": False}
     uvicorn.run(
         "flowdb.server.app:create_app",
         factory=True,
@@ -88,6 +95,7 @@ def start(
         workers=workers,
         log_level=log_level.value,
         timeout_keep_alive=database.settings.server_keep_alive_timeout,
+        **log_options,
     )
 
 

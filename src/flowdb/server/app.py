@@ -24,6 +24,7 @@ from flowdb.errors import FlowdbError, one_line_message
 from flowdb.server import edges, failures, http, openapi, retention
 from flowdb.server.engine import ServerDatabase
 from flowdb.server.readiness import ReadinessCache
+from flowdb.server.requests import RequestObserver
 from flowdb.server.routes.common import UNAVAILABLE
 from flowdb.server.schema_wait import SchemaWait
 from flowdb.settings import Settings
@@ -107,7 +108,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for the database of ``settings`` (default: read now, once)."""
-    from flowdb.server.routes import admin, flow_runs, flows, logs, service, task_runs
+    from flowdb.server.routes import admin, flow_runs, flows, logs, metrics, service, task_runs
 
     database = Database.from_settings(settings)
     settings = database.settings
@@ -120,7 +121,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(edges.refuse_unknown_query_parameters)],
     )
     app.state.settings = settings
+    if settings.log_format == "json":
+        import logging
+
+        logging.captureWarnings(True)  # a library's warning becomes a JSON line too
     app.state.database = ServerDatabase(database)
+    app.state.metrics = None
+    if settings.server_metrics:
+        from flowdb.server.metrics import Metrics
+
+        app.state.metrics = Metrics(app.state.database)
+        app.add_api_route("/metrics", metrics.metrics, include_in_schema=False)
     app.state.readiness = ReadinessCache()
     app.include_router(service.router, prefix="/api")
     for module in (admin, flows, flow_runs, task_runs, logs):
@@ -134,4 +145,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app, credentials)
     failures.install(app)
     http.install(app)
+    # Outermost: what it measures and logs is what the client got, refusals included.
+    app.add_middleware(
+        RequestObserver,
+        application=app,
+        metrics=app.state.metrics,
+        log_requests=settings.log_format == "json",
+    )
     return app

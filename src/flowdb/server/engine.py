@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flowdb.server.write_queue import WriteQueue
 
@@ -56,6 +56,11 @@ class ServerDatabase:
         turn = queue.turn() if queue is not None else nullcontext()
         async with turn, AsyncSession(engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+    def pools(self) -> list[tuple[str, Any]]:
+        """The pools of the engines made so far, named ``write`` and ``read`` (for metrics)."""
+        engines = (("write", self._write_engine), ("read", self._read_engine))
+        return [(name, engine.pool) for name, engine in engines if engine is not None]
 
     async def dispose(self) -> None:
         """Close every pooled connection (on shutdown, and after the schema was dropped)."""
