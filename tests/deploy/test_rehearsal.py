@@ -290,18 +290,22 @@ def test_an_upgrade_past_an_older_release_stops_before_the_contract_until_the_jo
     old_pod = dataclasses.replace(fleet.new_replica(previous), host="flowdb-old-pod", pid=7)
     fleet.beat(database, old_pod)
 
-    first = run_job(job_env)
-    assert first.returncode == 0, first.stderr
-    assert f"Stopped before contract {contract.id}" in first.stderr
-    assert "flowdb-old-pod:7" in first.stderr
-    state = current(job_env)
-    assert state["revision"] == expand.id and state["pending_contract"] == contract.id
-
     with pods(api_container(), replica_env) as start:
-        # The new release serves the expanded schema beside the old pod.
+        # The new release's pod starts with its Job (no init container): behind by an
+        # expand revision, it listens and waits.
         new = start()
         new.started()
+        assert new.probe("readinessProbe") == 503
+
+        first = run_job(job_env)
+        assert first.returncode == 0, first.stderr
+        assert f"is at {expand.id}" in first.stdout + first.stderr
+        assert f"Stopped before contract {contract.id}" in first.stderr
+        assert "flowdb-old-pod:7" in first.stderr
+        # Behind by the contract only, the new release serves beside the old pod: the
+        # rollout can go on (maxUnavailable 0 keeps the old pod until this one is ready).
         new.ready()
+        assert new.probe("livenessProbe") == 200
         fleet.leave(database, old_pod)  # the rollout ended the old pod
 
         second = run_job(job_env)  # the Job applied again after the rollout
