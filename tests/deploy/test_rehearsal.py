@@ -203,13 +203,13 @@ def test_a_fresh_install_and_a_rolling_restart_as_kubernetes_runs_them(
         refused = httpx.get(f"http://127.0.0.1:{early.port}/api/flows", headers=auth, timeout=5)
         assert refused.status_code == 503
 
+        # The Job, with a second pod starting meanwhile (pods and Job start in any order).
+        second = start()
         job = run_job(job_env)
         assert job.returncode == 0, job.stderr
         assert f"is at {head}" in job.stdout + job.stderr
         early.ready()
         assert early.probe("livenessProbe") == 200
-
-        second = start()
         second.started()
         second.ready()
 
