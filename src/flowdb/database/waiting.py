@@ -271,7 +271,7 @@ class SchemaWaiter:
         return WaitState(
             index_build=index_build,
             at_head=(
-                serves_this_code(self.database, status)
+                serves_this_code(self.database, status, holder is not None)
                 if self.serve_contracts
                 else status.at_head and not status.in_progress
             ),
@@ -334,19 +334,23 @@ def _migration(status: SchemaStatus, database: Database) -> tuple[str, str, int,
     return (stuck.revision, stuck.phase, stuck.rows, totals.get(stuck.revision))
 
 
-def serves_this_code(database: Database, status: SchemaStatus) -> bool:
+def serves_this_code(database: Database, status: SchemaStatus, locked: bool) -> bool:
     """Whether a server of this code may serve the database as it stands, without waiting.
 
-    At head, or behind it by contract revisions only: those wait until no replica of an
-    older release serves (``fleet``), and the replicas of this release must be ready
-    meanwhile, or a rolling update that keeps the old replicas until the new ones are
-    ready would wait on itself (the old ones never leave, the contract never runs).
+    At head, or behind it by contract revisions only while no migration holds the lock
+    (``locked``): the upgrade stopped before them because replicas of an older release
+    serve (``fleet``), and the replicas of this release must be ready meanwhile, or a
+    rolling update that keeps the old replicas until the new ones are ready would wait
+    on itself (the old ones never leave, the contract never runs). A migration that
+    holds the lock is waited for, as behind any other revision.
     """
     from flowdb.database.fleet import pending_contracts
 
     if status.in_progress:
         return False
-    return status.at_head or bool(pending_contracts(database, status.current))
+    if status.at_head:
+        return True
+    return not locked and bool(pending_contracts(database, status.current))
 
 
 def first_look(database: Database) -> bool:
@@ -358,7 +362,9 @@ def first_look(database: Database) -> bool:
     """
     status = database.status()
     status.require_known(database)
-    if serves_this_code(database, status):
+    if status.at_head and not status.in_progress:
+        return True
+    if serves_this_code(database, status, database.migration_running() is not None):
         return True
     if database.settings.schema_wait_timeout <= 0:
         SchemaWaiter(database, 0).wait()
