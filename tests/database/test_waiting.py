@@ -16,6 +16,7 @@ from flowdb.database.history import load_history
 from flowdb.database.target import Database
 from flowdb.database.waiting import SchemaWaiter, first_look
 from flowdb.errors import SchemaNotAtHeadError
+from tests.dbtools import lock_holder
 
 
 @pytest.fixture
@@ -34,6 +35,8 @@ def test_behind_by_a_contract_only_a_server_serves_and_the_wait_command_still_wa
     alembic_upgrade(expand.id)
     database = Database.from_url(configured)
 
+    with lock_holder(configured):  # a migration (the contract itself) runs: wait for it
+        assert first_look(database) is False
     assert first_look(database) is True
     served = SchemaWaiter(database, 0, serve_contracts=True).wait()
     assert served.at_head and served.current == expand.id and served.head == contract.id
