@@ -212,8 +212,12 @@ class SchemaWaiter:
         failure: type[FlowdbError] = SchemaNotAtHeadError,
         hint: str = "run 'flowdb database upgrade -y', set FLOWDB_MIGRATE_ON_START=true, or "
         "raise FLOWDB_SCHEMA_WAIT_TIMEOUT",
+        serve_contracts: bool = False,
     ) -> None:
         self.database = _bounded(database, _READ_BOUND_SECONDS)
+        #: A server's wait ends behind head by contract revisions only (``serves_this_code``);
+        #: ``flowdb database wait`` waits for head itself.
+        self.serve_contracts = serve_contracts
         self.timeout = timeout
         self.failure = failure
         self.hint = hint
@@ -266,7 +270,11 @@ class SchemaWaiter:
                 index_build = None  # only a detail of the report
         return WaitState(
             index_build=index_build,
-            at_head=status.at_head and not status.in_progress,
+            at_head=(
+                serves_this_code(self.database, status, holder is not None)
+                if self.serve_contracts
+                else status.at_head and not status.in_progress
+            ),
             current=status.current,
             head=status.head,
             pending=status.pending,
@@ -326,8 +334,27 @@ def _migration(status: SchemaStatus, database: Database) -> tuple[str, str, int,
     return (stuck.revision, stuck.phase, stuck.rows, totals.get(stuck.revision))
 
 
+def serves_this_code(database: Database, status: SchemaStatus, locked: bool) -> bool:
+    """Whether a server of this code may serve the database as it stands, without waiting.
+
+    At head, or behind it by contract revisions only while no migration holds the lock
+    (``locked``): the upgrade stopped before them because replicas of an older release
+    serve (``fleet``), and the replicas of this release must be ready meanwhile, or a
+    rolling update that keeps the old replicas until the new ones are ready would wait
+    on itself (the old ones never leave, the contract never runs). A migration that
+    holds the lock is waited for, as behind any other revision.
+    """
+    from flowdb.database.fleet import pending_contracts
+
+    if status.in_progress:
+        return False
+    if status.at_head:
+        return True
+    return not locked and bool(pending_contracts(database, status.current))
+
+
 def first_look(database: Database) -> bool:
-    """Whether the database is at head; raise when waiting cannot help.
+    """Whether a server may serve at once (``serves_this_code``); raise when waiting cannot help.
 
     A database another application or a newer flowdb owns fails at once, and so does
     one behind head when ``FLOWDB_SCHEMA_WAIT_TIMEOUT`` is 0. Otherwise a replica that
@@ -336,6 +363,8 @@ def first_look(database: Database) -> bool:
     status = database.status()
     status.require_known(database)
     if status.at_head and not status.in_progress:
+        return True
+    if serves_this_code(database, status, database.migration_running() is not None):
         return True
     if database.settings.schema_wait_timeout <= 0:
         SchemaWaiter(database, 0).wait()

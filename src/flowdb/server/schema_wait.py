@@ -54,7 +54,9 @@ class SchemaWait:
         self.ready = False
         self.state: WaitState | None = None
         self._last_log = 0.0
-        self._waiter = SchemaWaiter(database, database.settings.schema_wait_timeout)
+        self._waiter = SchemaWaiter(
+            database, database.settings.schema_wait_timeout, serve_contracts=True
+        )
 
     def prime(self) -> None:
         """Take the first look now (blocking), so that the first ``/api/ready`` has it."""
@@ -74,7 +76,14 @@ class SchemaWait:
             _stop(FlowdbError(f"The wait for the schema failed unexpectedly: {error!r}"))
             return
         self.ready = True
-        log.info("The schema is at head %s; serving.", state.head)
+        if state.current == state.head:
+            log.info("The schema is at head %s; serving.", state.head)
+        else:  # behind by contract revisions only: they wait for the older replicas
+            log.info(
+                "The schema is at %s; only contract revisions wait before head %s; serving.",
+                state.current,
+                state.head,
+            )
 
     def _report(self, state: WaitState) -> None:
         self.state = state
