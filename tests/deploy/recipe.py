@@ -187,9 +187,11 @@ def flowdb_command(command: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 def unknown_settings(env: dict[str, str]) -> list[str]:
     """The ``FLOWDB_*`` names in ``env`` that flowdb's settings do not read."""
+    from dataclasses import fields as dataclass_fields
+
     from flowdb.settings import ENV_PREFIX, Settings
 
-    fields = Settings.model_fields
+    fields = {item.name for item in dataclass_fields(Settings)}
     return sorted(
         name
         for name in env
