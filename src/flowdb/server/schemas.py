@@ -359,7 +359,7 @@ class Log(_Output):
     level: int
     message: str
     timestamp: dt.datetime
-    flow_run_id: uuid.UUID | None
+    flow_run_id: uuid.UUID
     task_run_id: uuid.UUID | None
 
 
