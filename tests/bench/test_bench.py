@@ -33,6 +33,7 @@ CASES = {
     "fresh": ("9. Fresh installs from the snapshot", 12),
     "backup": ("10. SQLite backup before a change", 2),
     "ready": ("11. Readiness probes", 4),
+    "expand": ("12. SQLite writes during the expand", 2),
 }
 
 

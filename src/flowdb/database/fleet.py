@@ -263,3 +263,16 @@ def pending_contracts(database: Database, current: str | None) -> list[str]:
     if current is None or not pending or any(r.phase != "contract" for r in pending):
         return []
     return [r.id for r in pending]
+
+
+def held_contract(database: Database, current: str | None) -> str | None:
+    """The contract an upgrade with ``hold_contracts`` stops before, if it is next.
+
+    The first pending revision when it is a contract; expands may follow it (a database
+    more than one release behind), and the upgrade that runs it goes on through them.
+    """
+    history = database.history
+    if current is None or not history.knows(current):
+        return None
+    pending = history.pending(current)
+    return pending[0].id if pending and pending[0].phase == "contract" else None

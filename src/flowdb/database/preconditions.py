@@ -157,12 +157,13 @@ def log_lines_without_a_run(
 
     if "log" not in tables:
         return None
-    find = "SELECT id, name, timestamp FROM log WHERE flow_run_id IS NULL AND task_run_id IS NULL"
+    # id and timestamp only: the plan may start before 1b5e8c2f7d43 renamed logger to name.
+    find = "SELECT id, timestamp FROM log WHERE flow_run_id IS NULL AND task_run_id IS NULL"
     count = int(connection.execute(sa.text(f"SELECT count(*) FROM ({find}) orphans")).scalar() or 0)
     if count == 0:
         return None
     rows = connection.execute(sa.text(find)).all()
-    named = sorted((str(row[2]), _uuid(row[0]).hex) for row in rows)[:EXAMPLES]
+    named = sorted((str(row[1]), _uuid(row[0]).hex) for row in rows)[:EXAMPLES]
     return Blocked(
         rows=count,
         examples=(

@@ -85,10 +85,10 @@ def run_waiting_contracts(database: Database) -> bool:
     from flowdb.database.alembic_commands import ALEMBIC_LOCK
 
     status = database.status()
-    if status.in_progress or not fleet.pending_contracts(database, status.current):
+    held = None if status.in_progress else fleet.held_contract(database, status.current)
+    if held is None:
         return False
-    pending = fleet.pending_contracts(database, status.current)
-    if fleet.serving(database).older_than(database.history, pending[0]):
+    if fleet.serving(database).older_than(database.history, held):
         return False
     with ALEMBIC_LOCK:
         plan = commands.migrate(database, "upgrade", "head", hold_contracts=True)

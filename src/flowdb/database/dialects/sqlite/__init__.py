@@ -53,7 +53,11 @@ class SqliteDialect(SqliteLocking):
     """SQLite files (and, for tests and the server only, memory databases)."""
 
     features: ClassVar[Features] = Features(
-        render_as_batch=True, stores_time_zones=False, separate_read_engine=True
+        render_as_batch=True,
+        stores_time_zones=False,
+        separate_read_engine=True,
+        batch_pause=0.1,
+        default_batch_rows=2_000,
     )
 
     def read_catalog(self, waiter: Waiter) -> Catalog:

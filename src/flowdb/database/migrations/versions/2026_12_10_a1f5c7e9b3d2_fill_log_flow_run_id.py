@@ -57,6 +57,13 @@ FILL_NEW_LINES = {
         f"UPDATE log SET flow_run_id = {_OWNER.format(row='NEW')} WHERE id = NEW.id; END",
     ],
 }
+#: The lines a batch fills. SQLite would answer "flow_run_id IS NULL" from
+#: ix_log__flow_run_id_timestamp, reading every empty line in every batch; the unary
+#: ``+`` (SQLite only) keeps it on the batch's key range.
+EMPTY = {
+    "sqlite": "+flow_run_id IS NULL AND +task_run_id IS NOT NULL",
+    "other": "flow_run_id IS NULL AND task_run_id IS NOT NULL",
+}
 STOP_FILLING = {
     "postgresql": [
         f"DROP TRIGGER IF EXISTS {_NAME}_fill ON log",
@@ -71,10 +78,10 @@ def upgrade() -> None:
     online = OnlineMigration(revision)
     for statement in per_dialect(**FILL_NEW_LINES, mariadb=FILL_NEW_LINES["mysql"]):
         op.execute(statement)
+    [empty] = per_dialect(sqlite=[EMPTY["sqlite"]]) or [EMPTY["other"]]
     online.backfill(
         "log",
-        f"UPDATE log SET flow_run_id = {_OWNER.format(row='log')} "
-        "WHERE flow_run_id IS NULL AND task_run_id IS NOT NULL AND {batch}",
+        f"UPDATE log SET flow_run_id = {_OWNER.format(row='log')} WHERE {empty} AND {{batch}}",
     )
     online.contract()  # nothing needs a strong lock: only the version is recorded
     online.finish()

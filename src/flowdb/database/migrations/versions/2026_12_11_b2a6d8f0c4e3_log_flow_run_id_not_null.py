@@ -67,10 +67,12 @@ STOP_FILLING = {
     "mysql": [f"DROP TRIGGER IF EXISTS {_NAME}_fill"],
     "sqlite": [f"DROP TRIGGER IF EXISTS {_NAME}_fill"],
 }
-CATCH_UP = (
-    f"UPDATE log SET flow_run_id = {_OWNER.format(row='log')} "
-    "WHERE flow_run_id IS NULL AND task_run_id IS NOT NULL AND {batch}"
-)
+#: SQLite would answer "flow_run_id IS NULL" from ix_log__flow_run_id_timestamp in
+#: every batch; the unary ``+`` (SQLite only) keeps it on the batch's key range.
+EMPTY = {
+    "sqlite": "+flow_run_id IS NULL AND +task_run_id IS NOT NULL",
+    "other": "flow_run_id IS NULL AND task_run_id IS NOT NULL",
+}
 
 
 def log_table(*, flow_run_id_nullable: bool) -> sa.Table:
@@ -96,7 +98,11 @@ def upgrade() -> None:
     online = OnlineMigration(revision)
     # Lines stored between the expand's backfill and its trigger's creation cannot exist
     # (the trigger came first), but a pass in batches costs little and proves it.
-    online.backfill("log", CATCH_UP)
+    [empty] = per_dialect(sqlite=[EMPTY["sqlite"]]) or [EMPTY["other"]]
+    online.backfill(
+        "log",
+        f"UPDATE log SET flow_run_id = {_OWNER.format(row='log')} WHERE {empty} AND {{batch}}",
+    )
     online.prove_not_null("log", "flow_run_id")
     online.contract()
     for statement in per_dialect(**STOP_FILLING, mariadb=STOP_FILLING["mysql"]):
