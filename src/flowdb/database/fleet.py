@@ -251,16 +251,18 @@ def hold_contracts(database: Database, plan: Plan) -> Plan:
 
 
 def pending_contracts(database: Database, current: str | None) -> list[str]:
-    """The revisions an upgrade to head still has to apply, when all of them are contracts.
+    """The revisions an upgrade to head still has to apply, when the next one is a contract.
 
-    Empty when the database is at head, or when an expand revision is pending too (the
-    schema then lacks something this code may need).
+    That is where an upgrade with ``hold_contracts`` stops: every expand before the first
+    contract applied. Expands after it (a history with more than one round of expand and
+    contract) wait with it; readiness still requires every column the code uses. Empty
+    when the database is at head, or when an expand revision is next.
     """
     history = database.history
     if current is not None and not history.knows(current):
         return []
     pending = history.pending(current)
-    if current is None or not pending or any(r.phase != "contract" for r in pending):
+    if current is None or not pending or pending[0].phase != "contract":
         return []
     return [r.id for r in pending]
 

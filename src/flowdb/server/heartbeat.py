@@ -5,8 +5,8 @@ Every ``FLOWDB_SERVER_HEARTBEAT_INTERVAL`` seconds the server writes its row of
 last seen, host and pid. A clean shutdown removes the row; a killed server's row goes
 stale after ``FLOWDB_SERVER_HEARTBEAT_STALE`` seconds.
 
-With ``FLOWDB_MIGRATE_ON_START`` on, a replica whose database has only contract
-revisions left (its start stopped before them while older replicas served) runs them
+With ``FLOWDB_MIGRATE_ON_START`` on, a replica whose database's next revision is a
+contract (its start stopped before it while older replicas served) runs it and the rest
 after a beat once no replica of an older release is left: under the migration lock,
 so exactly one replica applies them and the others find the database at head.
 
