@@ -6,7 +6,7 @@ Options:
                   (it checks that every case runs and prints its table, not its numbers)
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
-                  online, states, fresh, backup, ready, writes, rolling)
+                  online, states, fresh, backup, ready, writes, rolling, expand)
   --output PATH   where to write the Markdown results (default bench/results.md)
   --no-write      print only
 """
@@ -36,6 +36,7 @@ ALL_CASES = (
     "ready",
     "writes",
     "rolling",
+    "expand",
 )
 
 
@@ -44,6 +45,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.concurrency import bench_concurrency
     from bench.data_migrations import bench_data_migrations
     from bench.dry_run import bench_dry_run
+    from bench.expand_writes import bench_expand_writes
     from bench.fresh_install import EXTRA, bench_fresh_install
     from bench.online import bench_online_upgrade
     from bench.readiness import bench_readiness
@@ -109,6 +111,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "rolling": (
             "13. A rolling upgrade under load",
             lambda s: bench_rolling(s, rolling_runs, args.output, args.tiny),
+        ),
+        "expand": (
+            "14. SQLite writes during the expand",
+            lambda s: bench_expand_writes(s, 2_000 if args.tiny else 200_000),
         ),
     }
 

@@ -42,6 +42,8 @@ class LoadReport:
 
     waits: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: The waits of the writes only (renames and log inserts), for the SQLite expand case.
+    write_waits: list[float] = field(default_factory=list)
 
     @property
     def worst(self) -> float:
@@ -114,6 +116,8 @@ class Load:
                     waited = time.monotonic() - started
                     with self.lock:
                         self.report.waits.append(waited)
+                        if kind in (1, 2):
+                            self.report.write_waits.append(waited)
                     time.sleep(max(pause - waited, 0))
         finally:
             engine.dispose()

@@ -35,6 +35,7 @@ CASES = {
     "ready": ("11. Readiness probes", 4),
     "writes": ("12. SQLite write tails", 10),
     "rolling": ("13. A rolling upgrade under load", 3),
+    "expand": ("14. SQLite writes during the expand", 2),
 }
 
 

@@ -108,7 +108,7 @@ def seed(
                             "timestamp": old + dt.timedelta(seconds=j),
                         }
                     )
-                # one line of the task run with its flow run, one with the task run only
+                # two lines of the task run (a line names its flow run since b2a6d8f0c4e3)
                 rows["log"].append(
                     {
                         "id": uuid.uuid4(),
@@ -123,11 +123,11 @@ def seed(
                 rows["log"].append(
                     {
                         "id": uuid.uuid4(),
-                        "flow_run_id": None,
+                        "flow_run_id": run_id,
                         "task_run_id": task_id,
                         "name": "l",
                         "level": 20,
-                        "message": "task only",
+                        "message": "task line 2",
                         "timestamp": old,
                     }
                 )

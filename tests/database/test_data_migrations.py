@@ -30,6 +30,8 @@ BACKFILL = "3d1a5e7b9f86"  # flow_run.expected_start_time
 SPLIT = "4e2b6f8c1a97"  # task_run.task_key -> task_key + dynamic_key
 STATES = "5f3c7a9d2b18"  # flow run current state -> flow_run_state
 SCHEDULES = "7b5e9c2f4d3a"  # deployment.schedule -> deployment_schedule
+FILL_LOG_RUN = "a1f5c7e9b3d2"  # log.flow_run_id filled from the task run (expand)
+LOG_RUN_NOT_NULL = "b2a6d8f0c4e3"  # log.flow_run_id NOT NULL (contract)
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 PARIS_SUMMER = dt.timezone(dt.timedelta(hours=2))
@@ -638,3 +640,125 @@ def test_mariadb_refuses_task_keys_its_unique_key_would_find_equal(
         assert revision_of(mariadb_url) == BACKFILL
     finally:
         raw.engine.dispose()
+
+
+# --- a1f5c7e9b3d2 / b2a6d8f0c4e3: log.flow_run_id filled, then NOT NULL ----------------
+
+
+def seed_runs_and_tasks(raw: Raw, runs: int, tasks_per_run: int) -> dict[uuid.UUID, uuid.UUID]:
+    """Flow runs with task runs; returns each task run's flow run."""
+    flow_id = seed_flow(raw)
+    run_ids = [uuid.uuid4() for _ in range(runs)]
+    raw.insert(
+        "flow_run",
+        *[
+            {"id": run, "flow_id": flow_id, "name": f"run-{n}", "expected_start_time": T0}
+            for n, run in enumerate(run_ids)
+        ],
+    )
+    owners = {uuid.uuid4(): run for run in run_ids for _ in range(tasks_per_run)}
+    raw.insert(
+        "task_run",
+        *[
+            {"id": task, "flow_run_id": run, "task_key": f"t{n}", "dynamic_key": "0", "name": "t"}
+            for n, (task, run) in enumerate(owners.items())
+        ],
+    )
+    return owners
+
+
+def log_line(
+    flow_run_id: uuid.UUID | None, task_run_id: uuid.UUID | None, n: int
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "name": "flow",
+        "level": 20,
+        "flow_run_id": flow_run_id,
+        "task_run_id": task_run_id,
+        "message": f"line {n}",
+        "timestamp": T0 + dt.timedelta(seconds=n),
+    }
+
+
+def log_runs(raw: Raw) -> dict[uuid.UUID, uuid.UUID | None]:
+    rows = raw.rows("SELECT id, flow_run_id FROM log")
+    return {uid(r["id"]): None if r["flow_run_id"] is None else uid(r["flow_run_id"]) for r in rows}
+
+
+def log_run_nullable(raw: Raw) -> bool:
+    columns = sa.inspect(raw.engine).get_columns("log")
+    return bool(next(c for c in columns if c["name"] == "flow_run_id")["nullable"])
+
+
+def test_fill_log_flow_run_id_then_declare_it_not_null(raw: Raw, batch_size: int) -> None:
+    """The expand fills every task-run-only line (and keeps the previous release's filled);
+    the contract declares NOT NULL; each downgrade undoes its half, losing no line."""
+    upgrade_to_revision_before(FILL_LOG_RUN)
+    owners = seed_runs_and_tasks(raw, runs=4, tasks_per_run=5)
+    tasks = list(owners)
+    lines = [log_line(None, task, n) for n, task in enumerate(tasks)]  # 20 task-run-only
+    lines += [log_line(owners[task], task, 20 + n) for n, task in enumerate(tasks[:5])]
+    lines += [log_line(owners[tasks[0]], None, 30 + n) for n in range(5)]
+    raw.insert("log", *lines)
+    expected = {line["id"]: line["flow_run_id"] or owners[line["task_run_id"]] for line in lines}
+    assert sum(run is None for run in log_runs(raw).values()) == 20
+
+    upgrade_to(raw, FILL_LOG_RUN, rows=len(lines), batch_size=batch_size)
+
+    assert log_runs(raw) == expected
+    assert log_run_nullable(raw)  # the expand adds no constraint the previous code breaks
+    old_release_line = log_line(None, tasks[7], 99)  # as the previous release stores it
+    raw.insert("log", old_release_line)
+    expected[old_release_line["id"]] = owners[tasks[7]]
+    assert log_runs(raw) == expected
+
+    alembic_upgrade(LOG_RUN_NOT_NULL)
+    assert revision_of(str(raw.engine.url)) == LOG_RUN_NOT_NULL
+
+    assert not log_run_nullable(raw)
+    assert log_runs(raw) == expected
+    with pytest.raises(sa.exc.IntegrityError):
+        raw.insert("log", log_line(None, tasks[3], 100))  # nothing fills it any more
+    assert log_runs(raw) == expected
+
+    downgrade_from(raw, LOG_RUN_NOT_NULL)
+    assert log_run_nullable(raw)
+    again = log_line(None, tasks[9], 101)  # the trigger is back
+    raw.insert("log", again)
+    expected[again["id"]] = owners[tasks[9]]
+    assert log_runs(raw) == expected
+
+    downgrade_from(raw, FILL_LOG_RUN)
+    stays_empty = log_line(None, tasks[11], 102)  # no trigger before the expand
+    raw.insert("log", stays_empty)
+    expected[stays_empty["id"]] = None
+    assert log_runs(raw) == expected  # filled values stay: the older schema allows them
+
+
+def test_log_lines_without_a_run_stop_the_contract_before_anything_changes(
+    raw: Raw, configured: str
+) -> None:
+    """A line with neither run has no flow run to get: the upgrade refuses (exit 7) before
+    it changes anything, naming the line and the SQL that finds such lines."""
+    from flowdb.errors import ExitCode, UnconvertibleDataError
+
+    upgrade_to_revision_before(FILL_LOG_RUN)
+    owners = seed_runs_and_tasks(raw, runs=1, tasks_per_run=2)
+    orphan = log_line(None, None, 1)
+    raw.insert("log", orphan, log_line(None, next(iter(owners)), 2))
+    before = revision_of(configured)
+
+    with pytest.raises(UnconvertibleDataError) as refused:
+        alembic_upgrade()
+    assert refused.value.exit_code == ExitCode.REFUSED
+    message = str(refused.value)
+    assert LOG_RUN_NOT_NULL in message and "1 log line(s)" in message
+    assert str(orphan["id"]) in message and "flow_run_id IS NULL AND task_run_id IS NULL" in message
+    assert revision_of(configured) == before
+    assert sum(run is None for run in log_runs(raw).values()) == 2  # nothing was filled
+
+    raw.execute("DELETE FROM log WHERE flow_run_id IS NULL AND task_run_id IS NULL")
+    alembic_upgrade()
+    assert revision_of(configured) == load_history().head
+    assert list(log_runs(raw).values()) == [owners[next(iter(owners))]]

@@ -202,3 +202,49 @@ def test_a_phase_that_contradicts_serves_previous_code_fails_the_lint(
         '    op.add_column("flow", sa.Column("note", sa.Text(), nullable=True))',
     )
     assert "phase" in _rules(database)
+
+
+def _rebuild_calls(revision_path: Path) -> set[str]:
+    """The calls of a revision's upgrade() that rebuild a table on SQLite."""
+    import ast
+
+    from flowdb.database.lint import _REBUILDS
+
+    tree = ast.parse(revision_path.read_text(encoding="utf-8"))
+    upgrade = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "upgrade")
+    found = set()
+    for node in ast.walk(upgrade):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _REBUILDS:
+                found.add(name)
+    return found
+
+
+def test_no_expand_revision_since_phases_rebuilds_a_table_on_sqlite() -> None:
+    """Over the whole history: the expands that rebuild a table on SQLite are three released
+    ones (add_reference, from before revisions declared phases), all before the first
+    revision that declares one; no expand a rolling upgrade runs rebuilds a table."""
+    history = load_history()
+    first_declared = next(r for r in history.revisions if r.declared_phase is not None)
+    rebuilding = {r.id for r in history.revisions if r.phase == "expand" and _rebuild_calls(r.path)}
+    assert rebuilding == {"d2a6f4b8c1e3", "e9b3c7d5f2a4", "6a4d8b1e3c29"}
+    assert all(history.position(r) < history.position(first_declared.id) for r in rebuilding)
+    contracts = [r.id for r in history.revisions if r.phase == "contract"]
+    assert "b2a6d8f0c4e3" in contracts and _rebuild_calls(history.get("b2a6d8f0c4e3").path)
+
+
+def test_the_not_null_pair_declared_as_expand_fails_the_lint(unsafe_history: Path) -> None:
+    """The contract's SET NOT NULL, declared expand: refused for the SQL and the rebuild."""
+    body = (
+        "    from flowdb.database.migrations.online import OnlineMigration\n\n"
+        "    online = OnlineMigration(revision)\n"
+        '    online.prove_not_null("log", "flow_run_id")\n'
+        "    online.contract()\n"
+        '    online.set_not_null("log", "flow_run_id")\n'
+        "    online.finish()"
+    )
+    rules = _rules(_with_revision(unsafe_history, 'PHASE = "expand"', body))
+    assert "serves-previous-code" in rules
+    assert "expand-rebuilds-table" in rules

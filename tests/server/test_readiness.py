@@ -59,12 +59,23 @@ def test_ready_on_the_expanded_schema_while_a_contract_waits(
     api: TestClient, configured: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(readiness, "KEY_EVERY_SECONDS", 0)  # each probe reads the version
-    alembic_downgrade("8d2e4f6a1c35")  # the expand ran; the contract 9e3f5a7b2d46 waits
+    alembic_downgrade("a1f5c7e9b3d2")  # the expand ran; the contract b2a6d8f0c4e3 waits
     response = api.get("/api/ready")
     assert response.status_code == 200, response.text
-    assert "only contract revision(s) 9e3f5a7b2d46 are left" in response.json()["detail"]
-    alembic_downgrade("7b5e9c2f4d3a")  # the expand too is pending: not this code's schema
+    detail = response.json()["detail"]
+    assert "revision(s) b2a6d8f0c4e3 are left, from the contract b2a6d8f0c4e3 on" in detail
+    alembic_downgrade("9e3f5a7b2d46")  # the expand too is pending: not this code's schema
     assert api.get("/api/ready").status_code == 503
+    # Held before the contract 9e3f5a7b2d46, the expand a1f5c7e9b3d2 behind it: every column
+    # this code uses exists, so it serves, as an upgrade with held contracts leaves it.
+    alembic_downgrade("8d2e4f6a1c35")
+    response = api.get("/api/ready")
+    assert response.status_code == 200, response.text
+    detail = response.json()["detail"]
+    assert (
+        "revision(s) 9e3f5a7b2d46, a1f5c7e9b3d2, b2a6d8f0c4e3 are left, from the contract "
+        "9e3f5a7b2d46 on"
+    ) in detail
 
 
 NEWER_REVISION = '''"""{title}

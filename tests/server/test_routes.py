@@ -257,6 +257,31 @@ def test_a_batch_with_an_unknown_run_stores_nothing(api: TestClient) -> None:
     assert api.get("/api/logs").json() == []
 
 
+def test_a_line_of_a_task_run_only_is_stored_with_its_flow_run(api: TestClient) -> None:
+    """Since b2a6d8f0c4e3 every line names its flow run: the server fills it from the task
+    run, so listing the flow run's logs finds it; a line with no run at all is a 422."""
+    run = make_run(api, make_flow(api)["id"])
+    task = api.post(
+        "/api/task_runs", json={"flow_run_id": run["id"], "task_key": "t", "name": "t"}
+    ).json()
+    line = {**log_line(run["id"], 1), "flow_run_id": None, "task_run_id": task["id"]}
+    response = api.post("/api/logs", json=[log_line(run["id"], 0), line])
+    assert response.status_code == 201, response.text
+    listed = api.get("/api/logs", params={"flow_run_id": run["id"]}).json()
+    assert [(x["message"], x["flow_run_id"], x["task_run_id"]) for x in listed] == [
+        ("line 0", run["id"], None),
+        ("line 1", run["id"], task["id"]),
+    ]
+
+    nowhere = {**log_line(run["id"], 2), "flow_run_id": None}
+    refused = api.post("/api/logs", json=[log_line(run["id"], 3), nowhere])
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["detail"]
+    assert error["loc"] == ["body", 1, "flow_run_id"]
+    assert "belongs to a run" in error["msg"]
+    assert len(api.get("/api/logs").json()) == 2  # nothing of the refused batch was stored
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ attribute relied on is gone or behaves differently:
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,14 +36,17 @@ if TYPE_CHECKING:
 _GUARDED: dict[tuple[type[DefaultImpl], tuple[tuple[str, Any], ...]], type[DefaultImpl]] = {}
 
 
-def commit_and_begin(context: MigrationContext) -> None:
+def commit_and_begin(context: MigrationContext, pause: float = 0.0) -> None:
     """Commit the migration's transaction and begin the next one as the migration's own.
 
-    Online only, inside ``begin_transaction`` (a transaction per migration).
+    Online only, inside ``begin_transaction`` (a transaction per migration). ``pause``
+    seconds pass between the two, holding no lock, so that waiting writers get a turn.
     """
     transaction = context._transaction
     assert transaction is not None, "called inside the migration's transaction"
     transaction.commit()
+    if pause > 0:
+        time.sleep(pause)
     connection = context.connection
     assert connection is not None
     context._transaction = connection.begin()

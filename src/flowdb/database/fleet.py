@@ -251,15 +251,30 @@ def hold_contracts(database: Database, plan: Plan) -> Plan:
 
 
 def pending_contracts(database: Database, current: str | None) -> list[str]:
-    """The revisions an upgrade to head still has to apply, when all of them are contracts.
+    """The revisions an upgrade to head still has to apply, when the next one is a contract.
 
-    Empty when the database is at head, or when an expand revision is pending too (the
-    schema then lacks something this code may need).
+    That is where an upgrade with ``hold_contracts`` stops: every expand before the first
+    contract applied. Expands after it (a history with more than one round of expand and
+    contract) wait with it; readiness still requires every column the code uses. Empty
+    when the database is at head, or when an expand revision is next.
     """
     history = database.history
     if current is not None and not history.knows(current):
         return []
     pending = history.pending(current)
-    if current is None or not pending or any(r.phase != "contract" for r in pending):
+    if current is None or not pending or pending[0].phase != "contract":
         return []
     return [r.id for r in pending]
+
+
+def held_contract(database: Database, current: str | None) -> str | None:
+    """The contract an upgrade with ``hold_contracts`` stops before, if it is next.
+
+    The first pending revision when it is a contract; expands may follow it (a database
+    more than one release behind), and the upgrade that runs it goes on through them.
+    """
+    history = database.history
+    if current is None or not history.knows(current):
+        return None
+    pending = history.pending(current)
+    return pending[0].id if pending and pending[0].phase == "contract" else None

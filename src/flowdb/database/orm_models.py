@@ -260,7 +260,9 @@ class Log(Base):
 
     name: Mapped[str] = mapped_column(sa.String(255))
     level: Mapped[int] = mapped_column(sa.SmallInteger)
-    flow_run_id: Mapped[uuid.UUID | None] = mapped_column(_fk("flow_run.id", "CASCADE"))
+    # NOT NULL since a1f5c7e9b3d2/b2a6d8f0c4e3: a line of a task run names its flow run too
+    # (the server fills it from the task run).
+    flow_run_id: Mapped[uuid.UUID] = mapped_column(_fk("flow_run.id", "CASCADE"))
     task_run_id: Mapped[uuid.UUID | None] = mapped_column(_fk("task_run.id", "CASCADE"))
     message: Mapped[str] = mapped_column(sa.Text)
     timestamp: Mapped[dt.datetime] = mapped_column(Timestamp)

@@ -142,10 +142,48 @@ def split_task_keys(
     )
 
 
+# --- b2a6d8f0c4e3: log.flow_run_id NOT NULL -----------------------------------------------
+
+
+def log_lines_without_a_run(
+    connection: Connection, dialect: Dialect, tables: frozenset[str]
+) -> Blocked | None:
+    """Log lines that name neither a flow run nor a task run: NOT NULL has no value for them.
+
+    Lines of a task run get their flow run from a1f5c7e9b3d2 (a trigger and a backfill),
+    which no earlier revision changes; lines with neither run stay empty.
+    """
+    import sqlalchemy as sa
+
+    if "log" not in tables:
+        return None
+    # id and timestamp only: the plan may start before 1b5e8c2f7d43 renamed logger to name.
+    find = "SELECT id, timestamp FROM log WHERE flow_run_id IS NULL AND task_run_id IS NULL"
+    count = int(connection.execute(sa.text(f"SELECT count(*) FROM ({find}) orphans")).scalar() or 0)
+    if count == 0:
+        return None
+    rows = connection.execute(sa.text(find)).all()
+    named = sorted((str(row[1]), _uuid(row[0]).hex) for row in rows)[:EXAMPLES]
+    return Blocked(
+        rows=count,
+        examples=(
+            f"{count:,} log line(s) name no flow run and no task run, e.g. "
+            + ", ".join(f"line {uuid.UUID(line)} of {when}" for when, line in named)
+        ),
+        fix=(
+            "Delete them (no run lists them and no clean removes them) or set their "
+            f"flow_run_id, then upgrade again; find them with: {find}"
+        ),
+    )
+
+
 def _uuid(value: Any) -> uuid.UUID:
     """A UUID as any dialect returns it (a ``UUID``, or its text with or without dashes)."""
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 #: Revision id -> the check of the data its upgrade converts.
-PRECONDITIONS: dict[str, Check] = {"4e2b6f8c1a97": split_task_keys}
+PRECONDITIONS: dict[str, Check] = {
+    "4e2b6f8c1a97": split_task_keys,
+    "b2a6d8f0c4e3": log_lines_without_a_run,
+}

@@ -5,8 +5,8 @@ Every ``FLOWDB_SERVER_HEARTBEAT_INTERVAL`` seconds the server writes its row of
 last seen, host and pid. A clean shutdown removes the row; a killed server's row goes
 stale after ``FLOWDB_SERVER_HEARTBEAT_STALE`` seconds.
 
-With ``FLOWDB_MIGRATE_ON_START`` on, a replica whose database has only contract
-revisions left (its start stopped before them while older replicas served) runs them
+With ``FLOWDB_MIGRATE_ON_START`` on, a replica whose database's next revision is a
+contract (its start stopped before it while older replicas served) runs it and the rest
 after a beat once no replica of an older release is left: under the migration lock,
 so exactly one replica applies them and the others find the database at head.
 
@@ -85,10 +85,10 @@ def run_waiting_contracts(database: Database) -> bool:
     from flowdb.database.alembic_commands import ALEMBIC_LOCK
 
     status = database.status()
-    if status.in_progress or not fleet.pending_contracts(database, status.current):
+    held = None if status.in_progress else fleet.held_contract(database, status.current)
+    if held is None:
         return False
-    pending = fleet.pending_contracts(database, status.current)
-    if fleet.serving(database).older_than(database.history, pending[0]):
+    if fleet.serving(database).older_than(database.history, held):
         return False
     with ALEMBIC_LOCK:
         plan = commands.migrate(database, "upgrade", "head", hold_contracts=True)

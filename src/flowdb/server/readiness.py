@@ -93,8 +93,9 @@ def judge(database: Database) -> Verdict:
     waiting = pending_contracts(database, status.current) if stuck is None else []
     if waiting and not missing_columns(database):
         detail = (
-            f"{behind}: only contract revision(s) {', '.join(waiting)} are left, which wait "
-            "until no replica of an older release serves; the schema serves this code."
+            f"{behind}: revision(s) {', '.join(waiting)} are left, from the contract "
+            f"{waiting[0]} on, which waits until no replica of an older release serves; the "
+            "schema serves this code."
         )
         return Verdict(True, status.current, status.head, detail)
     holder = database.migration_running()

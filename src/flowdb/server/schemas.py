@@ -359,6 +359,9 @@ class Log(_Output):
     level: int
     message: str
     timestamp: dt.datetime
+    # Never empty at head (b2a6d8f0c4e3), but this release also serves a database whose
+    # expand a1f5c7e9b3d2 waits behind an older contract (a rolling upgrade from before
+    # 9e3f5a7b2d46), where lines of the previous release's may still lack it.
     flow_run_id: uuid.UUID | None
     task_run_id: uuid.UUID | None
 

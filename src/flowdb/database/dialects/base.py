@@ -111,6 +111,13 @@ class Features:
     separate_read_engine: bool = False
     #: Whether one connection writes at a time (SQLite): the server queues its writes.
     single_writer: bool = False
+    #: Seconds an online backfill leaves the write lock free between two batches, where
+    #: writers take turns on one lock (SQLite: a waiting writer's busy handler retries
+    #: every 100 ms at most, so a shorter gap lets the next batch take the lock first).
+    batch_pause: float = 0.0
+    #: Rows per data-migration batch unless FLOWDB_MIGRATION_BATCH_SIZE is set (None: the
+    #: setting's default). SQLite's writers wait for a whole batch: its batches are small.
+    default_batch_rows: int | None = None
 
 
 class _DialectType(ABCMeta):

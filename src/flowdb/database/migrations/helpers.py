@@ -120,10 +120,20 @@ def frozen_table(name: str, *items: Any) -> sa.Table:
 
 
 def batch_size() -> int:
-    """Rows per batch: FLOWDB_MIGRATION_BATCH_SIZE of the database being migrated."""
+    """Rows per batch: FLOWDB_MIGRATION_BATCH_SIZE, else the dialect's default (SQLite 2,000).
+
+    SQLite's writers wait for a whole batch (one writer at a time), so its batches are
+    smaller than the setting's default unless the setting is given.
+    """
     config = op.get_context().config
     database = config.attributes.get("database") if config is not None else None
-    return int(database.settings.migration_batch_size) if database else DEFAULT_BATCH_SIZE
+    if database is None:
+        return DEFAULT_BATCH_SIZE
+    settings = database.settings
+    own = dialect().features.default_batch_rows
+    if own is not None and "migration_batch_size" not in settings.model_fields_set:
+        return own
+    return int(settings.migration_batch_size)
 
 
 def key_ranges(table: str, key: str = "id", after: Any = None) -> Iterator[tuple[Any, Any] | None]:

@@ -131,7 +131,7 @@ class OnlineMigration:
                     rows += max(result.rowcount, 0)
             self.rows_done, self.last_key = rows, None if high is None else str(high)
             self._record()
-            self._next_transaction()
+            self._next_transaction(pause=dialect().features.batch_pause)
             if high is not None or number > 1 or resume is not None:
                 message = f"{table}: {rows:,} rows so far (batch {number})"
                 message += _how_far(start_rows, number * size, high is None, total, started)
@@ -330,18 +330,19 @@ class OnlineMigration:
             rows_total=self.rows_total if recorded_total else None,
         )
 
-    def _next_transaction(self) -> None:
+    def _next_transaction(self, pause: float = 0.0) -> None:
         """Commit the migration's transaction so far and begin the next one.
 
         Alembic takes the new transaction for the migration's own, so its final version
         update lands in the last phase's transaction (``alembic_internals``). On SQLite
-        the new transaction starts with flowdb's ``BEGIN IMMEDIATE``.
+        the new transaction starts with flowdb's ``BEGIN IMMEDIATE``, ``pause`` seconds
+        after the commit (between backfill batches: the API's writers go first).
         """
         if self.offline:
             self.context.impl.emit_commit()
             self.context.impl.emit_begin()
             return
-        commit_and_begin(self.context)
+        commit_and_begin(self.context, pause)
 
 
 def per_dialect(**sql: list[str]) -> list[str]:

@@ -25,7 +25,12 @@ async def create_logs(
     body: Annotated[list[LogCreate], Body(min_length=1, max_length=MAX_BATCH)],
     database: Database,
 ) -> LogsCreated:
-    """Store a batch of log lines (up to 1000) in one transaction and one statement."""
+    """Store a batch of log lines (up to 1000) in one transaction and one statement.
+
+    A line sent with a task run only is stored with that task run's flow run, so every
+    line is found by its flow run; a line with neither run is refused (422).
+    """
+    _require_a_run(body)
     now = utcnow()
     rows = [
         {"id": uuid.uuid4(), "created": now, "updated": now, **line.model_dump()} for line in body
@@ -36,6 +41,7 @@ async def create_logs(
         await _require_existing(session, orm.FlowRun, "flow run", flow_runs)
         await _require_existing(session, orm.TaskRun, "task run", task_runs)
         await _require_task_runs_of_their_flow_runs(session, body)
+        await _fill_flow_runs(session, rows)
         await session.execute(insert(orm.Log), rows)
     return LogsCreated(count=len(rows))
 
@@ -76,6 +82,31 @@ async def _require_existing(
     missing = sorted(wanted - found)
     if missing:
         raise not_found(kind, missing[0])
+
+
+def _require_a_run(lines: list[LogCreate]) -> None:
+    """422 for the first line that names neither a flow run nor a task run."""
+    for index, line in enumerate(lines):
+        if line.flow_run_id is None and line.task_run_id is None:
+            raise InvalidReferenceError(
+                "A log line belongs to a run: give its flow_run_id (or the task_run_id of "
+                "one of the flow run's task runs).",
+                loc=("body", index, "flow_run_id"),
+            )
+
+
+async def _fill_flow_runs(session: AsyncSession, rows: list[dict[str, object]]) -> None:
+    """Set each task-run-only row's ``flow_run_id`` to its task run's (one query per batch)."""
+    wanted = {row["task_run_id"] for row in rows if row["flow_run_id"] is None}
+    if not wanted:
+        return
+    query = select(orm.TaskRun.id, orm.TaskRun.flow_run_id).where(orm.TaskRun.id.in_(wanted))
+    owners: dict[object, uuid.UUID] = dict(
+        (task_id, flow_run_id) for task_id, flow_run_id in await session.execute(query)
+    )
+    for row in rows:
+        if row["flow_run_id"] is None:
+            row["flow_run_id"] = owners[row["task_run_id"]]
 
 
 async def _require_task_runs_of_their_flow_runs(

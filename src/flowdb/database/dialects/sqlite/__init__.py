@@ -57,6 +57,8 @@ class SqliteDialect(SqliteLocking):
         stores_time_zones=False,
         separate_read_engine=True,
         single_writer=True,
+        batch_pause=0.1,
+        default_batch_rows=2_000,
     )
 
     def read_catalog(self, waiter: Waiter) -> Catalog:
