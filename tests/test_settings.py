@@ -134,3 +134,19 @@ def test_malformed_variable_is_one_line_naming_it(
 def test_settings_class_matches_get_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWDB_MIGRATION_LOCK_TIMEOUT", "3")
     assert Settings().migration_lock_timeout == get_settings().migration_lock_timeout == 3
+
+
+def test_a_setting_is_given_by_the_environment_or_a_keyword_not_by_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite's own batch size applies only where the user said nothing (``is_given``)."""
+    import dataclasses
+
+    monkeypatch.delenv("FLOWDB_MIGRATION_BATCH_SIZE", raising=False)
+    assert not Settings().is_given("migration_batch_size")
+    assert Settings(migration_batch_size=7).is_given("migration_batch_size")
+    replaced = dataclasses.replace(Settings(), migration_lock_timeout=3)
+    assert replaced.is_given("migration_lock_timeout")
+    assert not replaced.is_given("migration_batch_size")
+    monkeypatch.setenv("FLOWDB_MIGRATION_BATCH_SIZE", "500")
+    assert dataclasses.replace(Settings()).is_given("migration_batch_size")

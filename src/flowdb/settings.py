@@ -158,6 +158,19 @@ class Settings:
             if item.name in given:
                 value = convert(item, hints[item.name], given[item.name], SECRET_SETTINGS)
             object.__setattr__(self, item.name, value)
+        # What the user said: the environment, and keywords other than a default
+        # (``dataclasses.replace`` passes every field again as a keyword).
+        said = set(found) | {n for n in values if values[n] != getattr(type(self), n, None)}
+        object.__setattr__(self, "_given", frozenset(said))
+
+    def is_given(self, name: str) -> bool:
+        """Whether setting ``name`` came from the environment or a keyword (not its default).
+
+        A dialect may use its own default where the user said nothing (SQLite's smaller
+        data-migration batches).
+        """
+        given: frozenset[str] = getattr(self, "_given", frozenset())
+        return name in given
 
     home: Path = setting(
         default=DEFAULT_HOME,

@@ -131,7 +131,7 @@ def batch_size() -> int:
         return DEFAULT_BATCH_SIZE
     settings = database.settings
     own = dialect().features.default_batch_rows
-    if own is not None and "migration_batch_size" not in settings.model_fields_set:
+    if own is not None and not settings.is_given("migration_batch_size"):
         return own
     return int(settings.migration_batch_size)
 
