@@ -24,9 +24,11 @@ def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
 def release_python(commit: str) -> Path:
     """The Python of a virtualenv with ``commit`` installed, built once and cached.
 
-    The release is installed with ``pip install --no-deps`` from ``git archive``; its
-    dependencies are this environment's (a ``.pth`` line), so no download is needed
-    and a rebuild takes seconds. The virtualenv gets no pip of its own (``ensurepip``
+    The release is installed from ``git archive``; its dependencies are this
+    environment's where they satisfy it (a ``.pth`` line makes them visible to pip), and
+    only those this environment no longer has are installed into the virtualenv (today's
+    flowdb dropped ``pydantic-settings``, which earlier releases import), so a rebuild
+    takes seconds. The virtualenv gets no pip of its own (``ensurepip``
     cost more than the install): this environment's pip installs into it
     (``pip --python``). Built under a file lock (parallel workers build once).
     """
@@ -55,6 +57,6 @@ def release_python(commit: str) -> Path:
         ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
         (Path(site) / "flowdb-test-deps.pth").write_text("\n".join(sorted(ours)) + "\n")
         pip = [sys.executable, "-m", "pip", "--python", str(python)]
-        subprocess.run([*pip, "install", "--quiet", "--no-deps", str(source)], check=True)
+        subprocess.run([*pip, "install", "--quiet", str(source)], check=True)
         (home / "ready").write_text(commit + "\n")
     return python
