@@ -36,7 +36,10 @@ class _NoInterruptTracebacks(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and interrupts.is_interrupt(record.exc_info[1]))
+        # The logged exception may be one raised while handling the signal's (a
+        # rollback on a connection the signal left busy): look along its chain.
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or _interrupt_in(error) is None
 
 
 def quiet_interrupts_in_library_logs() -> None:
