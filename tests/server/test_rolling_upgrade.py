@@ -1,6 +1,6 @@
 """The rolling upgrade of README "Rolling upgrades", for real, under load, on PostgreSQL.
 
-The previous release (the last commit of releases.txt, installed from git history)
+The previous release (``bench.rolling.PREVIOUS``, d43db95, installed from git history)
 makes the database with a few thousand flow runs and serves it with two replicas under
 a mixed load of reads, creates and state changes; this release's ``upgrade -y``
 applies the expands and stops before the contract; two replicas of this release join
