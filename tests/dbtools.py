@@ -545,6 +545,16 @@ class WorkerDatabase:
             self._drop(url)
 
 
+def nullable_columns(url: str, table: str) -> set[str]:
+    """The columns of ``table`` that may hold NULL in the database at ``url``."""
+    engine = sync_engine(url)
+    try:
+        columns = sa.inspect(engine).get_columns(table)
+        return {column["name"] for column in columns if column["nullable"]}
+    finally:
+        engine.dispose()
+
+
 def column_names(url: str, table: str) -> set[str]:
     """The columns of ``table`` in the database at ``url``."""
     engine = sync_engine(url)

@@ -25,7 +25,7 @@ from tests.cli.helpers import (
     ok,
     sqlite_file,
 )
-from tests.dbtools import column_names, sync_engine
+from tests.dbtools import nullable_columns, sync_engine
 
 HISTORY = load_history()
 IDS = [revision.id for revision in HISTORY.revisions]
@@ -127,8 +127,8 @@ def test_downgrade_goes_back_one_revision_by_default(database_url: str, home: Pa
     down = ok(flowdb(database_url, "database", "downgrade", "-y", home=home))
     assert steps(down.stderr) == [("↓", HEAD)]
     assert current_revision(database_url) == IDS[-2]
-    # The head (a contract) dropped flow_run.end_time; going back one step restores it.
-    assert "end_time" in column_names(database_url, "flow_run")
+    # The head (a contract) declared log.flow_run_id NOT NULL; one step back undoes it.
+    assert "flow_run_id" in nullable_columns(database_url, "log")
 
     again = ok(flowdb(database_url, "database", "downgrade", "-y", "-r", "-2", home=home))
     assert steps(again.stderr) == [("↓", IDS[-2]), ("↓", IDS[-3])]
@@ -167,8 +167,11 @@ def test_downgrade_dry_run_at_head_prints_sql_of_one_revision(
         f"UPDATE alembic_version SET version_num='{IDS[-2]}' "
         f"WHERE alembic_version.version_num = '{HEAD}'"
     ) in result.stdout
-    # The head's downgrade (a contract's) brings flow_run.end_time back.
-    assert re.search(r'ALTER TABLE "?flow_run"? ADD (COLUMN )?"?end_time"?', result.stdout)
+    # The head's downgrade (a contract's) restores the trigger its expand keeps.
+    assert re.search(
+        r'CREATE (OR REPLACE )?(FUNCTION|TRIGGER)( IF NOT EXISTS)? "?flowdb_a1f5c7e9b3d2_fill',
+        result.stdout,
+    )
     assert steps(result.stderr) == []
     assert fingerprint(database_url) == before
     assert current_revision(database_url) == HEAD
@@ -244,7 +247,7 @@ def test_check_passes_at_head_and_lists_differences_after_a_downgrade(
     assert count, behind.stdout
     listed = [line for line in behind.stdout.splitlines() if line.startswith("  - ")]
     assert len(listed) == int(count[1]) >= 1
-    assert any("end_time" in line for line in listed)
+    assert any("log, flow_run_id" in line for line in listed)
     assert fingerprint(database_url) == before  # check only reads
 
 

@@ -24,11 +24,13 @@ def test_migration_steps_are_json_lines_with_their_fields(
     if dialect == "postgresql":
         url = with_password(url)
     history = load_history()
-    expand, contract = history.revisions[-2].id, history.revisions[-1].id
+    # The flow_run.ended_at pair (end_time copied in batches), and the pair after it.
+    expand, contract = history.revisions[-4].id, history.revisions[-3].id
+    later = [revision.id for revision in history.revisions[-2:]]
 
     installed = flowdb_process(url, "database", "upgrade", "-y", home=tmp_path, env=JSON)
     reverted = flowdb_process(
-        url, "database", "downgrade", "-y", "-r", "-2", home=tmp_path, env=JSON
+        url, "database", "downgrade", "-y", "-r", "-4", home=tmp_path, env=JSON
     )
     # Runs whose end_time the expand revision copies, two rows per batch: progress lines.
     moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -44,6 +46,7 @@ def test_migration_steps_are_json_lines_with_their_fields(
     assert isinstance(fresh[0]["seconds"], float)
     down = [r for r in parsed(reverted.stderr) if r.get("event") == "StepDone"]
     assert [(r["revision"], r["direction"]) for r in down] == [
+        *((revision, "downgrade") for revision in reversed(later)),
         (contract, "downgrade"),
         (expand, "downgrade"),
     ]
@@ -52,13 +55,21 @@ def test_migration_steps_are_json_lines_with_their_fields(
     assert [(r["revision"], r["direction"]) for r in up] == [
         (expand, "upgrade"),
         (contract, "upgrade"),
+        *((revision, "upgrade") for revision in later),
     ]
     assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in up)
     assert up[0]["logger"] == "flowdb.migrations" and up[0]["level"] == "info"
     assert up[0]["title"] == history.get(expand).title
     phases = [r for r in records if r.get("event") == "PhaseStarted"]
     assert ("backfill", expand) in {(r["phase"], r["revision"]) for r in phases}
-    progress = [r for r in records if r.get("event") == "Progress"]
+    # The expand's progress lines: between its first phase and its step's end.
+    first = next(
+        n
+        for n, r in enumerate(records)
+        if r.get("event") == "PhaseStarted" and r["revision"] == expand
+    )
+    last = next(n for n, r in enumerate(records) if r is up[0])
+    progress = [r for r in records[first:last] if r.get("event") == "Progress"]
     assert progress, records
     assert all(0 < r["rows_done"] <= 5 for r in progress)
     assert max(r["rows_done"] for r in progress) == 5

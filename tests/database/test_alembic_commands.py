@@ -40,9 +40,9 @@ from flowdb.errors import (
 )
 from flowdb.settings import get_settings
 from tests.dbtools import (
-    column_names,
     drop_mariadb_database,
     drop_postgres_database,
+    nullable_columns,
     revision_of,
     run_in_threads_at_once,
     schema_snapshot,
@@ -268,8 +268,8 @@ def test_nested_real_commands_in_one_thread_do_not_deadlock(configured: str) -> 
     run_in_thread(upgrade_then_step_back, timeout=120)
     # Stamped head on a schema one revision short: stamp records without migrating.
     assert revision_of(configured) == history.head
-    # (the head, a contract, dropped flow_run.end_time; its downgrade brought it back)
-    assert "end_time" in column_names(configured, "flow_run")
+    # (the head, a contract, declared log.flow_run_id NOT NULL; its downgrade undid that)
+    assert "flow_run_id" in nullable_columns(configured, "log")
 
 
 def test_importing_the_commands_does_not_import_alembic() -> None:
@@ -339,7 +339,10 @@ def test_downgrade_dry_run_at_head_previews_only_the_last_revision(
 
     sql = capsys.readouterr().out
     assert steps(sql) == [("downgrade", last.id, str(last.down_revision))]
-    assert re.search(r'ALTER TABLE "?flow_run"? ADD (COLUMN )?"?end_time"?', sql)
+    # The head's downgrade (a contract's) restores the trigger its expand keeps.
+    assert re.search(
+        r'CREATE (OR REPLACE )?(FUNCTION|TRIGGER)( IF NOT EXISTS)? "?flowdb_a1f5c7e9b3d2_fill', sql
+    )
     assert f"version_num='{last.down_revision}'" in sql
     assert revision_of(configured) == history.head
     assert schema_snapshot(configured) == schema_before
