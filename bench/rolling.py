@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -47,6 +46,7 @@ import sqlalchemy as sa
 from bench.common import PYTHON, Row, Timing
 from bench.databases import Scratch
 from bench.releases import release_python
+from bench.server import start_server, stop_server
 
 #: The previous release: the landed main before the rolling-upgrade work began (listed
 #: in releases.txt). It writes no heartbeat, the hardest case: its
@@ -386,38 +386,26 @@ def _env(url: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _start(name: str, release: str, python: str, env: dict[str, str]) -> Replica:
-    port = _free_port()
     command = [python, "-m", "flowdb", "server", "start", "--log-level", "warning", "--port"]
-    process = subprocess.Popen(
-        [*command, str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, port = start_server(command, env)
     return Replica(name, release, port, process)
 
 
 def _stop(process: subprocess.Popen[str]) -> int | None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return None
+    return stop_server(process, timeout=60)
+
+
+def _flowdb(python: str, url: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m flowdb ARGS`` on ``url``, output captured, its exit code not checked."""
+    return subprocess.run(
+        [python, "-m", "flowdb", *args],
+        env=_env(url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def make_previous_database(url: str, runs: int) -> str:
@@ -426,14 +414,7 @@ def make_previous_database(url: str, runs: int) -> str:
     Returns the Python of the previous release's virtualenv.
     """
     python = str(release_python(PREVIOUS))
-    made = subprocess.run(
-        [python, "-m", "flowdb", "database", "upgrade", "-y"],
-        env=_env(url),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    made = _flowdb(python, url, "database", "upgrade", "-y", timeout=600)
     if made.returncode != 0:
         raise RuntimeError(f"the previous release's upgrade failed: {made.stderr}")
     engine = sa.create_engine(url.replace("+asyncpg", "+psycopg"))
@@ -550,14 +531,7 @@ def rolling_upgrade(
         time.sleep(settle)
 
         mark("upgrade -y (this release)")
-        upgraded = subprocess.run(
-            [PYTHON, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=_env(url),
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-        )
+        upgraded = _flowdb(PYTHON, url, "database", "upgrade", "-y", timeout=3600)
         upgrade_output = (upgraded.stdout + upgraded.stderr).strip()
         if upgraded.returncode != 0:
             raise RuntimeError(f"upgrade -y exited {upgraded.returncode}: {upgrade_output}")
@@ -587,14 +561,7 @@ def rolling_upgrade(
             time.sleep(0.2)
         if _revision(url) == head:
             contract_by = "a new replica's heartbeat"
-        again = subprocess.run(
-            [PYTHON, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=_env(url),
-            capture_output=True,
-            text=True,
-            timeout=3600,
-            check=False,
-        )
+        again = _flowdb(PYTHON, url, "database", "upgrade", "-y", timeout=3600)
         upgrade_output += "\n--- second upgrade -y ---\n" + (again.stdout + again.stderr).strip()
         if not contract_by and _revision(url) == head:
             contract_by = "the operator's second upgrade -y"
@@ -610,14 +577,7 @@ def rolling_upgrade(
             if replica.process.poll() is None:
                 _stop(replica.process)
     requests = sorted(load.requests if load else [], key=lambda r: r.at)
-    checked = subprocess.run(
-        [PYTHON, "-m", "flowdb", "database", "check"],
-        env=_env(url),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    checked = _flowdb(PYTHON, url, "database", "check", timeout=600)
     return Outcome(
         runs=runs,
         requests=requests,

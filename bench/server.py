@@ -55,11 +55,41 @@ def bench_server(scratch: Scratch, requests: int, repeat: int) -> list[Row]:
     return rows
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def start_server(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """``command`` plus a free port, started without waiting; the process and its port.
+
+    Its stderr is kept (a pipe) for the error of a server that exits.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [*command, str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return process, port
+
+
+def stop_server(process: subprocess.Popen[str], timeout: float = 30) -> int | None:
+    """SIGINT (a clean stop), killed after ``timeout`` seconds; its exit code, or None if killed."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
 
 
 @contextmanager
@@ -82,15 +112,7 @@ def serving(command: list[str], env: dict[str, str], probe_timeout: float = 2) -
     """
     import httpx
 
-    port = _free_port()
-    process = subprocess.Popen(
-        [*command, str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, port = start_server(command, env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -107,12 +129,7 @@ def serving(command: list[str], env: dict[str, str], probe_timeout: float = 2) -
             time.sleep(0.2)
         yield base_url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
 
 
 def _measure(base_url: str, requests: int, repeat: int) -> dict[str, Timing]:
