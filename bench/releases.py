@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = REPO_ROOT / ".cache" / "flowdb-test-releases"  # gitignored
 
 
-def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
+def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``git ARGS`` in this repository, output captured, its exit code not checked."""
     return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, check=False)
 
 
@@ -41,7 +42,7 @@ def release_python(commit: str) -> Path:
         subprocess.run(["rm", "-rf", str(home)], check=True)
         source = home / "source"
         source.mkdir(parents=True)
-        archive = _git("archive", commit)
+        archive = git("archive", commit)
         if archive.returncode != 0:
             raise RuntimeError(f"git archive {commit} failed: {archive.stderr.decode()}")
         subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from bench.releases import release_python
+from bench.releases import git, release_python
 
 from flowdb.database import bookkeeping
 from flowdb.database.fingerprints import declared, file_hash
@@ -42,10 +42,6 @@ DATA_TABLES = ("flow", "flow_run", "task_run", "log")
 VERSIONS = "src/flowdb/database/migrations/versions"
 
 
-def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, check=False)
-
-
 def _supports(commit: str, dialect: str) -> bool:
     """Whether the release ran on ``dialect``: MariaDB came with ``dialects/mysql.py``
     (a package, ``dialects/mysql/``, from the release after d43db95)."""
@@ -53,7 +49,7 @@ def _supports(commit: str, dialect: str) -> bool:
         return True
     base = f"{commit}:src/flowdb/database/dialects"
     return any(
-        _git("cat-file", "-e", f"{base}/{path}").returncode == 0
+        git("cat-file", "-e", f"{base}/{path}").returncode == 0
         for path in ("mysql.py", "mysql/__init__.py")
     )
 
@@ -135,11 +131,11 @@ def test_a_database_of_each_release_upgrades_cleanly_and_keeps_its_rows(
 def test_no_released_revision_file_changed_unless_the_amendment_is_declared(commit: str) -> None:
     """Each revision file at a listed release equals today's, or the history declares the change."""
     history = load_history()
-    listing = _git("ls-tree", "--name-only", commit, f"{VERSIONS}/")
+    listing = git("ls-tree", "--name-only", commit, f"{VERSIONS}/")
     assert listing.returncode == 0, listing.stderr.decode()
     undeclared = []
     for name in listing.stdout.decode().split():
-        released = _git("show", f"{commit}:{name}")
+        released = git("show", f"{commit}:{name}")
         old = hashlib.sha256(released.stdout).hexdigest()
         revision = next(r for r in history.revisions if r.path.name == Path(name).name)
         now = file_hash(revision)
