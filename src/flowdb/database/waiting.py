@@ -147,8 +147,9 @@ class WaitState:
             parts.append(f"migration {revision} in phase {phase}, {how_far}")
         if self.index_build is not None:
             step, done, total = self.index_build
-            share = f" ({done / total:.0%})" if total else ""
-            parts.append(f"index build {step}, {done:,} of {total:,}{share}")
+            # Some phases (a concurrent build's validation) report no totals: name them only.
+            counted = f", {done:,} of {total:,} ({min(done / total, 1.0):.0%})" if total else ""
+            parts.append(f"index build {step}{counted}")
         if self.holder is not None:
             parts.append(f"the migration lock is held by {self.holder}")
         else:
