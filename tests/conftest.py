@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests import ordering
 from tests.dbtools import (
     DIALECTS,
     WorkerDatabase,
@@ -157,12 +158,25 @@ def api(configured: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient
         yield client
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--store-durations`` (``tests/ordering.py``)."""
+    ordering.add_option(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record the durations when asked (``--store-durations``)."""
+    if config.getoption("store_durations"):
+        config.pluginmanager.register(ordering.DurationRecorder(), "flowdb-durations")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave out the ``exhaustive`` items unless ``-m`` names that marker.
+    """Longest items first (``tests/ordering.py``); leave out the ``exhaustive`` items
+    unless ``-m`` names that marker.
 
     They are the crash chains' kill points beyond the deterministic sample CI runs
     (``pytest -m exhaustive -n 2`` runs them all).
     """
+    ordering.longest_first(items, ordering.known_durations())
     if "exhaustive" in (config.option.markexpr or ""):
         return
     kept = [item for item in items if item.get_closest_marker("exhaustive") is None]

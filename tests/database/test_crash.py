@@ -304,7 +304,7 @@ class Preparer(dict[str, Prepared]):
         return self[dialect]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Preparer]:
     """The clean schemas and the seeded database of each dialect, dropped at the end."""
     preparer = Preparer(tmp_path_factory)

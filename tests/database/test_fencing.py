@@ -201,7 +201,7 @@ def run_count(url: str) -> int:
         engine.dispose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clean_heads() -> Iterator[dict[str, dict[str, Any]]]:
     """Per dialect, made on first use: the schema of an uninterrupted upgrade from SEEDED_AT."""
     made: dict[str, dict[str, Any]] = {}

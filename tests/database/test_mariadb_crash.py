@@ -103,7 +103,7 @@ def upgrade(url: str, replay: bool = True) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clean_head() -> dict[str, object]:
     """The schema of an uninterrupted upgrade from empty."""
     url = create_mariadb_database()
@@ -232,7 +232,7 @@ FRESH_BLOCK = 4
 FRESH_BLOCKS = 6
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fresh_install_writes() -> int:
     """How many writing statements the fresh install from the snapshot sends."""
     url = create_mariadb_database()

@@ -127,7 +127,7 @@ class Run:
         return sorted(n for n in near if 1 <= n <= len(self.statements))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     """Each case run without a signal (the count run of ``signal_after``)."""
     found = {}
