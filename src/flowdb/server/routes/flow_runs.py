@@ -65,8 +65,9 @@ async def create_flow_run(body: FlowRunCreate, database: Database, response: Res
                 session.add(run)
         except IntegrityError:
             # Another request with the same idempotency key committed first (possible
-            # on PostgreSQL, where writers do not queue): that run is the answer.
-            existing = await _run_with_idempotency_key(session, body)
+            # where writers do not queue): that run is the answer. A locking read, since
+            # MariaDB's REPEATABLE READ would answer from the snapshot taken before it.
+            existing = await _run_with_idempotency_key(session, body, newest=True)
             if existing is None:
                 raise
             response.status_code = 200
@@ -78,17 +79,22 @@ async def create_flow_run(body: FlowRunCreate, database: Database, response: Res
 
 
 async def _run_with_idempotency_key(
-    session: AsyncSession, body: FlowRunCreate
+    session: AsyncSession, body: FlowRunCreate, *, newest: bool = False
 ) -> orm.FlowRun | None:
-    """The flow's run created earlier with ``body``'s idempotency key, if any."""
+    """The flow's run created earlier with ``body``'s idempotency key, if any.
+
+    ``newest``: read the latest committed row (a shared-lock read), not the
+    transaction's snapshot, to find a run another transaction committed meanwhile.
+    """
     if body.idempotency_key is None:
         return None
-    run: orm.FlowRun | None = await session.scalar(
-        select(orm.FlowRun).where(
-            orm.FlowRun.flow_id == body.flow_id,
-            orm.FlowRun.idempotency_key == body.idempotency_key,
-        )
+    query = select(orm.FlowRun).where(
+        orm.FlowRun.flow_id == body.flow_id,
+        orm.FlowRun.idempotency_key == body.idempotency_key,
     )
+    if newest:
+        query = query.with_for_update(read=True)
+    run: orm.FlowRun | None = await session.scalar(query)
     return run
 
 
