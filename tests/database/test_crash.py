@@ -72,6 +72,7 @@ from tests.dbtools import (
     in_progress,
     revision_of,
     schema_snapshot,
+    shared_by_workers,
     sqlite_path,
     sync_engine,
 )
@@ -339,7 +340,11 @@ class Preparer(dict[str, Prepared]):
         self.holders.append(holder)
         with pytest.MonkeyPatch.context() as monkeypatch:
             monkeypatch.setenv("FLOWDB_HOME", str(folder / "flowdb-home"))
-            clean = clean_snapshots(holder.new_empty(), monkeypatch)
+            clean = shared_by_workers(
+                self.factory,
+                f"crash-clean-{dialect}",
+                lambda: clean_snapshots(holder.new_empty(), monkeypatch),
+            )
             seeded = holder.new_empty()
             with configured_for(seeded, monkeypatch):
                 alembic_upgrade(SEEDED_AT)
