@@ -81,10 +81,10 @@ RUNS = 36
 RUNS_PER_BLOCK = 6
 EVENTS_PER_BLOCK = 4
 EVENT_BLOCKS = 16
-#: The first event block of the tail: from its first event on, every event to the end is
-#: in CI's sample. It was one item (about 200 s under load, longer on PostgreSQL); cut
-#: into blocks of ``EVENTS_PER_BLOCK`` it spreads over the workers. The history has about
-#: 45 events on SQLite and more on PostgreSQL (the last block runs to the end, whatever
+#: The first event block of the tail, the blocks that may find the end of the history.
+#: The tail was one item (about 200 s under load, longer on PostgreSQL); cut into blocks
+#: of ``EVENTS_PER_BLOCK`` it spreads over the workers. The history has 56 events on
+#: SQLite and 77 on PostgreSQL (the last block runs to the end, whatever
 #: their number: 192 s on PostgreSQL when it was block 12 of 13, so there are 16 now; a
 #: tail block past the end finds it at once), so an earlier block reaching the end means
 #: the blocks no longer fit.
