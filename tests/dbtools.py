@@ -10,10 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
+
+T = TypeVar("T")
 
 ADMIN_URL = os.environ.get(
     "FLOWDB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -562,3 +564,30 @@ def column_names(url: str, table: str) -> set[str]:
         return {column["name"] for column in sa.inspect(engine).get_columns(table)}
     finally:
         engine.dispose()
+
+
+def shared_by_workers(factory: pytest.TempPathFactory, name: str, make: Callable[[], T]) -> T:
+    """``make()``, called by the first test process of the run that asks for ``name``.
+
+    The value is pickled to a file in the run's temporary folder (under xdist, the parent
+    of the workers' own folders, which belongs to this run alone); the other processes
+    read it from there. For what is costly to make and the same in every process, such as
+    the schemas of clean databases to compare with.
+    """
+    import pickle
+
+    from filelock import FileLock
+
+    folder = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = folder.parent
+    path = folder / f"{name}.pickle"
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            with path.open("rb") as handle:
+                value: T = pickle.load(handle)
+            return value
+        value = make()
+        with path.open("wb") as handle:
+            pickle.dump(value, handle)
+        return value

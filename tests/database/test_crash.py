@@ -19,15 +19,31 @@ data (row checksums) of an uninterrupted upgrade of the same database.
   or right after a batch committed), found by an uninterrupted run's events; blocks
   of ``EVENTS_PER_BLOCK`` events per item, the last block running to the end (a block
   that finds the end stops there; only the tail's blocks may).
+* The deterministic sample CI runs: on each dialect, one kill at the first event of
+  each kind the uninterrupted run reports (``event_kind``: the start of a phase of each
+  kind, ``add``/``validate`` of a constraint, ``prove``, ``index``, ``drop index``,
+  ``backfill``, ``contract``; a batch committed part way through a backfill, and its
+  last batch), one at the last event and one past it (the run then ends unkilled).
+  Every distinct place a kill can land in an online migration is so covered on each
+  dialect; a kind that appears in the history and is not in ``EVENT_KINDS`` fails the
+  sample's own item, so the sample grows with the history. The blocks above repeat
+  every kind at every position of the history: ``pytest -m exhaustive`` runs them.
 
-CI runs the blocks in ``RUN_SAMPLE`` and ``EVENT_SAMPLE``; ``pytest -m exhaustive``
-runs the others. The clean schemas, the seeded database and its uninterrupted upgrade's
-data (per batch size) are made once per dialect and test process (``prepared``).
+CI runs the random block in ``RUN_SAMPLE`` (six kills per dialect, two from empty and
+four from the seeded database, over the strata of the history) and the kinds' sample;
+``pytest -m exhaustive`` runs all the blocks. The clean schemas, the seeded database and its
+uninterrupted upgrade's data and events (per batch size) are made once per dialect and
+test process (``prepared``). In this process and in the children that kill themselves at
+an event, SQLite's pause between backfill batches (``Features.batch_pause``, a turn for
+the server's waiting writers: there are none here) is 0; the randomly killed children
+are the real ``flowdb`` command and keep it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
 import os
 import random
 import shutil
@@ -45,6 +61,8 @@ import pytest
 import sqlalchemy as sa
 
 from flowdb.database.alembic_commands import alembic_upgrade
+from flowdb.database.dialects.sqlite import SqliteDialect
+from flowdb.database.events import PhaseStarted, Progress
 from flowdb.database.history import load_history
 from tests.dbtools import (
     ADMIN_URL,
@@ -54,30 +72,54 @@ from tests.dbtools import (
     in_progress,
     revision_of,
     schema_snapshot,
+    shared_by_workers,
     sqlite_path,
     sync_engine,
 )
 
 RUNS = 36
-RUNS_PER_BLOCK = 9
+RUNS_PER_BLOCK = 6
 EVENTS_PER_BLOCK = 4
 EVENT_BLOCKS = 16
-#: The first event block of the tail: from its first event on, every event to the end is
-#: in CI's sample. It was one item (about 200 s under load, longer on PostgreSQL); cut
-#: into blocks of ``EVENTS_PER_BLOCK`` it spreads over the workers. The history has about
-#: 45 events on SQLite and more on PostgreSQL (the last block runs to the end, whatever
+#: The first event block of the tail, the blocks that may find the end of the history.
+#: The tail was one item (about 200 s under load, longer on PostgreSQL); cut into blocks
+#: of ``EVENTS_PER_BLOCK`` it spreads over the workers. The history has 56 events on
+#: SQLite and 77 on PostgreSQL (the last block runs to the end, whatever
 #: their number: 192 s on PostgreSQL when it was block 12 of 13, so there are 16 now; a
 #: tail block past the end finds it at once), so an earlier block reaching the end means
 #: the blocks no longer fit.
 TAIL_BLOCK = 7
-#: The blocks CI runs; ``-m exhaustive`` runs the others.
+#: The blocks CI runs; ``-m exhaustive`` runs the others (every event block: CI kills
+#: at the first event of each kind instead, ``EVENT_KINDS``).
 RUN_SAMPLE = {0}
-EVENT_SAMPLE = {0, *range(TAIL_BLOCK, EVENT_BLOCKS)}
+EVENT_SAMPLE: set[int] = set()
+#: The kinds of event (``event_kind``) each dialect's history reports, in CI's sample.
+EVENT_KINDS = {
+    "sqlite": ["contract", "index", "drop index", "backfill", "batch", "last batch"],
+    "postgresql": [
+        "add",
+        "validate",
+        "index",
+        "contract",
+        "drop index",
+        "backfill",
+        "batch",
+        "last batch",
+        "prove",
+    ],
+}
 SEEDED_AT = "c5d8e3f2a9b1"  # flow, flow_run, task_run and log exist from here on
 SEEDED_TABLES = ("flow", "flow_run", "task_run", "log")
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _no_batch_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pause between SQLite's backfill batches in this process (no writer waits here)."""
+    features = dataclasses.replace(SqliteDialect.features, batch_pause=0.0)
+    monkeypatch.setattr(SqliteDialect, "features", features)
 
 
 def seed(url: str) -> dict[str, set[str]]:
@@ -280,6 +322,8 @@ class Prepared:
         self.clean, self.seeded, self.seeded_ids = clean, seeded, seeded_ids
         #: ``uninterrupted_checksums`` by the batch size it ran with.
         self.uninterrupted: dict[str | None, dict[str, str]] = {}
+        #: The kind of each phase and batch event of that run (``event_kind``), in order.
+        self.events: dict[str | None, list[str]] = {}
 
 
 class Preparer(dict[str, Prepared]):
@@ -296,7 +340,11 @@ class Preparer(dict[str, Prepared]):
         self.holders.append(holder)
         with pytest.MonkeyPatch.context() as monkeypatch:
             monkeypatch.setenv("FLOWDB_HOME", str(folder / "flowdb-home"))
-            clean = clean_snapshots(holder.new_empty(), monkeypatch)
+            clean = shared_by_workers(
+                self.factory,
+                f"crash-clean-{dialect}",
+                lambda: clean_snapshots(holder.new_empty(), monkeypatch),
+            )
             seeded = holder.new_empty()
             with configured_for(seeded, monkeypatch):
                 alembic_upgrade(SEEDED_AT)
@@ -333,11 +381,49 @@ def uninterrupted_checksums(
     batch_size = os.environ.get("FLOWDB_MIGRATION_BATCH_SIZE")
     if batch_size not in setup.uninterrupted:
         url = databases.copy_of(setup.seeded)
-        with configured_for(url, monkeypatch):
-            alembic_upgrade()
+        events = EventKinds()
+        logger = logging.getLogger("flowdb.migrations")
+        level = logger.level
+        logger.addHandler(events)
+        logger.setLevel(logging.INFO)
+        try:
+            with configured_for(url, monkeypatch):
+                alembic_upgrade()
+        finally:
+            logger.removeHandler(events)
+            logger.setLevel(level)
         setup.uninterrupted[batch_size] = data_checksums(url)
+        setup.events[batch_size] = events.kinds()
         databases.drop(url)
     return setup.uninterrupted[batch_size]
+
+
+class EventKinds(logging.Handler):
+    """Notes the phase and batch events of a run, the ones ``KILL_AT_EVENT`` counts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[PhaseStarted | Progress] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "event", None)
+        if isinstance(event, PhaseStarted | Progress):
+            self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [event_kind(self.events, n) for n in range(len(self.events))]
+
+
+def event_kind(events: list[PhaseStarted | Progress], n: int) -> str:
+    """What the ``n``-th event (from 0) marks: a phase's start by the phase's kind (its
+    first word, ``drop index`` for a dropped index), or a batch committed part way through
+    a backfill (``batch``) or the backfill's last one (``last batch``)."""
+    event = events[n]
+    if isinstance(event, Progress):
+        last = n + 1 == len(events) or not isinstance(events[n + 1], Progress)
+        return "last batch" if last else "batch"
+    words = event.phase.split()
+    return " ".join(words[:2]) if words[0] == "drop" else words[0]
 
 
 def assert_consistent_after_kill(
@@ -423,9 +509,44 @@ class KillAt(logging.Handler):
 logger = logging.getLogger("flowdb.migrations")
 logger.addHandler(KillAt())
 logger.setLevel(logging.INFO)
+import dataclasses
+from flowdb.database.dialects.sqlite import SqliteDialect
+SqliteDialect.features = dataclasses.replace(SqliteDialect.features, batch_pause=0.0)
 from flowdb.database.alembic_commands import alembic_upgrade
 alembic_upgrade()
 """
+
+
+def killed_at_event(
+    databases: Databases, setup: Prepared, event: int, monkeypatch: pytest.MonkeyPatch
+) -> bool:
+    """Kill an upgrade of a copy of the seeded database at its ``event``-th phase or batch
+    event, check what the kill left, resume, and compare with the uninterrupted upgrade.
+
+    Returns False when the upgrade has fewer events (it then ends unkilled).
+    """
+    history = load_history()
+    uninterrupted = uninterrupted_checksums(databases, setup, monkeypatch)
+    url = databases.copy_of(setup.seeded)
+    env = {**os.environ, "FLOWDB_DATABASE_URL": url, "KILL_AT_EVENT": str(event)}
+    child = subprocess.run(
+        [sys.executable, "-c", KILL_AT_EVENT], env=env, capture_output=True, timeout=300
+    )
+    if child.returncode == 0:  # fewer events than that: every point was covered
+        databases.drop(url)
+        return False
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    revision = revision_of(url)
+    assert_consistent_after_kill(url, revision, setup.clean, f"event {event}")
+    assert ids_in(url) == setup.seeded_ids, f"event {event}: seeded rows changed by the kill"
+    with configured_for(url, monkeypatch):
+        alembic_upgrade()
+    assert revision_of(url) == history.head
+    assert in_progress(url) == ()
+    assert schema_snapshot(url) == setup.clean[history.head], f"event {event}: schema differs"
+    assert data_checksums(url) == uninterrupted, f"event {event}: data differs"
+    databases.drop(url)
+    return True
 
 
 @pytest.mark.parametrize("databases", ["sqlite", "postgresql"], indirect=True)
@@ -436,37 +557,48 @@ def test_a_kill_in_every_phase_and_after_every_batch_resumes_to_the_same_result(
     prepared: Preparer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    history = load_history()
     monkeypatch.setenv("FLOWDB_MIGRATION_BATCH_SIZE", "600")  # 1,500 runs: three batches
     setup = prepared[databases.dialect]
-    clean, seeded, seeded_ids = setup.clean, setup.seeded, setup.seeded_ids
-    uninterrupted = uninterrupted_checksums(databases, setup, monkeypatch)
 
     last_block = block == EVENT_BLOCKS - 1
     found_end = False
     events = block * EVENTS_PER_BLOCK
     while last_block or events < (block + 1) * EVENTS_PER_BLOCK:
         events += 1
-        url = databases.copy_of(seeded)
-        env = {**os.environ, "FLOWDB_DATABASE_URL": url, "KILL_AT_EVENT": str(events)}
-        child = subprocess.run(
-            [sys.executable, "-c", KILL_AT_EVENT], env=env, capture_output=True, timeout=300
-        )
-        if child.returncode == 0:  # fewer events than that: every point was covered
-            databases.drop(url)
+        if not killed_at_event(databases, setup, events, monkeypatch):
             assert block >= TAIL_BLOCK, f"only {events - 1} events: fewer than the blocks expect"
             found_end = True
             break
-        assert child.returncode == -signal.SIGKILL, child.stderr
-        revision = revision_of(url)
-        assert_consistent_after_kill(url, revision, clean, f"event {events}")
-        assert ids_in(url) == seeded_ids, f"event {events}: seeded rows changed by the kill"
-        with configured_for(url, monkeypatch):
-            alembic_upgrade()
-        assert revision_of(url) == history.head
-        assert in_progress(url) == ()
-        assert schema_snapshot(url) == clean[history.head], f"event {events}: schema differs"
-        assert data_checksums(url) == uninterrupted, f"event {events}: data differs"
-        databases.drop(url)
     if found_end:
         assert events > 20, f"only {events - 1} phase and batch events were found"
+
+
+@pytest.mark.parametrize(
+    ("databases", "kind"),
+    [
+        pytest.param(dialect, kind, id=f"{dialect}-{kind.replace(' ', '-')}")
+        for dialect, kinds in EVENT_KINDS.items()
+        for kind in [*kinds, "end"]
+    ],
+    indirect=["databases"],
+)
+def test_a_kill_at_the_first_event_of_each_kind_resumes_to_the_same_result(
+    kind: str,
+    databases: Databases,
+    prepared: Preparer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI's sample of the event kills: the first event of ``kind``; ``end``: the last
+    event, then one past it (the run ends unkilled), and the kinds are all sampled."""
+    monkeypatch.setenv("FLOWDB_MIGRATION_BATCH_SIZE", "600")  # 1,500 runs: three batches
+    setup = prepared[databases.dialect]
+    uninterrupted_checksums(databases, setup, monkeypatch)
+    kinds = setup.events["600"]
+    if kind != "end":
+        assert kind in kinds, f"no {kind} event in {kinds}: update EVENT_KINDS"
+        assert killed_at_event(databases, setup, kinds.index(kind) + 1, monkeypatch)
+        return
+    assert sorted(set(kinds)) == sorted(EVENT_KINDS[databases.dialect]), "update EVENT_KINDS"
+    assert len(kinds) > 20, f"only {len(kinds)} phase and batch events were found"
+    assert killed_at_event(databases, setup, len(kinds), monkeypatch)
+    assert not killed_at_event(databases, setup, len(kinds) + 1, monkeypatch)

@@ -22,14 +22,18 @@ upgrade (and no progress record left).
 Both replay the history (an empty database would otherwise get the fresh install).
 A downgrade from head to base is killed the same way, once after each of its distinct
 DDL statements: each revision it reverts is marked first, ``upgrade`` refuses while
-one is marked, and running the downgrade again finishes it (in stretches of reverted
+one is marked (asked in the test process: the refusal is no kill's), and running the
+downgrade again finishes it (in stretches of reverted
 revisions, ``DOWN_STRETCHES``, as the upgrade chain).
 The fresh install from the snapshot is killed after each of its writing statements in
 turn: the database is then empty, or marked as a fresh install part way through, or at
 head; the next upgrade (from the snapshot, or every other time a replay, as a flowdb
-without that snapshot would do) ends with the schema of a replayed history. Its kill
-points are cut into blocks of ``FRESH_BLOCK`` (one item each; CI runs the first and
-the last block, ``-m exhaustive`` all).
+without that snapshot would do) ends with the schema of a replayed history. CI kills
+after the first ``FRESH_EDGE`` writes (the progress table, the mark, the first
+``CREATE``s: before the mark and with it committed) and the last ``FRESH_EDGE`` (the
+version rows, the run record, the mark's removal, the drop: the end of the install),
+completed by both the snapshot and a replay; the writes between are all ``CREATE``s
+of the snapshot, each killed after in ``-m exhaustive`` (in blocks of ``FRESH_BLOCK``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from tests.dbtools import (
     in_progress,
     revision_of,
     schema_snapshot,
+    shared_by_workers,
 )
 
 pytestmark = pytest.mark.slow
@@ -99,19 +104,33 @@ def killed_upgrade(
 
 
 def upgrade(url: str, replay: bool = True) -> None:
-    result = killed_upgrade(url, 0, ddl_only=True, replay=replay)
-    assert result.returncode == 0, result.stderr
+    """``flowdb database upgrade`` to head, in this process: the kills are the child's.
+
+    ``replay``: as ``kill_after``'s, no snapshot to install from (an empty database gets
+    the history replayed; an interrupted fresh install is dropped first).
+    """
+    from flowdb.database import commands, fresh
+    from flowdb.database.target import Database
+
+    with pytest.MonkeyPatch.context() as patch:
+        if replay:
+            patch.setattr(fresh, "SNAPSHOT_FOLDER", Path(os.devnull) / "no-snapshots")
+        commands.migrate(Database.from_url(url), "upgrade", "head")
 
 
 @pytest.fixture(scope="session")
-def clean_head() -> dict[str, object]:
-    """The schema of an uninterrupted upgrade from empty."""
-    url = create_mariadb_database()
-    try:
-        upgrade(url)
-        return schema_snapshot(url)
-    finally:
-        drop_mariadb_database(url)
+def clean_head(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The schema of an uninterrupted upgrade from empty (made once per run)."""
+
+    def make() -> dict[str, object]:
+        url = create_mariadb_database()
+        try:
+            upgrade(url)
+            return schema_snapshot(url)
+        finally:
+            drop_mariadb_database(url)
+
+    return shared_by_workers(tmp_path_factory, "mariadb-crash-clean-head", make)
 
 
 def assert_part_way_or_at_a_revision(url: str) -> None:
@@ -227,9 +246,11 @@ def test_random_kills_then_upgrade(
     assert schema_snapshot(mariadb_url) == clean_head
 
 
-#: Kill points of the fresh install per test item; the last block takes the rest.
-FRESH_BLOCK = 4
-FRESH_BLOCKS = 6
+#: Kill points at each end of the fresh install that CI runs (``head``, ``tail``).
+FRESH_EDGE = 6
+#: Kill points per ``-m exhaustive`` item between the ends; the last block takes the rest.
+FRESH_BLOCK = 5
+FRESH_BLOCKS = 3
 
 
 @pytest.fixture(scope="session")
@@ -244,25 +265,44 @@ def fresh_install_writes() -> int:
         drop_mariadb_database(url)
 
 
+def fresh_points(part: str, writes: int) -> range:
+    """The kill points (writes, from 1) of ``part``: ``head``, ``tail`` or ``block N``."""
+    if part == "head":
+        return range(1, FRESH_EDGE + 1)
+    if part == "tail":
+        return range(writes - FRESH_EDGE + 1, writes + 1)
+    block = int(part.removeprefix("block "))
+    first = FRESH_EDGE + 1 + block * FRESH_BLOCK
+    last = writes - FRESH_EDGE if block == FRESH_BLOCKS - 1 else first + FRESH_BLOCK - 1
+    return range(first, last + 1)
+
+
+def test_the_fresh_install_parts_cover_every_write(fresh_install_writes: int) -> None:
+    parts = ["head", *(f"block {n}" for n in range(FRESH_BLOCKS)), "tail"]
+    covered = [point for part in parts for point in fresh_points(part, fresh_install_writes)]
+    assert covered == list(range(1, fresh_install_writes + 1))
+
+
 @pytest.mark.parametrize(
-    "block",
+    "part",
     [
-        pytest.param(n, marks=() if n in (0, FRESH_BLOCKS - 1) else pytest.mark.exhaustive)
-        for n in range(FRESH_BLOCKS)
+        "head",
+        "tail",
+        *(pytest.param(f"block {n}", marks=pytest.mark.exhaustive) for n in range(FRESH_BLOCKS)),
     ],
 )
 def test_a_kill_after_every_statement_of_the_fresh_install(
-    block: int, fresh_install_writes: int, clean_head: dict[str, object]
+    part: str, fresh_install_writes: int, clean_head: dict[str, object]
 ) -> None:
     from flowdb.database.bookkeeping import FRESH_INSTALL_PHASE
     from tests.dbtools import table_names
 
     writes = fresh_install_writes
     assert writes >= len(clean_head["tables"])  # type: ignore[arg-type]
-    assert writes > FRESH_BLOCK * (FRESH_BLOCKS - 1), "fewer writes than blocks: lower FRESH_*"
-    first = block * FRESH_BLOCK + 1
-    last = writes if block == FRESH_BLOCKS - 1 else first + FRESH_BLOCK - 1
-    for point in range(first, last + 1):
+    assert writes > 2 * FRESH_EDGE + FRESH_BLOCK * (FRESH_BLOCKS - 1), "lower FRESH_*"
+    points = fresh_points(part, writes)
+    assert len({point % 2 for point in points}) == 2, "both completions: by snapshot, by replay"
+    for point in points:
         url = create_mariadb_database()
         try:
             result = killed_upgrade(url, point, ddl_only=False, replay=False)
@@ -307,8 +347,10 @@ def test_the_downgrade_stretches_cover_the_history() -> None:
 def test_a_kill_after_every_ddl_statement_of_a_downgrade(
     stretch: int, mariadb_url: str, tmp_path: Path
 ) -> None:
+    from flowdb.database import commands
     from flowdb.database.bookkeeping import DOWNGRADE_PHASE
-    from flowdb.errors import ExitCode
+    from flowdb.database.target import Database
+    from flowdb.errors import ExitCode, FlowdbError
     from tests.dbtools import table_names
 
     top, bottom = DOWN_STRETCHES[stretch]
@@ -340,10 +382,11 @@ def test_a_kill_after_every_ddl_statement_of_a_downgrade(
         current, progress = revision_of(mariadb_url), in_progress(mariadb_url)
         assert current is None or current in IDS
         assert progress in ((), ((current, DOWNGRADE_PHASE, 0),)), (current, progress)
-        if progress:
-            again = killed_upgrade(mariadb_url, 0, ddl_only=True)
-            assert again.returncode == ExitCode.REFUSED, again.stderr
-            assert f"part way through reverting {current}" in again.stderr
+        if progress:  # an upgrade refuses (asked in this process: no kill is tested here)
+            with pytest.raises(FlowdbError) as again:
+                commands.migrate(Database.from_url(mariadb_url), "upgrade", "head")
+            assert again.value.exit_code == ExitCode.REFUSED, str(again.value)
+            assert f"part way through reverting {current}" in str(again.value)
             refused += 1
         assert kills < 500, "the chain does not advance"
     assert in_progress(mariadb_url) == ()

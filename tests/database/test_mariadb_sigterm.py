@@ -14,8 +14,13 @@ migration that creates tables: the revision of the defect seen once in 40 random
 trials) and a downgrade of two revisions from it. Then: one line, exit 143, the
 database at a revision of the run with at most the right migration marked, and the
 same command run again ends with the schema of an uninterrupted run and no mark.
-CI signals after each statement near a version update (where a step's bookkeeping
-commits); ``-m exhaustive`` after every statement of the run, in blocks.
+CI signals after each writing statement (not a ``SELECT``, ``SHOW`` or ``DESCRIBE``)
+near a version update, where a step's bookkeeping commits: the DDL before it, the marks'
+removal and insertion, the version update itself, the progress table's drop and the
+run record; one item per version update, so that they spread over the workers. A signal
+after a read lands between the same two writes as one after the write before it (the
+same statements committed, the same transaction rolled back): ``-m exhaustive`` signals
+after those too, as after every statement of the run, in blocks.
 """
 
 from __future__ import annotations
@@ -44,6 +49,10 @@ NEW_TABLES = {"work_pool", "work_queue", "worker"}
 NEAR = (4, 8)
 #: The blocks of ``-m exhaustive`` (every statement of the run).
 BLOCKS = 6
+#: Statements that only read (a signal after one is ``exhaustive`` only).
+READS = ("SELECT", "SHOW", "DESCRIBE")
+#: The version updates of each case (one CI item each).
+UPDATES = {"upgrade": 1, "downgrade": 2}
 
 
 @dataclass(frozen=True)
@@ -115,16 +124,22 @@ class Run:
     statements: list[str]
     schema: dict[str, object]
 
-    def near_version_updates(self) -> list[int]:
-        """The statement numbers (from 1) near each version update."""
-        updates = [
+    def version_updates(self) -> list[int]:
+        """The statement numbers (from 1) of the version updates."""
+        return [
             number
             for number, text in enumerate(self.statements, start=1)
             if text.startswith(("UPDATE alembic_version", "INSERT INTO alembic_version"))
         ]
-        before, after = NEAR
-        near = {n for u in updates for n in range(u - before, u + after + 1)}
-        return sorted(n for n in near if 1 <= n <= len(self.statements))
+
+    def near_version_update(self, index: int) -> list[int]:
+        """The writing statements' numbers (from 1) near the ``index``-th version update."""
+        update, (before, after) = self.version_updates()[index], NEAR
+        return [
+            n
+            for n in range(max(1, update - before), min(len(self.statements), update + after) + 1)
+            if not self.statements[n - 1].startswith(READS)
+        ]
 
 
 @pytest.fixture(scope="session")
@@ -149,25 +164,37 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
 
 def points(run: Run, part: str) -> list[int]:
     """The statement numbers a test item signals after."""
-    if part == "near version updates":
-        return run.near_version_updates()
+    if part.startswith("near version update "):
+        return run.near_version_update(int(part.removeprefix("near version update ")))
     block, size = int(part.removeprefix("block ")), -(-len(run.statements) // BLOCKS)
     return list(range(block * size + 1, min(len(run.statements), (block + 1) * size) + 1))
 
 
-PARTS = [pytest.param("near version updates", id="near-updates")] + [
-    pytest.param(f"block {n}", id=f"block-{n}", marks=pytest.mark.exhaustive) for n in range(BLOCKS)
+PARTS = [
+    pytest.param(name, f"near version update {n}", id=f"{name}-near-update-{n}")
+    for name, count in UPDATES.items()
+    for n in range(count)
+] + [
+    pytest.param(name, f"block {n}", id=f"{name}-block-{n}", marks=pytest.mark.exhaustive)
+    for name in CASES
+    for n in range(BLOCKS)
 ]
 
 
-@pytest.mark.parametrize("part", PARTS)
-@pytest.mark.parametrize("name", list(CASES))
+def test_each_case_has_the_version_updates_its_items_expect(runs: dict[str, Run]) -> None:
+    assert {name: len(run.version_updates()) for name, run in runs.items()} == UPDATES
+
+
+@pytest.mark.parametrize(("name", "part"), PARTS)
 def test_a_sigterm_after_any_statement_leaves_a_way_out(
     name: str, part: str, runs: dict[str, Run], mariadb_url: str, tmp_path: Path
 ) -> None:
     case, run = CASES[name], runs[name]
     chosen = points(run, part)
     assert chosen, f"{name}: no statements in {part}"
+    if part.startswith("near version update "):  # the update, with writes on each side
+        update = run.version_updates()[int(part.removeprefix("near version update "))]
+        assert min(chosen) < update in chosen and max(chosen) > update, (name, part, chosen)
     move_to(mariadb_url, case.start)
     for after in chosen:
         home = tmp_path / f"home{after}"
