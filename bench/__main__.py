@@ -94,7 +94,9 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         ),
         "fresh": (
             "9. Fresh installs from the snapshot",
-            lambda s: bench_fresh_install(s, repeat, 3 if args.tiny else EXTRA),
+            lambda s: bench_fresh_install(
+                s, repeat, 3 if args.tiny else EXTRA, warm_up=not args.tiny
+            ),
         ),
         "backup": (
             "10. SQLite backup before a change",
