@@ -75,7 +75,10 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     rolling_runs = 2_000 if args.tiny else 1_000_000 if args.scale else 100_000
     return {
         "startup": ("1. CLI start-up", lambda s: bench_startup(s, repeat)),
-        "upgrade": ("2. Empty database to head", lambda s: bench_upgrade(s, repeat)),
+        "upgrade": (
+            "2. Empty database to head",
+            lambda s: bench_upgrade(s, repeat, warm_up=not args.tiny),
+        ),
         "data": (
             "3. Data migrations at scale",
             lambda s: bench_data_migrations(s, sizes, max(1, repeat // 2)),
