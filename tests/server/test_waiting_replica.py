@@ -43,7 +43,7 @@ def until(condition: Callable[[], bool], within: float) -> None:
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: str) -> None:
