@@ -2,7 +2,7 @@
 
 Options:
   --repeat N      runs per measurement (default 5; 1 with --tiny)
-  --tiny          smallest sizes, fewest callers and 1 run: the smoke test the suite runs
+  --tiny          smallest sizes, fewest callers and workers, 1 run: the suite's smoke test
                   (it checks that every case runs and prints its table, not its numbers)
   --scale         the heavy data-migration case (1M flow runs, 200k task runs, 2M logs)
   --cases A,B     only these cases (startup, upgrade, data, concurrency, dryrun, server,
@@ -67,10 +67,18 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         if args.scale
         else {"postgresql": 100_000, "sqlite": 50_000}
     )
+    # Case 6 and 8's server with more than one worker: 2 when tiny (each worker is a
+    # process importing the app, on a machine of two cores).
+    many = 2 if args.tiny else 4
+    # Seconds of load before and after an upgrade under load (cases 7 and 14).
+    lead, tail = (0.3, 0.2) if args.tiny else (1.0, 0.5)
     rolling_runs = 2_000 if args.tiny else 1_000_000 if args.scale else 100_000
     return {
         "startup": ("1. CLI start-up", lambda s: bench_startup(s, repeat)),
-        "upgrade": ("2. Empty database to head", lambda s: bench_upgrade(s, repeat)),
+        "upgrade": (
+            "2. Empty database to head",
+            lambda s: bench_upgrade(s, repeat, warm_up=not args.tiny),
+        ),
         "data": (
             "3. Data migrations at scale",
             lambda s: bench_data_migrations(s, sizes, max(1, repeat // 2)),
@@ -82,19 +90,21 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         "dryrun": ("5. Dry-run SQL for the whole history", lambda s: bench_dry_run(s, repeat)),
         "server": (
             "6. REST API throughput",
-            lambda s: bench_server(s, 50 if args.tiny else 1000, repeat),
+            lambda s: bench_server(s, 50 if args.tiny else 1000, repeat, many),
         ),
         "online": (
             "7. Upgrading a busy database",
-            lambda s: bench_online_upgrade(s, online_sizes),
+            lambda s: bench_online_upgrade(s, online_sizes, lead, tail),
         ),
         "states": (
             "8. Concurrent state changes",
-            lambda s: bench_state_races(s, 10 if args.tiny else 200),
+            lambda s: bench_state_races(s, 10 if args.tiny else 200, many),
         ),
         "fresh": (
             "9. Fresh installs from the snapshot",
-            lambda s: bench_fresh_install(s, repeat, 3 if args.tiny else EXTRA),
+            lambda s: bench_fresh_install(
+                s, repeat, 3 if args.tiny else EXTRA, warm_up=not args.tiny
+            ),
         ),
         "backup": (
             "10. SQLite backup before a change",
@@ -114,7 +124,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
         ),
         "expand": (
             "14. SQLite writes during the expand",
-            lambda s: bench_expand_writes(s, 2_000 if args.tiny else 200_000),
+            lambda s: bench_expand_writes(s, 2_000 if args.tiny else 200_000, lead, tail),
         ),
     }
 

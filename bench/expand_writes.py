@@ -63,13 +63,16 @@ def _build(scratch: Scratch, runs: int) -> str:
     return url
 
 
-def _upgrade_under_load(url: str, load: Load, args: list[str]) -> tuple[float, LoadReport]:
-    """Run one upgrade while ``load`` runs; the waits recorded during it (and 0.5 s after)."""
+def _upgrade_under_load(
+    url: str, load: Load, args: list[str], tail: float
+) -> tuple[float, LoadReport]:
+    """Run one upgrade while ``load`` runs; the waits recorded during it (and ``tail`` s
+    after)."""
     load.report = LoadReport()
     started = time.perf_counter()
     run([PYTHON, "-m", "flowdb", "database", "upgrade", "-y", *args], env=flowdb_env(url))
     elapsed = time.perf_counter() - started
-    time.sleep(0.5)
+    time.sleep(tail)
     return elapsed, load.report
 
 
@@ -82,14 +85,22 @@ def _p99(waits: list[float]) -> float:
     return ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0
 
 
-def bench_expand_writes(scratch: Scratch, runs: int) -> list[Row]:
-    """The writes' worst wait during the expand, against the contract's rebuild."""
+def bench_expand_writes(
+    scratch: Scratch, runs: int, lead: float = 1.0, tail: float = 0.5
+) -> list[Row]:
+    """The writes' worst wait during the expand, against the contract's rebuild.
+
+    ``lead``/``tail``: seconds of load before the first upgrade (the clients at their
+    steady rate) and after each (shorter when tiny).
+    """
     url = _build(scratch, runs)
     run_ids = _sample_run_ids(url)
     with Load(url, run_ids) as load:
-        time.sleep(1.0)  # the clients are at their steady rate before the upgrade starts
-        expand_time, expand = _upgrade_under_load(url, load, ["-r", LAST_EXPAND])
-        contract_time, contract = _upgrade_under_load(url, load, ["--contract-now", "-r", "head"])
+        time.sleep(lead)
+        expand_time, expand = _upgrade_under_load(url, load, ["-r", LAST_EXPAND], tail)
+        contract_time, contract = _upgrade_under_load(
+            url, load, ["--contract-now", "-r", "head"], tail
+        )
     scratch.drop(url)
     size = f"{runs:,} flow runs, {runs // 5:,} task runs, {2 * runs + runs // 5:,} logs"
     return [

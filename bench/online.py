@@ -165,19 +165,27 @@ def _sample_run_ids(url: str, count: int = 2_000) -> list[uuid.UUID]:
         engine.dispose()
 
 
-def _under_load(url: str, run_ids: list[uuid.UUID], command: list[str]) -> tuple[float, LoadReport]:
-    """Run ``command`` (an upgrade) while the load runs; the load starts first and ends after."""
+def _under_load(
+    url: str, run_ids: list[uuid.UUID], command: list[str], lead: float, tail: float
+) -> tuple[float, LoadReport]:
+    """Run ``command`` (an upgrade) while the load runs; the load starts ``lead`` seconds
+    first (the clients at their steady rate) and ends ``tail`` seconds after."""
     with Load(url, run_ids) as load:
-        time.sleep(1.0)  # the clients are at their steady rate before the upgrade starts
+        time.sleep(lead)
         started = time.perf_counter()
         run(command, env=flowdb_env(url))
         elapsed = time.perf_counter() - started
-        time.sleep(0.5)
+        time.sleep(tail)
     return elapsed, load.report
 
 
-def bench_online_upgrade(scratch: Scratch, sizes: dict[str, int]) -> list[Row]:
-    """Upgrade a busy database online and offline; what the clients saw, per dialect."""
+def bench_online_upgrade(
+    scratch: Scratch, sizes: dict[str, int], lead: float = 1.0, tail: float = 0.5
+) -> list[Row]:
+    """Upgrade a busy database online and offline; what the clients saw, per dialect.
+
+    ``lead``/``tail``: seconds of load before and after each upgrade (shorter when tiny).
+    """
     rows: list[Row] = []
     for dialect, runs in sizes.items():
         template = build_database(scratch, dialect, runs, before=BEFORE)
@@ -187,12 +195,20 @@ def bench_online_upgrade(scratch: Scratch, sizes: dict[str, int]) -> list[Row]:
 
         offline_copy = scratch.copy(template)
         offline_time, offline = _under_load(
-            offline_copy, run_ids, [PYTHON, "-m", "bench.floor", offline_copy, str(script)]
+            offline_copy,
+            run_ids,
+            [PYTHON, "-m", "bench.floor", offline_copy, str(script)],
+            lead,
+            tail,
         )
         scratch.drop(offline_copy)
         online_copy = scratch.copy(template)
         online_time, online = _under_load(
-            online_copy, run_ids, [PYTHON, "-m", "flowdb", "database", "upgrade", "-y"]
+            online_copy,
+            run_ids,
+            [PYTHON, "-m", "flowdb", "database", "upgrade", "-y"],
+            lead,
+            tail,
         )
         scratch.drop(online_copy)
         scratch.drop(template)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from contextlib import AbstractContextManager
 
 from bench.common import PYTHON, Row, Timing, run
 from bench.databases import Scratch, flowdb_env
-from bench.server import serving
+from bench.server import serving_together
 
 IN_FLIGHT = 8
 
@@ -29,10 +28,14 @@ def bench_readiness(scratch: Scratch, requests: int, repeat: int) -> list[Row]:
         try:
             run([PYTHON, "-m", "flowdb", "database", "upgrade", "-y"], env=flowdb_env(url))
             cached_command = [PYTHON, "-m", "flowdb", "server", "start", "--log-level", "warning"]
-            with (
-                _server(url, [*cached_command, "--port"]) as cached,
-                _server(url, [PYTHON, "-m", "bench.uncached_server"]) as uncached,
-            ):
+            env = flowdb_env(url) | {"FLOWDB_MIGRATE_ON_START": "false"}
+            with serving_together(
+                [
+                    ([*cached_command, "--port"], env),
+                    ([PYTHON, "-m", "bench.uncached_server"], env),
+                ],
+                probe_timeout=5,
+            ) as (cached, uncached):
                 for in_flight in (1, IN_FLIGHT):
                     measured, baseline = Timing(), Timing()
                     for _ in range(repeat):
@@ -56,11 +59,6 @@ def bench_readiness(scratch: Scratch, requests: int, repeat: int) -> list[Row]:
 
 def _p95(timing: Timing) -> float:
     return statistics.quantiles(timing.samples, n=20)[-1]
-
-
-def _server(url: str, command: list[str]) -> AbstractContextManager[str]:
-    """A server process (``command`` then the port) on ``url``, ready; its base URL."""
-    return serving(command, flowdb_env(url) | {"FLOWDB_MIGRATE_ON_START": "false"}, 5)
 
 
 def _latencies(base_url: str, count: int, in_flight: int) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 from filelock import FileLock
@@ -23,15 +24,18 @@ def git(*args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def release_python(commit: str) -> Path:
-    """The Python of a virtualenv with ``commit`` installed, built once and cached.
+    """The Python of a virtualenv with ``commit`` importable, built once and cached.
 
-    The release is installed from ``git archive``; its dependencies are this
-    environment's where they satisfy it (a ``.pth`` line makes them visible to pip), and
-    only those this environment no longer has are installed into the virtualenv (today's
-    flowdb dropped ``pydantic-settings``, which earlier releases import), so a rebuild
-    takes seconds. The virtualenv gets no pip of its own (``ensurepip``
-    cost more than the install): this environment's pip installs into it
-    (``pip --python``). Built under a file lock (parallel workers build once).
+    The release's tree comes from ``git archive``; a ``.pth`` line puts its ``src`` first
+    on the virtualenv's path (flowdb is pure Python and reads no package metadata, so
+    no wheel is built: building one in an isolated environment was most of a rebuild's
+    time), then this environment's site-packages, whose packages serve as its
+    dependencies where they satisfy it. Only those this environment no longer has are
+    installed into the virtualenv (today's flowdb dropped ``pydantic-settings``, which
+    earlier releases import): this environment's pip installs the release's declared
+    dependencies (``pip --python``), and skips the ones it finds. The virtualenv gets no
+    pip of its own (``ensurepip`` cost more than the install). Built under a file lock
+    (parallel workers build once).
     """
     home = CACHE / commit
     python = home / "venv" / "bin" / "python"
@@ -56,8 +60,11 @@ def release_python(commit: str) -> Path:
             check=True,
         ).stdout.strip()
         ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-        (Path(site) / "flowdb-test-deps.pth").write_text("\n".join(sorted(ours)) + "\n")
+        paths = [str(source / "src"), *sorted(ours)]
+        (Path(site) / "flowdb-test-deps.pth").write_text("\n".join(paths) + "\n")
+        project = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))
+        needs = project["project"]["dependencies"]
         pip = [sys.executable, "-m", "pip", "--python", str(python)]
-        subprocess.run([*pip, "install", "--quiet", str(source)], check=True)
+        subprocess.run([*pip, "install", "--quiet", *needs], check=True)
         (home / "ready").write_text(commit + "\n")
     return python

@@ -683,9 +683,16 @@ def draw(outcome: Outcome, path: Path) -> bool:
 def bench_rolling(scratch: Scratch, runs: int, output: Path, tiny: bool) -> list[Row]:
     """Case 13: one rolling upgrade of ``runs`` flow runs; its table rows, and its PNG."""
     url = scratch.new_url("postgresql")
-    settle, tail = (2.0, 2.0) if tiny else (15.0, 10.0)
+    # Tiny: a second of load per window and a 1 s heartbeat (the contract comes a beat
+    # after the last old replica stops): enough requests in each window for its row.
+    settle, tail, heartbeat = (1.0, 1.0, 1.0) if tiny else (15.0, 10.0, 5.0)
     outcome = rolling_upgrade(
-        url, runs, settle=settle, tail=tail, say=lambda line: print(line, file=sys.stderr)
+        url,
+        runs,
+        settle=settle,
+        tail=tail,
+        heartbeat=heartbeat,
+        say=lambda line: print(line, file=sys.stderr),
     )
     print(describe(outcome), file=sys.stderr)
     if outcome.failures:

@@ -4,7 +4,8 @@ One server per dialect and worker count (``flowdb server start --workers N``) on
 fresh database, driven by one asyncio client with 16 requests in flight. Each row is
 the wall time of a round of requests; the note turns it into requests per second.
 Baselines: with 1 worker, ``GET /api/health`` rounds on the same server (the HTTP
-stack without the database); with 4 workers, the same operation with 1 worker.
+stack without the database); with 4 workers (2 at the tiny size), the same operation
+with 1 worker.
 The client shares this machine's cores with the server, so absolute rates are low
 bounds; the ratios are what to compare.
 """
@@ -28,12 +29,13 @@ IN_FLIGHT = 16
 LOG_BATCH = 100
 
 
-def bench_server(scratch: Scratch, requests: int, repeat: int) -> list[Row]:
-    """Requests per second for flow runs and log batches, per dialect, 1 and 4 workers."""
+def bench_server(scratch: Scratch, requests: int, repeat: int, many: int = 4) -> list[Row]:
+    """Requests per second for flow runs and log batches, per dialect, 1 and ``many``
+    workers."""
     rows: list[Row] = []
     for dialect in ("sqlite", "postgresql"):
         single: dict[str, Timing] = {}
-        for workers in (1, 4):
+        for workers in (1, many):
             with running_server(scratch, dialect, workers) as base_url:
                 timings = _measure(base_url, requests, repeat)
             for operation in ("create flow run", "insert 100 logs"):
@@ -110,26 +112,43 @@ def serving(command: list[str], env: dict[str, str], probe_timeout: float = 2) -
 
     The process is stopped with SIGINT (killed after 30 s) when the block ends.
     """
+    with serving_together([(command, env)], probe_timeout) as (base_url,):
+        yield base_url
+
+
+@contextmanager
+def serving_together(
+    servers: list[tuple[list[str], dict[str, str]]], probe_timeout: float = 2
+) -> Iterator[list[str]]:
+    """Each ``(command, env)`` of ``servers`` started at once, as ``serving`` starts one;
+    their base URLs once every one says ready (their start-ups overlap)."""
     import httpx
 
-    process, port = start_server(command, env)
-    base_url = f"http://127.0.0.1:{port}"
+    started: list[subprocess.Popen[str]] = []
     try:
+        bases = []
+        for command, env in servers:
+            process, port = start_server(command, env)
+            started.append(process)
+            bases.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited: {process.communicate()[1]}")
-            try:
-                if httpx.get(f"{base_url}/api/ready", timeout=probe_timeout).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server was not ready within 120 s")
-            time.sleep(0.2)
-        yield base_url
+        for process, base_url in zip(started, bases, strict=True):
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the server exited: {process.communicate()[1]}")
+                try:
+                    answer = httpx.get(f"{base_url}/api/ready", timeout=probe_timeout)
+                    if answer.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the server was not ready within 120 s")
+                time.sleep(0.05)
+        yield bases
     finally:
-        stop_server(process)
+        for process in started:
+            stop_server(process)
 
 
 def _measure(base_url: str, requests: int, repeat: int) -> dict[str, Timing]:

@@ -11,7 +11,7 @@ are refused with 409). Afterwards every run is read back with its history and ch
 * ``start_time`` is the first RUNNING's timestamp, ``end_time`` the last terminal one's.
 
 The in-suite test (``tests/server/test_state_races.py``) runs a few runs; the bench
-case 200 runs on each dialect with 1 and 4 workers.
+case 200 runs on each dialect with 1 and 4 workers (10 runs, 1 and 2 workers, tiny).
 """
 
 from __future__ import annotations
@@ -113,14 +113,15 @@ def check_run(run: dict[str, Any], history: list[dict[str, Any]]) -> list[str]:
     return broken
 
 
-def bench_state_races(scratch: Any, runs: int) -> list[Any]:
-    """Case 8's rows: one race per dialect and worker count, with its violations."""
+def bench_state_races(scratch: Any, runs: int, many: int = 4) -> list[Any]:
+    """Case 8's rows: one race per dialect and worker count (1 and ``many``), with its
+    violations."""
     from bench.common import Row, Timing
     from bench.server import running_server
 
     rows = []
     for dialect in ("sqlite", "postgresql"):
-        for workers in (1, 4):
+        for workers in (1, many):
             with running_server(scratch, dialect, workers) as base_url:
                 report = race_states(base_url, runs)
             answers = ", ".join(f"{code}: {n}" for code, n in sorted(report.statuses.items()))

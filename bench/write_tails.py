@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from bench.common import PYTHON, Row, Timing, format_seconds
 from bench.databases import Scratch, flowdb_env
-from bench.server import serving
+from bench.server import serving_together
 
 #: Requests per cycle: create a flow run, set its state, read it.
 PER_CYCLE = 3
@@ -57,16 +56,15 @@ def bench_write_tails(
     rows: list[Row] = []
     urls = {server: scratch.new_url("sqlite") for server in (QUEUED, RACING, TWO_WORKERS)}
     try:
-        with ExitStack() as stack:
-            bases = {
-                (workers, queued): stack.enter_context(
-                    serving(
-                        [*SERVER, "--workers", str(workers), "--port"],
-                        flowdb_env(url) | {"FLOWDB_SERVER_WRITE_QUEUE": str(queued).lower()},
-                    )
-                )
-                for (workers, queued), url in urls.items()
-            }
+        servers = [
+            (
+                [*SERVER, "--workers", str(workers), "--port"],
+                flowdb_env(url) | {"FLOWDB_SERVER_WRITE_QUEUE": str(queued).lower()},
+            )
+            for (workers, queued), url in urls.items()
+        ]
+        with serving_together(servers) as started:  # their start-ups overlap
+            bases = dict(zip(urls, started, strict=True))
             for clients in crowds:
                 loads = {server: Load() for server in bases}
                 for _ in range(repeat):

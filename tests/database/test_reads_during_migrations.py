@@ -30,8 +30,11 @@ from flowdb.server.readiness import judge
 from tests.cli.helpers import flowdb, ok
 from tests.dbtools import holder_description, lock_holder
 
-#: How long the readers read while migrations go on (and at least one cycle each way).
-MIGRATING_SECONDS = 3.0
+#: How long the readers read at least while migrations go on (and at least one cycle
+#: each way); they go on, up to ``READING_MOST`` seconds, until they have what the test
+#: asserts (``enough``): on a quiet machine that is well within the least.
+MIGRATING_SECONDS = 1.0
+READING_MOST = 60.0
 MIN_CYCLES = 1
 #: When the migrating process stops by itself (a test that failed to stop it).
 MOST_SECONDS = 180
@@ -79,11 +82,16 @@ def migrating(url: str) -> Iterator[Callable[[], str]]:
 
 
 def read_while_migrating(
-    url: str, readers: list[tuple[str, Callable[[Database], str]]]
+    url: str,
+    readers: list[tuple[str, Callable[[Database], str]]],
+    enough: Callable[[Counter[str]], bool] = lambda _: True,
 ) -> tuple[Counter[str], list[str], str]:
     """Run each reader in a thread of its own until the migrations end.
 
-    Returns what the reads saw (counted), every failure, and the cycler's last line.
+    The migrations end once the threads' reads are ``enough`` after at least
+    ``MIGRATING_SECONDS`` (or after ``READING_MOST``, and the test's assertions say what
+    is missing). Returns what the reads saw (counted), every failure, and the cycler's
+    last line.
     """
     seen: Counter[str] = Counter()
     failures: list[str] = []
@@ -117,7 +125,13 @@ def read_while_migrating(
             for worker in workers:
                 worker.start()
             assert process.stdout is not None and process.stdout.readline() == "ready\n"
+            began = time.monotonic()
             time.sleep(MIGRATING_SECONDS)
+            while time.monotonic() - began < READING_MOST:
+                with guard:
+                    if enough(seen):
+                        break
+                time.sleep(0.1)
             last = stop()
             done.set()
             for worker in workers:
@@ -168,14 +182,21 @@ def start_read(database: Database) -> str:
 
 def test_status_reads_never_fail_during_upgrades_and_downgrades(database_url: str) -> None:
     started = time.monotonic()
+    history = load_history()
+    previous = history.revisions[-2].id
+
+    def enough(seen: Counter[str]) -> bool:
+        """The reads the assertions below need: 40 of them, and both revisions seen."""
+        both = seen[f"status {history.head}"] and seen[f"status {previous}"]
+        return bool(both) and sum(seen.values()) >= 40
+
     seen, failures, last = read_while_migrating(
         database_url,
         # Status reads are the cheapest: most threads read it, to meet the race most often.
         [("status", status_read)] * 3
         + [("ready", readiness_read), ("wait", wait_read), ("start", start_read)],
+        enough,
     )
-    history = load_history()
-    previous = history.revisions[-2].id
     reads = sum(seen.values())
     print(f"{reads} reads in {time.monotonic() - started:.1f} s, {last}: {dict(seen)}")
 

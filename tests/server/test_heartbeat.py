@@ -50,7 +50,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError("condition not met in time")
 
 

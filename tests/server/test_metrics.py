@@ -98,17 +98,24 @@ def test_pools_and_migration_state_are_exposed(api: TestClient) -> None:
 
 @contextmanager
 def slow_job(url: str, seconds: float, total: int) -> Iterator[subprocess.Popen[str]]:
-    """``tests.server.slow_migration``: holds the lock and records a backfill's progress."""
+    """``tests.server.slow_migration``: holds the lock and records a backfill's progress.
+
+    At the end of the block the job is told to finish (it records head and releases the
+    lock then, rather than at the end of ``seconds``) and must exit 0.
+    """
     job = subprocess.Popen(
         [sys.executable, "-m", "tests.server.slow_migration", str(seconds), str(total)],
         env={**os.environ, "FLOWDB_DATABASE_URL": url},
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert job.stdout is not None
+        assert job.stdin is not None and job.stdout is not None
         assert job.stdout.readline().strip() == "locked"
         yield job
+        job.stdin.write("finish\n")
+        job.stdin.flush()
         assert job.wait(timeout=120) == 0
     finally:
         if job.poll() is None:
@@ -126,7 +133,7 @@ def test_a_migration_part_way_shows_its_rows_and_lock(
     history = load_history()
     previous = history.revisions[-2].id
     set_revision(configured, previous)  # the job's last migration runs
-    with slow_job(configured, seconds=6, total=5000) as job:
+    with slow_job(configured, seconds=20, total=5000) as job:
         deadline = time.monotonic() + 30
         while True:
             samples = scrape(api)

@@ -33,7 +33,7 @@ RUNS = 5_000
 def test_a_rolling_upgrade_under_load_fails_no_request_and_loses_no_write(
     postgres_url: str,
 ) -> None:
-    outcome = rolling_upgrade(postgres_url, RUNS, settle=3.0, tail=3.0, heartbeat=1.0)
+    outcome = rolling_upgrade(postgres_url, RUNS, settle=1.5, tail=1.5, heartbeat=1.0)
     print(describe(outcome))
     # The upgrade applied the expands and stopped before the contract: old replicas served.
     first = outcome.upgrade_output.split("--- second upgrade -y ---")[0]

@@ -49,7 +49,7 @@ def wait_until_ready(port: int, process: subprocess.Popen[str], timeout: float =
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"server on port {port} not ready after {timeout} s")
 
 
