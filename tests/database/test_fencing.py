@@ -16,10 +16,14 @@ plus a few milliseconds) and starts a second upgrade at once. Then:
   run still there, and a rerun has nothing to do.
 
 Each trial's moment follows from its seed (dialect and number), so CI runs a
-deterministic sample (``SAMPLE``): per dialect, the first trial whose moment falls in
-each stretch of two steps (before the first step, ..., after the last), so the lock is
-lost before the replay, inside each part of it and at its end, on both dialects; every
-sampled trial keeps every check. ``pytest -m exhaustive`` runs the other trials.
+deterministic sample (``SAMPLE``): per dialect, the first trial whose kill point is each
+of ``SAMPLED_POINTS``, one per kind of step the lock can be lost in: the first step (a
+CREATE TABLE revision, before anything was recorded), renames of existing tables, an
+online backfill in batches, an index built online, a contract that drops a column and
+its triggers, and after the last step (before the lock is released); so on both dialects
+the lock is lost before the replay, inside each kind of step and at its end, and every
+sampled trial keeps every check. ``pytest -m exhaustive`` runs the other trials (every
+other kill point, each at least once).
 """
 
 from __future__ import annotations
@@ -80,23 +84,35 @@ def kill_point(dialect: str, trial: int) -> int:
     return points[trial % len(points)]
 
 
-#: The stretches of the replay a CI sample must hit: kill points 0-1, 2-3, ..., 10-11.
-STRETCHES = range((len(PENDING) + 2) // 2)
-#: Per dialect, the first trial whose kill point falls in each stretch; the rest are
-#: ``exhaustive``.
+#: The kill points CI's sample meets: each the step the lock is lost in, one per kind.
+SAMPLED_POINTS = {
+    0: "the first step: a CREATE TABLE revision, before anything was recorded",
+    PENDING.index("1b5e8c2f7d43"): "renames of existing tables and columns",
+    PENDING.index("3d1a5e7b9f86"): "an online backfill in batches",
+    PENDING.index("8c6f0a3e5b41"): "an index built online",
+    PENDING.index("9e3f5a7b2d46"): "a contract: a column and its triggers dropped",
+    len(PENDING): "after the last step, before the lock is released",
+}
+#: Per dialect, the first trial whose kill point is each of ``SAMPLED_POINTS``; the rest
+#: are ``exhaustive``.
 SAMPLE = {
     dialect: {
-        min(trial for trial in range(TRIALS) if kill_point(dialect, trial) // 2 == stretch)
-        for stretch in STRETCHES
+        min(trial for trial in range(TRIALS) if kill_point(dialect, trial) == point)
+        for point in SAMPLED_POINTS
     }
     for dialect in DATABASES
 }
 
 
-def test_the_sampled_trials_lose_the_lock_in_every_stretch_of_the_replay() -> None:
+def test_the_sampled_trials_lose_the_lock_in_every_kind_of_step() -> None:
     for dialect, trials in SAMPLE.items():
-        stretches = sorted(kill_point(dialect, trial) // 2 for trial in trials)
-        assert stretches == list(STRETCHES), (dialect, stretches)
+        points = sorted(kill_point(dialect, trial) for trial in trials)
+        assert points == sorted(SAMPLED_POINTS), (dialect, points)
+    # Together with the exhaustive trials: every kill point, each at least once.
+    for dialect in DATABASES:
+        assert {kill_point(dialect, trial) for trial in range(TRIALS)} == set(
+            range(len(PENDING) + 1)
+        )
 
 
 def lock_session(url: str) -> int | None:
