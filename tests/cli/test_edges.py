@@ -10,6 +10,15 @@ prepared, and checks what README.md promises:
 
 To add a case: add a row (and, when no setup fits, a small setup function). Cases
 that need more than one command, a second process or a signal follow the table.
+
+Signals inside a data migration: CI runs a deterministic sample, each trial signalled
+right after the upgrade's stderr names its moment. On every dialect it covers each kind
+of moment inside the online data migrations (between backfill batches, an online index
+build, the contract's DDL, between two revisions), with SIGINT and SIGTERM alternating
+(each moment meets both over the dialects). ``-m exhaustive`` adds the other signal at
+each moment, a backfill just starting and a later revision's data move, and the timed
+trials over 30,000 runs. Signals before the lock, while waiting and after the last
+revision are tests/cli/test_signals.py's and ``test_a_signal_while_only_waiting_...``.
 """
 
 from __future__ import annotations
