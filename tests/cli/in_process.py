@@ -139,3 +139,54 @@ def _exit_code(code: object, stderr: io.StringIO) -> int:
         return code & 0xFF
     print(code, file=stderr)
     return 1
+
+
+def run_alembic(
+    environment: dict[str, str], args: list[str], *, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``alembic ARGS`` through Alembic's command line in this process.
+
+    What the ``alembic`` script installed beside the interpreter runs
+    (``alembic.config:main``: ``CommandLine`` parses, ``Config`` and ``run_cmd``), with
+    the process state a child would have had; a failure Alembic reports (``FAILED: ...``
+    and ``sys.exit``) gives its exit status.
+    """
+    from alembic.config import CommandLine, Config
+
+    def main() -> None:
+        """``alembic.config.main``, but printing to this run's stdout: ``Config`` binds
+        ``sys.stdout`` as it was when Alembic was imported."""
+        command_line = CommandLine(prog="alembic")
+        options = command_line.parser.parse_args(args)
+        if not hasattr(options, "cmd"):
+            command_line.parser.error("too few arguments")
+        toml, ini = command_line._inis_from_config(options)
+        config = Config(
+            file_=ini, toml_file=toml, ini_section=options.name, cmd_opts=options, stdout=stdout
+        )
+        command_line.run_cmd(config, options)
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code: int
+    with (
+        _process_state(environment, cwd),
+        _fresh_logging(),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        saved_stdin = sys.stdin
+        sys.stdin = io.StringIO("")
+        sys.argv = ["alembic", *args]
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = _exit_code(exit_.code, stderr)
+        except Exception:
+            traceback.print_exc(file=stderr)
+            code = 1
+        finally:
+            sys.stdin = saved_stdin
+    return subprocess.CompletedProcess(
+        ["alembic", *args], code, stdout.getvalue(), stderr.getvalue()
+    )

@@ -10,6 +10,15 @@ prepared, and checks what README.md promises:
 
 To add a case: add a row (and, when no setup fits, a small setup function). Cases
 that need more than one command, a second process or a signal follow the table.
+
+Signals inside a data migration: CI runs a deterministic sample, each trial signalled
+right after the upgrade's stderr names its moment. On every dialect it covers each kind
+of moment inside the online data migrations (between backfill batches, an online index
+build, the contract's DDL, between two revisions), with SIGINT and SIGTERM alternating
+(each moment meets both over the dialects). ``-m exhaustive`` adds the other signal at
+each moment, a backfill just starting and a later revision's data move, and the timed
+trials over 30,000 runs. Signals before the lock, while waiting and after the last
+revision are tests/cli/test_signals.py's and ``test_a_signal_while_only_waiting_...``.
 """
 
 from __future__ import annotations
@@ -897,10 +906,217 @@ def test_a_busy_sqlite_file_is_waited_for_visibly_and_within_the_timeout(
     assert sqlite3.connect(sqlite_file(sqlite_url)).execute("SELECT 1").fetchone() == (1,)
 
 
-# --- Ctrl-C and SIGTERM --------------------------------------------------------------------
+# --- Ctrl-C and SIGTERM ---------------------------------------------------------------------
+#
+# A signal inside a data-migrating upgrade (from IDS[8], before the online data migrations,
+# over seeded flow runs): each trial is one real ``python -m flowdb database upgrade -y``
+# signalled as soon as its stderr shows the line of a moment (``MOMENTS``), so where the
+# signal lands does not depend on timing or load. CI runs, on each dialect, the four kinds
+# of moment inside a data migration (between backfill batches, an index build, the
+# contract's DDL, between two revisions), the signal alternating between SIGINT and
+# SIGTERM (shifted per dialect, so each moment meets both signals over the dialects).
+# ``-m exhaustive`` adds the other signal at each of those, two more moments of the same
+# kinds (a backfill starting, a later revision's data move), and the original timed trials
+# over 30,000 runs. The moments before the lock, waiting for it and after the last
+# revision are test_signals.py's (a time-spread sample on each dialect) and
+# ``test_a_signal_while_only_waiting_says_nothing_was_changed`` below.
+
+#: Flow runs seeded for a moment trial, and the child's batch size: five backfill batches,
+#: so that "between batches" exists and stays cheap to finish afterwards.
+MOMENT_RUNS = 1_000
+MOMENT_BATCH = "200"
+#: A moment of the upgrade: the stderr line (a part of it) right after which the signal goes.
+MOMENTS = {
+    "between backfill batches": "flow_run: 200 rows so far (batch 1)",
+    "an index build": "3d1a5e7b9f86: phase index",
+    "the contract's DDL": "3d1a5e7b9f86: phase contract",
+    "between revisions": "\u2191 3d1a5e7b9f86",
+    "a backfill starting": "3d1a5e7b9f86: phase backfill",
+    "a later revision's data move": "5f3c7a9d2b18: phase backfill",
+}
+#: The moments CI runs on every dialect (one of each kind); the others are ``exhaustive``.
+CI_MOMENTS = list(MOMENTS)[:4]
+
+
+def moment_params() -> Iterator[object]:
+    """(dialect, moment, signal) items: CI's one signal per moment, the rest ``exhaustive``."""
+    for shift, dialect in enumerate(ALL_DIALECTS):
+        for index, moment in enumerate(MOMENTS):
+            for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+                sampled = moment in CI_MOMENTS and (index + shift) % 2 == (signum == signal.SIGTERM)
+                yield pytest.param(
+                    dialect,
+                    moment,
+                    signum,
+                    code,
+                    id=f"{dialect}-{moment.replace(' ', '-')}-{signal.Signals(signum).name}",
+                    marks=[] if sampled else [pytest.mark.exhaustive],
+                )
+
+
+def test_ci_s_moments_meet_both_signals_on_each_dialect() -> None:
+    ci = [param.values for param in moment_params() if not param.marks]  # type: ignore[attr-defined]
+    for dialect in ALL_DIALECTS:
+        ours = [(moment, signum) for d, moment, signum, _ in ci if d == dialect]
+        assert sorted(moment for moment, _ in ours) == sorted(CI_MOMENTS)
+        assert {signum for _, signum in ours} == {signal.SIGINT, signal.SIGTERM}
+    assert {(moment, signum) for _, moment, signum, _ in ci} == {
+        (moment, signum) for moment in CI_MOMENTS for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+
+
+def interrupt(
+    scene: Scene, signum: int, after: str | None, env: dict[str, str]
+) -> tuple[str, str, int]:
+    """Start ``upgrade -y``, signal it once stderr shows ``after`` (or its first line).
+
+    Returns its stdout, its whole stderr and its exit code.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    seen = ""
+    try:
+        for line in process.stderr:
+            seen += line
+            if after is None or after in line:
+                break
+        else:
+            raise AssertionError(f"the upgrade never said {after!r}:\n{seen}")
+        process.send_signal(signum)
+        out, rest = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return out, seen + rest, process.returncode
+
+
+def assert_one_line_at_a_revision(
+    scene: Scene, signum: int, code: int, returncode: int, out: str, err: str
+) -> str:
+    """The interrupted upgrade's ending, and the database it left, finished by a rerun.
+
+    Returns the revision the signal left the database at.
+    """
+    assert returncode == code, err
+    assert "Traceback" not in out + err, err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    what = "Interrupted" if signum == signal.SIGINT else "Terminated"
+    assert last.startswith(f"{what}; the database stays at the last migration"), err
+    revision = current_revision(scene.url)
+    assert revision in IDS
+    ok(scene.run("database", "upgrade", "-y"))  # finishes a migration left part way
+    return str(revision)
+
+
+def child_env(scene: Scene, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
+    env.update(FLOWDB_DATABASE_URL=scene.url, FLOWDB_HOME=str(scene.home), **settings)
+    return env
+
+
+class BeforeTheDataMigrations:
+    """Per worker and dialect, one database at IDS[8] holding ``MOMENT_RUNS`` flow runs.
+
+    Building it costs seconds (nine revisions; five on MariaDB), so a moment trial takes
+    it as the last one left it: at IDS[8] again, after the trial's own upgrade to head
+    and downgrade back. A trial that failed part way leaves it unready, and the next
+    one empties it and builds it again.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.urls: dict[str, str] = {}
+        self.ready: set[str] = set()
+
+    def take(self, dialect: str) -> str:
+        """The dialect's database at IDS[8], seeded; unready until ``give_back``."""
+        from tests.dbtools import (
+            create_mariadb_database,
+            create_postgres_database,
+            reset_mariadb_database,
+            reset_postgres_database,
+        )
+
+        if dialect not in self.urls:
+            create = {
+                "sqlite": lambda: f"sqlite:///{self.folder / 'flowdb.db'}",
+                "postgresql": create_postgres_database,
+                "mariadb": create_mariadb_database,
+            }[dialect]
+            self.urls[dialect] = create()
+        url = self.urls[dialect]
+        if dialect not in self.ready:
+            if dialect == "sqlite":
+                sqlite_file(url).unlink(missing_ok=True)
+            elif dialect == "postgresql":
+                reset_postgres_database(url)
+            else:
+                self.urls[dialect] = url = reset_mariadb_database(url)
+            at(IDS[8])(Scene(url, self.folder, self.folder / "home"))
+            seed_flow_runs(url, MOMENT_RUNS)
+        self.ready.discard(dialect)
+        return url
+
+    def give_back(self, dialect: str) -> None:
+        """The trial left the database as it took it (at IDS[8], the runs kept)."""
+        self.ready.add(dialect)
+
+    def close(self) -> None:
+        from tests.dbtools import drop_mariadb_database, drop_postgres_database
+
+        for dialect, url in self.urls.items():
+            if dialect == "postgresql":
+                drop_postgres_database(url)
+            elif dialect == "mariadb":
+                drop_mariadb_database(url)
+
+
+@pytest.fixture(scope="session")
+def before_the_data_migrations(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[BeforeTheDataMigrations]:
+    prepared = BeforeTheDataMigrations(tmp_path_factory.mktemp("before-data-migrations"))
+    try:
+        yield prepared
+    finally:
+        prepared.close()
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("dialect", "moment", "signum", "code"), list(moment_params()))
+def test_a_signal_at_a_moment_of_a_data_migration_ends_in_one_line(
+    dialect: str,
+    moment: str,
+    signum: int,
+    code: int,
+    tmp_path: Path,
+    before_the_data_migrations: BeforeTheDataMigrations,
+) -> None:
+    """A signal right after the upgrade says ``moment`` ends it in one line at a revision."""
+    url = before_the_data_migrations.take(dialect)  # at IDS[8], before the data migrations
+    scene = Scene(url, tmp_path, tmp_path / "home")
+    env = child_env(scene, FLOWDB_MIGRATION_BATCH_SIZE=MOMENT_BATCH)
+
+    out, err, returncode = interrupt(scene, signum, MOMENTS[moment], env)
+
+    assert "Upgrade finished" not in out, f"the signal after {moment!r} came too late:\n{err}"
+    assert_one_line_at_a_revision(scene, signum, code, returncode, out, err)
+    assert current_revision(url) == HEAD
+    ok(scene.run("database", "downgrade", "-y", "-r", IDS[8]))
+    assert current_revision(url) == IDS[8]
+    before_the_data_migrations.give_back(dialect)
+
+
+@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_at_any_moment_ends_in_one_line(
     database_url: str, tmp_path: Path, signum: int, code: int
@@ -911,8 +1127,7 @@ def test_a_signal_at_any_moment_ends_in_one_line(
     seed_flow_runs(database_url, 30_000)
     landed: set[str | None] = set()
     for delay in (0.0, 0.01, 0.03, 0.08, 0.15):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
-        env.update(FLOWDB_DATABASE_URL=database_url, FLOWDB_HOME=str(scene.home))
+        env = child_env(scene)
         process = subprocess.Popen(
             [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
             env=env,
@@ -922,23 +1137,15 @@ def test_a_signal_at_any_moment_ends_in_one_line(
             text=True,
         )
         assert process.stderr is not None
-        first_step = process.stderr.readline()  # the first migration committed
-        time.sleep(delay)  # then somewhere inside the following ones
+        first_step = process.stderr.readline()  # the first migration's first phase began
+        time.sleep(delay)  # then somewhere inside it or the following ones
         process.send_signal(signum)
         out, rest = process.communicate(timeout=120)
         err = first_step + rest
         if "Upgrade finished" in out:  # done before the signal: step back and go again
             ok(scene.run("database", "downgrade", "-y", "-r", IDS[8]))
             continue
-        assert process.returncode == code, err
-        assert "Traceback" not in out + err, err
-        last = [line for line in err.splitlines() if line.strip()][-1]
-        what = "Interrupted" if signum == signal.SIGINT else "Terminated"
-        assert last.startswith(f"{what}; the database stays at the last migration"), err
-        revision = current_revision(database_url)
-        assert revision in IDS
-        landed.add(revision)
-        ok(scene.run("database", "upgrade", "-y"))  # finishes a migration left part way
+        landed.add(assert_one_line_at_a_revision(scene, signum, code, process.returncode, out, err))
         ok(scene.run("database", "downgrade", "-y", "-r", IDS[8]))
     assert landed, "no signal landed inside an upgrade"
     ok(scene.run("database", "upgrade", "-y"))

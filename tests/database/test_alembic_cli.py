@@ -1,7 +1,12 @@
 """Alembic's own CLI on flowdb's history, with the ini from ``flowdb database alembic-ini``.
 
-Every test runs the real ``alembic`` console script in a subprocess, as an operator
-does, against real databases (a SQLite file, PostgreSQL and MariaDB).
+Every test runs Alembic's console-script function (``alembic.config:main``, what the
+installed ``alembic`` script calls) against real databases (a SQLite file, PostgreSQL and
+MariaDB): in the test's process (``tests.cli.in_process.run_alembic``) where only its
+output, exit status and effect on the database are tried, and as the real ``alembic``
+script in a subprocess, as an operator runs it, where the process is what is tried (the
+first upgrade of every dialect, and each run that holds or waits for the migration lock
+while the test looks at it from outside).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from flowdb.database.migrations import restartable
 from flowdb.database.runner import main_options
 from flowdb.database.target import Database
 from tests.cli.helpers import flowdb
+from tests.cli.in_process import run_alembic
 from tests.dbtools import (
     holder_description,
     in_progress,
@@ -42,14 +48,23 @@ RUN_TIMEOUT = 180
 
 
 def alembic(
-    ini: Path, *args: str, url: str | None = None, env: dict[str, str] | None = None
+    ini: Path,
+    *args: str,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``alembic -c INI ARGS``; ``url`` becomes ``FLOWDB_DATABASE_URL`` (flowdb's setting)."""
+    """Run ``alembic -c INI ARGS``; ``url`` becomes ``FLOWDB_DATABASE_URL`` (flowdb's setting).
+
+    In this process unless ``process`` asks for the real ``alembic`` script in a child.
+    """
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
     environment["FLOWDB_HOME"] = str(ini.parent / "flowdb-home")
     if url is not None:
         environment["FLOWDB_DATABASE_URL"] = url
     environment.update(env or {})
+    if not process:
+        return run_alembic(environment, ["-c", str(ini), *args], cwd=ini.parent)
     return subprocess.run(
         [ALEMBIC, "-c", str(ini), *args],
         capture_output=True,
@@ -134,7 +149,7 @@ def test_alembic_cli_runs_flowdb_history(database_url: str, tmp_path: Path) -> N
 
     assert ok(alembic(ini, "current", url=database_url)).strip() == ""
 
-    ok(alembic(ini, "upgrade", "head", url=database_url))
+    ok(alembic(ini, "upgrade", "head", url=database_url, process=True))  # as operators do
     assert revision_of(database_url) == head
     # Recorded as flowdb records its own upgrades: one row per revision, in order.
     assert runs(database_url) == [(r.id, "upgrade", True) for r in history.revisions]
