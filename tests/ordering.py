@@ -7,10 +7,10 @@ overlap each other early and the many short ones fill the gaps at the end
 (longest-processing-time-first scheduling).
 
 The durations live in ``tests/durations.json`` (node id -> seconds, setup and
-teardown included), written by ``pytest --store-durations``. An item the file does not
-know gets ``UNKNOWN_SECONDS``; a stale file only makes the order less good, never a
-test wrong. Items keep their collection order among equals, so a module's items stay
-together where their durations tie.
+teardown included), written by a run of the whole suite with ``--store-durations``.
+An item the file does not know gets ``UNKNOWN_SECONDS``; a stale file only makes the
+order less good, never a test wrong. Items keep their collection order among equals,
+so a module's items stay together where their durations tie.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ class DurationRecorder:
         self.seconds[report.nodeid] += report.duration
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """Merge the sums into the file (a run of some files keeps the others' entries)."""
+        """Write the sums, sorted by node id: the file is this run's, so store from a
+        run of the whole suite (items a run left out would lose their entries)."""
         if hasattr(session.config, "workerinput") or not self.seconds:
             return
-        merged = known_durations(self.path) | {n: round(s, 2) for n, s in self.seconds.items()}
-        self.path.write_text(json.dumps(dict(sorted(merged.items())), indent=0) + "\n")
+        rounded = {node: round(s, 2) for node, s in sorted(self.seconds.items())}
+        self.path.write_text(json.dumps(rounded, indent=0) + "\n")

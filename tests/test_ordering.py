@@ -30,16 +30,16 @@ def test_a_missing_or_corrupt_file_means_no_known_durations(tmp_path: Path) -> N
     assert known_durations(corrupt) == {}
 
 
-def test_stored_durations_sum_the_phases_and_keep_the_other_items(tmp_path: Path) -> None:
+def test_stored_durations_sum_the_phases_and_replace_the_file(tmp_path: Path) -> None:
     path = tmp_path / "durations.json"
-    path.write_text(json.dumps({"old::kept": 4.0, "t::x": 99.0}))
+    path.write_text(json.dumps({"old::gone": 4.0, "t::x": 99.0}))
     recorder = DurationRecorder(path)
     for phase, seconds in (("setup", 0.5), ("call", 2.0), ("teardown", 0.25)):
         recorder.pytest_runtest_logreport(
             SimpleNamespace(nodeid="t::x", when=phase, duration=seconds)
         )
     recorder.pytest_sessionfinish(SimpleNamespace(config=SimpleNamespace()))
-    assert known_durations(path) == {"old::kept": 4.0, "t::x": 2.75}
+    assert known_durations(path) == {"t::x": 2.75}
 
 
 def test_a_worker_writes_nothing(tmp_path: Path) -> None:
