@@ -367,23 +367,26 @@ def tcp_ports(pid: int) -> set[int]:
     return ports
 
 
+def upgrade_process(environment: dict[str, str]) -> subprocess.Popen[str]:
+    """A real ``flowdb database upgrade -y`` process with ``environment``: stdin empty,
+    stdout and stderr piped as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def upgrades_at_once(url: str, count: int, **env: str) -> list[tuple[int, str, str]]:
     """``count`` processes running ``flowdb database upgrade -y`` on ``url`` at the same time.
 
     ``env`` adds ``FLOWDB_*`` settings. Returns each one's exit code, stdout and stderr.
     """
     environment = {**os.environ, "FLOWDB_DATABASE_URL": url, **env}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(count)
-    ]
+    processes = [upgrade_process(environment) for _ in range(count)]
     outputs = [process.communicate(timeout=300) for process in processes]
     return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs, strict=True)]
 

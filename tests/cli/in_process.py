@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from flowdb import interrupts
@@ -104,20 +104,36 @@ def run_main(
     """
     from flowdb.cli.root import main
 
+    def run(_stdout: io.StringIO) -> None:
+        main()
+
+    contexts = (_process_state(environment, cwd), _migrations_folder(migrations))
+    return _as_a_process("flowdb", args, run, contexts)
+
+
+def _as_a_process(
+    program: str,
+    args: list[str],
+    run: Callable[[io.StringIO], None],
+    contexts: Iterable[contextlib.AbstractContextManager[object]],
+) -> subprocess.CompletedProcess[str]:
+    """Call ``run`` (given the captured stdout) as ``PROGRAM ARGS`` would run in a child:
+    inside ``contexts`` (the child's process state), with stdin empty, stdout and stderr
+    captured, logging fresh, and its exit (``sys.exit``, or an escaping exception's
+    traceback and status 1) turned into the exit status a process would give."""
     stdout, stderr = io.StringIO(), io.StringIO()
     code: int
-    with (
-        _process_state(environment, cwd),
-        _migrations_folder(migrations),
-        _fresh_logging(),
-        contextlib.redirect_stdout(stdout),
-        contextlib.redirect_stderr(stderr),
-    ):
+    with contextlib.ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
+        stack.enter_context(_fresh_logging())
+        stack.enter_context(contextlib.redirect_stdout(stdout))
+        stack.enter_context(contextlib.redirect_stderr(stderr))
         saved_stdin = sys.stdin
         sys.stdin = io.StringIO("")
-        sys.argv = ["flowdb", *args]
+        sys.argv = [program, *args]
         try:
-            main()
+            run(stdout)
             code = 0
         except SystemExit as exit_:
             code = _exit_code(exit_.code, stderr)
@@ -126,9 +142,7 @@ def run_main(
             code = 1
         finally:
             sys.stdin = saved_stdin
-    return subprocess.CompletedProcess(
-        ["flowdb", *args], code, stdout.getvalue(), stderr.getvalue()
-    )
+    return subprocess.CompletedProcess([program, *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 def _exit_code(code: object, stderr: io.StringIO) -> int:
@@ -153,7 +167,7 @@ def run_alembic(
     """
     from alembic.config import CommandLine, Config
 
-    def main() -> None:
+    def run(stdout: io.StringIO) -> None:
         """``alembic.config.main``, but printing to this run's stdout: ``Config`` binds
         ``sys.stdout`` as it was when Alembic was imported."""
         command_line = CommandLine(prog="alembic")
@@ -166,27 +180,4 @@ def run_alembic(
         )
         command_line.run_cmd(config, options)
 
-    stdout, stderr = io.StringIO(), io.StringIO()
-    code: int
-    with (
-        _process_state(environment, cwd),
-        _fresh_logging(),
-        contextlib.redirect_stdout(stdout),
-        contextlib.redirect_stderr(stderr),
-    ):
-        saved_stdin = sys.stdin
-        sys.stdin = io.StringIO("")
-        sys.argv = ["alembic", *args]
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = _exit_code(exit_.code, stderr)
-        except Exception:
-            traceback.print_exc(file=stderr)
-            code = 1
-        finally:
-            sys.stdin = saved_stdin
-    return subprocess.CompletedProcess(
-        ["alembic", *args], code, stdout.getvalue(), stderr.getvalue()
-    )
+    return _as_a_process("alembic", args, run, (_process_state(environment, cwd),))

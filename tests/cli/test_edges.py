@@ -50,7 +50,7 @@ from tests.cli.helpers import (
     ok,
     sqlite_file,
 )
-from tests.dbtools import seed_flow_runs, set_revision, sync_engine, table_names
+from tests.dbtools import seed_flow_runs, set_revision, sync_engine, table_names, upgrade_process
 
 IDS = [revision.id for revision in load_history().revisions]
 HEAD = IDS[-1]
@@ -972,14 +972,7 @@ def interrupt(
 
     Returns its stdout, its whole stderr and its exit code.
     """
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = upgrade_process(env)
     assert process.stderr is not None
     seen = ""
     try:
@@ -1127,15 +1120,7 @@ def test_a_signal_at_any_moment_ends_in_one_line(
     seed_flow_runs(database_url, 30_000)
     landed: set[str | None] = set()
     for delay in (0.0, 0.01, 0.03, 0.08, 0.15):
-        env = child_env(scene)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = upgrade_process(child_env(scene))
         assert process.stderr is not None
         first_step = process.stderr.readline()  # the first migration's first phase began
         time.sleep(delay)  # then somewhere inside it or the following ones
