@@ -49,7 +49,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     from bench.fresh_install import EXTRA, bench_fresh_install
     from bench.online import bench_online_upgrade
     from bench.readiness import bench_readiness
-    from bench.rolling import bench_rolling
+    from bench.rolling import TINY_RUNS, bench_rolling
     from bench.server import bench_server
     from bench.startup import bench_startup
     from bench.state_races import bench_state_races
@@ -72,7 +72,7 @@ def _cases(args: argparse.Namespace) -> dict[str, tuple[str, Callable[[Scratch],
     many = 2 if args.tiny else 4
     # Seconds of load before and after an upgrade under load (cases 7 and 14).
     lead, tail = (0.3, 0.2) if args.tiny else (1.0, 0.5)
-    rolling_runs = 2_000 if args.tiny else 1_000_000 if args.scale else 100_000
+    rolling_runs = TINY_RUNS if args.tiny else 1_000_000 if args.scale else 100_000
     return {
         "startup": ("1. CLI start-up", lambda s: bench_startup(s, repeat)),
         "upgrade": (
@@ -158,15 +158,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_write:
         mode = "tiny" if args.tiny else "scale" if args.scale else "default"
-        header = (
-            f"# flowdb benchmark results\n\n"
-            f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, mode `{mode}`, "
-            f"{args.repeat} runs per measurement; ratios are medians measured in the same run.\n\n"
-            f"{environment_report(postgres_version())}\n"
-        )
-        args.output.write_text(header + "\n".join(sections), encoding="utf-8")
+        args.output.write_text(results_document(mode, args.repeat, sections), encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def results_document(mode: str, repeat: int, sections: list[str]) -> str:
+    """The Markdown results file: when and where it was measured, then each case's table."""
+    header = (
+        f"# flowdb benchmark results\n\n"
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, mode `{mode}`, "
+        f"{repeat} runs per measurement; ratios are medians measured in the same run.\n\n"
+        f"{environment_report(postgres_version())}\n"
+    )
+    return header + "\n".join(sections)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ The procedure of README "Rolling upgrades", run for real on PostgreSQL:
 6. The load goes on ``tail`` seconds at head; every request is recorded (time,
    replica, route, status, latency, error).
 
-``rolling_upgrade`` returns the record; the test (tests/server/test_rolling_upgrade.py)
-asserts it, ``bench_rolling`` prints its table and draws latency over time with the
-phases marked (``rolling.png`` next to the results file).
+``rolling_upgrade`` returns the record; ``report_rolling`` makes its table rows and draws
+latency over time with the phases marked (``rolling.png`` next to the results file). The
+test (tests/server/test_rolling_upgrade.py) runs the case at the tiny size (``TINY``),
+asserts the record and checks the table, as the suite's tiny run of every other case does.
 """
 
 from __future__ import annotations
@@ -680,20 +681,27 @@ def draw(outcome: Outcome, path: Path) -> bool:
     return True
 
 
+#: The tiny size's windows (``settle``, ``tail``, ``heartbeat`` seconds): a second of load
+#: per window and a 1 s heartbeat (the contract comes a beat after the last old replica
+#: stops): enough requests in each window for its row. The suite's rolling-upgrade test
+#: (tests/server/test_rolling_upgrade.py) runs this case at the tiny size and asserts it.
+TINY = {"settle": 1.0, "tail": 1.0, "heartbeat": 1.0}
+#: The tiny size's flow runs.
+TINY_RUNS = 2_000
+
+
 def bench_rolling(scratch: Scratch, runs: int, output: Path, tiny: bool) -> list[Row]:
     """Case 13: one rolling upgrade of ``runs`` flow runs; its table rows, and its PNG."""
     url = scratch.new_url("postgresql")
-    # Tiny: a second of load per window and a 1 s heartbeat (the contract comes a beat
-    # after the last old replica stops): enough requests in each window for its row.
-    settle, tail, heartbeat = (1.0, 1.0, 1.0) if tiny else (15.0, 10.0, 5.0)
-    outcome = rolling_upgrade(
-        url,
-        runs,
-        settle=settle,
-        tail=tail,
-        heartbeat=heartbeat,
-        say=lambda line: print(line, file=sys.stderr),
-    )
+    windows = TINY if tiny else {"settle": 15.0, "tail": 10.0, "heartbeat": 5.0}
+    outcome = rolling_upgrade(url, runs, **windows, say=lambda line: print(line, file=sys.stderr))
+    scratch.drop(url)
+    return report_rolling(outcome, output, tiny)
+
+
+def report_rolling(outcome: Outcome, output: Path, tiny: bool) -> list[Row]:
+    """The table rows of ``outcome``; its phases (Markdown) and PNG next to ``output``."""
+    runs = outcome.runs
     print(describe(outcome), file=sys.stderr)
     if outcome.failures:
         print("failed requests:", *outcome.failures[:10], sep="\n", file=sys.stderr)
@@ -707,7 +715,6 @@ def bench_rolling(scratch: Scratch, runs: int, output: Path, tiny: bool) -> list
         encoding="utf-8",
     )
     print(f"wrote {phases}", file=sys.stderr)
-    scratch.drop(url)
     rows = summary(outcome)
     rows.append(
         Row(

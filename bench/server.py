@@ -1,8 +1,9 @@
 """Case 6: the REST API under load: creating flow runs and batch-inserting logs.
 
 One server per dialect and worker count (``flowdb server start --workers N``) on a
-fresh database, driven by one asyncio client with 16 requests in flight. Each row is
-the wall time of a round of requests; the note turns it into requests per second.
+fresh database (the four start together; each is measured while the others idle),
+driven by one asyncio client with 16 requests in flight. Each row is the wall time of a
+round of requests; the note turns it into requests per second.
 Baselines: with 1 worker, ``GET /api/health`` rounds on the same server (the HTTP
 stack without the database); with 4 workers (2 at the tiny size), the same operation
 with 1 worker.
@@ -33,11 +34,14 @@ def bench_server(scratch: Scratch, requests: int, repeat: int, many: int = 4) ->
     """Requests per second for flow runs and log batches, per dialect, 1 and ``many``
     workers."""
     rows: list[Row] = []
+    shapes = [(dialect, workers) for dialect in ("sqlite", "postgresql") for workers in (1, many)]
+    # The four servers start (and stop) together; each is measured alone, the rest idle.
+    with running_servers(scratch, shapes) as bases:
+        measured_by = {shape: _measure(bases[shape], requests, repeat) for shape in shapes}
     for dialect in ("sqlite", "postgresql"):
         single: dict[str, Timing] = {}
         for workers in (1, many):
-            with running_server(scratch, dialect, workers) as base_url:
-                timings = _measure(base_url, requests, repeat)
+            timings = measured_by[(dialect, workers)]
             for operation in ("create flow run", "insert 100 logs"):
                 measured = timings[operation]
                 if workers == 1:
@@ -95,15 +99,23 @@ def stop_server(process: subprocess.Popen[str], timeout: float = 30) -> int | No
 
 
 @contextmanager
-def running_server(scratch: Scratch, dialect: str, workers: int) -> Iterator[str]:
-    """A running server on a fresh database; its base URL. Stopped and dropped after."""
-    url = scratch.new_url(dialect)
+def running_servers(
+    scratch: Scratch, shapes: list[tuple[str, int]]
+) -> Iterator[dict[tuple[str, int], str]]:
+    """A server per ``(dialect, workers)`` of ``shapes``, each on a fresh database, started
+    together (their start-ups overlap); their base URLs by shape. Stopped and dropped after."""
+    urls = [scratch.new_url(dialect) for dialect, _ in shapes]
     command = [PYTHON, "-m", "flowdb", "server", "start", "--log-level", "warning"]
+    servers = [
+        ([*command, "--workers", str(workers), "--port"], flowdb_env(url))
+        for url, (_, workers) in zip(urls, shapes, strict=True)
+    ]
     try:
-        with serving([*command, "--workers", str(workers), "--port"], flowdb_env(url)) as base:
-            yield base
+        with serving_together(servers) as bases:
+            yield dict(zip(shapes, bases, strict=True))
     finally:
-        scratch.drop(url)
+        for url in urls:
+            scratch.drop(url)
 
 
 @contextmanager
@@ -147,6 +159,9 @@ def serving_together(
                 time.sleep(0.05)
         yield bases
     finally:
+        for process in started:  # all asked to stop at once: their shutdowns overlap
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
         for process in started:
             stop_server(process)
 

@@ -117,21 +117,24 @@ def bench_state_races(scratch: Any, runs: int, many: int = 4) -> list[Any]:
     """Case 8's rows: one race per dialect and worker count (1 and ``many``), with its
     violations."""
     from bench.common import Row, Timing
-    from bench.server import running_server
+    from bench.server import running_servers
 
     rows = []
-    for dialect in ("sqlite", "postgresql"):
-        for workers in (1, many):
-            with running_server(scratch, dialect, workers) as base_url:
-                report = race_states(base_url, runs)
-            answers = ", ".join(f"{code}: {n}" for code, n in sorted(report.statuses.items()))
-            rows.append(
-                Row(
-                    f"{dialect}, {workers} worker(s): {runs} runs × 2 rounds × {CALLS} calls",
-                    Timing([report.seconds]),
-                    "-",
-                    None,
-                    note=f"{report.broken_runs} invariant violations; answers {answers}",
-                )
+    shapes = [(dialect, workers) for dialect in ("sqlite", "postgresql") for workers in (1, many)]
+    # The four servers start (and stop) together; each race runs alone, the others idle.
+    with running_servers(scratch, shapes) as bases:
+        reports = {shape: race_states(bases[shape], runs) for shape in shapes}
+    for dialect, workers in shapes:
+        report = reports[(dialect, workers)]
+        answers = ", ".join(f"{code}: {n}" for code, n in sorted(report.statuses.items()))
+        rows.append(
+            Row(
+                f"{dialect}, {workers} worker(s): {runs} runs × 2 rounds × {CALLS} calls",
+                Timing([report.seconds]),
+                "-",
+                None,
+                note=f"{report.broken_runs} invariant violations; answers {answers}",
             )
+        )
+
     return rows

@@ -14,26 +14,42 @@ write stored; ``check`` clean at head. Reported, not asserted: the p99 latency r
 during/before and the polls at which no replica had answered ready within 200 ms.
 Both depend on the machine's load (the suite runs beside other work on two cores; the
 previous release's readiness inspects the whole schema per call, 0.5-1.6 s under a
-load average of 15-20), not on flowdb; the bench case 12 reports them at 1,000,000 runs.
+load average of 15-20), not on flowdb; the bench case 13 reports them at 1,000,000 runs.
+
+This is also the suite's tiny run of bench case 13 (``rolling``): the upgrade runs at the
+case's tiny size (``bench.rolling.TINY``, ``TINY_RUNS`` flow runs), and the case's table
+and results file are made from this same record and checked as tests/bench/test_bench.py
+checks every other case's (``check_tiny_run``), so the suite upgrades once, not twice.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from bench.rolling import FRESH, describe, percentile, rolling_upgrade
+from bench.__main__ import results_document
+from bench.common import render_table
+from bench.rolling import (
+    FRESH,
+    TINY,
+    TINY_RUNS,
+    describe,
+    percentile,
+    report_rolling,
+    rolling_upgrade,
+)
 
 from flowdb.database.history import load_history
+from tests.bench.tiny import CASES, check_tiny_run
 from tests.dbtools import revision_of
-
-RUNS = 5_000
 
 
 @pytest.mark.slow
 @pytest.mark.releases
 def test_a_rolling_upgrade_under_load_fails_no_request_and_loses_no_write(
-    postgres_url: str,
+    postgres_url: str, tmp_path: Path
 ) -> None:
-    outcome = rolling_upgrade(postgres_url, RUNS, settle=1.5, tail=1.5, heartbeat=1.0)
+    outcome = rolling_upgrade(postgres_url, TINY_RUNS, **TINY)
     print(describe(outcome))
     # The upgrade applied the expands and stopped before the contract: old replicas served.
     first = outcome.upgrade_output.split("--- second upgrade -y ---")[0]
@@ -69,3 +85,10 @@ def test_a_rolling_upgrade_under_load_fails_no_request_and_loses_no_write(
         f"{percentile(upgrading, 0.99) * 1000:.0f} ms; polls without a replica ready within "
         f"{FRESH * 1000:.0f} ms: {outcome.polls_without_fresh} of {len(outcome.sizes)}"
     )
+
+    # Bench case 13 at the tiny size: its table, printed and written, from this record.
+    output = tmp_path / "results.md"
+    table = render_table(CASES["rolling"][0], report_rolling(outcome, output, tiny=True))
+    print(table)
+    output.write_text(results_document("tiny", 1, [table]), encoding="utf-8")
+    check_tiny_run("rolling", table, output.read_text(encoding="utf-8"))
