@@ -137,7 +137,7 @@ def test_a_replica_gives_up_when_nothing_moves(configured: str) -> None:
     port = free_port()
     started = time.monotonic()
     replica = start_server(
-        configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="4"
+        configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="3"
     )
     try:
         assert first_answer(port, replica, "/api/health", within=60).status_code == 200
@@ -150,12 +150,12 @@ def test_a_replica_gives_up_when_nothing_moves(configured: str) -> None:
             replica.kill()
             replica.communicate()
     elapsed = time.monotonic() - started
-    assert 4 <= elapsed < 30
+    assert 3 <= elapsed < 30
     assert replica.returncode == ExitCode.REFUSED
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("Error: The database at "), stderr
     assert f"{count} migration(s) behind" in last
-    assert "no migration ran or progressed for 4 s" in last
+    assert "no migration ran or progressed for 3 s" in last
     assert "flowdb database upgrade -y" in last
     assert stderr.count("Error: ") == 1
     assert "Traceback" not in stderr
