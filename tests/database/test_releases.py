@@ -217,21 +217,24 @@ def test_a_declared_amendment_is_accepted_and_an_undeclared_change_refused(
     def flowdb(*args: str) -> subprocess.CompletedProcess[str]:
         return _run(sys.executable, ["-m", "flowdb", "database", *args], env)
 
-    assert flowdb("upgrade", "-y").returncode == 0
-    # The newest revision with a declared amendment; the database goes back to it.
+    def flowdb_steps(*commands: str) -> None:
+        """``commands`` in one interpreter (SEQUENCE), each of which must exit 0."""
+        steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in commands], env)
+        for step, code in steps:
+            assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
+
+    # The newest revision with a declared amendment; the database goes up to head, then
+    # back to it.
     declared = {a.revision: a.old for a in amendments(history)}
     below, head = [r for r in history.revisions if r.id in declared][-1], history.revisions[-1]
     released = declared[below.id]
 
-    assert flowdb("downgrade", "-y", "-r", below.id).returncode == 0
+    flowdb_steps("upgrade -y", f"downgrade -y -r {below.id}")
     _set_applied_hash(sqlite_url, below.id, released)
     upgraded = flowdb("upgrade", "-y")
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert revision_of(sqlite_url) == head.id
-    checked = flowdb("check")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-
-    assert flowdb("downgrade", "-y", "-r", below.id).returncode == 0
+    flowdb_steps("check", f"downgrade -y -r {below.id}")
     _set_applied_hash(sqlite_url, below.id, "0" * 64)
     refused = flowdb("upgrade", "-y")
     assert refused.returncode == 10, refused.stdout + refused.stderr
@@ -259,9 +262,11 @@ def test_a_first_shape_run_record_is_read_without_writing_and_upgraded(
                     f"ALTER TABLE {bookkeeping.RUN_TABLE} DROP COLUMN {column}"
                 )
         before = [c["name"] for c in sa.inspect(engine).get_columns(bookkeeping.RUN_TABLE)]
-        for command in ("current", "history", "check"):
-            done = flowdb(command)
-            assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+        # The three read-only commands in one interpreter (SEQUENCE): each must exit 0.
+        readers = ("current", "history", "check")
+        steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in readers], env)
+        for step, code in steps:
+            assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
         inspector = sa.inspect(engine)
         assert [c["name"] for c in inspector.get_columns(bookkeeping.RUN_TABLE)] == before
         assert not inspector.has_table(bookkeeping.VERSION_TABLE)
