@@ -65,7 +65,7 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
         time.sleep(0.5)  # the job records its first progress
         started = time.monotonic()
         replica = start_server(
-            configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="2"
+            configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="1.5"
         )
         health = first_answer(port, replica, "/api/health", within=60)
         first = time.monotonic() - started
@@ -93,7 +93,7 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
 
         # Past FLOWDB_SCHEMA_WAIT_TIMEOUT the job still holds the lock: the replica waits,
         # and once two looks saw the rows move it estimates the time left.
-        time.sleep(3)
+        time.sleep(2)  # past the 1.5 s timeout; four looks (every 0.5 s) at the rows
         assert replica.poll() is None, "the replica gave up while the migration ran"
         later = httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=5).json()["waiting"]
         assert later["migration"]["rows_done"] > migration["rows_done"]
