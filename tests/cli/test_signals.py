@@ -8,12 +8,16 @@ lock, the migrations, and after the end. Every trial must end with exactly one l
 its kind as the last line on stderr, exit 130 / 143, no traceback, and the database at a
 revision of the history; or, when the signal came after the upgrade finished, exit 0
 having said so. 40 trials per dialect (a trial's signal and delay follow from its
-index), in items so that xdist spreads them: CI runs a deterministic sample of 16, two
-per item (``SAMPLE``): the first fifth of the span densely (the imports and the lock,
-where a handler missing would show) and the rest every 4th trial, so both signals reach
-every quarter of the run (imports, lock, migrations, the end) on each dialect, every
-item's first signal lands before the end, and each trial is held to every check;
-``-m exhaustive`` runs the other 24 (items of 3): the two together are the whole set.
+index), in items so that xdist spreads them: CI runs a deterministic sample of 14, one
+or two per item (``SAMPLE``): the first fifth of the span densely (the imports and the
+lock, where a handler missing would show) and then both signals at the start of the
+second and third quarters (the migrations) and at the end of the last (the last
+migrations, and after the end when the upgrade was quick), so both signals reach every
+quarter of the run on each dialect, every item's first signal lands before the end, and
+each trial is held to every check. The later quarters are one kind of moment each (a
+migration under way, or done): two trials there cover them as well as four did, and a
+late trial is a long wait; ``-m exhaustive`` runs the other 26 (items of 3 or 4): the
+two together are the whole set.
 
 The swallowed-signal cases reproduce what a driver's finaliser does to a Ctrl-C (the
 exception raised inside ``__del__`` is ignored by Python) with a finaliser of their own.
@@ -40,10 +44,12 @@ HEAD = IDS[-1]
 START = IDS[1]  # two tables in: the upgrade replays the rest of the history
 TRIALS = 40
 ITEMS = 8
-#: CI's sample, two trials per item: item ``i`` runs trial ``i`` (the first fifth of the
-#: span, as each item did before) and one of ``8, 13, 16, 21, ..., 37`` (every 4th or
-#: so, odd and even alternating, so both signals reach every quarter of the span).
-SAMPLE = [*range(ITEMS), *(ITEMS + 4 * item + item % 2 for item in range(ITEMS))]
+#: CI's later trials: SIGINT (even) and SIGTERM (odd) in each of the last three quarters
+#: of the span; the longest waits go to the items whose first trial is the quickest.
+LATE = [37, 36, 21, 20, 11, 10]
+#: CI's sample: item ``i`` runs trial ``i`` (the first fifth of the span) and, for the
+#: first ``len(LATE)`` items, ``LATE[i]``.
+SAMPLE = [*range(ITEMS), *LATE]
 #: The other trials, ``exhaustive``: item ``k`` holds ``REST[k::ITEMS]``.
 REST = [index for index in range(TRIALS) if index not in SAMPLE]
 #: How long after the handlers are in place the signals are spread (imports, lock, the
@@ -172,7 +178,7 @@ def item_trials(item: int) -> list[int]:
     before the upgrade ends, so each item has a signal that lands.
     """
     if item < ITEMS:
-        return [SAMPLE[item], SAMPLE[item + ITEMS]]
+        return [item, *LATE[item : item + 1]]
     return REST[item - ITEMS :: ITEMS]
 
 

@@ -70,6 +70,47 @@ def _run(
     )
 
 
+#: Runs its arguments one after the other in one interpreter, each as a program of its
+#: own: ``flowdb <args>`` (``python -m flowdb``) or a script's path; after each, a line
+#: ``#step# <exit code>``; stops at the first that fails. One interpreter start, and one
+#: import of flowdb and its libraries, for several commands: each start costs a second
+#: or two of a busy machine, and what is tested is each command's outcome. Runs on a
+#: release's Python as well as today's (it imports nothing of flowdb's by itself).
+SEQUENCE = """
+import runpy, shlex, sys
+
+for step in sys.argv[1:]:
+    sys.argv = shlex.split(step)
+    try:
+        if sys.argv[0] == "flowdb":
+            runpy.run_module("flowdb", run_name="__main__")
+        else:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+        code = 0
+    except SystemExit as end:
+        if end.code is None or isinstance(end.code, int):
+            code = end.code or 0
+        else:
+            print(end.code, file=sys.stderr)
+            code = 1
+    sys.stderr.flush()
+    print(f"\\n#step# {code}", flush=True)
+    if code:
+        sys.exit(code)
+"""
+
+
+def _steps(
+    python: Path | str, steps: list[str], env: dict[str, str]
+) -> tuple[list[tuple[str, int | None]], subprocess.CompletedProcess[str]]:
+    """Each of ``steps`` with its exit code (``None``: not reached), and the run."""
+    done = _run(python, ["-c", SEQUENCE, *steps], env)
+    codes = [
+        int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("#step# ")
+    ]
+    return [(step, codes[n] if n < len(codes) else None) for n, step in enumerate(steps)], done
+
+
 def _counts(url: str) -> dict[str, int]:
     engine = sync_engine(url)
     try:
@@ -95,31 +136,21 @@ def test_a_database_of_each_release_upgrades_cleanly_and_keeps_its_rows(
     url = str(request.getfixturevalue(f"{ {'postgresql': 'postgres'}.get(dialect, dialect) }_url"))
     python = release_python(commit)
     env = {**os.environ, "FLOWDB_DATABASE_URL": url, "FLOWDB_HOME": str(tmp_path / "home")}
-    made = _run(python, ["-m", "flowdb", "database", "upgrade", "-y"], env)
-    assert made.returncode == 0, made.stdout + made.stderr
-    wrote = _run(python, [str(WRITER)], env)
-    assert wrote.returncode == 0, wrote.stdout + wrote.stderr
-    written: dict[str, Any] = json.loads(wrote.stdout.strip().splitlines()[-1])
+    # The release's own upgrade to its head, then its writer: one interpreter (SEQUENCE).
+    (made, wrote), run = _steps(python, ["flowdb database upgrade -y", str(WRITER)], env)
+    assert made[1] == 0, f"upgrade -y: {run.stdout}{run.stderr}"
+    assert wrote[1] == 0 and run.returncode == 0, f"writer: {run.stdout}{run.stderr}"
+    written: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-2])
     before = _counts(url)
     assert all(before[table] >= 1 for table in DATA_TABLES), before
 
-    upgraded = _run(sys.executable, ["-m", "flowdb", "database", "upgrade", "-y"], env)
-    assert upgraded.returncode == 0, f"upgrade -y: {upgraded.stdout}{upgraded.stderr}"
-    # The read-only commands at head, started together (each is an interpreter start).
-    readers = {
-        command: subprocess.Popen(
-            [sys.executable, "-m", "flowdb", "database", command],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for command in ("current", "history", "check")
-    }
-    for command, process in readers.items():
-        out, err = process.communicate(timeout=600)
-        assert process.returncode == 0, f"{command}: {out}{err}"
+    # Today's upgrade, then the read-only commands at head, in one interpreter: each
+    # must exit 0.
+    commands = ["upgrade -y", "current", "history", "check"]
+    steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in commands], env)
+    for step, code in steps:
+        assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
+    assert run.returncode == 0, run.stdout + run.stderr
     assert revision_of(url) == load_history().head
     assert _counts(url) == before
 
@@ -186,21 +217,24 @@ def test_a_declared_amendment_is_accepted_and_an_undeclared_change_refused(
     def flowdb(*args: str) -> subprocess.CompletedProcess[str]:
         return _run(sys.executable, ["-m", "flowdb", "database", *args], env)
 
-    assert flowdb("upgrade", "-y").returncode == 0
-    # The newest revision with a declared amendment; the database goes back to it.
+    def flowdb_steps(*commands: str) -> None:
+        """``commands`` in one interpreter (SEQUENCE), each of which must exit 0."""
+        steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in commands], env)
+        for step, code in steps:
+            assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
+
+    # The newest revision with a declared amendment; the database goes up to head, then
+    # back to it.
     declared = {a.revision: a.old for a in amendments(history)}
     below, head = [r for r in history.revisions if r.id in declared][-1], history.revisions[-1]
     released = declared[below.id]
 
-    assert flowdb("downgrade", "-y", "-r", below.id).returncode == 0
+    flowdb_steps("upgrade -y", f"downgrade -y -r {below.id}")
     _set_applied_hash(sqlite_url, below.id, released)
     upgraded = flowdb("upgrade", "-y")
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert revision_of(sqlite_url) == head.id
-    checked = flowdb("check")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-
-    assert flowdb("downgrade", "-y", "-r", below.id).returncode == 0
+    flowdb_steps("check", f"downgrade -y -r {below.id}")
     _set_applied_hash(sqlite_url, below.id, "0" * 64)
     refused = flowdb("upgrade", "-y")
     assert refused.returncode == 10, refused.stdout + refused.stderr
@@ -228,9 +262,11 @@ def test_a_first_shape_run_record_is_read_without_writing_and_upgraded(
                     f"ALTER TABLE {bookkeeping.RUN_TABLE} DROP COLUMN {column}"
                 )
         before = [c["name"] for c in sa.inspect(engine).get_columns(bookkeeping.RUN_TABLE)]
-        for command in ("current", "history", "check"):
-            done = flowdb(command)
-            assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
+        # The three read-only commands in one interpreter (SEQUENCE): each must exit 0.
+        readers = ("current", "history", "check")
+        steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in readers], env)
+        for step, code in steps:
+            assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
         inspector = sa.inspect(engine)
         assert [c["name"] for c in inspector.get_columns(bookkeeping.RUN_TABLE)] == before
         assert not inspector.has_table(bookkeeping.VERSION_TABLE)

@@ -127,7 +127,7 @@ def test_both_releases_serve_across_the_expand_and_the_last_new_replica_contract
             row for row in replica_rows(configured) if stand_in is None or row[0] != stand_in.id
         ]
         assert [(h, p) for _, h, p in mine] == [(head, new.pid)]
-        time.sleep(1.5)  # several beats: the previous release still holds the contract
+        time.sleep(1.0)  # three beats: the previous release still holds the contract
         assert revision_of(configured) == EXPAND
 
         stop(old)  # the previous release is gone

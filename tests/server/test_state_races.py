@@ -9,11 +9,13 @@ from __future__ import annotations
 import signal
 
 import pytest
-from bench.state_races import CALLS, check_run, race_states
+from bench.state_races import CALLS, RUNS_AT_ONCE, check_run, race_states
 
 from tests.server.test_start import free_port, start_server, wait_until_ready
 
-RUNS = 12
+#: One wave: every run raced at once (the bench's concurrency, ``RUNS_AT_ONCE`` runs of
+#: ``CALLS`` calls each); a second, smaller wave added time, not another kind of race.
+RUNS = RUNS_AT_ONCE
 
 
 @pytest.mark.parametrize("workers", [1, 4])

@@ -65,7 +65,7 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
         time.sleep(0.5)  # the job records its first progress
         started = time.monotonic()
         replica = start_server(
-            configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="2"
+            configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="1.5"
         )
         health = first_answer(port, replica, "/api/health", within=60)
         first = time.monotonic() - started
@@ -93,7 +93,7 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
 
         # Past FLOWDB_SCHEMA_WAIT_TIMEOUT the job still holds the lock: the replica waits,
         # and once two looks saw the rows move it estimates the time left.
-        time.sleep(3)
+        time.sleep(2)  # past the 1.5 s timeout; four looks (every 0.5 s) at the rows
         assert replica.poll() is None, "the replica gave up while the migration ran"
         later = httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=5).json()["waiting"]
         assert later["migration"]["rows_done"] > migration["rows_done"]
@@ -137,7 +137,7 @@ def test_a_replica_gives_up_when_nothing_moves(configured: str) -> None:
     port = free_port()
     started = time.monotonic()
     replica = start_server(
-        configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="4"
+        configured, port, FLOWDB_MIGRATE_ON_START="false", FLOWDB_SCHEMA_WAIT_TIMEOUT="3"
     )
     try:
         assert first_answer(port, replica, "/api/health", within=60).status_code == 200
@@ -150,12 +150,12 @@ def test_a_replica_gives_up_when_nothing_moves(configured: str) -> None:
             replica.kill()
             replica.communicate()
     elapsed = time.monotonic() - started
-    assert 4 <= elapsed < 30
+    assert 3 <= elapsed < 30
     assert replica.returncode == ExitCode.REFUSED
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("Error: The database at "), stderr
     assert f"{count} migration(s) behind" in last
-    assert "no migration ran or progressed for 4 s" in last
+    assert "no migration ran or progressed for 3 s" in last
     assert "flowdb database upgrade -y" in last
     assert stderr.count("Error: ") == 1
     assert "Traceback" not in stderr
