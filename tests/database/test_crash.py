@@ -64,6 +64,7 @@ from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.dialects.sqlite import SqliteDialect
 from flowdb.database.events import PhaseStarted, Progress
 from flowdb.database.history import load_history
+from tests import forkserver
 from tests.dbtools import (
     ADMIN_URL,
     create_postgres_database,
@@ -529,9 +530,8 @@ def killed_at_event(
     uninterrupted = uninterrupted_checksums(databases, setup, monkeypatch)
     url = databases.copy_of(setup.seeded)
     env = {**os.environ, "FLOWDB_DATABASE_URL": url, "KILL_AT_EVENT": str(event)}
-    child = subprocess.run(
-        [sys.executable, "-c", KILL_AT_EVENT], env=env, capture_output=True, timeout=300
-    )
+    # A real process, really SIGKILLed, forked from a helper that has imported flowdb.
+    child = forkserver.run(["-c", KILL_AT_EVENT], env=env, text=False)
     if child.returncode == 0:  # fewer events than that: every point was covered
         databases.drop(url)
         return False

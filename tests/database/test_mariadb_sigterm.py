@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests import forkserver
 from tests.dbtools import (
     create_mariadb_database,
     drop_mariadb_database,
@@ -86,21 +86,9 @@ def signalled(url: str, case: Case, after: int, home: Path) -> subprocess.Comple
     env.update(FLOWDB_DATABASE_URL=url, FLOWDB_HOME=str(home), SIGNAL_AFTER_NOTE=str(home / "note"))
     if after == 0:
         env["SIGNAL_AFTER_LIST"] = str(home / "statements")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.database.signal_after",
-            str(after),
-            "database",
-            *case.command,
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    # A real process, sent a real SIGTERM, forked from a helper that has imported flowdb.
+    return forkserver.run(
+        ["-m", "tests.database.signal_after", str(after), "database", *case.command], env=env
     )
 
 
