@@ -35,8 +35,11 @@ four from the seeded database, over the strata of the history) and the kinds' sa
 uninterrupted upgrade's data and events (per batch size) are made once per dialect and
 test process (``prepared``). In this process and in the children that kill themselves at
 an event, SQLite's pause between backfill batches (``Features.batch_pause``, a turn for
-the server's waiting writers: there are none here) is 0; the randomly killed children
-are the real ``flowdb`` command and keep it.
+the server's waiting writers: there are none here) is 0; those children are forked from
+a helper that has imported flowdb once (``tests.forkserver``: real processes, really
+killed, without an interpreter start each). The randomly killed children are the real
+``flowdb`` command, started afresh, and keep the pause: their kill moments include the
+start-up itself.
 """
 
 from __future__ import annotations

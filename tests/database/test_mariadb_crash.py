@@ -20,6 +20,8 @@ upgrade (and no progress record left).
   bookkeeping), each then completed by a plain upgrade.
 
 Both replay the history (an empty database would otherwise get the fresh install).
+Every killed run is a real process, really SIGKILLed, forked from a helper that has
+imported flowdb once (``tests.forkserver``): a kill costs no interpreter start.
 A downgrade from head to base is killed the same way, once after each of its distinct
 DDL statements: each revision it reverts is marked first, ``upgrade`` refuses while
 one is marked (asked in the test process: the refusal is no kill's), and running the

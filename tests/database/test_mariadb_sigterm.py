@@ -8,12 +8,14 @@ removed before the version moved left an upgrade's tables belonging to no revisi
 (the next upgrade refused them as another application's, exit 7); a version moved
 before a downgrade's marks did left a revision marked that no command could finish.
 
-Each trial runs the real console script (``tests/database/signal_after.py``) and sends
-it SIGTERM right after its N-th statement: an upgrade of ``e9b3c7d5f2a4`` (an online
-migration that creates tables: the revision of the defect seen once in 40 random signal
-trials) and a downgrade of two revisions from it. Then: one line, exit 143, the
-database at a revision of the run with at most the right migration marked, and the
-same command run again ends with the schema of an uninterrupted run and no mark.
+Each trial runs the real console script (``tests/database/signal_after.py``) in a real
+process, forked from a helper that has imported flowdb once (``tests.forkserver``: no
+interpreter start per trial), and sends it SIGTERM right after its N-th statement: an
+upgrade of ``e9b3c7d5f2a4`` (an online migration that creates tables: the revision of
+the defect seen once in 40 random signal trials) and a downgrade of two revisions from
+it. Then: one line, exit 143, the database at a revision of the run with at most the
+right migration marked, and the same command run again ends with the schema of an
+uninterrupted run and no mark.
 CI signals after each writing statement (not a ``SELECT``, ``SHOW`` or ``DESCRIBE``)
 near a version update, where a step's bookkeeping commits: the DDL before it, the marks'
 removal and insertion, the version update itself, the progress table's drop and the
