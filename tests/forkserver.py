@@ -50,6 +50,15 @@ PRELOAD = (
     "flowdb.database.dialects.sqlite",
     "flowdb.database.dialects.postgresql",
     "flowdb.database.dialects.mysql",
+    # imported by the commands as they run (Typer's coercion, the views' rendering)
+    "pydantic",
+    "typer._adapters",
+    "rich.console",
+    "rich.live",
+    "rich.table",
+    "flowdb.cli.current_view",
+    "flowdb.cli.fleet_view",
+    "flowdb.database.fleet",
     "tests.database.kill_after",
     "tests.database.signal_after",
 )
