@@ -35,8 +35,11 @@ four from the seeded database, over the strata of the history) and the kinds' sa
 uninterrupted upgrade's data and events (per batch size) are made once per dialect and
 test process (``prepared``). In this process and in the children that kill themselves at
 an event, SQLite's pause between backfill batches (``Features.batch_pause``, a turn for
-the server's waiting writers: there are none here) is 0; the randomly killed children
-are the real ``flowdb`` command and keep it.
+the server's waiting writers: there are none here) is 0; those children are forked from
+a helper that has imported flowdb once (``tests.forkserver``: real processes, really
+killed, without an interpreter start each). The randomly killed children are the real
+``flowdb`` command, started afresh, and keep the pause: their kill moments include the
+start-up itself.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.dialects.sqlite import SqliteDialect
 from flowdb.database.events import PhaseStarted, Progress
 from flowdb.database.history import load_history
+from tests import forkserver
 from tests.dbtools import (
     ADMIN_URL,
     create_postgres_database,
@@ -529,9 +533,8 @@ def killed_at_event(
     uninterrupted = uninterrupted_checksums(databases, setup, monkeypatch)
     url = databases.copy_of(setup.seeded)
     env = {**os.environ, "FLOWDB_DATABASE_URL": url, "KILL_AT_EVENT": str(event)}
-    child = subprocess.run(
-        [sys.executable, "-c", KILL_AT_EVENT], env=env, capture_output=True, timeout=300
-    )
+    # A real process, really SIGKILLed, forked from a helper that has imported flowdb.
+    child = forkserver.run(["-c", KILL_AT_EVENT], env=env, text=False)
     if child.returncode == 0:  # fewer events than that: every point was covered
         databases.drop(url)
         return False

@@ -20,6 +20,8 @@ upgrade (and no progress record left).
   bookkeeping), each then completed by a plain upgrade.
 
 Both replay the history (an empty database would otherwise get the fresh install).
+Every killed run is a real process, really SIGKILLed, forked from a helper that has
+imported flowdb once (``tests.forkserver``): a kill costs no interpreter start.
 A downgrade from head to base is killed the same way, once after each of its distinct
 DDL statements: each revision it reverts is marked first, ``upgrade`` refuses while
 one is marked (asked in the test process: the refusal is no kill's), and running the
@@ -42,12 +44,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flowdb.database.history import load_history
+from tests import forkserver
 from tests.dbtools import (
     create_mariadb_database,
     drop_mariadb_database,
@@ -86,20 +88,9 @@ def killed_upgrade(
         "KILL_AFTER_REPLAY": "1" if replay else "",
         "KILL_AFTER_RECORD_ONLY": "1" if record_only else "",
     }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.database.kill_after",
-            str(after),
-            "database",
-            *command,
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    # A real process, really SIGKILLed, forked from a helper that has imported flowdb.
+    return forkserver.run(
+        ["-m", "tests.database.kill_after", str(after), "database", *command], env=env
     )
 
 

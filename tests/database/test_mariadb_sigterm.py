@@ -8,12 +8,14 @@ removed before the version moved left an upgrade's tables belonging to no revisi
 (the next upgrade refused them as another application's, exit 7); a version moved
 before a downgrade's marks did left a revision marked that no command could finish.
 
-Each trial runs the real console script (``tests/database/signal_after.py``) and sends
-it SIGTERM right after its N-th statement: an upgrade of ``e9b3c7d5f2a4`` (an online
-migration that creates tables: the revision of the defect seen once in 40 random signal
-trials) and a downgrade of two revisions from it. Then: one line, exit 143, the
-database at a revision of the run with at most the right migration marked, and the
-same command run again ends with the schema of an uninterrupted run and no mark.
+Each trial runs the real console script (``tests/database/signal_after.py``) in a real
+process, forked from a helper that has imported flowdb once (``tests.forkserver``: no
+interpreter start per trial), and sends it SIGTERM right after its N-th statement: an
+upgrade of ``e9b3c7d5f2a4`` (an online migration that creates tables: the revision of
+the defect seen once in 40 random signal trials) and a downgrade of two revisions from
+it. Then: one line, exit 143, the database at a revision of the run with at most the
+right migration marked, and the same command run again ends with the schema of an
+uninterrupted run and no mark.
 CI signals after each writing statement (not a ``SELECT``, ``SHOW`` or ``DESCRIBE``)
 near a version update, where a step's bookkeeping commits: the DDL before it, the marks'
 removal and insertion, the version update itself, the progress table's drop and the
@@ -27,12 +29,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests import forkserver
 from tests.dbtools import (
     create_mariadb_database,
     drop_mariadb_database,
@@ -86,21 +88,9 @@ def signalled(url: str, case: Case, after: int, home: Path) -> subprocess.Comple
     env.update(FLOWDB_DATABASE_URL=url, FLOWDB_HOME=str(home), SIGNAL_AFTER_NOTE=str(home / "note"))
     if after == 0:
         env["SIGNAL_AFTER_LIST"] = str(home / "statements")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.database.signal_after",
-            str(after),
-            "database",
-            *case.command,
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    # A real process, sent a real SIGTERM, forked from a helper that has imported flowdb.
+    return forkserver.run(
+        ["-m", "tests.database.signal_after", str(after), "database", *case.command], env=env
     )
 
 
