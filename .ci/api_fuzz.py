@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.server import free_port
 from tests.dbtools import create_postgres_database, drop_postgres_database
-from tests.server.test_start import free_port
 
 
 def fuzz(url: str, max_examples: int) -> int:

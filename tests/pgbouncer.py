@@ -20,14 +20,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from bench.server import free_port
 
 _BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -42,7 +37,7 @@ def running_pgbouncer(
     if not Path(_BINARY).exists():
         pytest.fail("PgBouncer is required for this test: apt-get install -y pgbouncer")
     server = sa.make_url(server_url)
-    port = _free_port()
+    port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="flowdb-pgbouncer-"))
     (folder / "users.txt").write_text(f'"{server.username}" ""\n')
     (folder / "pgbouncer.ini").write_text(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.server import free_port
 
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.errors import ExitCode
 from tests.dbtools import revision_of
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start_server(url: str, port: int, *extra: str, **env: str) -> subprocess.Popen[str]:
