@@ -10,13 +10,17 @@ the contract (9e3f5a7b2d46) by itself, once. A clean stop removes its heartbeat 
 The previous release writes no heartbeat: on PostgreSQL its sessions
 (``application_name = 'flowdb-server'``) say it serves; on SQLite and MariaDB nothing
 can, so the test writes the row it would have written.
+
+And in one process: a stop that arrives during a beat waits for it before removing the row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -143,3 +147,35 @@ def test_both_releases_serve_across_the_expand_and_the_last_new_replica_contract
             stop(new)
     assert new.returncode == 130, new.stderr.read() if new.stderr else ""  # SIGINT: a clean stop
     assert replica_rows(configured) == []  # a clean stop removes its row
+
+
+def test_a_stop_during_a_beat_waits_for_it_and_leaves_no_row(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A beat in flight when the server stops finishes first; then the row is removed.
+
+    A cancelled beat's thread went on and wrote the row back after the removal: the
+    stopped replica was listed as serving until its row went stale.
+    """
+    from flowdb.server.heartbeat import Heartbeat
+
+    monkeypatch.setenv("FLOWDB_SERVER_HEARTBEAT_INTERVAL", "0.05")
+    in_flight = threading.Event()
+    real_beat = fleet.beat
+
+    def slow_beat(database: Database, replica: fleet.Replica) -> fleet.Replica:
+        in_flight.set()
+        time.sleep(0.3)  # the stop arrives before this beat writes
+        return real_beat(database, replica)
+
+    async def scenario() -> None:
+        heartbeat = Heartbeat(Database.from_url(configured))
+        await heartbeat.start()  # the first beat, at full speed
+        assert len(replica_rows(configured)) == 1
+        monkeypatch.setattr(fleet, "beat", slow_beat)
+        await asyncio.to_thread(in_flight.wait, 30)
+        await heartbeat.stop()
+
+    asyncio.run(scenario())
+    time.sleep(0.4)  # long enough for an abandoned beat to have written
+    assert replica_rows(configured) == []

@@ -55,3 +55,45 @@ def test_the_service_deletes_expired_runs_and_skips_a_round_while_another_cleans
         assert _wait_for(lambda: service.last.startswith("deleted"))
     for kind in ("recent", "active", "rescheduled"):
         assert remaining(configured, ids[kind]) == len(ids[kind])
+
+
+def test_a_shutdown_waits_for_the_round_in_progress_to_end_after_its_batch(
+    configured: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stop`` returns once the round has stopped between two batches, never before."""
+    import asyncio
+    import threading
+
+    from flowdb.database import retention
+    from flowdb.database.target import Database
+    from flowdb.server.retention import start
+
+    ok(flowdb(configured, "database", "upgrade", "-y"))
+    ids = seed(configured, expired=12)
+    monkeypatch.setenv("FLOWDB_RETENTION_DAYS", "7")
+    monkeypatch.setenv("FLOWDB_RETENTION_BATCH_SIZE", "1")
+    first_batch = threading.Event()
+    real_clean = retention.clean
+
+    def slow_clean(database: Database, cutoff: object, **options: object) -> object:
+        on_batch = options.pop("on_batch")
+
+        def slowly(progress: object) -> None:
+            first_batch.set()
+            time.sleep(0.2)  # the stop arrives while a batch is in flight
+            on_batch(progress)  # type: ignore[operator]
+
+        return real_clean(database, cutoff, on_batch=slowly, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retention, "clean", slow_clean)
+
+    async def scenario() -> str:
+        service = start(Database.from_url(configured))
+        assert service is not None
+        await asyncio.to_thread(first_batch.wait, 30)
+        await service.stop()
+        return service.last  # read at once: the round must be over
+
+    last = asyncio.run(scenario())
+    assert last.startswith("stopped by the shutdown"), last
+    assert 0 < remaining(configured, ids["expired"]) < 12

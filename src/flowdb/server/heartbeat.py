@@ -11,7 +11,10 @@ after a beat once no replica of an older release is left: under the migration lo
 so exactly one replica applies them and the others find the database at head.
 
 A failed beat (the database briefly unreachable) is logged and retried at the next
-interval; it never stops the server.
+interval; it never stops the server. Stopping lets a beat or contract in flight finish
+before the row is removed: a cancelled task would leave its worker thread running, and a
+beat landing after the removal would write the row back (a stopped replica shown as
+serving until it went stale).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Heartbeat:
         self.database = database
         self.replica = fleet.new_replica(database.history.head)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Write the first beat now, then keep beating in the background."""
@@ -45,11 +49,14 @@ class Heartbeat:
         self._task = asyncio.create_task(self._run(), name="flowdb-heartbeat")
 
     async def stop(self) -> None:
-        """Stop beating and remove this replica's row (it no longer serves)."""
+        """Stop beating and remove this replica's row (it no longer serves).
+
+        Waits for the beat (or contract) in flight, then removes the row: never
+        cancelled mid-way, whose thread would go on and could write the row back.
+        """
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         try:
             await to_thread.run_sync(fleet.leave, self.database, self.replica)
@@ -59,7 +66,10 @@ class Heartbeat:
     async def _run(self) -> None:
         interval = self.database.settings.server_heartbeat_interval
         while True:
-            await asyncio.sleep(interval)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
+            if self._stopping.is_set():
+                return
             await self._beat_once()
             if self.database.settings.migrate_on_start:
                 try:

@@ -8,7 +8,9 @@ lock (``Dialect.cleaner_lock``): a round that finds it taken is skipped,
 so never two cleaners delete at once. A round that fails (the schema not at head
 during a rolling upgrade, the database unreachable) is logged and retried at the next
 interval; it never stops the server. On shutdown the round in progress stops after
-its current batch.
+its current batch, and the shutdown waits for it (the loop is woken, never cancelled:
+a cancelled task would leave its worker thread deleting on while the server closes its
+engines).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,6 +43,8 @@ class RetentionService:
     database: Database
     task: asyncio.Task[None] | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
+    #: Set with ``stopping``: ends the wait between rounds at once.
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
     rounds: int = 0
     #: What the last round did, for logs and tests: ``deleted N runs``, ``skipped: ...``.
     last: str = ""
@@ -84,13 +89,14 @@ class RetentionService:
         interval = self.database.settings.retention_interval
         while not self.stopping.is_set():
             await to_thread.run_sync(self.run_round)
-            await asyncio.sleep(interval)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.woken.wait(), interval)
 
     async def stop(self) -> None:
-        """Stop the loop; a round in progress ends after its current batch."""
+        """Stop the loop and wait for it: a round in progress ends after its current batch."""
         self.stopping.set()
+        self.woken.set()
         if self.task is not None:
-            self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
 
 
