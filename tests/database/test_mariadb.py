@@ -318,3 +318,46 @@ def test_the_api_routes_on_mariadb(mariadb_url: str, monkeypatch: pytest.MonkeyP
         assert [log["timestamp"] for log in logs] == ["2026-03-01T12:00:00.123456Z"]
         assert api.post("/api/admin/database/clear").status_code == 200
         assert api.get("/api/flows").json() == []
+
+
+def test_connections_share_one_preferred_tls_context_and_still_connect(mariadb_url: str) -> None:
+    """flowdb's PyMySQL connections reuse one unverified preferred-mode TLS context."""
+    import ssl
+
+    engine = Database.from_url(mariadb_url).dialect.create_sync_engine("flowdb-test")
+    try:
+        contexts = []
+        for _ in range(2):
+            with engine.connect() as connection:
+                assert connection.execute(sa.text("SELECT 1")).scalar() == 1
+                contexts.append(connection.connection.dbapi_connection.ctx)  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+    assert contexts[0] is contexts[1]
+    assert contexts[0].verify_mode == ssl.CERT_NONE and not contexts[0].check_hostname
+
+
+def test_pymysql_builds_a_preferred_tls_context_per_connection_where_flowdb_shares_one() -> None:
+    """The adapter's premise, and its reach into PyMySQL (``_create_ssl_ctx``), still hold.
+
+    Plain PyMySQL builds a context per connection (else the adapter is not needed); the
+    adapter's connections share one (else PyMySQL no longer calls the method it
+    overrides); explicit TLS options still get PyMySQL's own, verifying context.
+    """
+    import ssl
+
+    import pymysql  # type: ignore[import-untyped]
+
+    from flowdb.database.dialects.mysql import tls
+
+    def plain() -> object:
+        return pymysql.connections.Connection(host="127.0.0.1", defer_connect=True).ctx
+
+    def shared() -> object:
+        return tls.connect(host="127.0.0.1", defer_connect=True).ctx
+
+    assert plain() is not plain()
+    assert shared() is shared()
+    verifying = tls.connect(host="127.0.0.1", defer_connect=True, ssl_verify_cert=True).ctx
+    assert verifying is not shared()
+    assert verifying.verify_mode == ssl.CERT_REQUIRED

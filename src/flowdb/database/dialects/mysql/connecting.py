@@ -72,9 +72,11 @@ class MysqlConnecting(Dialect):
     def create_sync_engine(self, application_name: str, program_name: str = "") -> Engine:
         """PyMySQL, unpooled, UTC sessions, a connect timeout, the DDL lock wait bounded.
 
-        ``program_name`` is sent as the connection attribute of that name.
+        ``program_name`` is sent as the connection attribute of that name. Connections
+        share one preferred-mode TLS context per process (``tls``): unpooled, each
+        connection would otherwise load the system's CA certificates again.
         """
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine, event
         from sqlalchemy.pool import NullPool
 
         lock_wait = max(1, round(self.settings.migration_ddl_lock_timeout))
@@ -88,7 +90,9 @@ class MysqlConnecting(Dialect):
             connect_args["program_name"] = program_name
         if "connect_timeout" not in self.url.url.query:
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-        return create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(self.sync_url, poolclass=NullPool, connect_args=connect_args)
+        event.listen(engine, "do_connect", _connect_sharing_tls)
+        return engine
 
     def create_async_engine(self, *, write: bool) -> AsyncEngine:
         """aiomysql with UTC sessions; one engine serves reads and writes."""
@@ -139,6 +143,13 @@ class MysqlConnecting(Dialect):
             )
 
     # --- reading without writing ----------------------------------------------------------
+
+
+def _connect_sharing_tls(_dialect: Any, _record: Any, args: Any, kwargs: Any) -> Any:
+    """SQLAlchemy's ``do_connect`` hook: PyMySQL's connection, with the shared TLS context."""
+    from flowdb.database.dialects.mysql import tls
+
+    return tls.connect(*args, **kwargs)
 
 
 def server_problem(version: str) -> str:
