@@ -57,7 +57,9 @@ def running_pgbouncer(
         for path in folder.iterdir():
             os.chown(path, user.pw_uid, user.pw_gid)
         command[1:1] = ["-u", "postgres"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # PgBouncer also logs every login to stderr: a pipe nobody reads fills up (64 KiB)
+    # and blocks it mid-test. Its log file has the same lines.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15
         while True:
