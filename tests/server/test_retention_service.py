@@ -21,6 +21,17 @@ def _wait_for(condition: object, seconds: float = 30) -> bool:
     return False
 
 
+def _at_head_and_seeded(
+    url: str, monkeypatch: pytest.MonkeyPatch, expired: int, **settings: str
+) -> dict[str, list[str]]:
+    """``url`` upgraded and seeded with ``expired`` runs past a 7-day retention (and runs
+    it keeps); the service turned on with ``settings`` (environment variables)."""
+    ok(flowdb(url, "database", "upgrade", "-y"))
+    for name, value in {"FLOWDB_RETENTION_DAYS": "7", **settings}.items():
+        monkeypatch.setenv(name, value)
+    return seed(url, expired=expired)
+
+
 def test_the_service_is_off_by_default(configured: str) -> None:
     ok(flowdb(configured, "database", "upgrade", "-y"))
     ids = seed(configured, expired=3)
@@ -35,11 +46,13 @@ def test_the_service_deletes_expired_runs_and_skips_a_round_while_another_cleans
 ) -> None:
     from flowdb.database.target import Database
 
-    ok(flowdb(configured, "database", "upgrade", "-y"))
-    ids = seed(configured, expired=12)
-    monkeypatch.setenv("FLOWDB_RETENTION_DAYS", "7")
-    monkeypatch.setenv("FLOWDB_RETENTION_INTERVAL", "1")
-    monkeypatch.setenv("FLOWDB_RETENTION_BATCH_SIZE", "5")
+    ids = _at_head_and_seeded(
+        configured,
+        monkeypatch,
+        12,
+        FLOWDB_RETENTION_INTERVAL="1",
+        FLOWDB_RETENTION_BATCH_SIZE="5",
+    )
     with Database.from_url(configured).dialect.cleaner_lock() as held:  # another replica cleans
         assert held
         with TestClient(create_app()) as client:
@@ -68,10 +81,7 @@ def test_a_shutdown_waits_for_the_round_in_progress_to_end_after_its_batch(
     from flowdb.database.target import Database
     from flowdb.server.retention import start
 
-    ok(flowdb(configured, "database", "upgrade", "-y"))
-    ids = seed(configured, expired=12)
-    monkeypatch.setenv("FLOWDB_RETENTION_DAYS", "7")
-    monkeypatch.setenv("FLOWDB_RETENTION_BATCH_SIZE", "1")
+    ids = _at_head_and_seeded(configured, monkeypatch, 12, FLOWDB_RETENTION_BATCH_SIZE="1")
     first_batch = threading.Event()
     real_clean = retention.clean
 
