@@ -56,7 +56,10 @@ class Heartbeat:
         """
         self._stopping.set()
         if self._task is not None:
-            await self._task
+            try:
+                await self._task
+            except Exception as exc:  # shutting down: say it, and still remove the row
+                logger.warning("The heartbeat had stopped on an error: %s", exc)
             self._task = None
         try:
             await to_thread.run_sync(fleet.leave, self.database, self.replica)
