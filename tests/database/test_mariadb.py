@@ -7,7 +7,6 @@ and the one-line errors of bad URLs and unsuitable databases.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from flowdb.errors import (
     MigrationLockTimeoutError,
     UnsupportedServerError,
 )
+from tests.cli.helpers import flowdb
 from tests.dbtools import (
     create_mariadb_database,
     drop_mariadb_database,
@@ -36,18 +36,6 @@ from tests.dbtools import (
 )
 
 HEAD = load_history().head
-
-
-def flowdb(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``flowdb ARGS`` on ``url`` in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "flowdb", *args],
-        env={**os.environ, "FLOWDB_DATABASE_URL": url},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_upgrade_check_downgrade_and_upgrade_again(mariadb_url: str) -> None:

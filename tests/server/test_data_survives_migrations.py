@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -12,22 +9,11 @@ from fastapi.testclient import TestClient
 
 from flowdb.database.history import load_history
 from flowdb.server.app import create_app
+from tests.cli.helpers import flowdb, ok
 
 #: The revision before the flow run state history existed: downgrading there keeps
 #: each run's current state (the older schema holds it on flow_run) and loses the rest.
 BEFORE_STATE_HISTORY = "4e2b6f8c1a97"
-
-
-def cli(*args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "flowdb", "database", *args],
-        env=os.environ.copy(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def write_through_the_api(api: TestClient) -> None:
@@ -99,8 +85,8 @@ def test_api_data_survives_downgrade_and_upgrade(configured: str, target: str) -
         before = read_through_the_api(api)
     assert len(before["logs"]) == 12 and len(before["flow_runs"]) == 3
 
-    cli("downgrade", "-y", "-r", target)
-    cli("upgrade", "-y")
+    ok(flowdb(configured, "database", "downgrade", "-y", "-r", target))
+    ok(flowdb(configured, "database", "upgrade", "-y"))
 
     with TestClient(create_app()) as api:
         after = read_through_the_api(api)
