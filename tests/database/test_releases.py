@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from bench.releases import git, release_python
 from flowdb.database import bookkeeping
 from flowdb.database.fingerprints import declared, file_hash
 from flowdb.database.history import load_history
+from tests.cli.helpers import flowdb, ok
 from tests.dbtools import revision_of, sync_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -144,13 +144,10 @@ def test_a_database_of_each_release_upgrades_cleanly_and_keeps_its_rows(
     before = _counts(url)
     assert all(before[table] >= 1 for table in DATA_TABLES), before
 
-    # Today's upgrade, then the read-only commands at head, in one interpreter: each
-    # must exit 0.
-    commands = ["upgrade -y", "current", "history", "check"]
-    steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in commands], env)
-    for step, code in steps:
-        assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
-    assert run.returncode == 0, run.stdout + run.stderr
+    # Today's upgrade, then the read-only commands at head (in this process): each must
+    # exit 0.
+    for command in ("upgrade -y", "current", "history", "check"):
+        ok(flowdb(url, "database", *command.split(), home=tmp_path / "home"))
     assert revision_of(url) == load_history().head
     assert _counts(url) == before
 
@@ -212,16 +209,14 @@ def test_a_declared_amendment_is_accepted_and_an_undeclared_change_refused(
     from flowdb.database.fingerprints import amendments
 
     history = load_history()
-    env = {**os.environ, "FLOWDB_DATABASE_URL": sqlite_url, "FLOWDB_HOME": str(tmp_path / "h")}
 
-    def flowdb(*args: str) -> subprocess.CompletedProcess[str]:
-        return _run(sys.executable, ["-m", "flowdb", "database", *args], env)
+    def database(*args: str) -> subprocess.CompletedProcess[str]:
+        return flowdb(sqlite_url, "database", *args, home=tmp_path / "h")
 
     def flowdb_steps(*commands: str) -> None:
-        """``commands`` in one interpreter (SEQUENCE), each of which must exit 0."""
-        steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in commands], env)
-        for step, code in steps:
-            assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
+        """``commands`` one after the other, each of which must exit 0."""
+        for command in commands:
+            ok(database(*command.split()))
 
     # The newest revision with a declared amendment; the database goes up to head, then
     # back to it.
@@ -231,28 +226,27 @@ def test_a_declared_amendment_is_accepted_and_an_undeclared_change_refused(
 
     flowdb_steps("upgrade -y", f"downgrade -y -r {below.id}")
     _set_applied_hash(sqlite_url, below.id, released)
-    upgraded = flowdb("upgrade", "-y")
+    upgraded = database("upgrade", "-y")
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
     assert revision_of(sqlite_url) == head.id
     flowdb_steps("check", f"downgrade -y -r {below.id}")
     _set_applied_hash(sqlite_url, below.id, "0" * 64)
-    refused = flowdb("upgrade", "-y")
+    refused = database("upgrade", "-y")
     assert refused.returncode == 10, refused.stdout + refused.stderr
     assert below.id in refused.stderr + refused.stdout
     assert revision_of(sqlite_url) == below.id
-    assert flowdb("check").returncode == 1
+    assert database("check").returncode == 1
 
 
 def test_a_first_shape_run_record_is_read_without_writing_and_upgraded(
     database_url: str, tmp_path: Path
 ) -> None:
     """A run record without step 2's columns: current/history/check cope, upgrade adds them."""
-    env = {**os.environ, "FLOWDB_DATABASE_URL": database_url, "FLOWDB_HOME": str(tmp_path / "h")}
 
-    def flowdb(*args: str) -> subprocess.CompletedProcess[str]:
-        return _run(sys.executable, ["-m", "flowdb", "database", *args], env)
+    def database(*args: str) -> subprocess.CompletedProcess[str]:
+        return flowdb(database_url, "database", *args, home=tmp_path / "h")
 
-    assert flowdb("upgrade", "-y").returncode == 0
+    assert database("upgrade", "-y").returncode == 0
     engine = sync_engine(database_url)
     try:
         with engine.begin() as connection:  # back to the shape of a build before step 2
@@ -262,16 +256,13 @@ def test_a_first_shape_run_record_is_read_without_writing_and_upgraded(
                     f"ALTER TABLE {bookkeeping.RUN_TABLE} DROP COLUMN {column}"
                 )
         before = [c["name"] for c in sa.inspect(engine).get_columns(bookkeeping.RUN_TABLE)]
-        # The three read-only commands in one interpreter (SEQUENCE): each must exit 0.
-        readers = ("current", "history", "check")
-        steps, run = _steps(sys.executable, [f"flowdb database {c}" for c in readers], env)
-        for step, code in steps:
-            assert code == 0, f"{step}: exit {code}; {run.stdout}{run.stderr}"
+        for reader in ("current", "history", "check"):  # read-only: each must exit 0
+            ok(database(reader))
         inspector = sa.inspect(engine)
         assert [c["name"] for c in inspector.get_columns(bookkeeping.RUN_TABLE)] == before
         assert not inspector.has_table(bookkeeping.VERSION_TABLE)
 
-        upgraded = flowdb("upgrade", "-y")
+        upgraded = database("upgrade", "-y")
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
         inspector = sa.inspect(engine)
         names = {c["name"] for c in inspector.get_columns(bookkeeping.RUN_TABLE)}
@@ -285,4 +276,4 @@ def test_a_first_shape_run_record_is_read_without_writing_and_upgraded(
         assert version == [bookkeeping.LATEST]
     finally:
         engine.dispose()
-    assert flowdb("check").returncode == 0
+    assert database("check").returncode == 0
