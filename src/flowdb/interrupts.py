@@ -165,9 +165,19 @@ def settle(signum: int) -> tuple[str, int]:
 def close() -> None:
     """The command's outcome is decided (and said): later signals change nothing.
 
-    They are blocked, not just ignored: while the interpreter shuts down it puts the
-    default handlers back, which would kill the process and replace its exit code.
+    They are ignored, process-wide. While the interpreter shuts down it puts the default
+    handler back for every signal that has a Python handler (not for an ignored one),
+    and a signal then would kill the process and replace its exit code. Blocking them
+    was not enough: a mask is per thread, and a thread started before (Rich's live
+    display's refresh thread outlives the display by up to a refresh interval) still
+    took the signal: "Upgrade finished" printed, then the process died of the SIGINT.
+    Off the main thread (where Python cannot set handlers) they are blocked in it.
     """
     _State.settled = True
-    if _State.installed:
+    if not _State.installed:
+        return
+    try:
+        for signum in SIGNALS:
+            _signal.signal(signum, _signal.SIG_IGN)
+    except ValueError:  # not the main thread
         _signal.pthread_sigmask(_signal.SIG_BLOCK, set(SIGNALS))

@@ -27,10 +27,10 @@ from flowdb import interrupts
 def _process_state(environment: dict[str, str], cwd: Path | None) -> Iterator[None]:
     """Swap in a child's environment, working folder and signal handling; restore them.
 
-    ``main`` blocks SIGINT/SIGTERM once its outcome is said (``interrupts.close``), and a
-    blocked mask is inherited by every process the test starts afterwards, which would
-    then never see the signals a test sends: the mask and flowdb's process-wide signal
-    record are put back as they were.
+    ``main`` ignores SIGINT/SIGTERM once its outcome is said (``interrupts.close``; off
+    the main thread it blocks them), and both are inherited by every process the test
+    starts afterwards, which would then never see the signals a test sends: the
+    handlers, the mask and flowdb's process-wide signal record are put back as they were.
     """
     saved_environ = dict(os.environ)
     saved_cwd = os.getcwd()

@@ -347,6 +347,49 @@ def test_a_signal_a_finaliser_swallowed_is_sent_again_and_wakes_a_blocking_call(
     assert result.stderr == "", result.stderr  # no "Exception ignored in ..."
 
 
+#: A process whose outcome is said (``close``) while a thread started earlier still runs
+#: (as Rich's live display's refresh thread outlives the display), then what the
+#: interpreter's shutdown does to signal handlers (CPython's ``_PySignal_Fini``: a signal
+#: with a Python handler gets the default one back; an ignored one stays ignored), then
+#: the signal. A blocked mask covered only the main thread: the thread took the signal
+#: and the process died of it, after "Upgrade finished" (seen on MariaDB in CI).
+AFTER_THE_OUTCOME = """
+import os, signal, sys, threading, time
+from flowdb import interrupts
+
+interrupts.install()
+started = threading.Event()
+
+def lingering():
+    started.set()
+    while True:
+        time.sleep(0.01)
+
+threading.Thread(target=lingering, daemon=True).start()
+started.wait()
+interrupts.close()
+print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN, flush=True)
+for signum in (signal.SIGINT, signal.SIGTERM):  # as the shutdown does
+    if signal.getsignal(signum) not in (signal.SIG_IGN, signal.SIG_DFL):
+        signal.signal(signum, signal.SIG_DFL)
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(0.3)
+print("exited as decided", flush=True)
+"""
+
+
+def test_a_signal_after_the_outcome_is_said_cannot_kill_the_process_on_its_way_out() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", AFTER_THE_OUTCOME],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    assert result.stdout.split() == ["True", "exited", "as", "decided"], result.stdout
+
+
 def test_the_signal_exit_codes_are_the_exit_code_table_s() -> None:
     from flowdb.errors import ExitCode
     from flowdb.interrupts import SIGNALS
