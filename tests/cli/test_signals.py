@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from flowdb.database.history import load_history
-from tests.dbtools import DIALECTS
+from tests.dbtools import DIALECTS, upgrade_process
 
 IDS = [revision.id for revision in load_history().revisions]
 HEAD = IDS[-1]
@@ -96,14 +96,7 @@ class Trial:
     lines: list[str] = field(default_factory=list)
 
     def run(self, url: str, home: Path) -> None:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-            env=flowdb_env(url, home),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = upgrade_process(flowdb_env(url, home))
         try:
             deadline = time.monotonic() + 60
             while not handles_sigterm(process.pid) and process.poll() is None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -58,6 +57,7 @@ from tests.dbtools import (
     seed_flow_runs,
     sync_engine,
     table_names,
+    upgrade_process,
 )
 
 TRIALS = 20
@@ -156,14 +156,7 @@ def end_session(url: str, session: int) -> None:
 
 def start_upgrade(url: str) -> subprocess.Popen[str]:
     """``flowdb database upgrade -y`` on ``url``, reading its stderr line by line."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "flowdb", "database", "upgrade", "-y"],
-        env={**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return upgrade_process({**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"})
 
 
 def end_lock_session_midway(
