@@ -136,6 +136,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(service.router, prefix="/api")
     for module in (admin, flows, flow_runs, task_runs, logs):
         app.include_router(module.router, prefix="/api", responses=UNAVAILABLE)
+    # Its own routes (documents, /metrics), then the routers' under their prefix, as tried.
+    routes = [("", route) for route in app.router.routes] + [
+        ("/api", route)
+        for module in (service, admin, flows, flow_runs, task_runs, logs)
+        for route in module.router.routes
+    ]
     app.add_middleware(_SchemaGate, database=database)
     # Added later is outer: credentials are checked before any body is read.
     app.add_middleware(edges.BodyLimit, limit=settings.server_max_body_bytes)
@@ -148,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: what it measures and logs is what the client got, refusals included.
     app.add_middleware(
         RequestObserver,
-        application=app,
+        routes=routes,
         metrics=app.state.metrics,
         log_requests=settings.log_format == "json",
     )
