@@ -9,7 +9,11 @@ callback, such as a driver connection being collected): it prints "Exception ign
 and carries on. Such a signal is not lost here: the hook for unraisable exceptions
 keeps quiet about it and sends the signal to the main thread again a moment later, and
 ``check`` (called at every migration's transaction boundary and when a command
-returns) raises any signal that was recorded but never reached the edge.
+returns) raises any signal that was recorded but never reached the edge. A C extension
+calling back into Python can swallow it too: psycopg's notice receiver (a NOTICE from
+the server while a migration runs) prints the exception's traceback through
+``sys.excepthook`` before it passes it to the unraisable hook; that hook keeps quiet
+about a signal as well.
 
 A leaf module that imports only built-in modules (``_signal``, not ``signal``, which
 pulls in ``enum``; ``flowdb.errors`` only once the handlers are in place), so the
@@ -72,6 +76,14 @@ def install() -> None:
         default_hook(info)
 
     sys.unraisablehook = unraisable
+    default_excepthook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        if is_interrupt(error) and _State.pending:
+            return  # a callback's caller printing what it then swallows (see above)
+        default_excepthook(kind, error, traceback)
+
+    sys.excepthook = excepthook
 
 
 class EarlyInterrupt(BaseException):

@@ -340,6 +340,58 @@ def test_a_signal_a_finaliser_swallowed_is_sent_again_and_wakes_a_blocking_call(
     assert result.stderr == "", result.stderr  # no "Exception ignored in ..."
 
 
+#: The signal arrives while psycopg's C notice receiver runs a Python notice handler (a
+#: NOTICE during a migration: SQLAlchemy logs each one). The receiver cannot pass the
+#: exception on: it prints its traceback through ``sys.excepthook``, then hands it to the
+#: unraisable hook. Seen in CI's signal trials on PostgreSQL, as a traceback before the
+#: one line.
+IN_A_DRIVER_CALLBACK = """
+import os, signal, sys, time
+import psycopg
+from flowdb import interrupts
+from flowdb.errors import Interrupted
+
+interrupts.install()
+
+
+def receive_signal(diagnostic):
+    os.kill(os.getpid(), signal.SIGINT)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # the handler runs in here
+        pass
+
+
+started = time.monotonic()
+with psycopg.connect(sys.argv[1], autocommit=True) as connection:
+    connection.add_notice_handler(receive_signal)
+    try:
+        connection.execute("DO $$ BEGIN RAISE NOTICE 'a notice'; END $$")
+        time.sleep(30)  # the signal sent again must wake it
+        print("lost")
+    except Interrupted as interrupt:
+        print(f"raised {interrupt.args[0]} after {time.monotonic() - started:.1f} s")
+"""
+
+
+def test_a_signal_a_driver_callback_swallowed_is_sent_again_without_a_traceback(
+    postgres_url: str,
+) -> None:
+    import sqlalchemy as sa
+
+    conninfo = sa.make_url(postgres_url).set(drivername="postgresql")
+    result = subprocess.run(
+        [sys.executable, "-c", IN_A_DRIVER_CALLBACK, conninfo.render_as_string(False)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.stdout.startswith(f"raised {int(signal.SIGINT)} after"), result
+    assert float(result.stdout.split()[-2]) < 20, result.stdout
+    assert result.stderr == "", result.stderr  # no traceback from the receiver
+
+
 #: A process whose outcome is said (``close``) while a thread started earlier still runs
 #: (as Rich's live display's refresh thread outlives the display), then what the
 #: interpreter's shutdown does to signal handlers (CPython's ``_PySignal_Fini``: a signal
