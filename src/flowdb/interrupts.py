@@ -12,8 +12,8 @@ keeps quiet about it and sends the signal to the main thread again a moment late
 returns) raises any signal that was recorded but never reached the edge. A C extension
 calling back into Python can swallow it too: psycopg's notice receiver (a NOTICE from
 the server while a migration runs) prints the exception's traceback through
-``sys.excepthook`` before it passes it to the unraisable hook; that hook keeps quiet
-about a signal as well.
+``sys.excepthook`` before it passes it to the unraisable hook, so flowdb's excepthook
+keeps quiet about a signal's exception too, and the unraisable hook sends it again.
 
 A leaf module that imports only built-in modules (``_signal``, not ``signal``, which
 pulls in ``enum``; ``flowdb.errors`` only once the handlers are in place), so the
