@@ -11,7 +11,9 @@ as ``__main__`` as ``python -m`` would, runs the ``atexit`` handlers and exits w
 code the interpreter would (``SystemExit``'s, 1 for an exception), and a signal that
 kills it (its own SIGKILL, a SIGTERM's handler) shows as ``-signum``, as with
 ``subprocess``. What the child changes (event listeners, patched attributes, handlers)
-dies with it: the helper forks every child from the same state.
+dies with it: the helper forks every child from the same state. ``run_together`` runs
+several at once (forked one right after the other, as racing replicas are started:
+``tests.dbtools.upgrades_at_once``) and returns when all have ended.
 
 Where the interpreter's own start-up is what a test is about, run the real command.
 """
@@ -113,21 +115,24 @@ def _child(request: dict[str, Any]) -> None:
 
 
 def serve() -> None:
-    """Read one JSON request a line on stdin; answer the child's pid, then its return code."""
+    """Read one JSON batch of requests a line on stdin; fork a child for each, one right
+    after the other; answer their pids, then (once all have ended) their return codes."""
     for name in PRELOAD:
         importlib.import_module(name)
     requests, replies = sys.stdin, sys.stdout
     replies.write("ready\n")
     replies.flush()
     for line in requests:
-        request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _child(request)
-        replies.write(json.dumps({"pid": pid}) + "\n")
+        pids = []
+        for request in json.loads(line):
+            pid = os.fork()
+            if pid == 0:
+                _child(request)
+            pids.append(pid)
+        replies.write(json.dumps({"pids": pids}) + "\n")
         replies.flush()
-        _, status = os.waitpid(pid, 0)
-        replies.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+        replies.write(json.dumps({"returncodes": codes}) + "\n")
         replies.flush()
 
 
@@ -164,19 +169,21 @@ class _Server:
             raise RuntimeError("the fork server ended")
         return line.strip()
 
-    def run(self, request: dict[str, Any], timeout: float) -> int:
+    def run(self, batch: list[dict[str, Any]], timeout: float) -> list[int]:
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.write(json.dumps(batch) + "\n")
         self.process.stdin.flush()
         started = self._read(60)
         assert started is not None, "the fork server did not fork"
-        pid = json.loads(started)["pid"]
+        pids = json.loads(started)["pids"]
         done = self._read(timeout)
         if done is None:
-            os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self._read(60)
-            raise subprocess.TimeoutExpired(request["args"], timeout)
-        return int(json.loads(done)["returncode"])
+            raise subprocess.TimeoutExpired(batch[0]["args"], timeout)
+        return [int(code) for code in json.loads(done)["returncodes"]]
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -204,29 +211,49 @@ def run(
 
     ``args``: ``["-m", MODULE, *ARGS]`` or ``["-c", CODE, *ARGS]``.
     """
+    return run_together([args], env=env, timeout=timeout, text=text)[0]
+
+
+def run_together(
+    commands: Sequence[Sequence[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    text: bool = True,
+) -> list[subprocess.CompletedProcess[Any]]:
+    """``run`` for each of ``commands`` at once: the children are forked one right after
+    the other and run side by side; returns when all have ended (``timeout`` for all)."""
     global _server, _server_pid
-    assert args and args[0] in ("-m", "-c"), args
+    assert commands and all(args and args[0] in ("-m", "-c") for args in commands), commands
     if _server is None or _server_pid != os.getpid() or _server.process.poll() is not None:
         _server, _server_pid = _Server(), os.getpid()
     with tempfile.TemporaryDirectory(prefix="forkserver-") as folder:
-        out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
-        for path in (out, err):
-            open(path, "wb").close()
-        request = {
-            "args": list(args),
-            "env": dict(os.environ if env is None else env),
-            "cwd": os.getcwd(),
-            "stdout": out,
-            "stderr": err,
-        }
-        returncode = _server.run(request, timeout)
-        with open(out, "rb") as handle:
-            stdout: Any = handle.read()
-        with open(err, "rb") as handle:
-            stderr: Any = handle.read()
-    if text:
-        stdout, stderr = stdout.decode(), stderr.decode()
-    return subprocess.CompletedProcess([sys.executable, *args], returncode, stdout, stderr)
+        batch = []
+        for n, args in enumerate(commands):
+            out, err = os.path.join(folder, f"{n}.stdout"), os.path.join(folder, f"{n}.stderr")
+            for path in (out, err):
+                open(path, "wb").close()
+            batch.append(
+                {
+                    "args": list(args),
+                    "env": dict(os.environ if env is None else env),
+                    "cwd": os.getcwd(),
+                    "stdout": out,
+                    "stderr": err,
+                }
+            )
+        returncodes = _server.run(batch, timeout)
+        results = []
+        for request, returncode in zip(batch, returncodes, strict=True):
+            with open(request["stdout"], "rb") as handle:
+                stdout: Any = handle.read()
+            with open(request["stderr"], "rb") as handle:
+                stderr: Any = handle.read()
+            if text:
+                stdout, stderr = stdout.decode(), stderr.decode()
+            command = [sys.executable, *request["args"]]
+            results.append(subprocess.CompletedProcess(command, returncode, stdout, stderr))
+    return results
 
 
 if __name__ == "__main__":
