@@ -133,14 +133,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics = Metrics(app.state.database)
         app.add_api_route("/metrics", metrics.metrics, include_in_schema=False)
     app.state.readiness = ReadinessCache()
-    app.include_router(service.router, prefix="/api")
-    for module in (admin, flows, flow_runs, task_runs, logs):
-        app.include_router(module.router, prefix="/api", responses=UNAVAILABLE)
+    prefix = "/api"
+    app.include_router(service.router, prefix=prefix)
+    data_routers = [module.router for module in (admin, flows, flow_runs, task_runs, logs)]
+    for router in data_routers:
+        app.include_router(router, prefix=prefix, responses=UNAVAILABLE)
     # Its own routes (documents, /metrics), then the routers' under their prefix, as tried.
     routes = [("", route) for route in app.router.routes] + [
-        ("/api", route)
-        for module in (service, admin, flows, flow_runs, task_runs, logs)
-        for route in module.router.routes
+        (prefix, route) for router in (service.router, *data_routers) for route in router.routes
     ]
     app.add_middleware(_SchemaGate, database=database)
     # Added later is outer: credentials are checked before any body is read.
