@@ -227,6 +227,7 @@ def run_together(
     assert commands and all(args and args[0] in ("-m", "-c") for args in commands), commands
     if _server is None or _server_pid != os.getpid() or _server.process.poll() is not None:
         _server, _server_pid = _Server(), os.getpid()
+    environment = dict(os.environ if env is None else env)
     with tempfile.TemporaryDirectory(prefix="forkserver-") as folder:
         batch = []
         for n, args in enumerate(commands):
@@ -236,7 +237,7 @@ def run_together(
             batch.append(
                 {
                     "args": list(args),
-                    "env": dict(os.environ if env is None else env),
+                    "env": environment,
                     "cwd": os.getcwd(),
                     "stdout": out,
                     "stderr": err,
