@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from flowdb.database.history import load_history
+from tests import web
 from tests.deploy import recipe
 from tests.server.test_start import free_port
 
@@ -86,7 +87,7 @@ class Pod:
             == recipe.flowdb_command(recipe.container_command(self.container))[1]["port"]
         )
         try:
-            answer = httpx.get(
+            answer = web.get(
                 f"http://127.0.0.1:{self.port}{spec['httpGet']['path']}",
                 timeout=spec["timeoutSeconds"],
             )
@@ -198,9 +199,9 @@ def test_a_fresh_install_and_a_rolling_restart_as_kubernetes_runs_them(
         early.started()
         assert early.probe("readinessProbe") == 503
         assert early.probe("livenessProbe") == 200
-        waiting = httpx.get(f"http://127.0.0.1:{early.port}/api/ready", timeout=5).json()
+        waiting = web.get(f"http://127.0.0.1:{early.port}/api/ready", timeout=5).json()
         assert waiting["waiting"]["head"] == head
-        refused = httpx.get(f"http://127.0.0.1:{early.port}/api/flows", headers=auth, timeout=5)
+        refused = web.get(f"http://127.0.0.1:{early.port}/api/flows", headers=auth, timeout=5)
         assert refused.status_code == 503
 
         # The Job, with a second pod starting meanwhile (pods and Job start in any order).
@@ -215,8 +216,8 @@ def test_a_fresh_install_and_a_rolling_restart_as_kubernetes_runs_them(
 
         # The Secret's credentials guard the API; the probes' paths stay open.
         base = f"http://127.0.0.1:{second.port}"
-        assert httpx.get(f"{base}/api/flows", timeout=5).status_code == 401
-        made = httpx.post(f"{base}/api/flows", json={"name": "etl"}, headers=auth, timeout=5)
+        assert web.get(f"{base}/api/flows", timeout=5).status_code == 401
+        made = web.post(f"{base}/api/flows", json={"name": "etl"}, headers=auth, timeout=5)
         assert made.status_code == 201, made.text
 
         # The image's HEALTHCHECK command, as the engine runs it, on this port.
@@ -245,7 +246,7 @@ def test_a_fresh_install_and_a_rolling_restart_as_kubernetes_runs_them(
         assert "Traceback" not in stderr
         assert second.probe("readinessProbe") == 200
         assert surge.probe("readinessProbe") == 200
-        served = httpx.get(f"http://127.0.0.1:{surge.port}/api/flows", headers=auth, timeout=5)
+        served = web.get(f"http://127.0.0.1:{surge.port}/api/flows", headers=auth, timeout=5)
         assert [flow["name"] for flow in served.json()] == ["etl"]
 
         # The fleet as the next Job sees it: at head, the two pods serving, nothing held.

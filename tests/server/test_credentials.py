@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from flowdb.cli.server import loopback_only
 from flowdb.errors import ConfigurationError
 from flowdb.settings import get_settings
+from tests import web
 from tests.server.test_start import free_port, start_server, wait_until_ready
 
 PASSWORD = "s3cret-Pässword"
@@ -223,7 +224,7 @@ def test_start_warns_about_an_open_api_beyond_loopback_and_never_logs_the_secret
         wait_until_ready(port, process)
         base = f"http://127.0.0.1:{port}"
         for password, status in (("wr0ng-Zq9", 401), (PASSWORD, 200)):
-            response = httpx.get(f"{base}/api/flows", auth=("ada", password), timeout=10)
+            response = web.get(f"{base}/api/flows", auth=("ada", password), timeout=10)
             assert response.status_code == status
     finally:
         stdout, stderr = stop(process)

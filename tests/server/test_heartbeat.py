@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -32,6 +31,7 @@ from flowdb.database import bookkeeping, fleet
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.database.target import Database
+from tests import web
 from tests.database.test_fleet import CONTRACT, EXPAND, OLD_HEAD, older_replica, upgrade_runs
 from tests.database.test_releases import release_python
 from tests.dbtools import revision_of, sync_engine
@@ -87,9 +87,9 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 def finish_run(base: str, run_id: str) -> str:
     for state in ("RUNNING", "COMPLETED"):
-        answer = httpx.post(f"{base}/api/flow_runs/{run_id}/set_state", json={"type": state})
+        answer = web.post(f"{base}/api/flow_runs/{run_id}/set_state", json={"type": state})
         assert answer.status_code in (200, 201), answer.text
-    end = httpx.get(f"{base}/api/flow_runs/{run_id}").json()["end_time"]
+    end = web.get(f"{base}/api/flow_runs/{run_id}").json()["end_time"]
     assert end is not None
     return str(end)
 
@@ -109,23 +109,23 @@ def test_both_releases_serve_across_the_expand_and_the_last_new_replica_contract
         wait_until_ready(old_port, old)
         if not configured.startswith("postgresql"):
             stand_in = older_replica(configured)  # the row the previous release cannot write
-        flow = httpx.post(f"{old_base}/api/flows", json={"name": "etl"}).json()
-        run_a = httpx.post(f"{old_base}/api/flow_runs", json={"flow_id": flow["id"]}).json()
+        flow = web.post(f"{old_base}/api/flows", json={"name": "etl"}).json()
+        run_a = web.post(f"{old_base}/api/flow_runs", json={"flow_id": flow["id"]}).json()
 
         new = start_server(configured, new_port, FLOWDB_SERVER_HEARTBEAT_INTERVAL="0.3")
         wait_until_ready(new_port, new)
         assert revision_of(configured) == EXPAND  # the start stopped before the contract
-        ready = httpx.get(f"{new_base}/api/ready").json()
+        ready = web.get(f"{new_base}/api/ready").json()
         assert CONTRACT in str(ready), ready
-        assert httpx.get(f"{old_base}/api/ready").status_code == 200  # the old one too
+        assert web.get(f"{old_base}/api/ready").status_code == 200  # the old one too
 
         # The previous release writes end_time; this one reads it as ended_at.
         end_a = finish_run(old_base, run_a["id"])
-        assert httpx.get(f"{new_base}/api/flow_runs/{run_a['id']}").json()["end_time"] == end_a
+        assert web.get(f"{new_base}/api/flow_runs/{run_a['id']}").json()["end_time"] == end_a
         # This release writes ended_at; the previous one reads it as end_time.
-        run_b = httpx.post(f"{new_base}/api/flow_runs", json={"flow_id": flow["id"]}).json()
+        run_b = web.post(f"{new_base}/api/flow_runs", json={"flow_id": flow["id"]}).json()
         end_b = finish_run(new_base, run_b["id"])
-        assert httpx.get(f"{old_base}/api/flow_runs/{run_b['id']}").json()["end_time"] == end_b
+        assert web.get(f"{old_base}/api/flow_runs/{run_b['id']}").json()["end_time"] == end_b
 
         mine = [
             row for row in replica_rows(configured) if stand_in is None or row[0] != stand_in.id
@@ -139,8 +139,8 @@ def test_both_releases_serve_across_the_expand_and_the_last_new_replica_contract
             fleet.leave(Database.from_url(configured), stand_in)
         wait_for(lambda: revision_of(configured) == head)
         assert upgrade_runs(configured, CONTRACT) == 1
-        assert httpx.get(f"{new_base}/api/ready").status_code == 200
-        assert httpx.get(f"{new_base}/api/flow_runs/{run_a['id']}").json()["end_time"] == end_a
+        assert web.get(f"{new_base}/api/ready").status_code == 200
+        assert web.get(f"{new_base}/api/flow_runs/{run_a['id']}").json()["end_time"] == end_a
     finally:
         stop(old)
         if new is not None:

@@ -10,9 +10,9 @@ import subprocess
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
+from tests import web
 from tests.server.test_start import free_port, start_server, wait_until_ready
 
 PASSWORD = "pw-Secret-77"
@@ -54,15 +54,15 @@ def test_the_server_logs_json_lines_with_each_request(
     try:
         wait_until_ready(port, server)
         base = f"http://127.0.0.1:{port}"
-        created = httpx.post(
+        created = web.post(
             f"{base}/api/flows", json={"name": "logged"}, headers={"X-Request-ID": "req-one"}
         )
         assert created.status_code == 201
         assert created.headers["x-request-id"] == "req-one"
         flow_id = created.json()["id"]
-        read = httpx.get(f"{base}/api/flows/{flow_id}")
+        read = web.get(f"{base}/api/flows/{flow_id}")
         assert read.status_code == 200
-        missing = httpx.get(f"{base}/api/flows/{uuid.uuid4()}", headers={"X-Request-ID": "req-404"})
+        missing = web.get(f"{base}/api/flows/{uuid.uuid4()}", headers={"X-Request-ID": "req-404"})
         assert missing.status_code == 404
     finally:
         server.send_signal(signal.SIGINT)

@@ -19,6 +19,7 @@ from bench.server import free_port
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.errors import ExitCode
+from tests import web
 from tests.dbtools import revision_of
 
 
@@ -38,7 +39,7 @@ def wait_until_ready(port: int, process: subprocess.Popen[str], timeout: float =
     while time.monotonic() < deadline:
         assert process.poll() is None, f"server exited with {process.returncode}"
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=2).status_code == 200:
+            if web.get(f"http://127.0.0.1:{port}/api/ready", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -70,10 +71,10 @@ def test_four_replicas_on_a_fresh_database_migrate_it_once(configured: str) -> N
     with servers(configured, 4) as replicas:
         for port, process in replicas:
             wait_until_ready(port, process)
-        flow = httpx.post(f"http://127.0.0.1:{replicas[0][0]}/api/flows", json={"name": "etl"})
+        flow = web.post(f"http://127.0.0.1:{replicas[0][0]}/api/flows", json={"name": "etl"})
         assert flow.status_code == 201
         for port, _ in replicas:  # every replica serves the same database
-            names = [f["name"] for f in httpx.get(f"http://127.0.0.1:{port}/api/flows").json()]
+            names = [f["name"] for f in web.get(f"http://127.0.0.1:{port}/api/flows").json()]
             assert names == ["etl"]
     logs = [process.communicate()[1] for _, process in replicas]
     migrators = [log for log in logs if "↑" in log]
@@ -118,7 +119,7 @@ def test_migrate_on_start_upgrades_an_old_database_then_serves_with_workers(
     process = start_server(configured, port, "--workers", "2")
     try:
         wait_until_ready(port, process)
-        version = httpx.get(f"http://127.0.0.1:{port}/api/admin/version").json()
+        version = web.get(f"http://127.0.0.1:{port}/api/admin/version").json()
         assert version["schema_revision"] == load_history().head
     finally:
         process.send_signal(signal.SIGINT)

@@ -20,6 +20,7 @@ import httpx
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.errors import ExitCode
+from tests import web
 from tests.dbtools import revision_of, set_revision
 from tests.server.test_start import free_port, start_server
 
@@ -32,7 +33,7 @@ def first_answer(
     while True:
         assert process.poll() is None, f"server exited with {process.returncode}"
         try:
-            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2)
+            return web.get(f"http://127.0.0.1:{port}{path}", timeout=2)
         except httpx.TransportError:
             if time.monotonic() > deadline:
                 raise
@@ -69,7 +70,7 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
         )
         health = first_answer(port, replica, "/api/health", within=60)
         first = time.monotonic() - started
-        ready = httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=5)
+        ready = web.get(f"http://127.0.0.1:{port}/api/ready", timeout=5)
         print(f"first answer {first:.2f} s after the start")
         assert health.status_code == 200
         # Ordering, not wall-clock time (the machine is shared): the replica answered its
@@ -86,7 +87,7 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
         assert waiting["lock_holder"].startswith(("flowdb upgrade (pid", "server connection"))
         assert "of 5,000 rows" in ready.json()["detail"]
 
-        flows = httpx.get(f"http://127.0.0.1:{port}/api/flows", timeout=5)
+        flows = web.get(f"http://127.0.0.1:{port}/api/flows", timeout=5)
         assert flows.status_code == 503
         assert flows.headers["retry-after"] == "5"
         assert flows.json()["detail"].startswith("Not ready: waiting for the schema")
@@ -95,7 +96,7 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
         # and once two looks saw the rows move it estimates the time left.
         time.sleep(2)  # past the 1.5 s timeout; four looks (every 0.5 s) at the rows
         assert replica.poll() is None, "the replica gave up while the migration ran"
-        later = httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=5).json()["waiting"]
+        later = web.get(f"http://127.0.0.1:{port}/api/ready", timeout=5).json()["waiting"]
         assert later["migration"]["rows_done"] > migration["rows_done"]
         assert later["migration"]["seconds_left"] is not None
         assert 0 < later["migration"]["seconds_left"] < 30
@@ -108,10 +109,10 @@ def test_a_replica_listens_while_a_migration_job_runs_then_serves(configured: st
         job.stdin.flush()
         assert job.wait(timeout=60) == 0
         until(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=5).status_code == 200,
+            lambda: web.get(f"http://127.0.0.1:{port}/api/ready", timeout=5).status_code == 200,
             within=15,
         )
-        created = httpx.post(f"http://127.0.0.1:{port}/api/flows", json={"name": "etl"}, timeout=5)
+        created = web.post(f"http://127.0.0.1:{port}/api/flows", json={"name": "etl"}, timeout=5)
         assert created.status_code == 201, created.text
         assert replica.poll() is None  # the same process: no restart
     finally:
@@ -141,7 +142,7 @@ def test_a_replica_gives_up_when_nothing_moves(configured: str) -> None:
     )
     try:
         assert first_answer(port, replica, "/api/health", within=60).status_code == 200
-        ready = httpx.get(f"http://127.0.0.1:{port}/api/ready", timeout=5)
+        ready = web.get(f"http://127.0.0.1:{port}/api/ready", timeout=5)
         assert ready.status_code == 503
         assert ready.json()["waiting"]["lock_holder"] is None
         _, stderr = replica.communicate(timeout=60)

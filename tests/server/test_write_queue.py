@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from flowdb.server.engine import ServerDatabase
 from flowdb.server.write_queue import WriteQueue
+from tests import web
 from tests.server.test_start import free_port, start_server, wait_until_ready
 
 WAITERS = 12
@@ -112,7 +113,7 @@ def test_writes_are_served_in_arrival_order(
         statuses: list[int] = []
 
         def create(name: str) -> None:
-            response = httpx.post(f"{server.base_url}/api/flows", json={"name": name}, timeout=60)
+            response = web.post(f"{server.base_url}/api/flows", json={"name": name}, timeout=60)
             statuses.append(response.status_code)
 
         names = [f"flow-{n:02d}" for n in range(WAITERS)]
@@ -124,7 +125,7 @@ def test_writes_are_served_in_arrival_order(
                 # arrival order is the order of ``names``.
                 _wait_for(lambda n=number: server.queue.queued == n + 2, f"writer {number}")
             # Reads do not queue: one is answered while every writer waits.
-            assert httpx.get(f"{server.base_url}/api/flows", timeout=60).status_code == 200
+            assert web.get(f"{server.base_url}/api/flows", timeout=60).status_code == 200
             assert server.queue.queued == WAITERS + 1
         for thread in threads:
             thread.join(timeout=120)
@@ -143,11 +144,11 @@ def test_a_write_that_gets_no_turn_within_the_bound_is_a_503(
     with served(sqlite_url, monkeypatch) as server:
         server.queue.timeout = 0.2
         with holding_the_turn(server):
-            refused = httpx.post(f"{server.base_url}/api/flows", json={"name": "late"}, timeout=60)
+            refused = web.post(f"{server.base_url}/api/flows", json={"name": "late"}, timeout=60)
         assert refused.status_code == 503
         assert refused.json() == {"detail": "The database stayed locked by other work; try again."}
         assert server.queue.queued == 0
-        after = httpx.post(f"{server.base_url}/api/flows", json={"name": "late"}, timeout=60)
+        after = web.post(f"{server.base_url}/api/flows", json={"name": "late"}, timeout=60)
         assert after.status_code == 201
 
 
@@ -160,7 +161,7 @@ def test_many_threads_writing_at_once_all_get_through(sqlite_url: str, tmp_path:
     failures: list[str] = []
     try:
         wait_until_ready(port, process)
-        flow = httpx.post(f"{base_url}/api/flows", json={"name": "crowd"}, timeout=60)
+        flow = web.post(f"{base_url}/api/flows", json={"name": "crowd"}, timeout=60)
         flow_id = flow.json()["id"]
 
         def client() -> None:
