@@ -13,7 +13,11 @@ kills it (its own SIGKILL, a SIGTERM's handler) shows as ``-signum``, as with
 ``subprocess``. What the child changes (event listeners, patched attributes, handlers)
 dies with it: the helper forks every child from the same state. ``run_together`` runs
 several at once (forked one right after the other, as racing replicas are started:
-``tests.dbtools.upgrades_at_once``) and returns when all have ended.
+``tests.dbtools.upgrades_at_once``) and returns when all have ended. ``Popen`` is the
+same child with ``subprocess.Popen``'s interface (pipes, ``poll``, ``wait``,
+``communicate``, signals), for processes a test talks to while they run: servers, an
+upgrade whose output is read line by line. The pipes are real pipes, passed to the
+helper over a Unix socket; the helper stays the child's parent and reaps it when asked.
 
 Where the interpreter's own start-up is what a test is about, run the real command.
 """
@@ -23,16 +27,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import io
 import json
 import os
-import select
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import Any
 
 #: Imported once by the helper, so that no child pays for them.
 PRELOAD = (
@@ -63,37 +71,57 @@ PRELOAD = (
     "flowdb.database.fleet",
     "tests.database.kill_after",
     "tests.database.signal_after",
+    # the API server (``flowdb server start``): its app and what serving it imports
+    "uvicorn",
+    "uvicorn.main",
+    "uvicorn.server",
+    "uvicorn.protocols.http.h11_impl",
+    "uvicorn.lifespan.on",
+    "flowdb.cli.server",
+    "flowdb.server.app",
 )
+
+#: The largest request (a batch's environment and commands) and the most fds it carries.
+MESSAGE_BYTES = 1 << 20
+MAX_FDS = 3 * 64
 
 
 # --- the helper process (``python -m tests.forkserver``) ---------------------------------
 
 
-def _child(request: dict[str, Any]) -> None:
+def _child(
+    request: dict[str, Any], command: Sequence[str], streams: Sequence[int], batch: Sequence[int]
+) -> None:
     """In the forked child: become the requested ``python`` command; never returns."""
     code = 1
     try:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(request["stdout"], os.O_WRONLY | os.O_TRUNC)
-        err = os.open(request["stderr"], os.O_WRONLY | os.O_TRUNC)
-        for fd, target in ((devnull, 0), (out, 1), (err, 2)):
+        for fd, target in zip(streams, (0, 1, 2), strict=True):
             os.dup2(fd, target)
-            os.close(fd)
+        for fd in batch:  # this child's and its siblings' ends: only 0, 1, 2 stay
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if os.environ.get("PYTHONUNBUFFERED"):  # what ``-u`` gives a fresh interpreter
+            for stream in (sys.stdout, sys.stderr):
+                if isinstance(stream, io.TextIOWrapper):
+                    stream.reconfigure(write_through=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        args = request["args"]
         try:
-            if args[0] == "-m":
+            if command[0] == "-m":
                 import runpy
 
-                sys.argv = [args[1], *args[2:]]
-                sys.modules.pop(args[1], None)  # preloaded: run afresh, as ``python -m`` does
-                runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+                sys.argv = [command[1], *command[2:]]
+                # Run the module afresh, as ``python -m`` does: for a package, its __main__
+                # (the package itself stays, with the submodules imported under it).
+                preloaded = sys.modules.get(command[1])
+                is_package = preloaded is not None and hasattr(preloaded, "__path__")
+                sys.modules.pop(f"{command[1]}.__main__" if is_package else command[1], None)
+                runpy.run_module(command[1], run_name="__main__", alter_sys=True)
             else:  # -c CODE ARGS
-                sys.argv = ["-c", *args[2:]]
-                exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
+                sys.argv = ["-c", *command[2:]]
+                exec(compile(command[1], "<string>", "exec"), {"__name__": "__main__"})
             code = 0
         except SystemExit as end:
             if end.code is None:
@@ -114,26 +142,45 @@ def _child(request: dict[str, Any]) -> None:
         os._exit(code & 0xFF)
 
 
+def _start(request: dict[str, Any], fds: list[int]) -> list[int]:
+    """Fork a child for each command of ``request``, one right after the other; each gets
+    the next three of ``fds`` as its stdin, stdout and stderr. Returns their pids."""
+    pids = []
+    for n, command in enumerate(request["commands"]):
+        streams = fds[3 * n : 3 * n + 3]
+        pid = os.fork()
+        if pid == 0:
+            _child(request, command, streams, fds)
+        pids.append(pid)
+        for fd in streams:
+            os.close(fd)
+    return pids
+
+
+def _returncode(pid: int) -> int | None:
+    """``pid``'s exit code as ``subprocess`` reports it, once it has ended; else None."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
 def serve() -> None:
-    """Read one JSON batch of requests a line on stdin; fork a child for each, one right
-    after the other; answer their pids, then (once all have ended) their return codes."""
+    """Answer the requests that arrive on stdin (one end of a Unix socket), one message
+    each: ``start`` forks children (``_start``) and answers their pids; ``poll`` reaps the
+    named children that have ended and answers their exit codes (None: still running)."""
     for name in PRELOAD:
         importlib.import_module(name)
-    requests, replies = sys.stdin, sys.stdout
-    replies.write("ready\n")
-    replies.flush()
-    for line in requests:
-        pids = []
-        for request in json.loads(line):
-            pid = os.fork()
-            if pid == 0:
-                _child(request)
-            pids.append(pid)
-        replies.write(json.dumps({"pids": pids}) + "\n")
-        replies.flush()
-        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
-        replies.write(json.dumps({"returncodes": codes}) + "\n")
-        replies.flush()
+    channel = socket.socket(fileno=0)
+    channel.send(b"ready")
+    while True:
+        message, fds, _, _ = socket.recv_fds(channel, MESSAGE_BYTES, MAX_FDS)
+        if not message:
+            return  # the test process closed its end
+        request = json.loads(message)
+        if request["op"] == "start":
+            reply: dict[str, Any] = {"pids": _start(request, fds)}
+        else:
+            reply = {"returncodes": [_returncode(pid) for pid in request["pids"]]}
+        channel.send(json.dumps(reply).encode())
 
 
 # --- the client (the test process) ------------------------------------------------------
@@ -143,52 +190,38 @@ class _Server:
     """The helper of this test process, started at its first request."""
 
     def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.forkserver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            cwd=os.getcwd(),
-            env={k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")},
-        )
-        assert self._read(120) == "ready"
+        self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.forkserver"],
+                stdin=theirs.fileno(),
+                cwd=os.getcwd(),
+                env={k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")},
+            )
+        self.lock = threading.Lock()  # one request and its answer at a time
+        assert self._receive(120) == b"ready"
         atexit.register(self.close)
 
-    @property
-    def _replies(self) -> IO[str]:
-        assert self.process.stdout is not None
-        return self.process.stdout
-
-    def _read(self, timeout: float) -> str | None:
-        ready, _, _ = select.select([self._replies], [], [], timeout)
-        if not ready:
-            return None
-        line = self._replies.readline()
-        if not line:
+    def _receive(self, timeout: float) -> bytes:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.channel, selectors.EVENT_READ)
+            if not selector.select(timeout):
+                raise RuntimeError(f"the fork server did not answer within {timeout} s")
+        answer = self.channel.recv(MESSAGE_BYTES)
+        if not answer:
             raise RuntimeError("the fork server ended")
-        return line.strip()
+        return answer
 
-    def run(self, batch: list[dict[str, Any]], timeout: float) -> list[int]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(batch) + "\n")
-        self.process.stdin.flush()
-        started = self._read(60)
-        assert started is not None, "the fork server did not fork"
-        pids = json.loads(started)["pids"]
-        done = self._read(timeout)
-        if done is None:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self._read(60)
-            raise subprocess.TimeoutExpired(batch[0]["args"], timeout)
-        return [int(code) for code in json.loads(done)["returncodes"]]
+    def ask(self, request: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
+        """Send ``request`` (with ``fds``) and return the helper's answer."""
+        with self.lock:
+            socket.send_fds(self.channel, [json.dumps(request).encode()], list(fds))
+            answer: dict[str, Any] = json.loads(self._receive(60))
+        return answer
 
     def close(self) -> None:
         if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
+            self.channel.close()
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -198,6 +231,141 @@ class _Server:
 
 _server: _Server | None = None
 _server_pid: int | None = None
+
+
+def _helper() -> _Server:
+    """This test process's helper, started (again) when it has none running."""
+    global _server, _server_pid
+    if _server is None or _server_pid != os.getpid() or _server.process.poll() is not None:
+        _server, _server_pid = _Server(), os.getpid()
+    return _server
+
+
+class Popen(subprocess.Popen[Any]):
+    """A fork-server child with the parts of ``subprocess.Popen`` the tests use.
+
+    ``Popen(["-m", MODULE, *ARGS], env=..., stdout=PIPE, ...)`` is
+    ``subprocess.Popen([sys.executable, "-m", MODULE, *ARGS], ...)``, forked from the
+    helper. ``stdin``, ``stdout`` and ``stderr`` take ``PIPE``, ``DEVNULL`` or an open
+    file; pipes are file objects, as ``subprocess`` makes them (text by default).
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: Any = subprocess.DEVNULL,
+        stdout: Any = subprocess.PIPE,
+        stderr: Any = subprocess.PIPE,
+        text: bool = True,
+    ) -> None:
+        # Not subprocess.Popen.__init__: the helper forks this child, not this process.
+        assert args and args[0] in ("-m", "-c"), args
+        self.args = [sys.executable, *args]
+        self.returncode: Any = None
+        self._child_created = False  # nothing for subprocess.Popen.__del__ to reap
+        self.text_mode = text
+        self._output: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        ours, theirs = _streams((stdin, stdout, stderr))
+        try:
+            self._helper = _helper()
+            answer = self._helper.ask(_start_request([args], env), theirs)
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self.pid: int = answer["pids"][0]
+        modes = ("w", "r", "r") if text else ("wb", "rb", "rb")
+        pipes: list[Any] = [
+            None if fd is None else os.fdopen(fd, mode, encoding="utf-8" if text else None)
+            for fd, mode in zip(ours, modes, strict=True)
+        ]
+        self.stdin, self.stdout, self.stderr = pipes
+
+    def poll(self) -> int | None:
+        """The exit code once the child has ended (asks the helper, which reaps it)."""
+        if self.returncode is None:
+            self.returncode = self._helper.ask({"op": "poll", "pids": [self.pid]})["returncodes"][0]
+        return self.returncode  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the child ends; ``subprocess.TimeoutExpired`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return self.returncode  # type: ignore[no-any-return]
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+        """Write ``input``, read both outputs to their end, wait; as ``subprocess`` does,
+        output read before a ``TimeoutExpired`` is kept for the next call."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.stdin is not None and not self.stdin.closed:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        with selectors.DefaultSelector() as selector:
+            for name, pipe in (("stdout", self.stdout), ("stderr", self.stderr)):
+                if pipe is not None and not pipe.closed:
+                    selector.register(pipe.fileno(), selectors.EVENT_READ, name)
+            while selector.get_map():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if chunk:
+                        self._output[key.data].append(chunk)
+                    else:
+                        selector.unregister(key.fd)
+        self.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
+        results: list[Any] = []
+        for name, pipe in (("stdout", self.stdout), ("stderr", self.stderr)):
+            if pipe is None:
+                results.append(None)
+                continue
+            data = b"".join(self._output[name])
+            pipe.close()
+            results.append(data.decode() if self.text_mode else data)
+        return results[0], results[1]
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the child unless it is known to have ended."""
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+
+def _streams(requested: Sequence[Any]) -> tuple[list[int | None], list[int]]:
+    """For stdin, stdout, stderr as asked: the fds this process keeps (None where it
+    keeps none) and the three the child gets."""
+    ours: list[int | None] = []
+    theirs: list[int] = []
+    for n, how in enumerate(requested):
+        if how == subprocess.PIPE:
+            read, write = os.pipe()
+            ours.append(write if n == 0 else read)
+            theirs.append(read if n == 0 else write)
+        elif how == subprocess.DEVNULL:
+            ours.append(None)
+            theirs.append(os.open(os.devnull, os.O_RDONLY if n == 0 else os.O_WRONLY))
+        else:
+            ours.append(None)
+            theirs.append(os.dup(how if isinstance(how, int) else how.fileno()))
+    return ours, theirs
+
+
+def _start_request(
+    commands: Sequence[Sequence[str]], env: Mapping[str, str] | None
+) -> dict[str, Any]:
+    return {
+        "op": "start",
+        "cwd": os.getcwd(),
+        "env": dict(os.environ if env is None else env),
+        "commands": [list(args) for args in commands],
+    }
 
 
 def run(
@@ -222,39 +390,63 @@ def run_together(
     text: bool = True,
 ) -> list[subprocess.CompletedProcess[Any]]:
     """``run`` for each of ``commands`` at once: the children are forked one right after
-    the other and run side by side; returns when all have ended (``timeout`` for all)."""
-    global _server, _server_pid
+    the other and run side by side; returns when all have ended (``timeout`` for all).
+
+    Their outputs go to files, not pipes: racing children must not wait on a pipe that
+    nobody reads while a sibling holds what they race for.
+    """
     assert commands and all(args and args[0] in ("-m", "-c") for args in commands), commands
-    if _server is None or _server_pid != os.getpid() or _server.process.poll() is not None:
-        _server, _server_pid = _Server(), os.getpid()
-    environment = dict(os.environ if env is None else env)
+    helper = _helper()
     with tempfile.TemporaryDirectory(prefix="forkserver-") as folder:
-        batch = []
-        for n, args in enumerate(commands):
+        paths, fds = [], []
+        for n in range(len(commands)):
             out, err = os.path.join(folder, f"{n}.stdout"), os.path.join(folder, f"{n}.stderr")
-            for path in (out, err):
-                open(path, "wb").close()
-            batch.append(
-                {
-                    "args": list(args),
-                    "env": environment,
-                    "cwd": os.getcwd(),
-                    "stdout": out,
-                    "stderr": err,
-                }
-            )
-        returncodes = _server.run(batch, timeout)
+            paths.append((out, err))
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+            fds.extend(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) for path in (out, err))
+        try:
+            pids = helper.ask(_start_request(commands, env), fds)["pids"]
+        finally:
+            for fd in fds:
+                os.close(fd)
+        deadline = time.monotonic() + timeout
+        returncodes: list[int | None] = [None] * len(pids)
+        pause = 0.001
+        while None in returncodes:
+            waiting = [pid for pid, code in zip(pids, returncodes, strict=True) if code is None]
+            codes = iter(helper.ask({"op": "poll", "pids": waiting})["returncodes"])
+            returncodes = [next(codes) if code is None else code for code in returncodes]
+            if None in returncodes:
+                if time.monotonic() > deadline:
+                    _kill_and_reap(
+                        helper, [p for p, c in zip(pids, returncodes, strict=True) if c is None]
+                    )
+                    raise subprocess.TimeoutExpired([sys.executable, *commands[0]], timeout)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
         results = []
-        for request, returncode in zip(batch, returncodes, strict=True):
-            with open(request["stdout"], "rb") as handle:
+        for args, (out, err), returncode in zip(commands, paths, returncodes, strict=True):
+            assert returncode is not None
+            with open(out, "rb") as handle:
                 stdout: Any = handle.read()
-            with open(request["stderr"], "rb") as handle:
+            with open(err, "rb") as handle:
                 stderr: Any = handle.read()
             if text:
                 stdout, stderr = stdout.decode(), stderr.decode()
-            command = [sys.executable, *request["args"]]
-            results.append(subprocess.CompletedProcess(command, returncode, stdout, stderr))
+            results.append(
+                subprocess.CompletedProcess([sys.executable, *args], returncode, stdout, stderr)
+            )
     return results
+
+
+def _kill_and_reap(helper: _Server, pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    while pids:
+        codes = helper.ask({"op": "poll", "pids": pids})["returncodes"]
+        pids = [pid for pid, code in zip(pids, codes, strict=True) if code is None]
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":

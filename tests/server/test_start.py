@@ -19,18 +19,21 @@ from bench.server import free_port
 from flowdb.database.alembic_commands import alembic_upgrade
 from flowdb.database.history import load_history
 from flowdb.errors import ExitCode
-from tests import web
+from tests import forkserver, web
 from tests.dbtools import revision_of
 
 
 def start_server(url: str, port: int, *extra: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "flowdb", "server", "start", "--port", str(port), *extra],
+    """``python -m flowdb server start --port PORT *EXTRA`` on ``url``, its output piped.
+
+    Forked from the fork server (``tests.forkserver``), which has imported the server
+    already: a real process that serves, is signalled and exits, without the second
+    of imports a fresh interpreter spends. The tests of the start itself (its imports,
+    its refusals before serving) run the real command.
+    """
+    return forkserver.Popen(
+        ["-m", "flowdb", "server", "start", "--port", str(port), *extra],
         env={**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1", **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
 
 
