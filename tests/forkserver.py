@@ -246,8 +246,9 @@ class Popen(subprocess.Popen[Any]):
 
     ``Popen(["-m", MODULE, *ARGS], env=..., stdout=PIPE, ...)`` is
     ``subprocess.Popen([sys.executable, "-m", MODULE, *ARGS], ...)``, forked from the
-    helper. ``stdin``, ``stdout`` and ``stderr`` take ``PIPE``, ``DEVNULL`` or an open
-    file; pipes are file objects, as ``subprocess`` makes them (text by default).
+    helper. ``stdin``, ``stdout`` and ``stderr`` take ``PIPE``, ``DEVNULL``, an open file
+    or None (this process's own); pipes are file objects, as ``subprocess`` makes them
+    (text by default).
     """
 
     def __init__(
@@ -348,6 +349,9 @@ def _streams(requested: Sequence[Any]) -> tuple[list[int | None], list[int]]:
             read, write = os.pipe()
             ours.append(write if n == 0 else read)
             theirs.append(read if n == 0 else write)
+        elif how is None:  # inherited, as with subprocess
+            ours.append(None)
+            theirs.append(os.dup(n))
         elif how == subprocess.DEVNULL:
             ours.append(None)
             theirs.append(os.open(os.devnull, os.O_RDONLY if n == 0 else os.O_WRONLY))

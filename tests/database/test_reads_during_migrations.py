@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,6 +26,7 @@ from flowdb.database.target import Database
 from flowdb.database.waiting import wait_for_head
 from flowdb.errors import ExitCode
 from flowdb.server.readiness import judge
+from tests import forkserver
 from tests.cli.helpers import flowdb, ok
 from tests.dbtools import holder_description, lock_holder
 
@@ -47,19 +47,10 @@ def migrating(url: str) -> Iterator[Callable[[], str]]:
     The block starts it with ``go``; the function it gets stops the migrations after
     the current cycle and returns the process's last line (``cycles N``).
     """
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.database.migration_cycler",
-            str(MIN_CYCLES),
-            str(MOST_SECONDS),
-        ],
+    process = forkserver.Popen(
+        ["-m", "tests.database.migration_cycler", str(MIN_CYCLES), str(MOST_SECONDS)],
         env={**os.environ, "FLOWDB_DATABASE_URL": url},
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
     )
 
     def stop() -> str:
@@ -114,12 +105,11 @@ def read_while_migrating(
         threading.Thread(target=loop, args=(read, name), daemon=True) for name, read in readers
     ]
     with migrating(url) as stop:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.database.status_reader"],
+        process = forkserver.Popen(
+            ["-m", "tests.database.status_reader"],
             env={**os.environ, "FLOWDB_DATABASE_URL": url},
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            stderr=None,
         )
         try:
             for worker in workers:
@@ -215,20 +205,11 @@ def test_status_reads_never_fail_during_upgrades_and_downgrades(database_url: st
 
 def test_check_during_migrations_waits_for_them_and_compares(database_url: str) -> None:
     environment = {**os.environ, "FLOWDB_DATABASE_URL": database_url}
-    command = [sys.executable, "-m", "flowdb", "database", "check"]
+    command = ["-m", "flowdb", "database", "check"]
     with migrating(database_url) as stop:
         checks = []
         for _ in range(3):
-            checks.append(
-                subprocess.Popen(
-                    command,
-                    env=environment,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+            checks.append(forkserver.Popen(command, env=environment))
             time.sleep(0.3)
         # Each one meets a migration (the cycles hold the lock but for instants) and says
         # so, before anything else; then the migrations stop, at head.
