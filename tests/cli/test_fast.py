@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flowdb.cli.fast import command_for, parse
+from tests import forkserver
 
 TYPER_PATH = "import sys\nfrom flowdb.cli.root import main\nmain()\n"
 
@@ -75,15 +74,8 @@ def _run(fast: bool, url: str, home: Path, *args: str) -> tuple[int, str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWDB_")}
     environment.update({"FLOWDB_DATABASE_URL": url, "FLOWDB_HOME": str(home)})
     prefix = ["-m", "flowdb"] if fast else ["-c", TYPER_PATH]
-    result = subprocess.run(
-        [sys.executable, *prefix, *args],
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    # Forked from the fork server: what is compared is what each path says, not its start.
+    result = forkserver.run([*prefix, *args], env=environment, timeout=120)
     return result.returncode, _untimed(result.stdout), _untimed(result.stderr)
 
 
