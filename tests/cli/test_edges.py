@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from flowdb.database import history as history_module
 from flowdb.database.history import load_history
 from flowdb.errors import ExitCode
+from tests import forkserver
 from tests.cli.helpers import (
     assert_one_line_error,
     current_revision,
@@ -50,7 +51,7 @@ from tests.cli.helpers import (
     ok,
     sqlite_file,
 )
-from tests.dbtools import seed_flow_runs, set_revision, sync_engine, table_names, upgrade_process
+from tests.dbtools import seed_flow_runs, set_revision, sync_engine, table_names
 
 IDS = [revision.id for revision in load_history().revisions]
 HEAD = IDS[-1]
@@ -977,7 +978,7 @@ def interrupt(
 
     Returns its stdout, its whole stderr and its exit code.
     """
-    process = upgrade_process(env)
+    process = upgrade_forked(env)
     assert process.stderr is not None
     seen = ""
     try:
@@ -994,6 +995,13 @@ def interrupt(
             process.kill()
             process.communicate()
     return out, seen + rest, process.returncode
+
+
+def upgrade_forked(env: dict[str, str]) -> subprocess.Popen[str]:
+    """``flowdb database upgrade -y`` with ``env``, forked from the fork server
+    (``tests.forkserver``): these signals land once it reports a step, after its imports
+    (the signal tests of ``test_signals`` cover the imports)."""
+    return forkserver.Popen(["-m", "flowdb", "database", "upgrade", "-y"], env=env)
 
 
 def assert_one_line_at_a_revision(
@@ -1125,7 +1133,7 @@ def test_a_signal_at_any_moment_ends_in_one_line(
     seed_flow_runs(database_url, 30_000)
     landed: set[str | None] = set()
     for delay in (0.0, 0.01, 0.03, 0.08, 0.15):
-        process = upgrade_process(child_env(scene))
+        process = upgrade_forked(child_env(scene))
         assert process.stderr is not None
         first_step = process.stderr.readline()  # the first migration's first phase began
         time.sleep(delay)  # then somewhere inside it or the following ones
