@@ -262,26 +262,32 @@ class Popen(subprocess.Popen[Any]):
         text: bool = True,
     ) -> None:
         # Not subprocess.Popen.__init__: the helper forks this child, not this process.
-        assert args and args[0] in ("-m", "-c"), args
-        self.args = [sys.executable, *args]
-        self.returncode: Any = None
-        self._child_created = False  # nothing for subprocess.Popen.__del__ to reap
-        self.text_mode = text
-        self._output: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         ours, theirs = _streams((stdin, stdout, stderr))
-        try:
-            self._helper = _helper()
-            answer = self._helper.ask(_start_request([args], env), theirs)
-        finally:
-            for fd in theirs:
-                os.close(fd)
-        self.pid: int = answer["pids"][0]
+        [pid] = _fork([args], env, theirs)
+        self._adopt(args, pid, text)
         modes = ("w", "r", "r") if text else ("wb", "rb", "rb")
         pipes: list[Any] = [
             None if fd is None else os.fdopen(fd, mode, encoding="utf-8" if text else None)
             for fd, mode in zip(ours, modes, strict=True)
         ]
         self.stdin, self.stdout, self.stderr = pipes
+
+    @classmethod
+    def _forked(cls, args: Sequence[str], pid: int) -> Popen:
+        """The child ``pid`` (``args``) forked with streams this process keeps no end of."""
+        child = cls.__new__(cls)
+        child._adopt(args, pid, text=False)
+        child.stdin = child.stdout = child.stderr = None
+        return child
+
+    def _adopt(self, args: Sequence[str], pid: int, text: bool) -> None:
+        self.args = [sys.executable, *args]
+        self.pid = pid
+        self.returncode: Any = None
+        self._child_created = False  # nothing for subprocess.Popen.__del__ to reap
+        self.text_mode = text
+        self._output: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        self._helper = _helper()
 
     def poll(self) -> int | None:
         """The exit code once the child has ended (asks the helper, which reaps it)."""
@@ -361,15 +367,24 @@ def _streams(requested: Sequence[Any]) -> tuple[list[int | None], list[int]]:
     return ours, theirs
 
 
-def _start_request(
-    commands: Sequence[Sequence[str]], env: Mapping[str, str] | None
-) -> dict[str, Any]:
-    return {
+def _fork(
+    commands: Sequence[Sequence[str]], env: Mapping[str, str] | None, fds: Sequence[int]
+) -> list[int]:
+    """Have the helper fork ``commands`` one right after the other, each with the next
+    three of ``fds`` as its stdin, stdout and stderr (closed here once sent); their pids."""
+    assert commands and all(args and args[0] in ("-m", "-c") for args in commands), commands
+    request = {
         "op": "start",
         "cwd": os.getcwd(),
         "env": dict(os.environ if env is None else env),
         "commands": [list(args) for args in commands],
     }
+    try:
+        pids: list[int] = _helper().ask(request, fds)["pids"]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return pids
 
 
 def run(
@@ -399,8 +414,6 @@ def run_together(
     Their outputs go to files, not pipes: racing children must not wait on a pipe that
     nobody reads while a sibling holds what they race for.
     """
-    assert commands and all(args and args[0] in ("-m", "-c") for args in commands), commands
-    helper = _helper()
     with tempfile.TemporaryDirectory(prefix="forkserver-") as folder:
         paths, fds = [], []
         for n in range(len(commands)):
@@ -408,29 +421,19 @@ def run_together(
             paths.append((out, err))
             fds.append(os.open(os.devnull, os.O_RDONLY))
             fds.extend(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) for path in (out, err))
-        try:
-            pids = helper.ask(_start_request(commands, env), fds)["pids"]
-        finally:
-            for fd in fds:
-                os.close(fd)
+        pids = _fork(commands, env, fds)
+        children = [Popen._forked(args, pid) for args, pid in zip(commands, pids, strict=True)]
         deadline = time.monotonic() + timeout
-        returncodes: list[int | None] = [None] * len(pids)
-        pause = 0.001
-        while None in returncodes:
-            waiting = [pid for pid, code in zip(pids, returncodes, strict=True) if code is None]
-            codes = iter(helper.ask({"op": "poll", "pids": waiting})["returncodes"])
-            returncodes = [next(codes) if code is None else code for code in returncodes]
-            if None in returncodes:
-                if time.monotonic() > deadline:
-                    _kill_and_reap(
-                        helper, [p for p, c in zip(pids, returncodes, strict=True) if c is None]
-                    )
-                    raise subprocess.TimeoutExpired([sys.executable, *commands[0]], timeout)
-                time.sleep(pause)
-                pause = min(pause * 2, 0.02)
+        try:
+            for child in children:
+                child.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            for child in children:
+                child.kill()
+                child.wait()
+            raise subprocess.TimeoutExpired([sys.executable, *commands[0]], timeout) from None
         results = []
-        for args, (out, err), returncode in zip(commands, paths, returncodes, strict=True):
-            assert returncode is not None
+        for child, (out, err) in zip(children, paths, strict=True):
             with open(out, "rb") as handle:
                 stdout: Any = handle.read()
             with open(err, "rb") as handle:
@@ -438,19 +441,9 @@ def run_together(
             if text:
                 stdout, stderr = stdout.decode(), stderr.decode()
             results.append(
-                subprocess.CompletedProcess([sys.executable, *args], returncode, stdout, stderr)
+                subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
             )
     return results
-
-
-def _kill_and_reap(helper: _Server, pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    while pids:
-        codes = helper.ask({"op": "poll", "pids": pids})["returncodes"]
-        pids = [pid for pid, code in zip(pids, codes, strict=True) if code is None]
-        time.sleep(0.01)
 
 
 if __name__ == "__main__":
