@@ -185,6 +185,30 @@ def test_pooler_detection_is_right_for_every_one_of_many_simultaneous_probes(
     assert straight == [False] * 16
 
 
+def test_the_pooler_probe_opens_a_second_connection_only_behind_something(
+    postgres_url: str, pgbouncer_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Directly, the probe's first connection answers; the session test needs two."""
+    import psycopg
+
+    from flowdb.database.dialects.postgresql.connecting import detect_transaction_pooler
+    from tests.pgbouncer import through
+
+    opened: list[str] = []
+    connect = psycopg.connect
+
+    def counted(conninfo: str, **options: object) -> object:
+        opened.append(conninfo)
+        return connect(conninfo, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psycopg, "connect", counted)
+    assert detect_transaction_pooler(sa.make_url(postgres_url)) is False
+    assert len(opened) == 1
+    opened.clear()
+    assert detect_transaction_pooler(sa.make_url(through(pgbouncer_port, postgres_url))) is True
+    assert len(opened) == 2
+
+
 def test_a_direct_connection_is_known_by_its_own_client_port(
     postgres_url: str, pgbouncer_port: int
 ) -> None:

@@ -103,3 +103,19 @@ def test_the_watcher_ends_with_the_block_when_nothing_builds(postgres_url: str) 
         assert "flowdb-index-ix_idle" not in after - before
     finally:
         engine.dispose()
+
+
+def test_a_build_shorter_than_one_interval_opens_no_second_connection(postgres_url: str) -> None:
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    opened: list[str] = []
+    sa.event.listen(engine, "connect", lambda *_: opened.append(threading.current_thread().name))
+    try:
+        with reported("ix_quick", "quick", engine, PostgresDialect.read_index_build, 5.0):
+            pass
+        assert opened == []
+        # A build that outlasts an interval is watched, from a connection of its own.
+        with reported("ix_slow", "slow", engine, PostgresDialect.read_index_build, 0.01):
+            time.sleep(0.2)
+        assert opened == ["flowdb-index-ix_slow"]
+    finally:
+        engine.dispose()

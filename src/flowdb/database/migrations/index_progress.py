@@ -52,27 +52,35 @@ def reported(
     and silently: the progress line is a detail, the build's own result is what counts.
     """
     stop = threading.Event()
+    first: tuple[str, float, int] | None = None  # (phase, when, done) for the rate
+
+    def look(connection: Connection) -> None:
+        nonlocal first
+        found = read(connection, table)
+        connection.rollback()  # each look sees the view anew
+        if found is None:
+            return
+        phase, done, total = found
+        now = time.monotonic()
+        left = None
+        if first is None or first[0] != phase:
+            first = (phase, now, done)
+        elif done > first[2] and total > 0:
+            rate = (done - first[2]) / (now - first[1])
+            left = max(total - done, 0) / rate
+        message = describe(name, phase, done, total, left)
+        progress.info(message, extra={"event": Progress(message, done=done, total=total or None)})
 
     def watch() -> None:
-        first: tuple[str, float, int] | None = None  # (phase, when, done) for the rate
+        # A build done within the first interval is never looked at, so the many small
+        # ones open no second connection (on PostgreSQL, a new server process each).
+        if stop.wait(interval):
+            return
         try:
             with engine.connect() as connection:
+                look(connection)
                 while not stop.wait(interval):
-                    found = read(connection, table)
-                    connection.rollback()  # each look sees the view anew
-                    if found is None:
-                        continue
-                    phase, done, total = found
-                    now = time.monotonic()
-                    left = None
-                    if first is None or first[0] != phase:
-                        first = (phase, now, done)
-                    elif done > first[2] and total > 0:
-                        rate = (done - first[2]) / (now - first[1])
-                        left = max(total - done, 0) / rate
-                    message = describe(name, phase, done, total, left)
-                    event = Progress(message, done=done, total=total or None)
-                    progress.info(message, extra={"event": event})
+                    look(connection)
         except Exception:
             return
 

@@ -276,25 +276,31 @@ def detect_transaction_pooler(url: Any) -> bool:
     if "connect_timeout" not in url.query:
         options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
 
-    def pid(connection: psycopg.Connection[Any]) -> Any:
-        row = connection.execute("SELECT pg_backend_pid()").fetchone()
-        return row[0] if row else None
-
     try:
-        with (
-            psycopg.connect(conninfo, **options) as first,
-            psycopg.connect(conninfo, **options) as second,
-        ):
+        with psycopg.connect(conninfo, **options) as first:
             if _reaches_server_directly(first):
-                return False
-            for _ in range(_POOLER_PROBE_ROUNDS):
-                before = pid(first)
-                with second.transaction():
-                    if pid(second) == before or pid(first) != before:
-                        return True
+                return False  # the usual case: one connection, not two
+            with psycopg.connect(conninfo, **options) as second:
+                return _sessions_move(first, second)
     except psycopg.Error as exc:
         logger.debug("Could not look for a transaction pooler: %s", exc)
     return False
+
+
+def _sessions_move(first: Any, second: Any) -> bool:
+    """Whether two client connections show a transaction pooler's moving server sessions."""
+    for _ in range(_POOLER_PROBE_ROUNDS):
+        before = _backend_pid(first)
+        with second.transaction():
+            if _backend_pid(second) == before or _backend_pid(first) != before:
+                return True
+    return False
+
+
+def _backend_pid(connection: Any) -> Any:
+    """The server session (process id) a psycopg connection is on right now."""
+    row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    return row[0] if row else None
 
 
 def _reaches_server_directly(connection: Any) -> bool:
