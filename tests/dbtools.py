@@ -382,6 +382,13 @@ def upgrade_process(environment: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def upgrade_forked(environment: dict[str, str]) -> subprocess.Popen[str]:
+    """``upgrade_process``, forked from the fork server (``tests.forkserver``): for tests
+    whose subject starts after the imports (a signal or a lost lock once a step is
+    reported); the signal tests of ``tests/cli/test_signals.py`` cover the imports."""
+    return forkserver.Popen(["-m", "flowdb", "database", "upgrade", "-y"], env=environment)
+
+
 def upgrades_at_once(url: str, count: int, **env: str) -> list[tuple[int, str, str]]:
     """``count`` processes running ``flowdb database upgrade -y`` on ``url`` at the same time.
 

@@ -42,7 +42,6 @@ import sqlalchemy as sa
 from flowdb.database import history as history_module
 from flowdb.database.history import load_history
 from flowdb.errors import ExitCode
-from tests import forkserver
 from tests.cli.helpers import (
     assert_one_line_error,
     current_revision,
@@ -51,7 +50,13 @@ from tests.cli.helpers import (
     ok,
     sqlite_file,
 )
-from tests.dbtools import seed_flow_runs, set_revision, sync_engine, table_names
+from tests.dbtools import (
+    seed_flow_runs,
+    set_revision,
+    sync_engine,
+    table_names,
+    upgrade_forked,
+)
 
 IDS = [revision.id for revision in load_history().revisions]
 HEAD = IDS[-1]
@@ -995,13 +1000,6 @@ def interrupt(
             process.kill()
             process.communicate()
     return out, seen + rest, process.returncode
-
-
-def upgrade_forked(env: dict[str, str]) -> subprocess.Popen[str]:
-    """``flowdb database upgrade -y`` with ``env``, forked from the fork server
-    (``tests.forkserver``): these signals land once it reports a step, after its imports
-    (the signal tests of ``test_signals`` cover the imports)."""
-    return forkserver.Popen(["-m", "flowdb", "database", "upgrade", "-y"], env=env)
 
 
 def assert_one_line_at_a_revision(

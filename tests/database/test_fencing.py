@@ -45,7 +45,6 @@ from flowdb.database.history import load_history
 from flowdb.database.journal import RUN_TABLE
 from flowdb.database.target import Database
 from flowdb.errors import ExitCode, MigrationLockLostError
-from tests import forkserver
 from tests.dbtools import (
     create_mariadb_database,
     create_postgres_database,
@@ -58,6 +57,7 @@ from tests.dbtools import (
     seed_flow_runs,
     sync_engine,
     table_names,
+    upgrade_forked,
 )
 
 TRIALS = 20
@@ -155,12 +155,9 @@ def end_session(url: str, session: int) -> None:
 
 
 def start_upgrade(url: str) -> subprocess.Popen[str]:
-    """``flowdb database upgrade -y`` on ``url``, its stderr read line by line; forked
-    from the fork server (``tests.forkserver``): what is tried starts after the imports."""
-    return forkserver.Popen(
-        ["-m", "flowdb", "database", "upgrade", "-y"],
-        env={**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"},
-    )
+    """``flowdb database upgrade -y`` on ``url``, its stderr read line by line (forked:
+    what is tried starts after the imports)."""
+    return upgrade_forked({**os.environ, "FLOWDB_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"})
 
 
 def end_lock_session_midway(
