@@ -153,6 +153,27 @@ def test_a_missing_postgresql_database_is_named(postgres_url: str, home: Path) -
     assert_one_line_error(result, "Cannot connect", "flowdb_no_such_database", "does not exist")
 
 
+@pytest.mark.parametrize("dialect", ["postgresql", "mariadb", "sqlite"])
+def test_a_nul_in_the_database_name_reaches_no_database(
+    dialect: str, request: pytest.FixtureRequest, home: Path
+) -> None:
+    """libpq ended the name at the NUL and migrated the database named by what came before
+    it; SQLite's path raised a traceback and MariaDB's handshake failed as a statement."""
+    fixture = {"postgresql": "postgres_url", "mariadb": "mariadb_url", "sqlite": "sqlite_url"}[
+        dialect
+    ]
+    url = request.getfixturevalue(fixture)
+    cut_at_nul = url + "%00x"  # the real database's name, then a NUL and more
+    before = fingerprint(url)
+    result = flowdb(cut_at_nul, "database", "upgrade", "-y", home=home)
+
+    words = ("NUL character (%00)", "in the database (name or file path)")
+    assert_one_line_error(result, *words, "remove it from FLOWDB_DATABASE_URL")
+    assert result.returncode == 2
+    assert fingerprint(url) == before
+    assert current_revision(url) is None
+
+
 # --- read-only SQLite --------------------------------------------------------------------
 
 WRITING_COMMANDS = [

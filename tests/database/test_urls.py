@@ -192,6 +192,10 @@ def test_redact_message_hides_urls_and_settings_inside_text() -> None:
     assert "/tmp/a@b and user@example.com" in shown
 
 
+#: How the refusal of a NUL character names the database part of a URL.
+IN_THE_DATABASE = "in the database (name or file path)"
+
+
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
@@ -206,6 +210,13 @@ def test_redact_message_hides_urls_and_settings_inside_text() -> None:
         (f"postgresql//u:{SECRET}@host/db", ("malformed",)),
         (f"mssql://u:{SECRET}@host/db", ("does not support", "mssql://u:***@host/db")),
         (f"postgresql://u:p@{SECRET}@host/db", ("'@'", "%40")),
+        ("postgresql://u@host/flowdb%00x", ("NUL character (%00)", IN_THE_DATABASE)),
+        (f"postgresql://u%00v:{SECRET}@host/db", ("NUL character", "the user name", "u%00v")),
+        (f"postgresql://u:{SECRET}%00@host/db", ("NUL character", "the password", ":***@")),
+        ("postgresql://u@h/db?application_name=a%00b", ("the parameter 'application_name'",)),
+        ("mysql+pymysql://root@h/flowdb%00x", ("NUL character", IN_THE_DATABASE)),
+        ("sqlite:///tmp/x%00y.db", ("NUL character", IN_THE_DATABASE)),
+        ("sqlite:////tmp/x\x00y.db", ("NUL character", IN_THE_DATABASE)),  # not escaped
     ],
 )
 def test_unusable_urls_raise_one_line_configuration_errors(

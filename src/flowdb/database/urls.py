@@ -89,6 +89,44 @@ def bad_port(raw: str, port: str) -> ConfigurationError:
     )
 
 
+def nul_part(url: DatabaseUrl) -> str | None:
+    """The part of ``url`` that holds a NUL character once decoded (``%00``), if any.
+
+    libpq ends each part at a NUL and would connect to the database (or as the user)
+    named by what comes before it, another one than the URL names; Python's ``sqlite3``
+    raises on the path and MariaDB refuses the handshake, both with errors that do not
+    say why.
+    """
+    if "\x00" not in url.text and "%00" not in url.text:
+        return None  # the usual case, answered without parsing
+    database = "the database (name or file path)"
+    if url._plain is not None:
+        return database  # a plain URL has no escapes: the character itself is in the path
+    parsed = url.url
+    parts = {
+        "the user name": parsed.username,
+        "the password": parsed.password,
+        "the host": parsed.host,
+        database: parsed.database,
+    }
+    for name, text in parts.items():
+        if text and "\x00" in text:
+            return name
+    for key, value in parsed.query.items():
+        values = value if isinstance(value, tuple) else (value,)
+        if "\x00" in key or any("\x00" in item for item in values):
+            return f"the parameter {key.replace(chr(0), '%00')!r}"
+    return None
+
+
+def nul_character(raw: str, part: str) -> ConfigurationError:
+    """The error for a URL with a NUL character in ``part`` (``nul_part``)."""
+    return ConfigurationError(
+        f"Database URL {redact(raw)!r} has a NUL character (%00) in {part}; drivers "
+        "cut text short or refuse it at a NUL, so remove it from FLOWDB_DATABASE_URL."
+    )
+
+
 def unencoded_at(raw: str) -> ConfigurationError:
     """The error for a URL whose user or password holds a bare ``@``.
 

@@ -15,7 +15,14 @@ import importlib
 import re
 
 from flowdb.database.dialects.base import Dialect
-from flowdb.database.urls import PLAIN, DatabaseUrl, bad_port, unencoded_at
+from flowdb.database.urls import (
+    PLAIN,
+    DatabaseUrl,
+    bad_port,
+    nul_character,
+    nul_part,
+    unencoded_at,
+)
 from flowdb.errors import ConfigurationError
 from flowdb.redaction import redact
 
@@ -86,6 +93,9 @@ def parse_database_url(raw: str) -> DatabaseUrl:
             ) from None
         if parsed.url.port is not None and not 1 <= parsed.url.port <= 65535:
             raise bad_port(raw, str(parsed.url.port))
+    nul = nul_part(parsed)
+    if nul is not None:
+        raise nul_character(raw, nul)
     backend, _, driver = drivername.partition("+")
     dialect = dialect_class(backend)
     if dialect is None or driver not in dialect.drivers:
