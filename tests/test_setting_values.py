@@ -10,7 +10,19 @@ from pathlib import Path
 import pytest
 
 from flowdb.errors import ConfigurationError
-from flowdb.settings import Secret, Settings, get_settings
+from flowdb.settings import LONGEST_TIMEOUT, Secret, Settings, get_settings
+
+#: Every setting that is a number of seconds or days (a float).
+FLOAT_SETTINGS = [f.name for f in dataclasses.fields(Settings) if f.type in (float, "float")]
+#: The timeouts that reach PostgreSQL or SQLite as milliseconds.
+TIMEOUTS = [
+    "migration_lock_timeout",
+    "migration_statement_timeout",
+    "migration_ddl_lock_timeout",
+    "server_query_timeout",
+    "schema_wait_timeout",
+    "server_heartbeat_stale",
+]
 
 
 @pytest.mark.parametrize(
@@ -54,6 +66,37 @@ def test_a_value_out_of_its_bounds_is_one_line(
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "nan", "1e309"])
+@pytest.mark.parametrize("field", FLOAT_SETTINGS)
+def test_a_number_setting_is_finite(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    """Infinity passed every lower bound, then a driver failed on it: a traceback on
+    PostgreSQL, "the fresh install failed ... regenerate the snapshot" on SQLite."""
+    name = f"FLOWDB_{field.upper()}"
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as caught:
+        get_settings()
+    assert str(caught.value) == (
+        f"{name}={value!r} is invalid (Input should be a finite number); "
+        "fix or unset that environment variable."
+    )
+    with pytest.raises(ConfigurationError, match="finite number"):
+        Settings(**{field: float(value)})
+
+
+@pytest.mark.parametrize("field", TIMEOUTS)
+def test_a_timeout_is_at_most_what_the_servers_take(
+    monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    """A longer one failed at connect time as if the server were unreachable."""
+    assert field in FLOAT_SETTINGS
+    assert getattr(Settings(**{field: LONGEST_TIMEOUT}), field) == LONGEST_TIMEOUT
+    monkeypatch.setenv(f"FLOWDB_{field.upper()}", str(LONGEST_TIMEOUT + 1))
+    with pytest.raises(ConfigurationError, match=f"less than or equal to {LONGEST_TIMEOUT}"):
+        get_settings()
 
 
 def test_a_malformed_credential_is_refused_without_quoting_it(

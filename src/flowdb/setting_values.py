@@ -9,6 +9,7 @@ settings, and importing pydantic cost more than the rest of a command's start-up
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import Field
@@ -115,13 +116,20 @@ def _to_int(value: object) -> int:
 
 def _to_float(value: object) -> float:
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value.strip())
+            number = float(value.strip())
         except ValueError:
-            pass
-    raise _Invalid("Input should be a valid number, unable to parse string as a number")
+            raise _Invalid(
+                "Input should be a valid number, unable to parse string as a number"
+            ) from None
+    else:
+        raise _Invalid("Input should be a valid number, unable to parse string as a number")
+    # Infinity passed every lower bound, then failed where a driver wants milliseconds.
+    if not math.isfinite(number):
+        raise _Invalid("Input should be a finite number")
+    return number
 
 
 def _check_bounds(item: Field[Any], value: object) -> None:

@@ -19,6 +19,10 @@ DEFAULT_HOME = Path("~/.flowdb")
 _PATH_SAFE = "/ :@!$&'()*+,;=~[]"
 #: Settings whose value is a secret: an error about one never quotes it.
 SECRET_SETTINGS = frozenset({"server_api_auth"})
+#: The longest wait or run time a timeout setting takes, in seconds (about 24.8 days):
+#: PostgreSQL's timeouts and SQLite's busy timeout are at most 2**31 - 1 milliseconds,
+#: and a longer one failed at connect time as if the server were unreachable.
+LONGEST_TIMEOUT = 2_147_483
 #: The forms FLOWDB_SERVER_API_AUTH takes (shown when it is malformed; no value quoted).
 API_AUTH_FORMS = "'basic:<user>:<password>' or 'bearer:<token>'"
 
@@ -185,11 +189,13 @@ class Settings:
     migration_lock_timeout: float = setting(
         default=600.0,
         ge=0,
+        le=LONGEST_TIMEOUT,
         description="Seconds a migration command waits for another one to finish.",
     )
     migration_statement_timeout: float = setting(
         default=0.0,
         ge=0,
+        le=LONGEST_TIMEOUT,
         description="Seconds one migration statement may run on PostgreSQL; 0 means no limit. "
         "Set on flowdb's own migration connections, so a statement_timeout meant for the "
         "API (on the role or database) never cuts an index build short.",
@@ -197,6 +203,7 @@ class Settings:
     migration_ddl_lock_timeout: float = setting(
         default=1.0,
         gt=0,
+        le=LONGEST_TIMEOUT,
         description="Seconds one migration statement may wait for a table lock on PostgreSQL "
         "before its step rolls back and is retried; a waiting ACCESS EXCLUSIVE request "
         "would block every later query on the table, so waits stay short.",
@@ -217,6 +224,7 @@ class Settings:
     server_query_timeout: float = setting(
         default=30.0,
         ge=0,
+        le=LONGEST_TIMEOUT,
         description="Seconds one API query may run on PostgreSQL; 0 means no limit.",
     )
     server_keep_alive_timeout: int = setting(
@@ -249,6 +257,7 @@ class Settings:
     schema_wait_timeout: float = setting(
         default=60.0,
         ge=0,
+        le=LONGEST_TIMEOUT,
         description="Seconds the API server waits for the schema to reach head when "
         "FLOWDB_MIGRATE_ON_START is false (a migration job upgrades it); 0 fails at once.",
     )
@@ -261,6 +270,7 @@ class Settings:
     server_heartbeat_stale: float = setting(
         default=30.0,
         gt=0,
+        le=LONGEST_TIMEOUT,
         description="Seconds after its last heartbeat a replica counts as gone: an upgrade "
         "then no longer waits for it before a contract revision.",
     )

@@ -373,3 +373,20 @@ def test_the_run_record_names_the_database_user(database_url: str) -> None:
     finally:
         engine.dispose()
     assert recorded == {expected}
+
+
+# --- the longest timeouts ----------------------------------------------------------------
+
+
+def test_the_longest_timeouts_are_ones_every_server_takes(database_url: str) -> None:
+    """``LONGEST_TIMEOUT`` (2**31 - 1 ms) is set on the migration connections as it is:
+    one more second was refused by PostgreSQL at connect time (a later bound in the
+    settings refuses it first: ``tests/test_setting_values.py``)."""
+    from flowdb.settings import LONGEST_TIMEOUT
+
+    longest = str(LONGEST_TIMEOUT)
+    timeouts = ("LOCK_TIMEOUT", "STATEMENT_TIMEOUT", "DDL_LOCK_TIMEOUT")
+    env = {f"FLOWDB_MIGRATION_{name}": longest for name in timeouts}
+    result = flowdb(database_url, "database", "upgrade", "-y", env=env)
+    assert result.returncode == 0, result.stderr
+    assert revision_of(database_url) == HEAD
