@@ -23,6 +23,9 @@ SECRET_SETTINGS = frozenset({"server_api_auth"})
 #: PostgreSQL's timeouts and SQLite's busy timeout are at most 2**31 - 1 milliseconds,
 #: and a longer one failed at connect time as if the server were unreachable.
 LONGEST_TIMEOUT = 2_147_483
+#: The oldest a retention cutoff may be, in days (100 years): both the server's
+#: (FLOWDB_RETENTION_DAYS) and ``flowdb database clean --older-than``'s.
+LONGEST_RETENTION_DAYS = 36_500
 #: The forms FLOWDB_SERVER_API_AUTH takes (shown when it is malformed; no value quoted).
 API_AUTH_FORMS = "'basic:<user>:<password>' or 'bearer:<token>'"
 
@@ -314,7 +317,7 @@ class Settings:
     retention_days: float = setting(
         default=0,
         ge=0,
-        le=36_500,
+        le=LONGEST_RETENTION_DAYS,
         description="With a value above 0, the API server deletes finished flow runs "
         "older than this many days (with their task runs, states and logs) every "
         "FLOWDB_RETENTION_INTERVAL seconds; 0 (the default) keeps everything.",

@@ -158,6 +158,31 @@ def test_a_bad_duration_is_one_line_and_exit_2(sqlite_url: str, duration: str) -
     assert _state(url) == before
 
 
+@pytest.mark.parametrize("duration", ["999999d", "36501d", "876001h", "52560001m", "9" * 30 + "d"])
+def test_a_duration_past_the_oldest_cutoff_is_one_line_and_exit_2(
+    sqlite_url: str, duration: str
+) -> None:
+    """999999d put the cutoff before the year 1: a traceback (OverflowError)."""
+    url = _upgraded(sqlite_url)
+    seed(url, expired=2)
+    before = _state(url)
+    result = flowdb(url, "database", "clean", "--older-than", duration, "-y")
+    assert result.returncode == 2
+    assert_one_line_error(result, "more than 36500 days", "at most 36500d")
+    assert _state(url) == before
+
+
+@pytest.mark.parametrize("duration", ["36500d", "876000h", "52560000m"])
+def test_the_oldest_cutoff_is_taken_and_deletes_nothing_newer(
+    sqlite_url: str, duration: str
+) -> None:
+    url = _upgraded(sqlite_url)
+    seed(url, expired=2)
+    before = _state(url)
+    ok(flowdb(url, "database", "clean", "--older-than", duration, "-y"))
+    assert _state(url) == before
+
+
 def test_a_database_not_at_head_is_refused(sqlite_url: str) -> None:
     ok(flowdb(sqlite_url, "database", "upgrade", "-y", "-r", "6a4d8b1e3c29"))
     result = flowdb(sqlite_url, "database", "clean", "--older-than", "7d", "-y")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowdb.errors import DatabaseBusyError, SchemaNotAtHeadError, UsageError
+from flowdb.settings import LONGEST_RETENTION_DAYS
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -47,8 +48,9 @@ if TYPE_CHECKING:
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 #: The tables a clean deletes from, children first, as the summary lists them.
 TABLES = ("log", "task_run_state", "task_run", "flow_run_state", "flow_run")
-_DURATION = re.compile(r"^\s*(\d{1,6})\s*([dhm])\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+_PER_DAY = {"d": 1, "h": 24, "m": 24 * 60}
 
 
 def parse_duration(text: str) -> dt.timedelta:
@@ -59,7 +61,14 @@ def parse_duration(text: str) -> dt.timedelta:
             f"--older-than {text!r} is not a duration; write a positive whole number of "
             "days, hours or minutes, like 30d, 12h or 90m."
         )
-    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    number, unit = int(match.group(1)), match.group(2)
+    # A longer one put the cutoff before the year 1: a traceback instead of a cutoff.
+    if number > LONGEST_RETENTION_DAYS * _PER_DAY[unit]:
+        raise UsageError(
+            f"--older-than {text!r} reaches back more than {LONGEST_RETENTION_DAYS} days "
+            f"(100 years); write at most {LONGEST_RETENTION_DAYS}d."
+        )
+    return dt.timedelta(**{_UNITS[unit]: number})
 
 
 @dataclass
