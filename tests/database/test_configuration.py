@@ -375,6 +375,32 @@ def test_the_run_record_names_the_database_user(database_url: str) -> None:
     assert recorded == {expected}
 
 
+def test_a_mariadb_user_out_of_connections_is_told_so_not_of_a_rolled_back_statement(
+    mariadb_user_url: str,
+) -> None:
+    """Error 1226 at connect time read "The database rejected a statement and it was
+    rolled back" with the exit code of a failed migration; nothing had run."""
+    from flowdb.errors import ExitCode
+    from tests.cli.helpers import assert_one_line_error
+
+    user = sa.make_url(mariadb_user_url).username
+    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"ALTER USER '{user}'@'%' WITH MAX_USER_CONNECTIONS 1"))
+    finally:
+        admin.dispose()
+    holder = sync_engine(mariadb_user_url)
+    try:
+        with holder.connect():  # the user's one connection
+            result = flowdb(mariadb_user_url, "database", "upgrade", "-y")
+    finally:
+        holder.dispose()
+    assert result.returncode == ExitCode.UNREACHABLE
+    assert_one_line_error(result, "turned flowdb away", "max_user_connections", "ALTER USER")
+    assert revision_of(mariadb_user_url) is None
+
+
 # --- the longest timeouts ----------------------------------------------------------------
 
 

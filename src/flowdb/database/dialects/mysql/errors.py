@@ -12,6 +12,20 @@ from flowdb.errors import (
     FlowdbError,
 )
 
+#: Connections the server refuses for a reason of its own, with what to do about each.
+#: They used to read as a statement that failed and was rolled back.
+_REFUSED = {
+    1040: "no connection is left (max_connections); close idle sessions or raise "
+    "max_connections, then run the command again.",
+    1226: "this user reached one of its limits (max_user_connections or an hourly one); "
+    "close its idle sessions or raise the limit (ALTER USER), then run the command again.",
+    1129: "it blocked this host after many failed connections; run 'mariadb-admin "
+    "flush-hosts' on the server, then run the command again.",
+    1130: "it lets no user connect from this host; grant the user access from this host "
+    "or connect from an allowed one.",
+    1043: "the handshake failed; check that FLOWDB_DATABASE_URL names a MariaDB or MySQL "
+    "server's port.",
+}
 #: A table listed and then read is gone (1146), or was changed after the snapshot (1412).
 VANISHED = frozenset({1146, 1412})
 
@@ -23,9 +37,10 @@ def translate_error(exc: BaseException, text: str, where: str) -> FlowdbError | 
     every error of PyMySQL and aiomysql carries; ``text`` is only quoted.
     """
     code = error_code(exc)
-    if code in (1045, 1044, 1049, 2003, 2005, 2006, 2013):
+    if code in (1045, 1044, 1049, 1698, 2003, 2005, 2006, 2013):
         reason = {
             1045: "access denied: wrong user or password",
+            1698: "access denied: wrong user or password",
             1044: "access denied to the database for this user",
             1049: "unknown database",
         }.get(code or 0, "cannot reach the server")
@@ -33,6 +48,10 @@ def translate_error(exc: BaseException, text: str, where: str) -> FlowdbError | 
             f"Cannot connect to the database at {where} ({reason}); check that the "
             "server is running and that FLOWDB_DATABASE_URL names the right host, port, "
             "user, password and database."
+        )
+    if code in _REFUSED:
+        return DatabaseUnreachableError(
+            f"The server of {where} turned flowdb away ({text}); {_REFUSED[code]}"
         )
     if code in (1205, 3572):
         return DatabaseBusyError(
