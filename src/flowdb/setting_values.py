@@ -9,6 +9,7 @@ settings, and importing pydantic cost more than the rest of a command's start-up
 
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 import typing
@@ -115,16 +116,13 @@ def _to_int(value: object) -> int:
 
 
 def _to_float(value: object) -> float:
+    number = None
     if isinstance(value, int | float):
         number = float(value)
     elif isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             number = float(value.strip())
-        except ValueError:
-            raise _Invalid(
-                "Input should be a valid number, unable to parse string as a number"
-            ) from None
-    else:
+    if number is None:
         raise _Invalid("Input should be a valid number, unable to parse string as a number")
     # Infinity passed every lower bound, then failed where a driver wants milliseconds.
     if not math.isfinite(number):
