@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from flowdb.database.dialects import parse_database_url
 from flowdb.database.target import Database
@@ -266,11 +268,38 @@ def test_asyncpg_parameters_become_libpq_ones_for_migrations() -> None:
     }
 
 
+def test_no_limit_in_the_url_is_no_limit_for_the_server_too(postgres_url: str) -> None:
+    """libpq reads connect_timeout=0 as "wait without a limit"; asyncpg, given 0, gave
+    up at once, so the URL that migrated the database could not serve it."""
+    import asyncio
+
+    import asyncpg
+
+    args = connect_args(f"{postgres_url}?connect_timeout=0&command_timeout=0")
+    assert args == {"timeout": math.inf}
+    url = sa.make_url(postgres_url)
+
+    async def connect() -> int:
+        connection = await asyncpg.connect(
+            host=url.host, port=url.port, user=url.username, database=url.database, **args
+        )
+        try:
+            return int(await connection.fetchval("SELECT 1"))
+        finally:
+            await connection.close()
+
+    assert asyncio.run(connect()) == 1
+
+
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
         ("postgresql://u@h/db?sslmode=sometimes", ("sslmode='sometimes'", "verify-full")),
         ("postgresql://u@h/db?connect_timeout=soon", ("connect_timeout='soon'", "seconds")),
+        ("postgresql://u@h/db?connect_timeout=nan", ("connect_timeout='nan'", "0 or more")),
+        ("postgresql://u@h/db?connect_timeout=-5", ("connect_timeout='-5'", "0 or more")),
+        ("postgresql+asyncpg://u@h/db?timeout=inf", ("timeout='inf'", "(0: no limit)")),
+        ("postgresql://u@h/db?command_timeout=-1", ("command_timeout='-1'", "seconds")),
         ("postgresql://u@h/db?frobnicate=1", ("'frobnicate'", "remove it")),
         ("postgresql://u@h/db?options=search_path", ("options=", "-c name=value")),
     ],

@@ -7,6 +7,7 @@ One URL serves both drivers: libpq's parameters (``sslmode``, ``connect_timeout`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flowdb.database.urls import DatabaseUrl
@@ -26,6 +27,24 @@ _LIBPQ_CONNECTION = {
     "dbname": "database",
 }
 _DROPPED_FOR_PSYCOPG = {"command_timeout", "statement_cache_size", "prepared_statement_cache_size"}
+
+
+def _seconds(key: str, text: str, shown: str) -> float:
+    """A timeout parameter's seconds: a finite number, 0 or more (0: no limit).
+
+    libpq read ``nan`` as a failed statement, asyncpg read 0 and below as "give up at
+    once": the same URL connected for migrations and not for the API server.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigurationError(
+            f"Database URL {shown!r} has {key}={text!r}; give a number of seconds, 0 or "
+            "more (0: no limit)."
+        )
+    return seconds
 
 
 def _quoted(value: str) -> str:
@@ -88,13 +107,12 @@ def _asyncpg_connect_args(url: DatabaseUrl, shown: str, build_ssl: bool = True) 
     for key, value in query.items():
         text = str(value)
         if key in ("connect_timeout", "timeout", "command_timeout"):
-            try:
-                seconds = float(text)
-            except ValueError:
-                raise ConfigurationError(
-                    f"Database URL {shown!r} has {key}={text!r}; give a number of seconds."
-                ) from None
-            args["command_timeout" if key == "command_timeout" else "timeout"] = seconds
+            seconds = _seconds(key, text, shown)
+            if key == "command_timeout":
+                if seconds > 0:  # 0: no limit, which is asyncpg's default (it refuses 0)
+                    args["command_timeout"] = seconds
+            else:  # libpq waits without a limit for 0; asyncpg gave up at once
+                args["timeout"] = seconds if seconds > 0 else math.inf
         elif key in ("statement_cache_size", "prepared_statement_cache_size"):
             args["statement_cache_size"] = int(text) if text.isdigit() else 0
         elif key == "application_name":
