@@ -203,3 +203,28 @@ def test_sqlite_errors_are_translated_by_result_code(tmp_path: Path) -> None:
     readonly.close()
     assert result_code(exc) == 8  # SQLITE_READONLY
     assert isinstance(database.dialect.translate_error(exc, FOREIGN), DatabaseReadOnlyError)
+
+
+def test_a_mariadb_server_without_tls_asked_for_it_says_so_not_that_a_statement_failed(
+    mariadb_url: str,
+) -> None:
+    """Error 2026 read "The database rejected a statement and it was rolled back"."""
+    import certifi
+
+    from flowdb.errors import ExitCode
+    from tests.cli.helpers import assert_one_line_error, flowdb
+    from tests.dbtools import sync_engine
+
+    engine = sync_engine(mariadb_url)
+    try:
+        with engine.connect() as connection:
+            have_ssl = connection.execute(sa.text("SELECT @@have_ssl")).scalar()
+    finally:
+        engine.dispose()
+    result = flowdb(
+        f"{mariadb_url}?ssl_verify_cert=true&ssl_ca={certifi.where()}", "database", "upgrade", "-y"
+    )
+    assert result.returncode == ExitCode.UNREACHABLE
+    assert "rolled back" not in result.stderr
+    if have_ssl != "YES":  # this machine's server: no TLS at all
+        assert_one_line_error(result, "turned flowdb away", "TLS could not be set up")

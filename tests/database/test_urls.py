@@ -314,6 +314,49 @@ def test_parameters_no_driver_can_use_are_refused_in_one_line(
 
 
 @pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("frob=1", ("the parameter 'frob'", "PyMySQL", "remove it")),
+        ("connect_timeout=nan", ("connect_timeout='nan'", "from 1 to 31536000")),
+        ("connect_timeout=0", ("connect_timeout='0'", "whole number of seconds")),
+        ("connect_timeout=31536001", ("from 1 to 31536000",)),
+        ("read_timeout=-1", ("read_timeout='-1'", "1 or more")),
+        ("write_timeout=2.5", ("write_timeout='2.5'", "whole number")),
+        ("ssl_ca=/no/such/ca.pem", ("ssl_ca='/no/such/ca.pem'", "no such file")),
+    ],
+)
+def test_mariadb_parameters_pymysql_cannot_take_are_refused_in_one_line(
+    query: str, words: tuple[str, ...]
+) -> None:
+    """They ended in a traceback (TypeError, ValueError) or a message about the
+    database's path."""
+    with pytest.raises(ConfigurationError) as caught:
+        parse_database_url(f"mariadb://u:{SECRET}@h/db?{query}")
+    message = str(caught.value)
+    assert "\n" not in message and SECRET not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_mariadb_parameters_pymysql_takes_are_accepted(tmp_path: Path) -> None:
+    import inspect
+
+    import pymysql  # type: ignore[import-untyped]
+
+    from flowdb.database.dialects.mysql.parameters import KNOWN
+
+    signature = set(inspect.signature(pymysql.connections.Connection.__init__).parameters)
+    not_text = {"self", "host", "user", "password", "passwd", "database", "db", "port"}
+    not_text |= {"conv", "cursorclass", "ssl"}
+    gathered_by_sqlalchemy = {"ssl_capath", "ssl_check_hostname", "ssl_cipher"}
+    assert KNOWN - gathered_by_sqlalchemy == signature - not_text
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    query = f"connect_timeout=31536000&read_timeout=30&charset=utf8mb4&ssl_ca={ca}"
+    assert parse_database_url(f"mariadb://u@h/db?{query}").database == "db"
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         "sqlite:////var/lib/flowdb/flowdb.db",

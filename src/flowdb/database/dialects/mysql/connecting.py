@@ -10,6 +10,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowdb.database.dialects.base import Dialect, first_line, validate_server_url
+from flowdb.database.dialects.mysql.parameters import check_parameters
 from flowdb.database.urls import DatabaseUrl
 from flowdb.errors import UnsupportedServerError
 
@@ -38,8 +39,10 @@ class MysqlConnecting(Dialect):
 
     @classmethod
     def validate_url(cls, url: DatabaseUrl, shown: str) -> None:
-        """A database name is required; a bare ``@`` in the password is refused."""
+        """A database name is required, a bare ``@`` in the password and parameters the
+        driver cannot take are refused (``parameters.check_parameters``)."""
         validate_server_url(url, shown, f"{cls.name}+pymysql://user@host:3306/flowdb")
+        check_parameters(url, shown)
 
     # --- engines ------------------------------------------------------------------------
 

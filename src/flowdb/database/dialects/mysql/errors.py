@@ -25,6 +25,8 @@ _REFUSED = {
     "or connect from an allowed one.",
     1043: "the handshake failed; check that FLOWDB_DATABASE_URL names a MariaDB or MySQL "
     "server's port.",
+    2026: "TLS could not be set up: the server offers none, or the URL's ssl_* parameters "
+    "do not fit it; fix them in FLOWDB_DATABASE_URL.",
 }
 #: A table listed and then read is gone (1146), or was changed after the snapshot (1412).
 VANISHED = frozenset({1146, 1412})
