@@ -96,6 +96,14 @@ def test_unreachable_revision(
     assert current_revision(at_third) == IDS[2]
 
 
+def test_a_revision_of_any_length_is_quoted_in_one_short_line(sqlite_url: str, home: Path) -> None:
+    """A script's runaway argument (5,000 characters here) was quoted whole."""
+    line = check(sqlite_url, home, ["database", "upgrade", "-y", "-r", "deadbeef" * 625])
+    assert "'deadbeefdeadbeef" in line and "... (5,000 characters)" in line, line
+    assert "not in flowdb's migration history" in line
+    assert len(line) < 200, len(line)
+
+
 @pytest.mark.parametrize("revision", ["-1", "-2"])
 def test_downgrade_of_an_empty_database(database_url: str, home: Path, revision: str) -> None:
     check(

@@ -67,6 +67,18 @@ def is_range(revision: str) -> bool:
     return ":" in revision
 
 
+#: The longest revision argument an error quotes whole: it is whatever text a script
+#: passed, and the error stays one readable line.
+QUOTED_AT_MOST = 60
+
+
+def quoted(revision: str) -> str:
+    """``revision`` quoted for an error, cut after ``QUOTED_AT_MOST`` characters."""
+    if len(revision) <= QUOTED_AT_MOST:
+        return repr(revision)
+    return f"{revision[:QUOTED_AT_MOST]!r}... ({len(revision):,} characters)"
+
+
 def check_argument(revision: object) -> str:
     """``revision`` as a stripped string; a ``UsageError`` for anything that is not text."""
     if not isinstance(revision, str) or not revision.strip():
@@ -87,12 +99,12 @@ def resolve(history: History, revision: str) -> str | None:
         return text
     if text.isdigit():
         raise UnknownRevisionError(
-            f"Revision {revision!r} is a number, not a revision id; to move relative to the "
+            f"Revision {quoted(revision)} is a number, not a revision id; to move relative to the "
             f"current revision write -{text} (back) or +{text} (forward)."
         )
     if len(text) < MIN_PREFIX:
         raise UnknownRevisionError(
-            f"Revision {revision!r} is too short to name a revision; give at least "
+            f"Revision {quoted(revision)} is too short to name a revision; give at least "
             f"{MIN_PREFIX} characters of its id ('flowdb database history' lists them)."
         )
     matches = [r.id for r in history.revisions if r.id.startswith(text)]
@@ -100,11 +112,11 @@ def resolve(history: History, revision: str) -> str | None:
         return matches[0]
     if len(matches) > 1:
         raise UnknownRevisionError(
-            f"Revision {revision!r} is ambiguous ({', '.join(matches)}); give more characters "
-            "of the id."
+            f"Revision {quoted(revision)} is ambiguous ({', '.join(matches)}); give more "
+            "characters of the id."
         )
     raise UnknownRevisionError(
-        f"Revision {revision!r} is not in flowdb's migration history; run "
+        f"Revision {quoted(revision)} is not in flowdb's migration history; run "
         "'flowdb database history' to list the revisions."
     )
 
