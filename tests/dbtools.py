@@ -93,6 +93,16 @@ def sync_engine(url: str) -> sa.Engine:
     return plain_engine(Database.from_url(url).dialect.sync_url)
 
 
+def scalar(url: str, query: str) -> Any:
+    """The first column of the first row ``query`` returns on ``url`` (its own connection)."""
+    engine = sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text(query)).scalar()
+    finally:
+        engine.dispose()
+
+
 def revision_of(url: str) -> str | None:
     """The database's revision as flowdb reads it (``None``: empty), without writing."""
     from flowdb.database.target import Database

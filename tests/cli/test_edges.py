@@ -51,6 +51,7 @@ from tests.cli.helpers import (
     sqlite_file,
 )
 from tests.dbtools import (
+    scalar,
     seed_flow_runs,
     set_revision,
     sync_engine,
@@ -775,13 +776,7 @@ def test_a_foreign_tables_data_survives_every_refusal(database_url: str, tmp_pat
     for args in (("reset", "-y"), ("stamp", "-y", "head"), ("upgrade", "-y")):
         assert scene.run("database", *args).returncode == ExitCode.REFUSED
     assert table_names(database_url) == {"alembic_version", "log"}
-    engine = sync_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT count(*) FROM log")).scalar()
-    finally:
-        engine.dispose()
-    assert rows == 3
+    assert scalar(database_url, "SELECT count(*) FROM log") == 3
 
 
 def test_check_and_autogenerate_leave_other_applications_tables_alone(

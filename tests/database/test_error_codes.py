@@ -213,14 +213,9 @@ def test_a_mariadb_server_without_tls_asked_for_it_says_so_not_that_a_statement_
 
     from flowdb.errors import ExitCode
     from tests.cli.helpers import assert_one_line_error, flowdb
-    from tests.dbtools import sync_engine
+    from tests.dbtools import scalar
 
-    engine = sync_engine(mariadb_url)
-    try:
-        with engine.connect() as connection:
-            have_ssl = connection.execute(sa.text("SELECT @@have_ssl")).scalar()
-    finally:
-        engine.dispose()
+    have_ssl = scalar(mariadb_url, "SELECT @@have_ssl")
     result = flowdb(
         f"{mariadb_url}?ssl_verify_cert=true&ssl_ca={certifi.where()}", "database", "upgrade", "-y"
     )

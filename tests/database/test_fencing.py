@@ -53,6 +53,7 @@ from tests.dbtools import (
     in_progress,
     lock_connection,
     revision_of,
+    scalar,
     schema_snapshot,
     seed_flow_runs,
     sync_engine,
@@ -203,12 +204,7 @@ def applied_rows(url: str) -> list[tuple[str, int, bool]]:
 
 
 def run_count(url: str) -> int:
-    engine = sync_engine(url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(sa.text("SELECT count(*) FROM flow_run")).scalar() or 0)
-    finally:
-        engine.dispose()
+    return int(scalar(url, "SELECT count(*) FROM flow_run") or 0)
 
 
 @pytest.fixture(scope="session")

@@ -297,22 +297,15 @@ def _installing(url: str, sending: Path) -> bool:
     there. (SQLite was judged by its rollback journal, which a WAL file never has: the
     test waited out its 60 s deadline before every kill.)
     """
-    from tests.dbtools import sqlite_path, sync_engine
+    from tests.dbtools import scalar, sqlite_path
 
     if not sending.exists():
         return False
     if sqlite_path(url) is not None:
         return True
-    import sqlalchemy as sa
-
     query = (
         "SELECT count(*) FROM information_schema.processlist WHERE info = 'SELECT SLEEP(60)'"
         if url.startswith("mariadb")
         else "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'"
     )
-    engine = sync_engine(url)
-    try:
-        with engine.connect() as connection:
-            return bool(connection.execute(sa.text(query)).scalar())
-    finally:
-        engine.dispose()
+    return bool(scalar(url, query))
