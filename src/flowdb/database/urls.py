@@ -99,15 +99,15 @@ def nul_part(url: DatabaseUrl) -> str | None:
     """
     if "\x00" not in url.text and "%00" not in url.text:
         return None  # the usual case, answered without parsing
-    database = "the database (name or file path)"
+    database_part = "the database (name or file path)"
     if url._plain is not None:
-        return database  # a plain URL has no escapes: the character itself is in the path
+        return database_part  # a plain URL has no escapes: the character itself is in the path
     parsed = url.url
     parts = {
         "the user name": parsed.username,
         "the password": parsed.password,
         "the host": parsed.host,
-        database: parsed.database,
+        database_part: parsed.database,
     }
     for name, text in parts.items():
         if text and "\x00" in text:
