@@ -4,6 +4,8 @@ Before uvicorn starts, the schema is checked (and, with ``FLOWDB_MIGRATE_ON_STAR
 upgraded under the migration lock, with progress shown) in this process, so that a
 database that cannot be served fails here in one line instead of in every worker.
 Each worker then runs the same idempotent check, which costs one query at head.
+With ``--workers N`` the workers are forked from this process (``flowdb.server.forking``),
+which has imported the app already, instead of each importing it again.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ def start(
 
         # JSON lines; the app's own access records replace uvicorn's (request id, latency).
         log_options = {"log_config": uvicorn_log_config(log_level.value), "access_log": False}
+    if workers > 1:
+        from flowdb.server.forking import fork_workers
+
+        fork_workers()
     uvicorn.run(
         "flowdb.server.app:create_app",
         factory=True,
