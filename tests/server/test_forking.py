@@ -19,9 +19,9 @@ from tests.server.test_start import (
     _cmdline,
     alive,
     free_port,
+    live_workers,
     start_server,
     wait_until_ready,
-    worker_pids,
 )
 
 
@@ -53,18 +53,6 @@ def test_a_master_with_another_thread_or_an_unknown_uvicorn_keeps_spawning(
         release.set()
         other.join()
     assert _subprocess.spawn is spawn
-
-
-def live_workers(master: int, count: int, not_these: frozenset[int] = frozenset()) -> list[int]:
-    """The pids of ``count`` live workers of ``master`` other than ``not_these``."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        workers = [w for w in worker_pids(master) if alive(w) and w not in not_these]
-        workers = [w for w in workers if "resource_tracker" not in _cmdline(w)]
-        if len(workers) >= count:
-            return workers
-        time.sleep(0.05)
-    raise AssertionError(f"{master} has no {count} new workers: {worker_pids(master)}")
 
 
 def test_workers_are_forked_from_a_master_without_connections_and_keep_none_of_its_handlers(

@@ -171,21 +171,34 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
 
 
+def live_workers(master: int, count: int, not_these: frozenset[int] = frozenset()) -> list[int]:
+    """The pids of at least ``count`` live workers of ``master`` other than ``not_these``.
+
+    Forked workers (``flowdb.server.forking``) show no name of their own: every live
+    child but a resource tracker, and the children's children (the uvicorn supervisor
+    may sit between the CLI and the workers).
+    """
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = [w for c in worker_pids(master) for w in [c, *worker_pids(c)]]
+        workers = [
+            w
+            for w in workers
+            if alive(w) and w not in not_these and "resource_tracker" not in _cmdline(w)
+        ]
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.05)
+    raise AssertionError(f"{master} has no {count} new workers: {worker_pids(master)}")
+
+
 def test_workers_stop_when_their_master_is_killed(configured: str) -> None:
     port = free_port()
     process = start_server(configured, port, "--workers", "2", "--log-level", "warning")
     workers: list[int] = []
     try:
         wait_until_ready(port, process)
-        deadline = time.monotonic() + 30
-        while len(workers) < 2 and time.monotonic() < deadline:
-            # the uvicorn supervisor may sit between the CLI and the workers
-            workers = [w for c in worker_pids(process.pid) for w in [c, *worker_pids(c)]]
-            # forked workers (flowdb.server.forking): every child but a resource tracker
-            workers = [w for w in workers if "resource_tracker" not in _cmdline(w)]
-            if len(workers) < 2:
-                time.sleep(0.05)
-        assert len(workers) >= 2, workers
+        workers = live_workers(process.pid, 2)
         process.kill()
         process.wait()
         deadline = time.monotonic() + 30
