@@ -18,6 +18,7 @@ A missing server fails the tests that need it; it is never a skip.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,10 +164,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     ordering.add_option(parser)
 
 
+#: Allocations (less deallocations) between two young-generation collections: ten times
+#: CPython's default, so that the middle and oldest generations fill more slowly too.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Record the durations when asked (``--store-durations``)."""
+    """Record the durations when asked (``--store-durations``); collect garbage less often.
+
+    A test process keeps a large heap of long-lived objects (SQLAlchemy, FastAPI,
+    Alembic, hypothesis), which CPython's full collections scan again each time: with
+    the default thresholds those took 9% of a test process's CPU (about 160 ms each).
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
     if config.getoption("store_durations"):
         config.pluginmanager.register(ordering.DurationRecorder(), "flowdb-durations")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what the imports and the collection made out of the collector's sight."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import io
 import json
@@ -169,6 +170,9 @@ def serve() -> None:
     named children that have ended and answers their exit codes (None: still running)."""
     for name in PRELOAD:
         importlib.import_module(name)
+    # The children's collections leave the imported modules alone (never garbage), and
+    # so do not touch, and copy, the pages they share with this process.
+    gc.freeze()
     channel = socket.socket(fileno=0)
     channel.send(b"ready")
     while True:
