@@ -33,10 +33,14 @@ def plain_engine(url: str, connect_args: dict[str, Any] | None = None, **options
 
     PyMySQL tries TLS by default and builds a TLS context for each connection (about
     0.1 s under load); the test servers are local, so the tests' own connections skip it.
+    On PostgreSQL, the engine's first connection does not look up HSTORE (no test uses it).
     """
     arguments = dict(connect_args or {})
-    if sa.make_url(url).get_backend_name() in ("mysql", "mariadb"):
+    backend = sa.make_url(url).get_backend_name()
+    if backend in ("mysql", "mariadb"):
         arguments["ssl_disabled"] = True
+    if backend == "postgresql" and sa.make_url(url).get_driver_name() == "psycopg":
+        options.setdefault("use_native_hstore", False)
     return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=arguments, **options)
 
 
