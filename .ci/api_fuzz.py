@@ -21,6 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.server import free_port
+from tests import web
 from tests.dbtools import create_postgres_database, drop_postgres_database
 
 
@@ -36,7 +37,7 @@ def fuzz(url: str, max_examples: int) -> int:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{base}/api/ready", timeout=2).status_code == 200:
+                if web.get(f"{base}/api/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -36,10 +36,11 @@ def plain_engine(url: str, connect_args: dict[str, Any] | None = None, **options
     On PostgreSQL, the engine's first connection does not look up HSTORE (no test uses it).
     """
     arguments = dict(connect_args or {})
-    backend = sa.make_url(url).get_backend_name()
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
     if backend in ("mysql", "mariadb"):
         arguments["ssl_disabled"] = True
-    if backend == "postgresql" and sa.make_url(url).get_driver_name() == "psycopg":
+    if backend == "postgresql" and parsed.get_driver_name() == "psycopg":
         options.setdefault("use_native_hstore", False)
     return sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=arguments, **options)
 
